@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     # --- reliability ---------------------------------------------------------------------------
     lease_seconds: float = Field(30, gt=0, description="A running task's lease; renewed by heartbeats")
     heartbeat_seconds: float = Field(1.0, gt=0, description="Heartbeat + cancel check period of a running task")
-    reaper_interval_seconds: float = Field(5, gt=0, description="How often the reaper and dispatcher sweep")
+    reaper_interval_seconds: float = Field(5, gt=0, description="How often the reaper looks for expired leases")
+    dispatch_interval_seconds: float = Field(1, gt=0, description="How often the dispatcher drains the outbox")
     dispatch_grace_seconds: float = Field(5, gt=0, description="Outbox rows older than this are re-published")
     max_redispatches: int = Field(5, ge=0, description="Lease expiries a task survives before it is FAILED")
     cancel_grace_seconds: float = Field(10, ge=0, description="After this, a task that ignores cancel is terminated")
@@ -59,6 +60,10 @@ class Settings(BaseSettings):
     sse_retry_ms: int = Field(2000, ge=0, description="retry: sent to EventSource clients")
     sse_window_seconds: float | None = Field(
         None, gt=0, description="Bounded-window SSE for buffering hosts; unset = live streaming"
+    )
+
+    task_modules: list[str] = Field(
+        default_factory=list, description="Extra modules to import for their @task types (JSON list)"
     )
 
     # --- built-in task types -------------------------------------------------------------------

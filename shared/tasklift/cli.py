@@ -1,0 +1,200 @@
+"""The ``tasklift`` command: run the stack, its parts, and migrations.
+
+``tasklift dev`` is the one-command local run: embedded PostgreSQL and Redis (unless
+``TASKLIFT_DATABASE_URL`` / ``TASKLIFT_REDIS_URL`` point elsewhere), migrations, a worker pool,
+the reaper and the API, supervised as one tree of processes that Ctrl-C stops completely.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tasklift.settings import get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="tasklift: long-running operations behind HTTP.")
+console = Console(stderr=True)
+
+
+def _configure_logging() -> None:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s [%(process)d] %(message)s",
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) up to the latest revision."""
+    _configure_logging()
+    from tasklift.store.migrate import upgrade
+
+    upgrade()
+    console.print("[green]database schema is up to date[/green]")
+
+
+@app.command()
+def api(
+    host: str = typer.Option(None, help="Interface to bind (default TASKLIFT_API_HOST)"),
+    port: int = typer.Option(None, help="Port (default TASKLIFT_API_PORT)"),
+    workers: int = typer.Option(1, help="uvicorn worker processes"),
+) -> None:
+    """Serve the HTTP API (ASGI, uvicorn)."""
+    import uvicorn
+
+    settings = get_settings()
+    _configure_logging()
+    uvicorn.run(
+        "tasklift.http.asgi:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def worker(
+    queues: str = typer.Option(None, help="Comma-separated queues (default: the cpu and io queues)"),
+    concurrency: int = typer.Option(None, help="Child processes (default TASKLIFT_WORKER_CONCURRENCY)"),
+    pool: str = typer.Option("prefork", help="Celery pool: prefork, threads or solo"),
+) -> None:
+    """Run a Celery worker for tasklift's queues."""
+    from tasklift.queue.app import celery_app
+
+    settings = get_settings()
+    _configure_logging()
+    celery_app.worker_main(
+        [
+            "worker",
+            "--queues", queues or f"{settings.cpu_queue},{settings.io_queue}",
+            "--concurrency", str(concurrency or settings.worker_concurrency),
+            "--pool", pool,
+            "--loglevel", settings.log_level.upper(),
+            "--hostname", "tasklift@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]  # fmt: skip
+    )
+
+
+@app.command()
+def reaper() -> None:
+    """Run the outbox dispatcher, lease reaper, cancel enforcer and cleanup loop."""
+    from tasklift.queue.reaper import run_forever
+
+    _configure_logging()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_forever(stop)
+
+
+def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    from tasklift.embedded import _child_setup
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "tasklift.cli", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: _child_setup(None, None, signal.SIGTERM),  # noqa: PLW1509
+    )
+
+
+@app.command()
+def dev(
+    port: int = typer.Option(None, help="API port (default 8000)"),
+    concurrency: int = typer.Option(2, help="Worker child processes"),
+    data_dir: Path = typer.Option(None, help="Where the embedded engines keep data (default TASKLIFT_DATA_DIR)"),
+) -> None:
+    """Run everything locally: PostgreSQL, Redis, migrations, worker pool, reaper and API."""
+    from tasklift.embedded import EmbeddedPostgres, EmbeddedRedis, stop_process
+
+    settings = get_settings()
+    data = (data_dir or settings.data_dir).resolve()
+    env = dict(os.environ)
+    env.setdefault("TASKLIFT_ANONYMOUS", "true")
+    env.setdefault("TASKLIFT_LOG_FORMAT", "console")
+    env.setdefault("TASKLIFT_SOFT_SHUTDOWN_SECONDS", "10")
+    engines: list[EmbeddedPostgres | EmbeddedRedis] = []
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    rows: list[tuple[str, str]] = []
+    stopping = threading.Event()
+
+    def shutdown(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        if settings.database_url:
+            rows.append(("PostgreSQL", f"{settings.database_url.split('@')[-1]} (external)"))
+        else:
+            pg = EmbeddedPostgres(data / "postgres", port=55432)
+            engines.append(pg)
+            env["TASKLIFT_DATABASE_URL"] = pg.start()
+            rows.append(("PostgreSQL 16 (embedded)", f"{pg.url}  data: {pg.data_dir}"))
+        if settings.redis_url:
+            rows.append(("Redis", "external"))
+        else:
+            rd = EmbeddedRedis(data / "redis", port=6380)
+            engines.append(rd)
+            env["TASKLIFT_REDIS_URL"] = rd.start()
+            rows.append(("Redis (embedded, AOF)", f"{rd.url}  data: {rd.data_dir}"))
+        os.environ.update(env)
+        get_settings.cache_clear()
+        from tasklift.store.migrate import upgrade
+
+        upgrade()
+        api_port = port or settings.api_port
+        children.append(("worker", _child(["worker", "--concurrency", str(concurrency)], env)))
+        children.append(("reaper", _child(["reaper"], env)))
+        children.append(("api", _child(["api", "--port", str(api_port)], env)))
+        rows += [
+            ("Worker pool", f"{concurrency} processes on {settings.cpu_queue}, {settings.io_queue}"),
+            ("Reaper", "outbox dispatcher, lease reaper, cleanup"),
+            ("API", f"http://{settings.api_host}:{api_port}   docs: http://{settings.api_host}:{api_port}/docs"),
+        ]
+        table = Table(title="tasklift dev", show_header=False)
+        for name, where in rows:
+            table.add_row(name, where)
+        console.print(table)
+        if env["TASKLIFT_ANONYMOUS"] == "true":
+            console.print("[yellow]anonymous access is ON (development only)[/yellow]")
+        console.print("Press Ctrl-C to stop everything.")
+        while not stopping.wait(0.5):
+            for name, proc in children:
+                if proc.poll() is not None:
+                    console.print(f"[red]{name} exited with {proc.returncode}; stopping[/red]")
+                    stopping.set()
+    finally:
+        console.print("stopping…")
+        for _name, proc in reversed(children):  # API first, then reaper, then workers
+            stop_process(proc, signal.SIGTERM, timeout=30)
+        for engine in reversed(engines):
+            engine.stop()
+        console.print("[green]stopped; data kept in[/green] " + str(data))
+    raise typer.Exit(0)
+
+
+def main() -> None:
+    """Entry point of the ``tasklift`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The ASGI app (FastAPI) over the host-neutral handlers.
+
+FastAPI contributes routing, OpenAPI and /docs; validation and every rule stay in the handlers, so
+Azure Functions and Lambda behave exactly alike. Request bodies are read here with the size cap
+enforced while reading, so an oversized body is refused without buffering all of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
+
+from tasklift.http import routes
+from tasklift.http.problems import Problem, problem_response
+from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
+from tasklift.http.types import HttpRequest, HttpResponse
+from tasklift.settings import get_settings
+from tasklift.tasks.registry import all_task_types
+
+PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a 413 :class:`Problem` as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
+    return bytes(body)
+
+
+def to_neutral(request: Request, body: bytes) -> HttpRequest:
+    """Starlette request → :class:`HttpRequest`."""
+    return HttpRequest(
+        method=request.method,
+        path=request.url.path,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=dict(request.query_params),
+        body=body,
+        base_url=str(request.base_url).rstrip("/"),
+        path_params=dict(request.path_params),
+    )
+
+
+def to_starlette(resp: HttpResponse) -> Response:
+    """:class:`HttpResponse` → Starlette response (streaming when the handler streams)."""
+    if resp.stream is not None:
+        return StreamingResponse(resp.stream, status_code=resp.status, headers=resp.headers)
+    return Response(content=resp.body, status_code=resp.status, headers=resp.headers)
+
+
+def _endpoint(route: routes.Route) -> Any:
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await read_body(request, get_settings().max_body_bytes) if request.method == "POST" else b""
+        except Problem as problem:
+            return to_starlette(problem_response(problem, request.url.path))
+        return to_starlette(await routes.handle(route, to_neutral(request, body)))
+
+    endpoint.__name__ = route.name
+    endpoint.__doc__ = route.handler.__doc__
+    return endpoint
+
+
+_DOCS: dict[str, dict[str, Any]] = {
+    "submit_task": {"status_code": 202, "response_model": TaskResource, "responses": {s: PROBLEM for s in (400, 413, 415, 422, 503)}},
+    "list_tasks": {"response_model": TaskList, "responses": {422: PROBLEM}},
+    "get_task": {"response_model": TaskResource, "responses": {304: {"description": "Not modified"}, 404: PROBLEM}},
+    "cancel_task": {
+        "status_code": 204,
+        "responses": {202: {"model": TaskResource, "description": "Cancellation requested"}, 404: PROBLEM, 409: PROBLEM},
+    },
+    "task_logs": {"response_model": list[LogLine], "responses": {404: PROBLEM}},
+    "task_types": {"response_model": list[TaskTypeInfo]},
+    "healthz": {"response_model": Health},
+    "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
+}
+
+
+def _submit_body_schema() -> dict[str, Any]:
+    variants = []
+    for ttype in all_task_types():
+        schema = ttype.input_schema()
+        props = {"task_type": {"const": ttype.name}, "metadata": {"type": "object"}, **schema.get("properties", {})}
+        variants.append({"type": "object", "title": ttype.name, "properties": props, "required": schema.get("required", [])})
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": variants}}},
+        "description": "`task_type` (default vector_processing) plus that type's input fields; see GET /task-types.",
+    }
+
+
+def create_app() -> FastAPI:
+    """The tasklift ASGI application."""
+    app = FastAPI(
+        title="tasklift",
+        version="1",
+        description="Long-running operations behind HTTP: submit (202), poll, stream (SSE), cancel.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    for route in routes.ROUTES:
+        extra = {"openapi_extra": {"requestBody": _submit_body_schema()}} if route.name == "submit_task" else {}
+        app.add_api_route(
+            route.template,
+            _endpoint(route),
+            methods=[route.method],
+            name=route.name,
+            response_class=Response,
+            **_DOCS.get(route.name, {}),
+            **extra,
+        )
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return to_starlette(problem_response(Problem(404, f"no endpoint at {request.url.path}"), request.url.path))
+
+    @app.exception_handler(405)
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        problem = Problem(405, f"{request.method} is not allowed on {request.url.path}")
+        return to_starlette(problem_response(problem, request.url.path))
+
+    return app

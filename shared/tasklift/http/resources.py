@@ -1,0 +1,57 @@
+"""How a task row is shown to clients (API.md "Resource: a task")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from tasklift.http.types import rfc3339
+from tasklift.tasks.states import TERMINAL, TaskStatus
+
+
+def task_resource(row: RowMapping) -> dict[str, Any]:
+    """The JSON resource of a task."""
+    tid = str(row["id"])
+    base = f"/tasks/{tid}"
+    return {
+        "task_id": tid,
+        "task_type": row["task_type"],
+        "status": row["status"],
+        "progress": row["progress"] or {"percent": 0, "current": None, "total": None, "message": None},
+        "result": row["result"],
+        "result_url": None,
+        "error": row["error"],
+        "attempts": row["attempts"],
+        "cancel_requested": row["cancel_requested"],
+        "metadata": row["metadata"],
+        "created_at": rfc3339(row["created_at"]),
+        "started_at": rfc3339(row["started_at"]),
+        "updated_at": rfc3339(row["updated_at"]),
+        "completed_at": rfc3339(row["completed_at"]),
+        "trace_id": row["trace_id"],
+        "links": {"self": base, "stream": f"{base}/stream", "logs": f"{base}/logs", "cancel": base},
+    }
+
+
+def etag(row: RowMapping) -> str:
+    """A strong validator: every change to a task appends an event and bumps ``last_seq``."""
+    return f'"{row["id"].hex}.{row["last_seq"]}"'
+
+
+def retry_after(row: RowMapping, floor: int = 1, ceiling: int = 30) -> int | None:
+    """Seconds a poller should wait: none for a finished task, more for a long one far from done.
+
+    For a running task with progress p% after t seconds, the rest takes about t·(100-p)/p; polling
+    ten times over that estimate keeps latency proportional without hammering the API.
+    """
+    status = TaskStatus(row["status"])
+    if status in TERMINAL:
+        return None
+    percent = (row["progress"] or {}).get("percent") or 0
+    if status != TaskStatus.RUNNING or not row["started_at"] or percent <= 0:
+        return floor
+    elapsed = (datetime.now(UTC) - row["started_at"]).total_seconds()
+    remaining = elapsed * (100 - percent) / percent
+    return int(max(floor, min(ceiling, remaining / 10)))

@@ -1,0 +1,91 @@
+"""The route table every host serves, and :func:`handle`, which maps errors to problem+json."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.exc import DBAPIError
+
+from tasklift.http import handlers
+from tasklift.http.problems import Problem, problem_response
+from tasklift.http.types import HttpRequest, HttpResponse
+from tasklift.tasks.service import Conflict, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: method, path template (``{name}`` segments), handler and a function name."""
+
+    method: str
+    template: str
+    handler: Handler
+    name: str
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template) + "/?$")
+
+
+ROUTES: list[Route] = [
+    Route("POST", "/tasks", handlers.submit_task, "submit_task"),
+    Route("GET", "/tasks", handlers.list_tasks, "list_tasks"),
+    Route("GET", "/tasks/{task_id}", handlers.get_task, "get_task"),
+    Route("DELETE", "/tasks/{task_id}", handlers.cancel_task, "cancel_task"),
+    Route("GET", "/tasks/{task_id}/logs", handlers.task_logs, "task_logs"),
+    Route("GET", "/task-types", handlers.task_types, "task_types"),
+    Route("GET", "/healthz", handlers.healthz, "healthz"),
+    Route("GET", "/readyz", handlers.readyz, "readyz"),
+]
+
+
+def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
+    """The route for ``method path`` and its path parameters; False if the path exists for another method."""
+    path_known = False
+    for route in ROUTES:
+        found = route.pattern.match(path)
+        if found:
+            if route.method == method.upper():
+                return route, found.groupdict()
+            path_known = True
+    return False if path_known else None
+
+
+async def handle(route: Route, req: HttpRequest) -> HttpResponse:
+    """Run ``route`` for ``req``; every error becomes problem+json (never a stack trace)."""
+    try:
+        return await route.handler(req)
+    except Problem as problem:
+        return problem_response(problem, req.path)
+    except NotFound as exc:
+        return problem_response(Problem(404, exc.detail, slug="not-found"), req.path)
+    except InvalidInput as exc:
+        return problem_response(Problem(422, exc.detail, errors=exc.errors, slug="invalid-input"), req.path)
+    except Conflict as exc:
+        return problem_response(Problem(409, exc.detail, headers={"Retry-After": "1"}, slug="conflict"), req.path)
+    except DBAPIError:
+        log.exception("database unavailable while serving %s %s", req.method, req.path)
+        problem = Problem(503, "the task store is unavailable; try again", headers={"Retry-After": "5"})
+        return problem_response(problem, req.path)
+    except Exception:
+        log.exception("unhandled error while serving %s %s", req.method, req.path)
+        return problem_response(Problem(500, "an internal error occurred; it has been logged"), req.path)
+
+
+async def dispatch(req: HttpRequest) -> HttpResponse:
+    """Find the route for ``req`` and handle it (404 / 405 as problem+json otherwise)."""
+    found = match(req.method, req.path)
+    if found is None:
+        return problem_response(Problem(404, f"no endpoint at {req.path}", slug="not-found"), req.path)
+    if found is False:
+        return problem_response(Problem(405, f"{req.method} is not allowed on {req.path}"), req.path)
+    assert not isinstance(found, bool)
+    route, params = found
+    req.path_params = params
+    return await handle(route, req)

@@ -1,0 +1,67 @@
+"""The host-neutral request and response every adapter translates to and from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+
+@dataclass
+class HttpRequest:
+    """An HTTP request as the handlers see it. Header names are lower case."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    base_url: str = ""  #: scheme://host[:port] the client used, for absolute URLs
+    path_params: dict[str, str] = field(default_factory=dict)
+    principal: str = "anonymous"
+
+    def header(self, name: str) -> str | None:
+        """A header value by case-insensitive name."""
+        return self.headers.get(name.lower())
+
+
+@dataclass
+class HttpResponse:
+    """An HTTP response; ``stream`` (SSE) replaces ``body`` when set."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+    @property
+    def media_type(self) -> str | None:
+        return self.headers.get("Content-Type")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with a ``Z``, as API.md requires."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes; datetimes and UUIDs are rendered as the API shows them."""
+    return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_response(status: int, value: Any, headers: dict[str, str] | None = None) -> HttpResponse:
+    """A JSON response."""
+    return HttpResponse(status, {"Content-Type": "application/json", **(headers or {})}, dumps(value))

@@ -1,0 +1,1 @@
+"""The Celery app, publishing through the outbox, the runner and the reaper."""

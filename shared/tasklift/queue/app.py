@@ -1,0 +1,90 @@
+"""The Celery application: JSON only, late acks, prefetch 1, our own state in PostgreSQL.
+
+One Celery task, ``tasklift.run(task_id)``, executes every task type; the type and input are read
+from the database when the worker claims the task, so the broker never carries payloads.
+Celery's result backend is disabled: status is always read from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery, signals
+
+from tasklift.settings import get_settings
+
+
+def redis_url() -> str:
+    """The configured Redis URL (the embedded engine exports it before workers start)."""
+    url = get_settings().redis_url or os.environ.get("TASKLIFT_REDIS_URL")
+    if not url:
+        raise RuntimeError("TASKLIFT_REDIS_URL is not set; `tasklift dev` starts an embedded Redis and sets it")
+    return url
+
+
+def celery_config() -> dict[str, object]:
+    """Celery settings derived from tasklift settings (read when the app is first used)."""
+    settings = get_settings()
+    return {
+        "broker_url": redis_url(),
+        # JSON only: a pickle payload from a compromised broker must never execute (OWASP A08).
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "result_backend": None,
+        "task_ignore_result": True,
+        # At-least-once: ack after the run; a lost worker's message goes back to the queue.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_default_queue": settings.cpu_queue,
+        "task_create_missing_queues": True,
+        # Celery >= 5.5: on SIGTERM keep running the current task this long before handing it back.
+        "worker_soft_shutdown_timeout": float(settings.soft_shutdown_seconds),
+        "worker_enable_soft_shutdown_on_idle": False,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_disable_rate_limits": True,
+        "imports": ["tasklift.queue.worker_tasks"],
+    }
+
+
+class _LazyConfig:
+    """Celery reads this object only when the app is first used, after the environment is set."""
+
+    def __getattr__(self, name: str) -> object:
+        config = celery_config()
+        if name == "__dict__":
+            return config
+        try:
+            return config[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __dir__(self) -> list[str]:
+        return list(celery_config())
+
+
+def create_celery_app() -> Celery:
+    """Build the Celery app; its configuration is resolved lazily from settings."""
+    app = Celery("tasklift", set_as_current=False)
+    app.config_from_object(_LazyConfig())
+    return app
+
+
+celery_app = create_celery_app()
+
+# Register tasklift.run on the app (the module imports celery_app from here).
+import tasklift.queue.worker_tasks  # noqa: E402,F401
+
+
+@signals.worker_process_init.connect
+def _fresh_connections(**_: object) -> None:
+    """A forked child must not reuse its parent's pooled database sockets."""
+    from tasklift.store.db import reset_engine
+
+    reset_engine()

@@ -1,0 +1,107 @@
+"""The reaper: one loop that keeps every accepted task moving.
+
+- **Dispatcher** (every ``dispatch_interval_seconds``): publishes outbox rows nobody published (a
+  crash or broker outage after commit) and retries whose back-off has elapsed; re-sends messages
+  that a Redis restart may have lost.
+- **Lease reaper** (every ``reaper_interval_seconds``): a RUNNING task whose lease expired (worker
+  killed, machine lost) goes back to PENDING and is re-dispatched, within a budget, else FAILED.
+- **Cancel enforcer**: a RUNNING task that ignored its cancel flag for ``cancel_grace_seconds`` is
+  marked CANCELLED and its process terminated through Celery's revoke.
+- **Cleanup**: expired Idempotency-Key records are deleted hourly.
+
+Several reapers may run: every sweep locks its rows with SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy.exc import DBAPIError
+
+from tasklift.queue.app import celery_app
+from tasklift.queue.dispatch import dispatch_due
+from tasklift.queue.runner import get_publisher
+from tasklift.settings import get_settings
+from tasklift.store import repository as repo
+from tasklift.store.db import get_engine
+from tasklift.tasks.states import TaskStatus
+
+log = logging.getLogger(__name__)
+
+CLEANUP_INTERVAL = 3600.0
+
+
+def reap_expired_leases() -> int:
+    """Recover RUNNING tasks whose lease expired; returns how many were handled."""
+    settings = get_settings()
+    events = []
+    with get_engine().begin() as conn:
+        for row in repo.expired_leases(conn):
+            done = repo.recover_expired(conn, row["id"], row["attempts"], max_redispatches=settings.max_redispatches)
+            if done:
+                log.warning("task %s: lease expired (attempt %s) → %s", row["id"], row["attempts"], done[0]["status"])
+                events.append(done[1])
+    get_publisher().publish(events)
+    return len(events)
+
+
+def enforce_cancels() -> int:
+    """Terminate tasks that ignored their cancel flag past the grace period."""
+    settings = get_settings()
+    events, terminated = [], []
+    with get_engine().begin() as conn:
+        for row in repo.overdue_cancels(conn, settings.cancel_grace_seconds):
+            done = repo.finish(conn, row["id"], row["attempts"], TaskStatus.CANCELLED)
+            if done:
+                events.append(done[1])
+                terminated.append(str(row["id"]))
+    for task_id in terminated:
+        log.warning("task %s ignored its cancel flag; terminating it", task_id)
+        try:
+            celery_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+        except Exception as exc:  # noqa: BLE001 - its writes are fenced anyway: status is CANCELLED
+            log.warning("revoke of %s failed: %s", task_id, exc)
+    get_publisher().publish(events)
+    return len(events)
+
+
+def cleanup() -> int:
+    """Delete expired idempotency records."""
+    with get_engine().begin() as conn:
+        return repo.purge_expired_idempotency_keys(conn)
+
+
+def sweep(now: float, due: dict[str, float]) -> None:
+    """Run every job whose time has come (``due`` holds the next run time of each)."""
+    settings = get_settings()
+    jobs = (
+        ("dispatch", settings.dispatch_interval_seconds, lambda: dispatch_due(get_engine())),
+        ("leases", settings.reaper_interval_seconds, reap_expired_leases),
+        ("cancels", settings.reaper_interval_seconds, enforce_cancels),
+        ("cleanup", CLEANUP_INTERVAL, cleanup),
+    )
+    for name, interval, job in jobs:
+        if now < due.get(name, 0):
+            continue
+        due[name] = now + interval
+        try:
+            count = job()
+            if count:
+                log.info("reaper %s: %d", name, count)
+        except DBAPIError as exc:
+            log.warning("reaper %s: database unavailable (%s); retrying", name, exc.__class__.__name__)
+        except Exception:
+            log.exception("reaper %s failed; retrying next round", name)
+
+
+def run_forever(stop: threading.Event | None = None) -> None:
+    """Sweep until ``stop`` is set (or forever)."""
+    stop = stop or threading.Event()
+    due: dict[str, float] = {}
+    log.info("reaper started")
+    while not stop.is_set():
+        sweep(time.monotonic(), due)
+        stop.wait(min(get_settings().dispatch_interval_seconds, get_settings().reaper_interval_seconds))
+    log.info("reaper stopped")

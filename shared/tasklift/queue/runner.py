@@ -1,0 +1,170 @@
+"""Execute one task attempt: claim (compare-and-set + lease), run with a TaskContext, record the end.
+
+The runner holds no state between calls. Every write it makes is fenced by the attempt number the
+claim returned, so a worker whose lease was taken over cannot overwrite the new attempt's work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import uuid
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded
+from pydantic import BaseModel, ValidationError
+
+from tasklift.events.bus import EventPublisher
+from tasklift.queue.app import redis_url
+from tasklift.settings import get_settings
+from tasklift.store import repository as repo
+from tasklift.store.db import get_engine
+from tasklift.tasks.context import Cancelled, LeaseLost, TaskContext
+from tasklift.tasks.registry import TaskType, get_task_type
+from tasklift.tasks.states import TaskStatus
+
+log = logging.getLogger(__name__)
+
+_publisher: tuple[int, EventPublisher] | None = None
+
+
+def get_publisher() -> EventPublisher:
+    """The process's event publisher (one per forked child)."""
+    global _publisher
+    if _publisher is None or _publisher[0] != os.getpid():
+        _publisher = (os.getpid(), EventPublisher(redis_url()))
+    return _publisher[1]
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease, flushes coalesced progress and refreshes the cancel flag while a task runs."""
+
+    def __init__(self, ctx: TaskContext, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{ctx.task_id}", daemon=True)
+        self._ctx = ctx
+        self._interval = interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._interval):
+            try:
+                self._ctx.heartbeat()
+            except Exception as exc:  # noqa: BLE001 - a database blip must not kill the task
+                log.warning("heartbeat for %s failed: %s", self._ctx.task_id, exc)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=5)
+
+
+def error_of(exc: BaseException) -> dict[str, Any]:
+    """The client-facing error: a type and a message, never a stack trace."""
+    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+
+
+def retry_delay(ttype: TaskType, failures: int) -> float:
+    """Exponential back-off with 'equal jitter': half fixed, half random (AWS architecture blog)."""
+    cap = min(ttype.backoff_max, ttype.backoff_base * 2 ** max(0, failures - 1))
+    return cap / 2 + random.uniform(0, cap / 2)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Task return values may be pydantic models, dicts or plain JSON values."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+def execute(task_id_str: str, worker: str) -> None:
+    """Claim and run one delivery of ``tasklift.run``."""
+    settings = get_settings()
+    engine = get_engine()
+    publisher = get_publisher()
+    try:
+        task_id = uuid.UUID(task_id_str)
+    except ValueError:
+        log.error("dropping a message with a malformed task id %r", task_id_str)
+        return
+    with engine.begin() as conn:
+        claimed = repo.claim(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
+    if claimed is None:
+        # Already running elsewhere (live lease), finished, cancelled, or unknown: drop the duplicate.
+        log.info("task %s: delivery dropped, it is not PENDING", task_id)
+        return
+    row, event = claimed
+    publisher.publish([event])
+    attempt = row["attempts"]
+    ttype = get_task_type(row["task_type"])
+    ctx = TaskContext(
+        task_id=task_id,
+        attempt=attempt,
+        task_type=row["task_type"],
+        engine=engine,
+        publisher=publisher,
+        lease_seconds=settings.lease_seconds,
+        progress_interval=settings.progress_interval_seconds,
+    )
+    if ttype is None:
+        _finish(ctx, TaskStatus.FAILED, error={"type": "UnknownTaskType", "message": row["task_type"]})
+        return
+    heartbeat = Heartbeat(ctx, settings.heartbeat_seconds)
+    heartbeat.start()
+    try:
+        outcome = _run(ctx, ttype, row)
+    finally:
+        heartbeat.stop()
+    outcome()
+
+
+def _run(ctx: TaskContext, ttype: TaskType, row: Any) -> Any:
+    """Run the task function; returns a thunk that records the outcome after the heartbeat stops."""
+    try:
+        inp = ttype.input_model.model_validate(row["input"])
+        result = to_jsonable(ttype.func(ctx, inp))
+    except Cancelled:
+        return lambda: _finish(ctx, TaskStatus.CANCELLED)
+    except LeaseLost:
+        return lambda: None
+    except SoftTimeLimitExceeded:
+        error = {"type": "TimeLimitExceeded", "message": f"the task ran longer than {ttype.timeout:g} s"}
+        return lambda: _finish(ctx, TaskStatus.FAILED, error=error)
+    except ValidationError as exc:
+        error = {"type": "InvalidInput", "message": str(exc)}
+        return lambda: _finish(ctx, TaskStatus.FAILED, error=error)
+    except Exception as exc:  # noqa: BLE001 - any task error is recorded, not raised to Celery
+        log.exception("task %s attempt %s failed", ctx.task_id, ctx.attempt)
+        return lambda: _fail_or_retry(ctx, ttype, row, exc)
+    return lambda: _finish(ctx, TaskStatus.SUCCESS, result=result)
+
+
+def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: dict[str, Any] | None = None) -> None:
+    ctx.flush()
+    progress = ctx.last_progress
+    if status == TaskStatus.SUCCESS:
+        progress = {**(progress or {"current": None, "total": None, "message": None}), "percent": 100.0}
+    with get_engine().begin() as conn:
+        done = repo.finish(conn, ctx.task_id, ctx.attempt, status, result=result, error=error, progress=progress)
+    if done is None:
+        log.warning("task %s attempt %s: outcome %s refused (lease lost)", ctx.task_id, ctx.attempt, status)
+        return
+    get_publisher().publish([done[1]])
+
+
+def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseException) -> None:
+    failures = row["attempts"] - row["redispatches"]
+    if isinstance(exc, ttype.retry_on) and failures <= ttype.retries:
+        delay = retry_delay(ttype, failures)
+        ctx.flush()
+        error = {**error_of(exc), "retry_in_seconds": round(delay, 2)}
+        with get_engine().begin() as conn:
+            done = repo.requeue(conn, ctx.task_id, ctx.attempt, error=error, delay=delay)
+            log_event = repo.append_log(
+                conn, ctx.task_id, None, "WARNING", f"attempt {ctx.attempt} failed ({error['type']}); retry in {delay:.1f} s"
+            )
+        if done is not None:
+            get_publisher().publish([done[1], *([log_event] if log_event else [])])
+        return
+    _finish(ctx, TaskStatus.FAILED, error=error_of(exc))

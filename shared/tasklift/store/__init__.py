@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables, the engine and the repository of typed queries."""

@@ -1,0 +1,67 @@
+"""Engine and connections, created once per process (after fork, for Celery's prefork children)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
+
+from tasklift.settings import Settings, get_settings
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_engine_pid: int | None = None
+
+
+def make_engine(url: str, pool_size: int = 10, *, pooled: bool = True) -> Engine:
+    """A pooled engine; ``pool_pre_ping`` lets a process ride out a PostgreSQL restart."""
+    options: dict[str, object] = (
+        {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True, "pool_recycle": 1800}
+        if pooled
+        else {"poolclass": NullPool}
+    )
+    return create_engine(
+        url, connect_args={"connect_timeout": 5, "application_name": "tasklift"}, **options  # type: ignore[arg-type]
+    )
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """The configured database URL; the embedded engine exports it before anything connects."""
+    settings = settings or get_settings()
+    url = settings.database_url or os.environ.get("TASKLIFT_DATABASE_URL")
+    if not url:
+        raise RuntimeError(
+            "TASKLIFT_DATABASE_URL is not set. `tasklift dev` starts an embedded PostgreSQL and sets it; "
+            "elsewhere point it at your server."
+        )
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; we ship psycopg2-binary.
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare) :]
+    return url
+
+
+def get_engine() -> Engine:
+    """The process-wide engine; a forked child gets its own (pooled sockets must not be shared)."""
+    global _engine, _engine_pid
+    pid = os.getpid()
+    if _engine is None or _engine_pid != pid:
+        with _lock:
+            if _engine is None or _engine_pid != pid:
+                if _engine is not None:
+                    _engine.dispose(close=False)
+                settings = get_settings()
+                _engine = make_engine(database_url(settings), settings.db_pool_size)
+                _engine_pid = pid
+    return _engine
+
+
+def reset_engine() -> None:
+    """Forget the engine (tests and `tasklift dev` after changing the URL)."""
+    global _engine, _engine_pid
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine, _engine_pid = None, None

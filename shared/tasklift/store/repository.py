@@ -1,0 +1,499 @@
+"""Typed queries over the tables. Every state change is a compare-and-set that appends its event.
+
+All functions take an open :class:`~sqlalchemy.Connection` inside a transaction; callers decide
+the transaction boundaries (``with engine.begin() as conn``). Time comes from the database's
+``now()`` so that leases do not depend on the clocks of API and worker machines agreeing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from tasklift.store.tables import idempotency_keys, outbox, task_events, tasks
+from tasklift.tasks.states import TERMINAL, TaskStatus
+
+
+@dataclass(frozen=True)
+class Event:
+    """One appended event, as it is published and streamed."""
+
+    task_id: str
+    seq: int
+    kind: str  # status | progress | log
+    data: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        """The SSE ``data`` object: every one carries ``task_id`` and ``status``."""
+        return {"task_id": self.task_id, **self.data}
+
+
+def _seconds(value: float) -> Any:
+    return func.make_interval(0, 0, 0, 0, 0, 0, value)
+
+
+def status_data(row: RowMapping) -> dict[str, Any]:
+    """The data of a ``status`` event for the task state in ``row``."""
+    data: dict[str, Any] = {
+        "status": row["status"],
+        "progress": row["progress"],
+        "attempts": row["attempts"],
+        "cancel_requested": row["cancel_requested"],
+    }
+    if row["status"] == TaskStatus.SUCCESS:
+        data["result"] = row["result"]
+    elif row["status"] in (TaskStatus.FAILED, TaskStatus.PENDING) and row["error"]:
+        data["error"] = row["error"]
+    return data
+
+
+def _append(conn: Connection, task_id: uuid.UUID, seq: int, kind: str, data: dict[str, Any]) -> Event:
+    conn.execute(insert(task_events).values(task_id=task_id, seq=seq, kind=kind, data=data))
+    return Event(str(task_id), seq, kind, data)
+
+
+def _transition(
+    conn: Connection, task_id: uuid.UUID, where: Sequence[Any], values: dict[str, Any]
+) -> tuple[RowMapping, Event] | None:
+    """Compare-and-set on one task row; on success append the status event in the same transaction."""
+    row = (
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id, *where)
+            .values(last_seq=tasks.c.last_seq + 1, updated_at=func.now(), **values)
+            .returning(*tasks.c)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return row, _append(conn, task_id, row["last_seq"], "status", status_data(row))
+
+
+# --- submit and dispatch ------------------------------------------------------------------------
+
+
+def insert_task(
+    conn: Connection,
+    *,
+    task_id: uuid.UUID,
+    owner: str,
+    task_type: str,
+    queue: str,
+    input: dict[str, Any],  # noqa: A002
+    metadata: dict[str, Any],
+    max_retries: int,
+    trace_id: str | None,
+    dispatch_grace: float,
+) -> tuple[RowMapping, Event]:
+    """Insert a PENDING task, its first event and its dispatch intent (the outbox row)."""
+    row = (
+        conn.execute(
+            insert(tasks)
+            .values(
+                id=task_id,
+                owner=owner,
+                task_type=task_type,
+                queue=queue,
+                status=TaskStatus.PENDING.value,
+                input=input,
+                metadata=metadata,
+                max_retries=max_retries,
+                trace_id=trace_id,
+                last_seq=1,
+            )
+            .returning(*tasks.c)
+        )
+        .mappings()
+        .one()
+    )
+    event = _append(conn, task_id, 1, "status", status_data(row))
+    conn.execute(
+        insert(outbox).values(task_id=task_id, queue=queue, available_at=func.now() + _seconds(dispatch_grace))
+    )
+    return row, event
+
+
+def mark_published(conn: Connection, task_ids: Sequence[uuid.UUID], broker_epoch: str | None) -> None:
+    """Record that the messages for ``task_ids`` reached the broker (identified by its run id)."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.task_id.in_(task_ids))
+        .values(published_at=func.now(), broker_epoch=broker_epoch)
+    )
+
+
+def take_due_outbox(conn: Connection, limit: int = 500) -> list[RowMapping]:
+    """Lock unpublished outbox rows whose time has come (SKIP LOCKED: dispatchers never collide)."""
+    return list(
+        conn.execute(
+            select(outbox.c.task_id, outbox.c.queue, tasks.c.task_type)
+            .join(tasks, tasks.c.id == outbox.c.task_id)
+            .where(outbox.c.published_at.is_(None), outbox.c.available_at <= func.now())
+            .order_by(outbox.c.available_at)
+            .limit(limit)
+            .with_for_update(of=outbox, skip_locked=True)
+        ).mappings()
+    )
+
+
+def republish_lost_epochs(conn: Connection, current_epoch: str) -> int:
+    """Make messages published to a Redis that has since restarted due again (they may be gone)."""
+    result = conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.published_at.is_not(None),
+            outbox.c.broker_epoch.is_not(None),
+            outbox.c.broker_epoch != current_epoch,
+        )
+        .values(published_at=None, available_at=func.now())
+    )
+    return result.rowcount or 0
+
+
+# --- reads --------------------------------------------------------------------------------------
+
+
+def get_task(conn: Connection, task_id: uuid.UUID, owner: str | None = None) -> RowMapping | None:
+    """The task row, or None if it does not exist or ``owner`` may not see it."""
+    query = select(tasks).where(tasks.c.id == task_id)
+    if owner is not None:
+        query = query.where(tasks.c.owner == owner)
+    return conn.execute(query).mappings().first()
+
+
+def list_tasks(
+    conn: Connection,
+    *,
+    owner: str | None,
+    status: str | None,
+    task_type: str | None,
+    created_after: datetime | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[RowMapping]:
+    """Tasks newest first, keyset-paged by ``(created_at, id)``."""
+    query = select(tasks).order_by(tasks.c.created_at.desc(), tasks.c.id.desc()).limit(limit)
+    if owner is not None:
+        query = query.where(tasks.c.owner == owner)
+    if status:
+        query = query.where(tasks.c.status == status)
+    if task_type:
+        query = query.where(tasks.c.task_type == task_type)
+    if created_after:
+        query = query.where(tasks.c.created_at > created_after)
+    if before:
+        created, last_id = before
+        query = query.where(
+            or_(tasks.c.created_at < created, and_(tasks.c.created_at == created, tasks.c.id < last_id))
+        )
+    return list(conn.execute(query).mappings())
+
+
+def events_after(conn: Connection, task_id: uuid.UUID, after_seq: int, limit: int = 1000) -> list[Event]:
+    """The task's events with ``seq > after_seq``, oldest first."""
+    rows = conn.execute(
+        select(task_events.c.seq, task_events.c.kind, task_events.c.data)
+        .where(task_events.c.task_id == task_id, task_events.c.seq > after_seq)
+        .order_by(task_events.c.seq)
+        .limit(limit)
+    )
+    return [Event(str(task_id), seq, kind, data) for seq, kind, data in rows]
+
+
+def logs_after(conn: Connection, task_id: uuid.UUID, after_seq: int, limit: int) -> list[RowMapping]:
+    """Log lines (events of kind ``log``) after ``after_seq``, oldest first."""
+    return list(
+        conn.execute(
+            select(task_events.c.seq, task_events.c.created_at, task_events.c.data)
+            .where(task_events.c.task_id == task_id, task_events.c.kind == "log", task_events.c.seq > after_seq)
+            .order_by(task_events.c.seq)
+            .limit(limit)
+        ).mappings()
+    )
+
+
+# --- cancel -------------------------------------------------------------------------------------
+
+
+def cancel_pending(conn: Connection, task_id: uuid.UUID) -> tuple[RowMapping, Event] | None:
+    """PENDING → CANCELLED at once; the queued message will find it cancelled and be dropped."""
+    done = _transition(
+        conn,
+        task_id,
+        [tasks.c.status == TaskStatus.PENDING.value],
+        {
+            "status": TaskStatus.CANCELLED.value,
+            "cancel_requested": True,
+            "cancel_requested_at": func.now(),
+            "completed_at": func.now(),
+        },
+    )
+    if done:
+        conn.execute(delete(outbox).where(outbox.c.task_id == task_id))
+    return done
+
+
+def request_cancel(conn: Connection, task_id: uuid.UUID) -> tuple[RowMapping, Event] | None:
+    """Set the durable cancel flag of a RUNNING task (idempotent: the first request wins the event)."""
+    return _transition(
+        conn,
+        task_id,
+        [tasks.c.status == TaskStatus.RUNNING.value, tasks.c.cancel_requested.is_(False)],
+        {"cancel_requested": True, "cancel_requested_at": func.now()},
+    )
+
+
+# --- worker side (every write is fenced by the attempt that holds the lease) ---------------------
+
+
+def claim(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) -> tuple[RowMapping, Event] | None:
+    """PENDING → RUNNING with a new attempt and lease; None if another delivery got there first."""
+    done = _transition(
+        conn,
+        task_id,
+        [tasks.c.status == TaskStatus.PENDING.value, tasks.c.cancel_requested.is_(False)],
+        {
+            "status": TaskStatus.RUNNING.value,
+            "attempts": tasks.c.attempts + 1,
+            "worker": worker,
+            "lease_expires_at": func.now() + _seconds(lease),
+            "started_at": func.coalesce(tasks.c.started_at, func.now()),
+            "error": None,
+        },
+    )
+    if done:
+        conn.execute(delete(outbox).where(outbox.c.task_id == task_id))
+    return done
+
+
+def _fenced(attempt: int) -> list[Any]:
+    return [tasks.c.status == TaskStatus.RUNNING.value, tasks.c.attempts == attempt]
+
+
+def heartbeat(conn: Connection, task_id: uuid.UUID, attempt: int, lease: float) -> bool | None:
+    """Extend the lease; returns the cancel flag, or None if this attempt no longer holds the task."""
+    return conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, *_fenced(attempt))
+        .values(lease_expires_at=func.now() + _seconds(lease))
+        .returning(tasks.c.cancel_requested)
+    ).scalar()
+
+
+def record_progress(
+    conn: Connection, task_id: uuid.UUID, attempt: int, progress: dict[str, Any], lease: float
+) -> tuple[Event, bool] | None:
+    """Store progress (also a heartbeat) and append a ``progress`` event; None if fenced off."""
+    row = (
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id, *_fenced(attempt))
+            .values(
+                progress=progress,
+                last_seq=tasks.c.last_seq + 1,
+                updated_at=func.now(),
+                lease_expires_at=func.now() + _seconds(lease),
+            )
+            .returning(tasks.c.last_seq, tasks.c.cancel_requested)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    data = {"status": TaskStatus.RUNNING.value, "progress": progress}
+    return _append(conn, task_id, row["last_seq"], "progress", data), row["cancel_requested"]
+
+
+def append_log(
+    conn: Connection, task_id: uuid.UUID, attempt: int | None, level: str, message: str
+) -> Event | None:
+    """Append a log line; fenced by ``attempt`` when a worker writes it."""
+    where = [tasks.c.id == task_id]
+    if attempt is not None:
+        where += _fenced(attempt)
+    row = (
+        conn.execute(
+            update(tasks)
+            .where(*where)
+            .values(last_seq=tasks.c.last_seq + 1)
+            .returning(tasks.c.last_seq, tasks.c.status)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    data = {"status": row["status"], "level": level, "message": message}
+    return _append(conn, task_id, row["last_seq"], "log", data)
+
+
+def finish(
+    conn: Connection,
+    task_id: uuid.UUID,
+    attempt: int,
+    status: TaskStatus,
+    *,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None,
+) -> tuple[RowMapping, Event] | None:
+    """RUNNING → SUCCESS | FAILED | CANCELLED for the attempt holding the lease."""
+    assert status in TERMINAL
+    values: dict[str, Any] = {
+        "status": status.value,
+        "result": result,
+        "error": error,
+        "completed_at": func.now(),
+        "lease_expires_at": None,
+    }
+    if progress is not None:
+        values["progress"] = progress
+    return _transition(conn, task_id, _fenced(attempt), values)
+
+
+def requeue(
+    conn: Connection, task_id: uuid.UUID, attempt: int, *, error: dict[str, Any], delay: float
+) -> tuple[RowMapping, Event] | None:
+    """RUNNING → PENDING for a retry after ``delay`` seconds; the dispatcher publishes it then."""
+    done = _transition(
+        conn,
+        task_id,
+        _fenced(attempt),
+        {"status": TaskStatus.PENDING.value, "error": error, "lease_expires_at": None, "worker": None},
+    )
+    if done:
+        _insert_outbox(conn, task_id, done[0]["queue"], delay)
+    return done
+
+
+def _insert_outbox(conn: Connection, task_id: uuid.UUID, queue: str, delay: float) -> None:
+    conn.execute(
+        pg_insert(outbox)
+        .values(task_id=task_id, queue=queue, available_at=func.now() + _seconds(delay))
+        .on_conflict_do_update(
+            index_elements=[outbox.c.task_id],
+            set_={"available_at": func.now() + _seconds(delay), "published_at": None, "broker_epoch": None},
+        )
+    )
+
+
+# --- reaper -------------------------------------------------------------------------------------
+
+
+def expired_leases(conn: Connection, limit: int = 200) -> list[RowMapping]:
+    """RUNNING tasks whose lease ran out (the worker died or hangs), locked for this reaper."""
+    return list(
+        conn.execute(
+            select(tasks.c.id, tasks.c.attempts, tasks.c.redispatches, tasks.c.queue, tasks.c.cancel_requested)
+            .where(tasks.c.status == TaskStatus.RUNNING.value, tasks.c.lease_expires_at < func.now())
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).mappings()
+    )
+
+
+def recover_expired(
+    conn: Connection, task_id: uuid.UUID, attempt: int, *, max_redispatches: int
+) -> tuple[RowMapping, Event] | None:
+    """Hand an expired task back to the queue, or fail it once its re-dispatch budget is spent."""
+    row = get_task(conn, task_id)
+    if row is None or row["status"] != TaskStatus.RUNNING or row["attempts"] != attempt:
+        return None
+    if row["cancel_requested"]:
+        return finish(conn, task_id, attempt, TaskStatus.CANCELLED)
+    if row["redispatches"] >= max_redispatches:
+        error = {
+            "type": "LeaseExpired",
+            "message": f"the worker stopped heartbeating {row['redispatches'] + 1} times; giving up",
+        }
+        return finish(conn, task_id, attempt, TaskStatus.FAILED, error=error)
+    done = _transition(
+        conn,
+        task_id,
+        _fenced(attempt),
+        {
+            "status": TaskStatus.PENDING.value,
+            "redispatches": tasks.c.redispatches + 1,
+            "lease_expires_at": None,
+            "worker": None,
+            "error": {"type": "LeaseExpired", "message": "the worker stopped heartbeating; re-dispatched"},
+        },
+    )
+    if done:
+        _insert_outbox(conn, task_id, row["queue"], 0)
+    return done
+
+
+def overdue_cancels(conn: Connection, grace: float, limit: int = 200) -> list[RowMapping]:
+    """RUNNING tasks whose cancel was requested more than ``grace`` seconds ago."""
+    return list(
+        conn.execute(
+            select(tasks.c.id, tasks.c.attempts)
+            .where(
+                tasks.c.status == TaskStatus.RUNNING.value,
+                tasks.c.cancel_requested.is_(True),
+                tasks.c.cancel_requested_at < func.now() - _seconds(grace),
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).mappings()
+    )
+
+
+# --- idempotency --------------------------------------------------------------------------------
+
+
+def reserve_idempotency_key(
+    conn: Connection, owner: str, key: str, request_hash: str, ttl: float
+) -> RowMapping | None:
+    """Insert the key if new (returns None), else return the existing live record."""
+    conn.execute(
+        delete(idempotency_keys).where(
+            idempotency_keys.c.owner == owner,
+            idempotency_keys.c.key == key,
+            idempotency_keys.c.expires_at < func.now(),
+        )
+    )
+    inserted = conn.execute(
+        pg_insert(idempotency_keys)
+        .values(owner=owner, key=key, request_hash=request_hash, expires_at=func.now() + _seconds(ttl))
+        .on_conflict_do_nothing()
+        .returning(idempotency_keys.c.key)
+    ).first()
+    if inserted is not None:
+        return None
+    return (
+        conn.execute(
+            select(idempotency_keys).where(idempotency_keys.c.owner == owner, idempotency_keys.c.key == key)
+        )
+        .mappings()
+        .first()
+    )
+
+
+def complete_idempotency_key(conn: Connection, owner: str, key: str, task_id: uuid.UUID) -> None:
+    """Bind the key to the task it created."""
+    conn.execute(
+        update(idempotency_keys)
+        .where(idempotency_keys.c.owner == owner, idempotency_keys.c.key == key)
+        .values(task_id=task_id)
+    )
+
+
+def purge_expired_idempotency_keys(conn: Connection) -> int:
+    """Delete expired Idempotency-Key records; returns how many."""
+    return conn.execute(delete(idempotency_keys).where(idempotency_keys.c.expires_at < func.now())).rowcount or 0
+
+
+def ping(conn: Connection) -> None:
+    """Raise unless the database answers."""
+    conn.execute(text("SELECT 1"))

@@ -1,0 +1,140 @@
+"""The tables: tasks, their event log, the dispatch outbox and idempotency records.
+
+PostgreSQL is the source of truth. Log lines are events of kind ``log`` in ``task_events``:
+one append-only, sequence-numbered log per task serves the stream, replay and GET /logs alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, datetime: DateTime(timezone=True)}
+
+
+class Task(Base):
+    """One submitted task: its state, input, outcome and lease."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    owner: Mapped[str] = mapped_column(Text, server_default="anonymous")
+    task_type: Mapped[str] = mapped_column(Text)
+    queue: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default="PENDING")
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    max_retries: Mapped[int] = mapped_column(Integer, server_default="0")
+    redispatches: Mapped[int] = mapped_column(Integer, server_default="0")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    cancel_requested_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(Text)
+    last_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    trace_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_tasks_owner_created", "owner", text("created_at DESC"), text("id DESC")),
+        # The reaper scans running tasks by lease; a partial index keeps that scan tiny.
+        Index("ix_tasks_running_lease", "lease_expires_at", postgresql_where=text("status = 'RUNNING'")),
+    )
+
+
+class TaskEvent(Base):
+    """One entry of a task's append-only event log; ``seq`` is the SSE event id."""
+
+    __tablename__ = "task_events"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)  # status | progress | log
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_task_events_logs", "task_id", "seq", postgresql_where=text("kind = 'log'")),
+    )
+
+
+class Outbox(Base):
+    """Dispatch intents (transactional outbox), committed in the same transaction as the task.
+
+    ``available_at`` is when the dispatcher may publish the row if nobody has: a submit publishes
+    inline right after commit and marks ``published_at``; the dispatcher only takes rows still
+    unpublished after a grace period, or retries whose back-off has elapsed. ``broker_epoch`` is the
+    Redis ``run_id`` the message went to, so messages lost with a Redis restart can be re-sent.
+    The worker deletes the row when it claims the task.
+    """
+
+    __tablename__ = "task_outbox"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    queue: Mapped[str] = mapped_column(Text)
+    available_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    published_at: Mapped[datetime | None]
+    broker_epoch: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_task_outbox_unpublished", "available_at", postgresql_where=text("published_at IS NULL")),
+    )
+
+
+class IdempotencyKey(Base):
+    """An Idempotency-Key seen from one caller, with the request it stood for."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_hash: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_idempotency_keys_expires", "expires_at"),)
+
+
+tasks = Task.__table__
+task_events = TaskEvent.__table__
+outbox = Outbox.__table__
+idempotency_keys = IdempotencyKey.__table__

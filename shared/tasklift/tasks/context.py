@@ -1,0 +1,143 @@
+"""The :class:`TaskContext` a task function receives: progress, logs and cancellation.
+
+Progress is durable but coalesced: calls closer together than ``progress_interval_seconds`` only
+remember the latest value, which the heartbeat flushes; transitions and log lines are never
+coalesced. Every call checks the durable cancel flag and raises :class:`Cancelled` once it is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tasklift.events.bus import EventPublisher
+from tasklift.store import repository as repo
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):  # noqa: N818 - reads as the state it reports
+    """Raised inside a task when its cancellation was requested; the runner marks it CANCELLED."""
+
+
+class LeaseLost(Exception):  # noqa: N818
+    """This attempt no longer owns the task (its lease expired and it was handed to another)."""
+
+
+class TaskContext:
+    """Handed to every task function: report progress, write logs, notice cancellation."""
+
+    def __init__(
+        self,
+        *,
+        task_id: uuid.UUID,
+        attempt: int,
+        task_type: str,
+        engine: Engine,
+        publisher: EventPublisher,
+        lease_seconds: float,
+        progress_interval: float,
+    ) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self.task_type = task_type
+        self._engine = engine
+        self._publisher = publisher
+        self._lease = lease_seconds
+        self._interval = progress_interval
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] | None = None
+        self._last_write = 0.0
+        self._cancel_requested = False
+        self._lease_lost = False
+        self.last_progress: dict[str, Any] | None = None
+
+    # --- the task author's API ---------------------------------------------------------------
+
+    def progress(
+        self,
+        percent: float | None = None,
+        message: str | None = None,
+        *,
+        current: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        """Report progress. Raises :class:`Cancelled` if the task was cancelled.
+
+        ``percent`` defaults to ``current / total``; values are clamped to 0..100.
+        """
+        if percent is None and current is not None and total:
+            percent = 100.0 * current / total
+        value: dict[str, Any] = {
+            "percent": None if percent is None else round(max(0.0, min(100.0, float(percent))), 2),
+            "current": current,
+            "total": total,
+            "message": message,
+        }
+        with self._lock:
+            self.last_progress = value
+            self._pending = value
+            due = time.monotonic() - self._last_write >= self._interval
+        if due:
+            self.flush()
+        self.check_cancelled()
+
+    def log(self, message: str, level: str = "INFO") -> None:
+        """Append a log line to the task's durable log (never coalesced)."""
+        with self._engine.begin() as conn:
+            event = repo.append_log(conn, self.task_id, self.attempt, level.upper(), str(message))
+        if event is None:
+            self._lost()
+        self._publisher.publish([event] if event else [])
+        self.check_cancelled()
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once cancellation was requested (as of the last progress write or heartbeat)."""
+        return self._cancel_requested
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if cancellation was requested, :class:`LeaseLost` if fenced off."""
+        if self._lease_lost:
+            raise LeaseLost(str(self.task_id))
+        if self._cancel_requested:
+            raise Cancelled(str(self.task_id))
+
+    # --- used by the runner ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the latest coalesced progress, if any (also renews the lease)."""
+        with self._lock:
+            value, self._pending = self._pending, None
+            if value is None:
+                return
+            self._last_write = time.monotonic()
+        with self._engine.begin() as conn:
+            done = repo.record_progress(conn, self.task_id, self.attempt, value, self._lease)
+        if done is None:
+            self._lost()
+            return
+        event, self._cancel_requested = done
+        self._publisher.publish([event])
+
+    def heartbeat(self) -> None:
+        """Flush pending progress or renew the lease, and refresh the cancel flag."""
+        if self._pending is not None:
+            self.flush()
+            return
+        with self._engine.begin() as conn:
+            flag = repo.heartbeat(conn, self.task_id, self.attempt, self._lease)
+        if flag is None:
+            self._lost()
+        else:
+            self._cancel_requested = flag
+
+    def _lost(self) -> None:
+        if not self._lease_lost:
+            log.warning("task %s attempt %s lost its lease; its writes are refused", self.task_id, self.attempt)
+        self._lease_lost = True

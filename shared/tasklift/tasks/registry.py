@@ -1,0 +1,121 @@
+"""The registry of task types and the ``@task`` decorator task authors use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from tasklift.settings import get_settings
+
+QueueKind = Literal["cpu", "io"]
+
+
+class RetryableError(Exception):
+    """Raise (or subclass) this for failures worth another attempt; other errors fail at once."""
+
+
+class TaskInput(BaseModel):
+    """Base for task input models: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A registered task type."""
+
+    name: str
+    func: Callable[..., Any]
+    input_model: type[BaseModel]
+    queue_kind: QueueKind = "cpu"
+    timeout: float = 3600.0
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (RetryableError,)
+    backoff_base: float = 2.0
+    backoff_max: float = 300.0
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue (Redis list) this type's tasks are published to."""
+        settings = get_settings()
+        return settings.io_queue if self.queue_kind == "io" else settings.cpu_queue
+
+    def input_schema(self) -> dict[str, Any]:
+        """The JSON Schema of this type's input, as GET /task-types shows it."""
+        return self.input_model.model_json_schema()
+
+
+_REGISTRY: dict[str, TaskType] = {}
+
+
+def task(
+    name: str,
+    *,
+    input: type[BaseModel],  # noqa: A002 - the authoring API in DESIGN.md names it `input`
+    queue: QueueKind = "cpu",
+    timeout: float = 3600.0,
+    retries: int = 0,
+    retry_on: tuple[type[BaseException], ...] = (RetryableError,),
+    backoff_base: float = 2.0,
+    backoff_max: float = 300.0,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a function as a task type.
+
+    Args:
+        name: The ``task_type`` clients submit.
+        input: Pydantic model validating the submitted fields.
+        queue: ``"cpu"`` or ``"io"``: which worker pool runs it.
+        timeout: Seconds one attempt may run before it is stopped and counts as failed.
+        retries: Further attempts after a retryable failure (exponential back-off with jitter).
+        retry_on: Exception types that count as retryable.
+        backoff_base: First back-off in seconds; doubles each attempt.
+        backoff_max: Upper bound of one back-off.
+    """
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY and _REGISTRY[name].func is not func:
+            raise ValueError(f"task type {name!r} is registered twice")
+        _REGISTRY[name] = TaskType(
+            name=name,
+            func=func,
+            input_model=input,
+            queue_kind=queue,
+            timeout=timeout,
+            retries=retries,
+            retry_on=retry_on,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            description=(func.__doc__ or "").strip().split("\n")[0],
+        )
+        return func
+
+    return register
+
+
+def load_builtin_types() -> None:
+    """Import the built-in task types (and any modules named in TASKLIFT_TASK_MODULES)."""
+    import importlib
+
+    import tasklift.builtin  # noqa: F401 - registers on import
+
+    for module in get_settings().task_modules:
+        importlib.import_module(module)
+
+
+def get_task_type(name: str) -> TaskType | None:
+    """The registered type called ``name``, if any."""
+    if not _REGISTRY:
+        load_builtin_types()
+    return _REGISTRY.get(name)
+
+
+def all_task_types() -> list[TaskType]:
+    """Every registered type, sorted by name."""
+    if not _REGISTRY:
+        load_builtin_types()
+    return sorted(_REGISTRY.values(), key=lambda t: t.name)

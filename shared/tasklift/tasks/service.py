@@ -1,0 +1,280 @@
+"""The task service: submit, read, list, cancel, retry. Host-neutral and synchronous.
+
+HTTP handlers call these from a thread; workers and the CLI call them directly. Errors are domain
+exceptions (:class:`NotFound`, :class:`Conflict`, :class:`InvalidInput`); the HTTP layer turns them
+into problem+json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, RowMapping
+
+from tasklift.queue.dispatch import Dispatch, publish_after_commit
+from tasklift.settings import get_settings
+from tasklift.store import repository as repo
+from tasklift.store.db import get_engine
+from tasklift.store.repository import Event
+from tasklift.tasks.registry import TaskType, get_task_type
+from tasklift.tasks.states import TaskStatus
+
+DEFAULT_TASK_TYPE = "vector_processing"  # the original demo's default
+
+
+class ServiceError(Exception):
+    """Base of the errors the service reports to callers."""
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class NotFound(ServiceError):  # noqa: N818
+    """No such task, or the caller may not see it."""
+
+
+class Conflict(ServiceError):  # noqa: N818
+    """The request conflicts with the task's state (or an in-flight idempotent request)."""
+
+
+class InvalidInput(ServiceError):  # noqa: N818
+    """The request body does not validate."""
+
+
+@dataclass
+class Submitted:
+    """Outcome of a submit: the task row and whether it replays an earlier idempotent request."""
+
+    task: RowMapping
+    replayed: bool = False
+
+
+@dataclass
+class Cancelled:
+    """Outcome of a cancel: ``done`` (now CANCELLED) or ``requested`` (the worker will stop)."""
+
+    task: RowMapping
+    done: bool
+
+
+@dataclass
+class Listing:
+    items: list[RowMapping]
+    next_cursor: str | None
+
+
+Publish = Callable[[list[Event]], None]
+
+
+@dataclass
+class TaskService:
+    """Operations on tasks for one store; ``publish`` announces committed events."""
+
+    engine_factory: Callable[[], Engine] = get_engine
+    publish: Publish = field(default=lambda events: None)
+
+    # --- submit ---------------------------------------------------------------------------------
+
+    def submit(self, owner: str, body: Any, idempotency_key: str | None = None) -> Submitted:
+        """Validate and durably accept a task; publish it after the commit.
+
+        Raises:
+            InvalidInput: unknown ``task_type`` or fields that do not validate.
+            Conflict: the Idempotency-Key is being used by a request still in flight.
+        """
+        ttype, task_input, metadata = parse_submission(body)
+        settings = get_settings()
+        engine = self.engine_factory()
+        task_id = uuid.uuid4()
+        with engine.begin() as conn:
+            if idempotency_key is not None:
+                earlier = repo.reserve_idempotency_key(
+                    conn, owner, idempotency_key, request_fingerprint(body), settings.idempotency_ttl_seconds
+                )
+                if earlier is not None:
+                    return self._replay(conn, owner, earlier, request_fingerprint(body))
+            row, event = repo.insert_task(
+                conn,
+                task_id=task_id,
+                owner=owner,
+                task_type=ttype.name,
+                queue=ttype.queue,
+                input=task_input,
+                metadata=metadata,
+                max_retries=ttype.retries,
+                trace_id=None,
+                dispatch_grace=settings.dispatch_grace_seconds,
+            )
+            if idempotency_key is not None:
+                repo.complete_idempotency_key(conn, owner, idempotency_key, task_id)
+        publish_after_commit(engine, [Dispatch(task_id, ttype.queue, ttype.name)])
+        self.publish([event])
+        return Submitted(row)
+
+    def _replay(self, conn: Any, owner: str, earlier: RowMapping, fingerprint: str) -> Submitted:
+        if earlier["request_hash"] != fingerprint:
+            raise InvalidInput(
+                "this Idempotency-Key was already used with a different request body",
+                [{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body"}],
+            )
+        if earlier["task_id"] is None:
+            raise Conflict("a request with this Idempotency-Key is still being processed")
+        row = repo.get_task(conn, earlier["task_id"], owner)
+        if row is None:  # the task was purged by retention while its key lived on
+            raise Conflict("the task created with this Idempotency-Key no longer exists")
+        return Submitted(row, replayed=True)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def get(self, owner: str | None, task_id: str) -> RowMapping:
+        """The task, or :class:`NotFound`."""
+        tid = parse_task_id(task_id)
+        with self.engine_factory().connect() as conn:
+            row = repo.get_task(conn, tid, owner)
+        if row is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return row
+
+    def list(
+        self,
+        owner: str | None,
+        *,
+        status: str | None = None,
+        task_type: str | None = None,
+        created_after: datetime | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Listing:
+        """Tasks newest first with an opaque keyset cursor."""
+        if status is not None and status not in TaskStatus.__members__:
+            raise InvalidInput(f"unknown status {status!r}", [{"loc": ["query", "status"], "msg": "unknown status"}])
+        before = decode_cursor(cursor) if cursor else None
+        with self.engine_factory().connect() as conn:
+            rows = repo.list_tasks(
+                conn,
+                owner=owner,
+                status=status,
+                task_type=task_type,
+                created_after=created_after,
+                before=before,
+                limit=limit + 1,
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
+        return Listing(rows, next_cursor)
+
+    def logs(self, owner: str | None, task_id: str, *, after: int = 0, limit: int = 100) -> list[RowMapping]:
+        """Log lines after sequence ``after``, oldest first."""
+        row = self.get(owner, task_id)
+        with self.engine_factory().connect() as conn:
+            return repo.logs_after(conn, row["id"], after, limit)
+
+    def events_after(self, task_id: uuid.UUID, after: int, limit: int = 1000) -> list[Event]:
+        """Events after sequence ``after`` (for stream replay)."""
+        with self.engine_factory().connect() as conn:
+            return repo.events_after(conn, task_id, after, limit)
+
+    # --- cancel ---------------------------------------------------------------------------------
+
+    def cancel(self, owner: str | None, task_id: str) -> Cancelled:
+        """Cancel a task: PENDING ends at once; RUNNING gets the durable cancel flag.
+
+        Raises:
+            NotFound: no such task for this caller.
+            Conflict: the task already finished (SUCCESS or FAILED).
+        """
+        row = self.get(owner, task_id)
+        tid = row["id"]
+        with self.engine_factory().begin() as conn:
+            done = repo.cancel_pending(conn, tid) or repo.request_cancel(conn, tid)
+            current = done[0] if done else repo.get_task(conn, tid)
+        if done:
+            self.publish([done[1]])
+        assert current is not None
+        status = TaskStatus(current["status"])
+        if status == TaskStatus.CANCELLED:
+            return Cancelled(current, done=True)
+        if status == TaskStatus.RUNNING:
+            return Cancelled(current, done=False)
+        if status == TaskStatus.PENDING:  # raced with a claim that then requeued; ask again
+            return self.cancel(owner, task_id)
+        raise Conflict(f"task {task_id} already finished with {status.value}; it cannot be cancelled")
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def parse_task_id(task_id: str) -> uuid.UUID:
+    """A task id from a URL; anything that is not a UUID is simply a task that does not exist."""
+    try:
+        return uuid.UUID(task_id)
+    except (ValueError, AttributeError, TypeError):
+        raise NotFound(f"task {task_id} does not exist") from None
+
+
+def parse_submission(body: Any) -> tuple[TaskType, dict[str, Any], dict[str, Any]]:
+    """Split a POST /tasks body into (type, validated input, metadata), or raise InvalidInput.
+
+    Bodies from the original demo carry every field of its single request model (``url: null`` on
+    a vector task, say); fields the type does not declare are tolerated when they are null.
+    """
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object", [{"loc": ["body"], "msg": "not an object"}])
+    fields = dict(body)
+    type_name = fields.pop("task_type", None) or DEFAULT_TASK_TYPE
+    if not isinstance(type_name, str) or (ttype := get_task_type(type_name)) is None:
+        raise InvalidInput(
+            f"unknown task_type {type_name!r}",
+            [{"loc": ["body", "task_type"], "msg": "unknown task type; see GET /task-types"}],
+        )
+    metadata = fields.pop("metadata", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be an object", [{"loc": ["body", "metadata"], "msg": "must be an object"}])
+    declared = ttype.input_model.model_fields
+    if "metadata" in declared:
+        fields["metadata"] = metadata
+    fields = {k: v for k, v in fields.items() if k in declared or v is not None}
+    try:
+        model = ttype.input_model.model_validate(fields)
+    except ValidationError as exc:
+        errors = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]
+        raise InvalidInput(f"invalid input for task type {ttype.name}", errors) from None
+    return ttype, model.model_dump(mode="json"), metadata
+
+
+def request_fingerprint(body: Any) -> str:
+    """A stable hash of a request body (key order does not matter)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode_cursor(created_at: datetime, task_id: uuid.UUID) -> str:
+    """An opaque keyset cursor."""
+    import base64
+
+    raw = f"{created_at.isoformat()}|{task_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Parse a cursor made by :func:`encode_cursor`, or raise InvalidInput."""
+    import base64
+
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, tid = raw.split("|")
+        return datetime.fromisoformat(created), uuid.UUID(tid)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("malformed cursor", [{"loc": ["query", "cursor"], "msg": "malformed"}]) from None
