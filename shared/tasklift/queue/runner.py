@@ -136,7 +136,8 @@ def _run(ctx: TaskContext, ttype: TaskType, row: Any) -> Any:
         return lambda: _finish(ctx, TaskStatus.FAILED, error=error)
     except Exception as exc:  # noqa: BLE001 - any task error is recorded, not raised to Celery
         log.exception("task %s attempt %s failed", ctx.task_id, ctx.attempt)
-        return lambda: _fail_or_retry(ctx, ttype, row, exc)
+        failure = exc  # `exc` is unbound once the except block ends
+        return lambda: _fail_or_retry(ctx, ttype, row, failure)
     return lambda: _finish(ctx, TaskStatus.SUCCESS, result=result)
 
 

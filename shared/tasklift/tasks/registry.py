@@ -51,6 +51,7 @@ class TaskType:
 
 
 _REGISTRY: dict[str, TaskType] = {}
+_loaded = False
 
 
 def task(
@@ -97,25 +98,27 @@ def task(
     return register
 
 
-def load_builtin_types() -> None:
-    """Import the built-in task types (and any modules named in TASKLIFT_TASK_MODULES)."""
+def load_task_types() -> None:
+    """Import the built-in task types and the modules named in TASKLIFT_TASK_MODULES (once)."""
+    global _loaded
+    if _loaded:
+        return
     import importlib
 
     import tasklift.builtin  # noqa: F401 - registers on import
 
     for module in get_settings().task_modules:
         importlib.import_module(module)
+    _loaded = True
 
 
 def get_task_type(name: str) -> TaskType | None:
     """The registered type called ``name``, if any."""
-    if not _REGISTRY:
-        load_builtin_types()
+    load_task_types()
     return _REGISTRY.get(name)
 
 
 def all_task_types() -> list[TaskType]:
     """Every registered type, sorted by name."""
-    if not _REGISTRY:
-        load_builtin_types()
+    load_task_types()
     return sorted(_REGISTRY.values(), key=lambda t: t.name)

@@ -1,0 +1,80 @@
+"""Task types the tests submit. Workers import this module through TASKLIFT_TASK_MODULES."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import Field
+from sqlalchemy import text
+
+from tasklift import RetryableError, TaskContext, task
+from tasklift.store.db import get_engine
+from tasklift.tasks.registry import TaskInput
+
+
+class Noop(TaskInput):
+    pass
+
+
+class Fail(TaskInput):
+    message: str = "boom"
+
+
+class Sleep(TaskInput):
+    seconds: float = Field(1.0, ge=0)
+    steps: int = Field(10, ge=1)
+    check_cancel: bool = True
+
+
+class Effect(TaskInput):
+    key: str
+    seconds: float = 0.0
+
+
+class Flaky(TaskInput):
+    fail_times: int = 1
+
+
+@task("test_noop", input=Noop, queue="cpu")
+def test_noop(ctx: TaskContext, inp: Noop) -> dict[str, bool]:
+    """Does nothing (benchmarks and latency tests)."""
+    return {"ok": True}
+
+
+@task("test_fail", input=Fail, queue="cpu")
+def test_fail(ctx: TaskContext, inp: Fail) -> None:
+    """Always fails with a non-retryable error."""
+    ctx.log("about to fail", level="WARNING")
+    raise ValueError(inp.message)
+
+
+@task("test_sleep", input=Sleep, queue="cpu", timeout=600)
+def test_sleep(ctx: TaskContext, inp: Sleep) -> dict[str, int]:
+    """Sleeps in steps, reporting progress (or ignoring cancellation when check_cancel is false)."""
+    for step in range(inp.steps):
+        time.sleep(inp.seconds / inp.steps)
+        if inp.check_cancel:
+            ctx.progress(current=step + 1, total=inp.steps, message=f"step {step + 1}")
+    return {"steps": inp.steps}
+
+
+@task("test_effect", input=Effect, queue="io", timeout=600)
+def test_effect(ctx: TaskContext, inp: Effect) -> dict[str, str]:
+    """Writes one row keyed by (task id, key): a duplicated effect shows up as a second attempt row."""
+    ctx.progress(10, "working")
+    time.sleep(inp.seconds)
+    ctx.check_cancelled()
+    with get_engine().begin() as conn:
+        conn.execute(
+            text("INSERT INTO test_effects (task_id, key, attempt) VALUES (:t, :k, :a)"),
+            {"t": str(ctx.task_id), "k": inp.key, "a": ctx.attempt},
+        )
+    return {"key": inp.key}
+
+
+@task("test_flaky", input=Flaky, queue="cpu", retries=3, backoff_base=0.2, backoff_max=0.5)
+def test_flaky(ctx: TaskContext, inp: Flaky) -> dict[str, int]:
+    """Fails with a retryable error on its first ``fail_times`` attempts."""
+    if ctx.attempt <= inp.fail_times:
+        raise RetryableError(f"transient failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
