@@ -7,10 +7,12 @@ enforced while reading, so an oversized body is refused without buffering all of
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 
 from tasklift.http import routes
 from tasklift.http.problems import Problem, problem_response
@@ -18,6 +20,8 @@ from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, Task
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.settings import get_settings
 from tasklift.tasks.registry import all_task_types
+
+STATIC = Path(__file__).parent / "static"
 
 PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
 
@@ -117,6 +121,13 @@ def create_app() -> FastAPI:
             **_DOCS.get(route.name, {}),
             **extra,
         )
+
+    # The dashboard: static files, no build step (GET / and /static/*).
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,4 @@
-"""The ``tasklift`` command: run the stack, its parts, and migrations.
+"""Server commands: run the stack, its parts, and migrations.
 
 ``tasklift dev`` is the one-command local run: embedded PostgreSQL and Redis (unless
 ``TASKLIFT_DATABASE_URL`` / ``TASKLIFT_REDIS_URL`` point elsewhere), migrations, a worker pool,
@@ -17,13 +17,10 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from tasklift.cli.base import app, console
 from tasklift.settings import get_settings
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="tasklift: long-running operations behind HTTP.")
-console = Console(stderr=True)
 
 
 def _configure_logging() -> None:
@@ -189,12 +186,3 @@ def dev(
             engine.stop()
         console.print("[green]stopped; data kept in[/green] " + str(data))
     raise typer.Exit(0)
-
-
-def main() -> None:
-    """Entry point of the ``tasklift`` console script."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,22 @@
+"""The ``tasklift`` command. Each module registers its commands on :data:`tasklift.cli.base.app`:
+``server`` (dev, api, worker, reaper, migrate), ``client`` (submit, status, cancel, logs) and
+``emulate`` (the local function-host emulators)."""
+
+from __future__ import annotations
+
+import importlib
+
+from tasklift.cli.base import app
+
+COMMAND_MODULES = ("tasklift.cli.server", "tasklift.cli.client", "tasklift.cli.emulate")
+
+
+def main() -> None:
+    """Entry point of the ``tasklift`` console script."""
+    for module in COMMAND_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a missing dependency inside the module is a real error
+                raise
+    app()

@@ -1,0 +1,3 @@
+from tasklift.cli import main
+
+main()
