@@ -25,9 +25,11 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# hatchling needs the readme named in pyproject.toml; the wheel contains shared/tasklift only.
+# hatchling needs the readme named in pyproject.toml. The wheel holds the core (shared/tasklift)
+# and the host emulators (local/tasklift_local, behind `tasklift emulate`).
 COPY pyproject.toml README.md ./
 COPY shared/ shared/
+COPY local/ local/
 # A regular (non-editable) install: the final stage copies the venv and nothing from /src.
 # `[azure]` pulls the Azure Functions extras if the core declares them; pip only warns when an
 # extra does not exist, so the image builds either way.
@@ -61,11 +63,9 @@ RUN groupadd --system --gid 10001 tasklift \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-# `tasklift emulate azure` serves functions/azure/function_app.py from the working directory,
-# the way the Functions host loads a function app; local/ holds the emulator of the hosts.
-# Both stay root-owned and read-only for the runtime user.
+# `tasklift emulate azure` serves functions/azure/function_app.py found under the working
+# directory, the way the Functions host loads a function app. Root-owned, read-only for the user.
 COPY functions/ functions/
-COPY local/ local/
 
 USER 10001:10001
 
