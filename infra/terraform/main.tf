@@ -123,8 +123,7 @@ module "data" {
   postgres_subnet_id         = module.network.subnet_ids["postgres"]
   endpoint_subnet_id         = module.network.subnet_ids["endpoints"]
   private_dns_zone_ids       = module.network.private_dns_zone_ids
-  key_vault_id               = module.keyvault.id
-  key_vault_ready            = module.keyvault.secrets_writable
+  key_vault_id               = module.keyvault.secrets_key_vault_id
   log_analytics_workspace_id = module.observability.log_analytics_workspace_id
   postgres_sku               = var.postgres_sku
   postgres_storage_mb        = var.postgres_storage_mb
@@ -152,6 +151,7 @@ module "functions" {
   maximum_instance_count                 = var.functions_maximum_instance_count
   always_ready                           = var.functions_always_ready
   instance_memory_mb                     = var.functions_instance_memory_mb
+  zone_redundant                         = var.functions_zone_redundant
   # App settings: shared + HTTP settings in clear, secrets as Key Vault references.
   tasklift_env = merge(local.tasklift_env, local.api_env)
   secret_ids   = module.data.secret_ids
@@ -159,23 +159,23 @@ module "functions" {
 }
 
 module "workers" {
-  source                     = "./modules/workers"
-  name                       = local.base
-  location                   = azurerm_resource_group.this.location
-  resource_group_name        = azurerm_resource_group.this.name
-  subnet_id                  = module.network.subnet_ids["apps"]
-  zone_redundant             = var.workers_zone_redundant
-  log_analytics_workspace_id = module.observability.log_analytics_workspace_id
-  key_vault_id               = module.keyvault.id
-  payloads_container_id      = module.data.payloads_container_id
-  image                      = var.image
-  container_registry_id      = var.container_registry_id
-  container_registry_server  = var.container_registry_server
-  redis_hostname             = module.data.redis_hostname
-  redis_ssl_port             = module.data.redis_ssl_port
-  secret_ids                 = module.data.secret_ids
-  tasklift_env               = merge(local.tasklift_env, local.worker_env)
-  termination_grace_seconds  = local.termination_grace_seconds
+  source                                 = "./modules/workers"
+  name                                   = local.base
+  location                               = azurerm_resource_group.this.location
+  resource_group_name                    = azurerm_resource_group.this.name
+  subnet_id                              = module.network.subnet_ids["apps"]
+  zone_redundant                         = var.workers_zone_redundant
+  log_analytics_workspace_id             = module.observability.log_analytics_workspace_id
+  key_vault_id                           = module.keyvault.id
+  payloads_container_id                  = module.data.payloads_container_id
+  image                                  = var.image
+  container_registry_id                  = var.container_registry_id
+  container_registry_server              = var.container_registry_server
+  redis_hostname                         = module.data.redis_hostname
+  redis_ssl_port                         = module.data.redis_ssl_port
+  secret_ids                             = module.data.secret_ids
+  tasklift_env                           = merge(local.tasklift_env, local.worker_env)
+  termination_grace_seconds              = local.termination_grace_seconds
   application_insights_connection_string = module.observability.application_insights_connection_string
 
   # One pool per queue; `queue` feeds both the worker's --queues and the KEDA listName.

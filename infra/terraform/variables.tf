@@ -204,6 +204,12 @@ variable "functions_always_ready" {
   default     = 1
 }
 
+variable "functions_zone_redundant" {
+  description = "Zone-redundant Flex Consumption plan (instances spread over availability zones). Set false in a region without zones."
+  type        = bool
+  default     = true
+}
+
 variable "functions_instance_memory_mb" {
   description = "Flex Consumption instance size: 2048 or 4096."
   type        = number
@@ -231,9 +237,9 @@ variable "postgres_backup_retention_days" {
 }
 
 variable "postgres_geo_redundant_backup" {
-  description = "Geo-redundant backups (set at creation only)."
+  description = "Geo-redundant backups (set at creation only): PostgreSQL is the system of record, so a regional outage must not take the backups with it."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "postgres_zone_redundant_ha" {
@@ -255,9 +261,9 @@ variable "redis_capacity" {
 }
 
 variable "storage_replication" {
-  description = "Replication of the storage account (function state, deployment packages, large payloads)."
+  description = "Replication of the storage account (function state, deployment packages, large payloads). GZRS: task results in `payloads` are not reproducible."
   type        = string
-  default     = "ZRS"
+  default     = "GZRS"
 }
 
 variable "log_retention_days" {

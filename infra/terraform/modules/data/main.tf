@@ -78,11 +78,11 @@ resource "azurerm_postgresql_flexible_server_database" "tasklift" {
 # Connection logging feeds incident analysis; TLS is already required by default (kept explicit).
 resource "azurerm_postgresql_flexible_server_configuration" "settings" {
   for_each = {
-    require_secure_transport = "on"
-    log_connections          = "on"
-    log_disconnections       = "on"
-    log_checkpoints          = "on"
-    connection_throttle.enable = "on"
+    require_secure_transport     = "on"
+    log_connections              = "on"
+    log_disconnections           = "on"
+    log_checkpoints              = "on"
+    "connection_throttle.enable" = "on"
   }
 
   name      = each.key
@@ -192,6 +192,24 @@ resource "azurerm_storage_account" "this" {
   tags = var.tags
 }
 
+# Resource logs of the blob, queue and table services (Azure Monitor; the successor of classic
+# Storage Analytics logging, which needs data-plane access and shared keys).
+resource "azurerm_monitor_diagnostic_setting" "storage" {
+  for_each = toset(["blobServices", "queueServices", "tableServices"])
+
+  name                       = "to-log-analytics"
+  target_resource_id         = "${azurerm_storage_account.this.id}/${each.key}/default"
+  log_analytics_workspace_id = var.log_analytics_workspace_id
+
+  enabled_log {
+    category_group = "audit"
+  }
+
+  enabled_metric {
+    category = "Transaction"
+  }
+}
+
 # Created through ARM (storage_account_id), so it works while the data plane is private.
 resource "azurerm_storage_container" "payloads" {
   name                  = "payloads"
@@ -243,6 +261,4 @@ resource "azurerm_key_vault_secret" "this" {
   value        = each.value
   content_type = "text/plain"
   tags         = var.tags
-
-  depends_on = [var.key_vault_ready]
 }

@@ -29,11 +29,7 @@ variable "private_dns_zone_ids" {
 }
 
 variable "key_vault_id" {
-  type = string
-}
-
-variable "key_vault_ready" {
-  description = "Opaque value that is known once the deployer may write secrets."
+  description = "Vault to write the connection strings to; pass the keyvault module's secrets_key_vault_id so writes wait for RBAC propagation."
   type        = string
 }
 

@@ -6,7 +6,8 @@ output "uri" {
   value = azurerm_key_vault.this.vault_uri
 }
 
-output "secrets_writable" {
-  description = "Becomes known once the deployer's role has propagated; modules that write secrets depend on it."
-  value       = time_sleep.rbac_propagation.id
+output "secrets_key_vault_id" {
+  description = "The vault ID, released only after the deployer's role has propagated: use it where secrets are written."
+  value       = azurerm_key_vault.this.id
+  depends_on  = [time_sleep.rbac_propagation]
 }

@@ -15,7 +15,7 @@ resource "azurerm_application_insights" "this" {
   location            = var.location
   resource_group_name = var.resource_group_name
   workspace_id        = azurerm_log_analytics_workspace.this.id
-  application_type    = "other"
+  application_type    = "web"
   retention_in_days   = var.retention_days
   tags                = var.tags
 }

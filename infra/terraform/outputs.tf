@@ -1,0 +1,48 @@
+output "resource_group_name" {
+  value = azurerm_resource_group.this.name
+}
+
+output "api_url" {
+  description = "Base URL of the HTTP API (the function app)."
+  value       = "https://${module.functions.default_hostname}"
+}
+
+output "function_app_name" {
+  description = "Deploy the function code here (docs/deploy.md)."
+  value       = module.functions.name
+}
+
+output "worker_app_names" {
+  value = module.workers.worker_app_names
+}
+
+output "reaper_app_name" {
+  value = module.workers.reaper_app_name
+}
+
+output "migrate_job_name" {
+  description = "Run after every image rollout: az containerapp job start -g <rg> -n <this>."
+  value       = module.workers.migrate_job_name
+}
+
+output "key_vault_uri" {
+  value = module.keyvault.uri
+}
+
+output "postgres_fqdn" {
+  value = module.data.postgres_fqdn
+}
+
+output "redis_hostname" {
+  value = module.data.redis_hostname
+}
+
+output "storage_account_name" {
+  description = "Holds the function host state, the deployment package and the `payloads` container (large inputs/results)."
+  value       = module.data.storage_account_name
+}
+
+output "queues" {
+  description = "Celery queue names = Redis list names the KEDA rules watch."
+  value       = { cpu = local.cpu_queue, io = local.io_queue }
+}
