@@ -1,0 +1,47 @@
+// Parameters for main.bicep. Nothing secret is written here: the PostgreSQL password is read from
+// the environment of whoever deploys (a pipeline secret), e.g.
+//   export POSTGRES_ADMIN_PASSWORD="$(openssl rand -hex 24)"   # keep it in your secret store
+//   export APP_IMAGE=myregistry.azurecr.io/tasklift@sha256:<digest>
+//   az deployment group create -g rg-tasklift-prod -f infra/bicep/main.bicep -p infra/bicep/main.bicepparam
+using './main.bicep'
+
+param location = 'westeurope'
+param name = 'tasklift'
+param environmentName = 'prod'
+
+param image = readEnvironmentVariable('APP_IMAGE')
+param containerRegistryServer = readEnvironmentVariable('APP_REGISTRY_SERVER', '')
+
+param postgresAdminPassword = readEnvironmentVariable('POSTGRES_ADMIN_PASSWORD')
+
+// docs/sizing.md derives these from arrival rate and task duration.
+param workerPools = {
+  cpu: {
+    cpu: '2.0'
+    memory: '4Gi'
+    concurrency: 2
+    minReplicas: 0
+    maxReplicas: 10
+    listLength: 2
+  }
+  io: {
+    cpu: '1.0'
+    memory: '2Gi'
+    concurrency: 8
+    minReplicas: 1
+    maxReplicas: 10
+    listLength: 8
+  }
+}
+param softShutdownSeconds = 300
+param shutdownMarginSeconds = 30
+param dbPoolSize = 5
+
+param postgresZoneRedundantHa = true
+param redisSku = 'Standard'
+param redisCapacity = 1
+param functionsAlwaysReady = 1
+
+param tags = {
+  owner: 'platform-team'
+}
