@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     # --- HTTP ----------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI's client commands find the API")
     public_url: str | None = Field(None, description="Absolute base URL for Operation-Location; default: from the request")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body (413 above)")
     poll_retry_after_seconds: int = Field(1, ge=1, description="Retry-After on 202 and for a task that has not started")

@@ -7,13 +7,17 @@ enforced while reading, so an oversized body is refused without buffering all of
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from sse_starlette import EventSourceResponse
 
+from tasklift.events.hub import close_hub
 from tasklift.http import routes
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
@@ -53,8 +57,15 @@ def to_neutral(request: Request, body: bytes) -> HttpRequest:
 
 
 def to_starlette(resp: HttpResponse) -> Response:
-    """:class:`HttpResponse` → Starlette response (streaming when the handler streams)."""
+    """:class:`HttpResponse` → Starlette response (streaming when the handler streams).
+
+    SSE goes through sse-starlette's EventSourceResponse for its disconnect detection and its
+    graceful drain on server shutdown; the pings come from our stream (every host needs them), so
+    its own ping task is off.
+    """
     if resp.stream is not None:
+        if resp.media_type == "text/event-stream":
+            return EventSourceResponse(resp.stream, status_code=resp.status, headers=resp.headers, ping=0)
         return StreamingResponse(resp.stream, status_code=resp.status, headers=resp.headers)
     return Response(content=resp.body, status_code=resp.status, headers=resp.headers)
 
@@ -81,6 +92,14 @@ _DOCS: dict[str, dict[str, Any]] = {
         "responses": {202: {"model": TaskResource, "description": "Cancellation requested"}, 404: PROBLEM, 409: PROBLEM},
     },
     "task_logs": {"response_model": list[LogLine], "responses": {404: PROBLEM}},
+    "stream_task": {
+        "responses": {
+            200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events (see API.md)"},
+            204: {"description": "The stream already ended (reconnect after the terminal event)"},
+            404: PROBLEM,
+            422: PROBLEM,
+        },
+    },
     "task_types": {"response_model": list[TaskTypeInfo]},
     "healthz": {"response_model": Health},
     "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
@@ -100,9 +119,17 @@ def _submit_body_schema() -> dict[str, Any]:
     }
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Close this process's event hub (its Redis connection) when the server stops."""
+    yield
+    await close_hub()
+
+
 def create_app() -> FastAPI:
     """The tasklift ASGI application."""
     app = FastAPI(
+        lifespan=lifespan,
         title="tasklift",
         version="1",
         description="Long-running operations behind HTTP: submit (202), poll, stream (SSE), cancel.",
@@ -112,15 +139,8 @@ def create_app() -> FastAPI:
     )
     for route in routes.ROUTES:
         extra = {"openapi_extra": {"requestBody": _submit_body_schema()}} if route.name == "submit_task" else {}
-        app.add_api_route(
-            route.template,
-            _endpoint(route),
-            methods=[route.method],
-            name=route.name,
-            response_class=Response,
-            **_DOCS.get(route.name, {}),
-            **extra,
-        )
+        docs = {"response_class": Response, **_DOCS.get(route.name, {}), **extra}
+        app.add_api_route(route.template, _endpoint(route), methods=[route.method], name=route.name, **docs)
 
     # The dashboard: static files, no build step (GET / and /static/*).
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -15,6 +15,8 @@ import anyio
 import redis
 from sqlalchemy.exc import DBAPIError
 
+from tasklift.events.hub import get_hub
+from tasklift.events.sse import StreamPlan, stream_events
 from tasklift.http.problems import Problem
 from tasklift.http.resources import etag, retry_after, task_resource
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
@@ -24,6 +26,7 @@ from tasklift.store import repository as repo
 from tasklift.store.db import get_engine
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import InvalidInput, TaskService
+from tasklift.tasks.states import TERMINAL, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +97,76 @@ async def submit_task(req: HttpRequest) -> HttpResponse:
     return json_response(202, resource, headers)
 
 
+def _float_query(req: HttpRequest, name: str, low: float, high: float) -> float | None:
+    raw = req.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = low - 1
+    if not low < value <= high:
+        raise InvalidInput(
+            f"{name} must be a number of seconds above {low:g} and at most {high:g}",
+            [{"loc": ["query", name], "msg": f"above {low:g}, at most {high:g}"}],
+        )
+    return value
+
+
 async def get_task(req: HttpRequest) -> HttpResponse:
-    """GET /tasks/{id}: the resource, with ETag / 304 and an adaptive Retry-After."""
-    row = await anyio.to_thread.run_sync(_service().get, req.principal, req.path_params["task_id"])
+    """GET /tasks/{id}: the resource, with ETag / 304, an adaptive Retry-After and ``?wait=N`` long poll."""
+    wait = _float_query(req, "wait", 0, get_settings().max_long_poll_seconds)
+    service = _service()
+    row = await anyio.to_thread.run_sync(service.get, req.principal, req.path_params["task_id"])
+    client_tag = req.header("if-none-match")
+    if wait and TaskStatus(row["status"]) not in TERMINAL and client_tag in (None, etag(row), "*"):
+        row = await _wait_for_change(service, row, wait)
     headers = _task_headers(row)
-    if req.header("if-none-match") in (headers["ETag"], "*"):
+    if client_tag in (headers["ETag"], "*"):
         return HttpResponse(304, headers)
     return json_response(200, task_resource(row), headers)
+
+
+async def _wait_for_change(service: TaskService, row: Any, seconds: float) -> Any:
+    """Long poll: sleep on the hub (no busy loop) until the task's next event or ``seconds``."""
+    async with await get_hub().subscribe(str(row["id"])) as sub:
+        current = await anyio.to_thread.run_sync(service.load, row["id"]) or row
+        if current["last_seq"] == row["last_seq"]:
+            await sub.get(seconds)
+            current = await anyio.to_thread.run_sync(service.load, row["id"]) or current
+    return current
+
+
+async def stream_task(req: HttpRequest) -> HttpResponse:
+    """GET /tasks/{id}/stream: Server-Sent Events, resumable with Last-Event-ID (API.md)."""
+    raw_id = req.header("last-event-id") or req.query.get("last_event_id")
+    last_event_id: int | None = None
+    if raw_id:
+        if not raw_id.strip().isdigit():
+            raise InvalidInput(
+                "Last-Event-ID must be an event id this stream sent (a non-negative integer)",
+                [{"loc": ["header", "Last-Event-ID"], "msg": "a non-negative integer"}],
+            )
+        last_event_id = int(raw_id)
+    service = _service()
+    row = await anyio.to_thread.run_sync(service.get, req.principal, req.path_params["task_id"])
+    settings = get_settings()
+    plan = StreamPlan(
+        task=row,
+        last_event_id=last_event_id,
+        load_events=service.events_after,
+        load_task=service.load,
+        hub=get_hub(),
+        ping_seconds=settings.sse_ping_seconds,
+        retry_ms=settings.sse_retry_ms,
+        window_seconds=settings.sse_window_seconds,
+    )
+    if plan.finished_before:
+        # The client already saw the terminal event: 204 tells EventSource to stop reconnecting.
+        return HttpResponse(204, {"Cache-Control": "no-store"})
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return HttpResponse(200, headers, stream=stream_events(plan))
+
 
 
 async def list_tasks(req: HttpRequest) -> HttpResponse:

@@ -179,6 +179,11 @@ class TaskService:
         with self.engine_factory().connect() as conn:
             return repo.logs_after(conn, row["id"], after, limit)
 
+    def load(self, task_id: uuid.UUID) -> RowMapping | None:
+        """The task row by id, for any owner (callers have already checked access)."""
+        with self.engine_factory().connect() as conn:
+            return repo.get_task(conn, task_id)
+
     def events_after(self, task_id: uuid.UUID, after: int, limit: int = 1000) -> list[Event]:
         """Events after sequence ``after`` (for stream replay)."""
         with self.engine_factory().connect() as conn:

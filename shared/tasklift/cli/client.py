@@ -1,0 +1,119 @@
+"""Client commands: submit (with a live progress bar), status, cancel, logs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from tasklift.cli.base import app, console
+from tasklift.client import TaskliftClient, TaskliftError
+from tasklift.settings import get_settings
+
+URL = typer.Option(None, "--url", help="API base URL (default TASKLIFT_API_URL)")
+
+
+def _client(url: str | None) -> TaskliftClient:
+    return TaskliftClient(url or get_settings().api_url)
+
+
+def _field(raw: str) -> tuple[str, Any]:
+    """``k=v``: v is parsed as JSON when it is valid JSON (numbers, lists, objects), else a string."""
+    if "=" not in raw:
+        raise typer.BadParameter(f"expected key=value, got {raw!r}")
+    key, value = raw.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _fail(exc: TaskliftError) -> None:
+    console.print(f"[red]{exc.status} {exc.problem.get('title')}[/red]: {exc.problem.get('detail')}")
+    for error in exc.problem.get("errors") or []:
+        console.print(f"  {'.'.join(map(str, error.get('loc', [])))}: {error.get('msg')}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def submit(
+    task_type: str = typer.Argument(..., help="The task type (see GET /task-types)"),
+    field: list[str] = typer.Option([], "--field", "-f", help="Input field key=value (repeatable)"),
+    metadata: str = typer.Option(None, help="Metadata as a JSON object"),
+    idempotency_key: str = typer.Option(None, help="Idempotency-Key header"),
+    follow: bool = typer.Option(False, "--follow", help="Follow the live stream with a progress bar"),
+    url: str = URL,
+) -> None:
+    """Submit a task; with --follow, draw its progress live and exit non-zero unless it succeeds."""
+    fields = dict(_field(f) for f in field)
+    with _client(url) as client:
+        try:
+            meta = json.loads(metadata) if metadata else None
+            task = client.submit(task_type, metadata=meta, idempotency_key=idempotency_key, **fields)
+        except TaskliftError as exc:
+            _fail(exc)
+            return
+        typer.echo(task.task_id)
+        if follow:
+            raise typer.Exit(_follow(client, task.task_id))
+
+
+def _follow(client: TaskliftClient, task_id: str) -> int:
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    final: dict[str, Any] = {}
+    with Progress(*columns, console=console, transient=False) as bar:
+        handle = bar.add_task("PENDING", total=100)
+        for event in client.stream(task_id):
+            data = event.data
+            progress = data.get("progress") or {}
+            if progress.get("percent") is not None:
+                bar.update(handle, completed=progress["percent"])
+            message = progress.get("message") or ""
+            bar.update(handle, description=f"{data['status']:<9} {message}"[:60])
+            if event.kind == "log":
+                bar.console.print(f"[dim]{data.get('level', 'INFO'):<7}[/dim] {data.get('message')}")
+            if event.terminal:
+                final = data
+    status = final.get("status", "UNKNOWN")
+    if status == "SUCCESS":
+        console.print("[green]SUCCESS[/green]")
+        typer.echo(json.dumps(final.get("result"), indent=2))
+        return 0
+    error = final.get("error") or {}
+    console.print(f"[red]{status}[/red] {error.get('type', '')}: {error.get('message', '')}".rstrip(": "))
+    return 1
+
+
+@app.command()
+def status(task_id: str, url: str = URL) -> None:
+    """Print a task as JSON."""
+    with _client(url) as client:
+        try:
+            typer.echo(client.get(task_id).model_dump_json(indent=2))
+        except TaskliftError as exc:
+            _fail(exc)
+
+
+@app.command()
+def cancel(task_id: str, url: str = URL) -> None:
+    """Cancel a task (PENDING: at once; RUNNING: at its next progress check)."""
+    with _client(url) as client:
+        try:
+            task = client.cancel(task_id)
+        except TaskliftError as exc:
+            _fail(exc)
+            return
+        typer.echo("CANCELLED" if task is None else "cancel requested; the task stops at its next progress check")
+
+
+@app.command()
+def logs(task_id: str, after: int = typer.Option(0, help="Only lines after this sequence"), url: str = URL) -> None:
+    """Print a task's log lines."""
+    with _client(url) as client:
+        try:
+            for line in client.logs(task_id, after=after, limit=1000):
+                typer.echo(f"{line['timestamp']} {line['level']:<7} {line['message']}")
+        except TaskliftError as exc:
+            _fail(exc)

@@ -1,0 +1,196 @@
+"""A Python client for the tasklift HTTP API, on httpx.
+
+::
+
+    from tasklift.client import TaskliftClient
+
+    with TaskliftClient("http://127.0.0.1:8000") as tl:
+        task = tl.submit("web_scrape", url="https://example.com/")
+        for event in tl.stream(task.task_id):          # reconnects with Last-Event-ID by itself
+            print(event.kind, event.data.get("progress"))
+        print(tl.get(task.task_id).result)
+
+Every error answer (problem+json) raises :class:`TaskliftError` carrying the problem.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from tasklift.http.schemas import TaskResource
+
+TERMINAL = frozenset({"SUCCESS", "FAILED", "CANCELLED"})
+
+
+class TaskliftError(Exception):
+    """An error answer from the API, with its RFC 9457 problem details."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', '')}")
+        self.status = status
+        self.problem = problem
+        self.retry_after = problem.get("_retry_after")
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One SSE event of a task's stream."""
+
+    seq: int
+    kind: str  #: status | progress | log
+    data: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def terminal(self) -> bool:
+        """True for the status event that ends the stream."""
+        return self.kind == "status" and self.status in TERMINAL
+
+
+class TaskliftClient:
+    """Submit, poll, stream, cancel and read logs of tasks."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = http or httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
+
+    def __enter__(self) -> TaskliftClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- calls ----------------------------------------------------------------------------------
+
+    def _check(self, resp: httpx.Response) -> httpx.Response:
+        if resp.status_code >= 400:
+            try:
+                problem = resp.json()
+            except ValueError:
+                problem = {"title": resp.reason_phrase, "detail": resp.text[:200]}
+            problem["_retry_after"] = resp.headers.get("Retry-After")
+            raise TaskliftError(resp.status_code, problem)
+        return resp
+
+    def submit(
+        self,
+        task_type: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> TaskResource:
+        """POST /tasks; returns the accepted (PENDING) task."""
+        body: dict[str, Any] = dict(fields)
+        if task_type:
+            body["task_type"] = task_type
+        if metadata is not None:
+            body["metadata"] = metadata
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return TaskResource.model_validate(self._check(self._http.post("/tasks", json=body, headers=headers)).json())
+
+    def get(self, task_id: str) -> TaskResource:
+        """GET /tasks/{id}."""
+        return TaskResource.model_validate(self._check(self._http.get(f"/tasks/{task_id}")).json())
+
+    def wait(self, task_id: str, timeout: float | None = None) -> TaskResource:
+        """Block until the task finishes (long polls, honouring Retry-After); returns it.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        tag: str | None = None
+        task: TaskResource | None = None
+        while True:
+            remaining = 25.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
+            headers = {"If-None-Match": tag} if tag else {}
+            resp = self._check(
+                self._http.get(
+                    f"/tasks/{task_id}",
+                    params={"wait": f"{min(25.0, max(remaining, 0.1)):.1f}"},
+                    headers=headers,
+                    timeout=min(25.0, remaining) + 10,
+                )
+            )
+            if resp.status_code == 200:
+                task = TaskResource.model_validate(resp.json())
+                tag = resp.headers.get("ETag")
+                if task.status in TERMINAL:
+                    return task
+            pause = float(resp.headers.get("Retry-After", "0") or 0)
+            if pause and resp.status_code == 200:
+                time.sleep(min(pause, max(0.0, remaining)))
+
+    def stream(self, task_id: str, last_event_id: int | None = None, *, read_timeout: float = 60.0) -> Iterator[StreamEvent]:
+        """Follow the task's events until its terminal event, reconnecting with Last-Event-ID.
+
+        Honours the server's ``retry:`` between reconnections, drops pings, and never yields an
+        event twice (sequence numbers only go up). Works on live and bounded-window hosts alike.
+        """
+        last = last_event_id
+        retry_ms = 1000
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last is not None else {}
+            try:
+                timeout = httpx.Timeout(10.0, read=read_timeout)
+                with connect_sse(self._http, "GET", f"/tasks/{task_id}/stream", headers=headers, timeout=timeout) as source:
+                    if source.response.status_code == 204:
+                        return
+                    self._check(source.response)
+                    for sse in source.iter_sse():
+                        if sse.retry is not None:
+                            retry_ms = sse.retry
+                        if not sse.id or not sse.event:
+                            continue
+                        seq = int(sse.id)
+                        if last is not None and seq <= last:
+                            continue
+                        last = seq
+                        event = StreamEvent(seq, sse.event, sse.json())
+                        yield event
+                        if event.terminal:
+                            return
+            except httpx.TransportError:
+                pass  # the connection dropped (server restart, proxy cut): reconnect after retry_ms
+            time.sleep(retry_ms / 1000)
+
+    def cancel(self, task_id: str) -> TaskResource | None:
+        """DELETE /tasks/{id}: None when it is CANCELLED now, else the task (cancel requested)."""
+        resp = self._check(self._http.delete(f"/tasks/{task_id}"))
+        return None if resp.status_code == 204 else TaskResource.model_validate(resp.json())
+
+    def logs(self, task_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """GET /tasks/{id}/logs."""
+        params = {"after": after, "limit": limit}
+        return list(self._check(self._http.get(f"/tasks/{task_id}/logs", params=params)).json())
+
+    def list(self, **params: Any) -> dict[str, Any]:
+        """GET /tasks with filters (status, task_type, created_after, limit, cursor)."""
+        clean = {k: v for k, v in params.items() if v is not None}
+        return dict(self._check(self._http.get("/tasks", params=clean)).json())
+
+    def task_types(self) -> list[dict[str, Any]]:
+        """GET /task-types."""
+        return list(self._check(self._http.get("/task-types")).json())

@@ -1,0 +1,227 @@
+"""The per-process fan-out hub: ONE Redis pub/sub connection, however many streams it serves.
+
+::
+
+    worker ──commit──▶ PostgreSQL            (the record: every event, sequence-numbered)
+       └────publish──▶ Redis channel tasklift:task:<id>
+                          │  one connection per API process, SUBSCRIBE per watched task
+                          ▼
+                       EventHub ──put_nowait──▶ Subscription queue (bounded) ──▶ SSE stream / long poll
+
+Cost per event is O(watchers of that task in this process); an idle stream costs nothing here
+(its pings are timers in the stream). A stream that falls behind (queue full) or a Redis outage
+never blocks anyone: the subscription receives :data:`RESYNC` and the stream re-reads the
+database from its last sequence number, so nothing is lost and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tasklift.events.bus import CHANNEL_PREFIX, channel
+from tasklift.store.repository import Event
+
+log = logging.getLogger(__name__)
+
+
+class _Resync:
+    """Marker: events may have been missed; re-read the log from the database."""
+
+    def __repr__(self) -> str:
+        return "RESYNC"
+
+
+RESYNC: Final = _Resync()
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One watcher of one task's events."""
+
+    hub: EventHub
+    task_id: str
+    maxsize: int
+    queue: asyncio.Queue[Event | _Resync] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.maxsize)
+
+    def deliver(self, item: Event | _Resync) -> None:
+        """Hand over an event without ever blocking the hub; on overflow, ask for a resync."""
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # Latest-wins is not enough for logs, so drop what is queued and re-read the database.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(RESYNC)
+
+    async def get(self, timeout: float | None) -> Event | _Resync | None:
+        """The next event or RESYNC, or None after ``timeout`` seconds."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def close(self) -> None:
+        await self.hub.unsubscribe(self)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class EventHub:
+    """Fans Redis pub/sub messages out to this process's subscriptions."""
+
+    def __init__(self, redis_url: str, *, queue_size: int = 256) -> None:
+        self._url = redis_url
+        self._queue_size = queue_size
+        self._watchers: dict[str, set[Subscription]] = {}
+        self._client: aioredis.Redis | None = None
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._connected = asyncio.Event()
+        self._closed = False
+        # Held so that id(loop) in _hubs cannot be reused by a later loop while this hub exists.
+        self.loop = asyncio.get_running_loop()
+
+    @property
+    def watched_tasks(self) -> int:
+        return len(self._watchers)
+
+    @property
+    def subscriptions(self) -> int:
+        return sum(len(s) for s in self._watchers.values())
+
+    async def subscribe(self, task_id: str) -> Subscription:
+        """Start receiving ``task_id``'s events (subscribe before reading the database: no gap)."""
+        sub = Subscription(self, task_id, self._queue_size)
+        async with self._lock:
+            self._ensure_reader()
+            watchers = self._watchers.setdefault(task_id, set())
+            watchers.add(sub)
+            if len(watchers) == 1 and self._connected.is_set():
+                await self._send("subscribe", channel(task_id))
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        """Stop delivering to ``sub``; the last watcher of a task unsubscribes its channel."""
+        async with self._lock:
+            watchers = self._watchers.get(sub.task_id)
+            if not watchers or sub not in watchers:
+                return
+            watchers.discard(sub)
+            if not watchers:
+                del self._watchers[sub.task_id]
+                if self._connected.is_set():
+                    await self._send("unsubscribe", channel(sub.task_id))
+
+    async def _send(self, command: str, name: str) -> None:
+        try:
+            await getattr(self._pubsub, command)(name)
+        except (RedisError, OSError) as exc:  # the reader notices the broken connection and resyncs
+            log.debug("pubsub %s %s failed: %s", command, name, exc)
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._run(), name="tasklift-event-hub")
+
+    async def _connect(self) -> None:
+        self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=2, health_check_interval=30)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        # A placeholder channel keeps the connection in subscribe mode even with no streams open.
+        await self._pubsub.subscribe(f"{CHANNEL_PREFIX}__hub__", *[channel(t) for t in self._watchers])
+        self._connected.set()
+
+    async def _disconnect(self) -> None:
+        self._connected.clear()
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+        self._pubsub = self._client = None
+
+    def _resync_all(self) -> None:
+        for watchers in self._watchers.values():
+            for sub in watchers:
+                sub.deliver(RESYNC)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._closed:
+            try:
+                async with self._lock:
+                    await self._connect()
+                if backoff > 0.1:  # reconnected after an outage: whatever was published meanwhile is lost
+                    log.info("event hub reconnected to redis; streams resync from the database")
+                    self._resync_all()
+                backoff = 0.1
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("event hub lost redis (%s); streams fall back to the database", exc)
+            await self._disconnect()
+            self._resync_all()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+        await self._disconnect()
+
+    async def _read(self) -> None:
+        while not self._closed:
+            message = await self._pubsub.get_message(timeout=1.0)
+            if message is None or message.get("type") != "message":
+                continue
+            name = message["channel"].decode()
+            task_id = name[len(CHANNEL_PREFIX) :]
+            watchers = self._watchers.get(task_id)
+            if not watchers:
+                continue
+            raw = json.loads(message["data"])
+            event = Event(task_id, raw["seq"], raw["kind"], raw["data"])
+            for sub in tuple(watchers):
+                sub.deliver(event)
+
+    async def close(self) -> None:
+        """Stop the reader and drop the connection."""
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await self._disconnect()
+
+
+_hubs: dict[int, EventHub] = {}
+
+
+def get_hub() -> EventHub:
+    """The hub of the running event loop (one per process in practice)."""
+    from tasklift.queue.app import redis_url
+
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(id(loop))
+    if hub is None or hub._closed:
+        hub = _hubs[id(loop)] = EventHub(redis_url())
+    return hub
+
+
+async def close_hub() -> None:
+    """Close the running loop's hub, if it has one (server shutdown)."""
+    hub = _hubs.pop(id(asyncio.get_running_loop()), None)
+    if hub is not None:
+        await hub.close()

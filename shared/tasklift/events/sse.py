@@ -1,0 +1,151 @@
+"""One task's Server-Sent Events stream: snapshot or replay from PostgreSQL, then live from the hub.
+
+The order of operations is what makes it gap-free: subscribe to the hub *first*, then read the
+database, then deliver live events, dropping any whose sequence number was already sent and
+re-reading the database whenever a sequence number is skipped or the hub asks for a resync.
+
+Two modes, one generator:
+
+- **live** (ASGI, Azure Functions with HTTP streams): runs until the terminal event, with a
+  ``: ping`` comment every ``sse_ping_seconds``;
+- **bounded window** (Mangum on Lambda, hosts that buffer): returns what arrives within
+  ``sse_window_seconds`` and ends with a short ``retry:``; EventSource reconnects with
+  ``Last-Event-ID`` and so sees the same events in the same order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import anyio
+from sqlalchemy import RowMapping
+
+from tasklift.events.hub import RESYNC, EventHub
+from tasklift.store.repository import Event, status_data
+from tasklift.tasks.states import TERMINAL, TaskStatus
+
+WINDOW_RETRY_MS = 250  #: reconnect delay after a bounded-window response
+REPLAY_PAGE = 1000  #: events read from the database per query when catching up
+
+
+def encode_event(event: Event) -> bytes:
+    """``id`` / ``event`` / ``data`` lines of one SSE event (data is one line of JSON)."""
+    data = json.dumps(event.payload(), separators=(",", ":"), ensure_ascii=False, default=str)
+    return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+
+
+def encode_retry(ms: int) -> bytes:
+    return f"retry: {ms}\n\n".encode()
+
+
+PING = b": ping\n\n"
+
+
+def is_terminal(event: Event) -> bool:
+    """True for the status event that ends a task's stream."""
+    return event.kind == "status" and event.data.get("status") in {s.value for s in TERMINAL}
+
+
+def snapshot(row: RowMapping) -> Event:
+    """A ``status`` event reflecting the task as stored, with the id of the latest event it covers."""
+    return Event(str(row["id"]), row["last_seq"], "status", status_data(row))
+
+
+@dataclass
+class StreamPlan:
+    """What a stream needs, resolved before the response starts (so errors can still be 404)."""
+
+    task: RowMapping
+    last_event_id: int | None
+    load_events: Callable[[uuid.UUID, int], list[Event]]  #: sync; runs in a worker thread
+    load_task: Callable[[uuid.UUID], RowMapping | None]  #: sync; runs in a worker thread
+    hub: EventHub
+    ping_seconds: float
+    retry_ms: int
+    window_seconds: float | None = None
+
+    @property
+    def finished_before(self) -> bool:
+        """The client already has the terminal event (it reconnected after the end): answer 204."""
+        return (
+            self.last_event_id is not None
+            and TaskStatus(self.task["status"]) in TERMINAL
+            and self.last_event_id >= self.task["last_seq"]
+        )
+
+
+async def stream_events(plan: StreamPlan) -> AsyncIterator[bytes]:
+    """Yield the encoded SSE stream for ``plan`` (see the module docstring)."""
+    async with contextlib.aclosing(_events(plan)) as events:
+        async for chunk in events:
+            yield chunk
+    if plan.window_seconds is not None:
+        yield encode_retry(WINDOW_RETRY_MS)
+
+
+async def _events(plan: StreamPlan) -> AsyncIterator[bytes]:
+    task_id = plan.task["id"]
+    deadline = None if plan.window_seconds is None else time.monotonic() + plan.window_seconds
+    yield encode_retry(WINDOW_RETRY_MS if deadline is not None else plan.retry_ms)
+    sub = await plan.hub.subscribe(str(task_id))
+    try:
+        last = plan.last_event_id
+        if last is None:
+            # A new stream: re-read the task now that we are subscribed, so nothing falls between
+            # the snapshot and the first live event (a later gap is caught by its sequence number).
+            row = await anyio.to_thread.run_sync(plan.load_task, task_id) or plan.task
+            first = snapshot(row)
+            yield encode_event(first)
+            last = first.seq
+            if is_terminal(first):
+                return
+        else:
+            async for event in _replay(plan, task_id, last):
+                yield encode_event(event)
+                last = event.seq
+                if is_terminal(event):
+                    return
+        while True:
+            timeout = plan.ping_seconds
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    return
+            item = await sub.get(timeout)
+            if item is None:
+                if deadline is None:
+                    yield PING
+                continue
+            if item is RESYNC or (isinstance(item, Event) and item.seq > last + 1):
+                events: AsyncIterator[Event] = _replay(plan, task_id, last)
+            elif isinstance(item, Event) and item.seq == last + 1:
+                events = _one(item)
+            else:  # already sent (the replay overlapped live delivery)
+                continue
+            async for event in events:
+                yield encode_event(event)
+                last = event.seq
+                if is_terminal(event):
+                    return
+    finally:
+        await sub.close()
+
+
+async def _replay(plan: StreamPlan, task_id: uuid.UUID, after: int) -> AsyncIterator[Event]:
+    """Every stored event after ``after``, read from the database page by page."""
+    while True:
+        page = await anyio.to_thread.run_sync(plan.load_events, task_id, after)
+        for event in page:
+            yield event
+        if len(page) < REPLAY_PAGE:
+            return
+        after = page[-1].seq
+
+
+async def _one(event: Event) -> AsyncIterator[Event]:
+    yield event
