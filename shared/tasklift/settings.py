@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     io_queue: str = Field("tasklift.io", description="Celery queue (Redis list) for I/O-bound task types")
     worker_concurrency: int = Field(4, ge=1, description="Prefork child processes per worker")
     broker_visibility_timeout: int = Field(
-        43200, ge=60, description="Seconds before Redis re-delivers an unacked message (leases recover sooner)"
+        43200, ge=1, description="Seconds before Redis re-delivers an unacked message (leases recover sooner)"
     )
     soft_shutdown_seconds: int = Field(60, ge=0, description="On SIGTERM a worker finishes its task for this long")
 

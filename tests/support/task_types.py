@@ -8,7 +8,6 @@ from pydantic import Field
 from sqlalchemy import text
 
 from tasklift import RetryableError, TaskContext, task
-from tasklift.store.db import get_engine
 from tasklift.tasks.registry import TaskInput
 
 
@@ -64,11 +63,16 @@ def test_effect(ctx: TaskContext, inp: Effect) -> dict[str, str]:
     ctx.progress(10, "working")
     time.sleep(inp.seconds)
     ctx.check_cancelled()
-    with get_engine().begin() as conn:
-        conn.execute(
-            text("INSERT INTO test_effects (task_id, key, attempt) VALUES (:t, :k, :a)"),
-            {"t": str(ctx.task_id), "k": inp.key, "a": ctx.attempt},
-        )
+    # The documented pattern for exactly-once effects: a fenced transaction, keyed by the task id.
+    with ctx.transaction() as conn:
+        seen = conn.execute(
+            text("SELECT 1 FROM test_effects WHERE task_id = :t AND key = :k"), {"t": str(ctx.task_id), "k": inp.key}
+        ).first()
+        if seen is None:
+            conn.execute(
+                text("INSERT INTO test_effects (task_id, key, attempt) VALUES (:t, :k, :a)"),
+                {"t": str(ctx.task_id), "k": inp.key, "a": ctx.attempt},
+            )
     return {"key": inp.key}
 
 

@@ -32,14 +32,21 @@ from tasklift.store.repository import Event
 log = logging.getLogger(__name__)
 
 
-class _Resync:
-    """Marker: events may have been missed; re-read the log from the database."""
+class _Marker:
+    """A control item in a subscription queue."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def __repr__(self) -> str:
-        return "RESYNC"
+        return self.name
 
 
-RESYNC: Final = _Resync()
+#: Events may have been missed: re-read the log from the database.
+RESYNC: Final = _Marker("RESYNC")
+#: The server is shutting down: end the stream cleanly so the client reconnects elsewhere.
+STOP: Final = _Marker("STOP")
+
 
 
 @dataclass(eq=False)
@@ -49,12 +56,12 @@ class Subscription:
     hub: EventHub
     task_id: str
     maxsize: int
-    queue: asyncio.Queue[Event | _Resync] = field(init=False)
+    queue: asyncio.Queue[Event | _Marker] = field(init=False)
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.maxsize)
 
-    def deliver(self, item: Event | _Resync) -> None:
+    def deliver(self, item: Event | _Marker) -> None:
         """Hand over an event without ever blocking the hub; on overflow, ask for a resync."""
         try:
             self.queue.put_nowait(item)
@@ -64,7 +71,7 @@ class Subscription:
                 self.queue.get_nowait()
             self.queue.put_nowait(RESYNC)
 
-    async def get(self, timeout: float | None) -> Event | _Resync | None:
+    async def get(self, timeout: float | None) -> Event | _Marker | None:
         """The next event or RESYNC, or None after ``timeout`` seconds."""
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
@@ -94,6 +101,7 @@ class EventHub:
         self._lock = asyncio.Lock()
         self._connected = asyncio.Event()
         self._closed = False
+        self._draining = False
         # Held so that id(loop) in _hubs cannot be reused by a later loop while this hub exists.
         self.loop = asyncio.get_running_loop()
 
@@ -108,6 +116,8 @@ class EventHub:
     async def subscribe(self, task_id: str) -> Subscription:
         """Start receiving ``task_id``'s events (subscribe before reading the database: no gap)."""
         sub = Subscription(self, task_id, self._queue_size)
+        if self._draining:
+            sub.deliver(STOP)
         async with self._lock:
             self._ensure_reader()
             watchers = self._watchers.setdefault(task_id, set())
@@ -195,6 +205,15 @@ class EventHub:
             event = Event(task_id, raw["seq"], raw["kind"], raw["data"])
             for sub in tuple(watchers):
                 sub.deliver(event)
+
+    def drain(self) -> None:
+        """Server shutdown: tell every stream of this process to end now (idempotent)."""
+        if self._draining:
+            return
+        self._draining = True
+        for watchers in self._watchers.values():
+            for sub in watchers:
+                sub.queue.put_nowait(STOP) if not sub.queue.full() else sub.deliver(STOP)
 
     async def close(self) -> None:
         """Stop the reader and drop the connection."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import anyio
 from sqlalchemy import RowMapping
 
-from tasklift.events.hub import RESYNC, EventHub
+from tasklift.events.hub import RESYNC, STOP, EventHub
 from tasklift.store.repository import Event, status_data
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
@@ -121,6 +121,8 @@ async def _events(plan: StreamPlan) -> AsyncIterator[bytes]:
                 if deadline is None:
                     yield PING
                 continue
+            if item is STOP:  # server shutting down: end cleanly; EventSource resumes elsewhere
+                return
             if item is RESYNC or (isinstance(item, Event) and item.seq > last + 1):
                 events: AsyncIterator[Event] = _replay(plan, task_id, last)
             elif isinstance(item, Event) and item.seq == last + 1:

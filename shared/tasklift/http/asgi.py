@@ -12,12 +12,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from sse_starlette import EventSourceResponse
 
-from tasklift.events.hub import close_hub
+from tasklift.events.hub import close_hub, get_hub
 from tasklift.http import routes
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
@@ -65,7 +66,21 @@ def to_starlette(resp: HttpResponse) -> Response:
     """
     if resp.stream is not None:
         if resp.media_type == "text/event-stream":
-            return EventSourceResponse(resp.stream, status_code=resp.status, headers=resp.headers, ping=0)
+            shutdown = anyio.Event()
+
+            async def drain_on_shutdown() -> None:
+                await shutdown.wait()
+                get_hub().drain()
+
+            return EventSourceResponse(
+                resp.stream,
+                status_code=resp.status,
+                headers=resp.headers,
+                ping=0,
+                shutdown_event=shutdown,
+                shutdown_grace_period=2,
+                data_sender_callable=drain_on_shutdown,
+            )
         return StreamingResponse(resp.stream, status_code=resp.status, headers=resp.headers)
     return Response(content=resp.body, status_code=resp.status, headers=resp.headers)
 
@@ -73,7 +88,7 @@ def to_starlette(resp: HttpResponse) -> Response:
 def _endpoint(route: routes.Route) -> Any:
     async def endpoint(request: Request) -> Response:
         try:
-            body = await read_body(request, get_settings().max_body_bytes) if request.method == "POST" else b""
+            body = await read_body(request, get_settings().max_body_bytes) if route.name == "submit_task" else b""
         except Problem as problem:
             return to_starlette(problem_response(problem, request.url.path))
         return to_starlette(await routes.handle(route, to_neutral(request, body)))
@@ -100,6 +115,7 @@ _DOCS: dict[str, dict[str, Any]] = {
             422: PROBLEM,
         },
     },
+    "retry_task": {"status_code": 202, "response_model": TaskResource, "responses": {404: PROBLEM, 409: PROBLEM}},
     "task_types": {"response_model": list[TaskTypeInfo]},
     "healthz": {"response_model": Health},
     "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},

@@ -221,6 +221,14 @@ async def cancel_task(req: HttpRequest) -> HttpResponse:
     return json_response(202, task_resource(outcome.task), _task_headers(outcome.task))
 
 
+async def retry_task(req: HttpRequest) -> HttpResponse:
+    """POST /tasks/{id}/retry: re-queue a FAILED or CANCELLED task (same id, events continue)."""
+    row = await anyio.to_thread.run_sync(_service().retry, req.principal, req.path_params["task_id"])
+    resource = task_resource(row)
+    headers = {"Location": resource["links"]["self"], "Retry-After": str(get_settings().poll_retry_after_seconds)}
+    return json_response(202, resource, headers)
+
+
 async def task_types(req: HttpRequest) -> HttpResponse:
     """GET /task-types: every registered type with its input JSON Schema."""
     types = [

@@ -31,7 +31,7 @@ def task_resource(row: RowMapping) -> dict[str, Any]:
         "updated_at": rfc3339(row["updated_at"]),
         "completed_at": rfc3339(row["completed_at"]),
         "trace_id": row["trace_id"],
-        "links": {"self": base, "stream": f"{base}/stream", "logs": f"{base}/logs", "cancel": base},
+        "links": {"self": base, "stream": f"{base}/stream", "logs": f"{base}/logs", "cancel": base, "retry": f"{base}/retry"},
     }
 
 

@@ -24,6 +24,7 @@ class TaskLinks(BaseModel):
     stream: str
     logs: str
     cancel: str
+    retry: str
 
 
 class TaskResource(BaseModel):

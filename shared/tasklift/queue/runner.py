@@ -156,7 +156,7 @@ def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: 
 
 def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseException) -> None:
     failures = row["attempts"] - row["redispatches"]
-    if isinstance(exc, ttype.retry_on) and failures <= ttype.retries:
+    if isinstance(exc, ttype.retry_on) and failures <= row["max_retries"]:
         delay = retry_delay(ttype, failures)
         ctx.flush()
         error = {**error_of(exc), "retry_in_seconds": round(delay, 2)}

@@ -386,6 +386,36 @@ def _insert_outbox(conn: Connection, task_id: uuid.UUID, queue: str, delay: floa
     )
 
 
+def reopen(conn: Connection, task_id: uuid.UUID, retries: int) -> tuple[RowMapping, Event] | None:
+    """FAILED | CANCELLED → PENDING for a manual retry: same id, a fresh retry budget, events go on."""
+    done = _transition(
+        conn,
+        task_id,
+        [tasks.c.status.in_([TaskStatus.FAILED.value, TaskStatus.CANCELLED.value])],
+        {
+            "status": TaskStatus.PENDING.value,
+            "cancel_requested": False,
+            "cancel_requested_at": None,
+            "error": None,
+            "result": None,
+            "completed_at": None,
+            # Automatic retries count failures as attempts - redispatches; the budget restarts here.
+            "max_retries": tasks.c.attempts - tasks.c.redispatches + retries,
+        },
+    )
+    if done:
+        _insert_outbox(conn, task_id, done[0]["queue"], 0)
+    return done
+
+
+def lock_for_attempt(conn: Connection, task_id: uuid.UUID, attempt: int) -> bool:
+    """Lock the task row if ``attempt`` still holds its lease (fencing for task-side writes)."""
+    found = conn.execute(
+        select(tasks.c.id).where(tasks.c.id == task_id, *_fenced(attempt)).with_for_update()
+    ).first()
+    return found is not None
+
+
 # --- reaper -------------------------------------------------------------------------------------
 
 

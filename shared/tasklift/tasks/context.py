@@ -13,7 +13,10 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine
 
 from tasklift.events.bus import EventPublisher
 from tasklift.store import repository as repo
@@ -95,6 +98,24 @@ class TaskContext:
             self._lost()
         self._publisher.publish([event] if event else [])
         self.check_cancelled()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A database transaction that commits only while this attempt holds the task's lease.
+
+        The task row is locked first, so a stale attempt (whose lease was taken over) gets
+        :class:`LeaseLost` instead of writing, and two attempts never write concurrently. Write
+        effects here, keyed by ``ctx.task_id``, to make them exactly-once::
+
+            with ctx.transaction() as conn:
+                if not conn.execute(select(done).where(done.c.task_id == ctx.task_id)).first():
+                    conn.execute(insert(done).values(task_id=ctx.task_id, ...))
+        """
+        with self._engine.begin() as conn:
+            if not repo.lock_for_attempt(conn, self.task_id, self.attempt):
+                self._lost()
+                raise LeaseLost(str(self.task_id))
+            yield conn
 
     @property
     def cancel_requested(self) -> bool:

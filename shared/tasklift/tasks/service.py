@@ -216,6 +216,24 @@ class TaskService:
         raise Conflict(f"task {task_id} already finished with {status.value}; it cannot be cancelled")
 
 
+    # --- retry ----------------------------------------------------------------------------------
+
+    def retry(self, owner: str | None, task_id: str) -> RowMapping:
+        """Re-queue a FAILED or CANCELLED task (new attempt, same id); :class:`Conflict` otherwise."""
+        row = self.get(owner, task_id)
+        ttype = get_task_type(row["task_type"])
+        if ttype is None:
+            raise Conflict(f"task type {row['task_type']} is no longer registered")
+        engine = self.engine_factory()
+        with engine.begin() as conn:
+            done = repo.reopen(conn, row["id"], ttype.retries)
+        if done is None:
+            raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {row['status']}")
+        publish_after_commit(engine, [Dispatch(row["id"], ttype.queue, ttype.name)])
+        self.publish([done[1]])
+        return done[0]
+
+
 # --- helpers --------------------------------------------------------------------------------------
 
 
