@@ -153,9 +153,6 @@ param redisSku string = 'Standard'
 @description('Azure Cache for Redis size.')
 param redisCapacity int = 1
 
-@description('Storage replication SKU. GZRS: task results in `payloads` are not reproducible.')
-param storageSku string = 'Standard_GZRS'
-
 @description('Log Analytics retention.')
 param logRetentionDays int = 30
 
@@ -294,7 +291,6 @@ module data 'modules/data.bicep' = {
     postgresGeoRedundantBackup: postgresGeoRedundantBackup
     redisSku: redisSku
     redisCapacity: redisCapacity
-    storageSku: storageSku
   }
 }
 

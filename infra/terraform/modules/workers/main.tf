@@ -65,11 +65,6 @@ locals {
   # Secrets are Key Vault references resolved by the platform with the user-assigned identity.
   secret_names = ["database-url", "redis-url", "redis-password"]
 
-  secret_env = {
-    TASKLIFT_DATABASE_URL = "database-url"
-    TASKLIFT_REDIS_URL    = "redis-url"
-  }
-
   plain_env = merge(var.tasklift_env, {
     APPLICATIONINSIGHTS_CONNECTION_STRING = var.application_insights_connection_string
   })
@@ -147,24 +142,32 @@ resource "azurerm_container_app" "worker" {
       command = ["tasklift", "worker", "--queues", each.value.queue, "--concurrency", tostring(each.value.concurrency)]
 
       dynamic "env" {
-        for_each = merge(local.plain_env, {
-          TASKLIFT_WORKER_CONCURRENCY = tostring(each.value.concurrency)
-          OTEL_SERVICE_NAME           = "tasklift-worker-${each.key}"
-        })
+        for_each = local.plain_env
         content {
           name  = env.key
           value = env.value
         }
       }
 
+      # Same number as --concurrency above: the CLI flag wins, the setting documents it.
+      env {
+        name  = "TASKLIFT_WORKER_CONCURRENCY"
+        value = tostring(each.value.concurrency)
+      }
+
+      env {
+        name  = "OTEL_SERVICE_NAME"
+        value = "tasklift-worker-${each.key}"
+      }
+
       env {
         name        = "TASKLIFT_DATABASE_URL"
-        secret_name = local.secret_env["TASKLIFT_DATABASE_URL"]
+        secret_name = "database-url"
       }
 
       env {
         name        = "TASKLIFT_REDIS_URL"
-        secret_name = local.secret_env["TASKLIFT_REDIS_URL"]
+        secret_name = "redis-url"
       }
     }
   }
@@ -234,12 +237,12 @@ resource "azurerm_container_app" "reaper" {
 
       env {
         name        = "TASKLIFT_DATABASE_URL"
-        secret_name = local.secret_env["TASKLIFT_DATABASE_URL"]
+        secret_name = "database-url"
       }
 
       env {
         name        = "TASKLIFT_REDIS_URL"
-        secret_name = local.secret_env["TASKLIFT_REDIS_URL"]
+        secret_name = "redis-url"
       }
     }
   }
