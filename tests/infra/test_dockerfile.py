@@ -1,0 +1,52 @@
+"""The image is built in two stages and runs as a non-root user from a pinned base."""
+
+from __future__ import annotations
+
+import re
+
+from tests.infra import tools
+
+
+def _stages() -> list[list[str]]:
+    """Dockerfile instructions (continuation lines joined), split per FROM."""
+    text = re.sub(r"\\\n", " ", tools.DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    stages: list[list[str]] = []
+    for line in lines:
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_every_base_image_is_pinned_by_tag_and_digest() -> None:
+    """Each FROM names an image tag and its sha256 digest."""
+    froms = [stage[0] for stage in _stages()]
+    assert len(froms) == 2
+    for line in froms:
+        assert re.match(r"FROM [\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}( AS \w+)?$", line), line
+
+
+def test_final_stage_has_no_compilers_and_runs_as_non_root() -> None:
+    """The runtime stage installs nothing with apt, copies the venv, and switches to a numeric non-root user."""
+    builder, final = _stages()
+    assert any("build-essential" in line for line in builder)
+    assert not any("apt-get install" in line or "build-essential" in line for line in final)
+    assert any(line.startswith("COPY --from=builder /opt/venv") for line in final)
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
+
+
+def test_image_installs_the_repository_and_defines_a_healthcheck() -> None:
+    """The builder pip-installs the repository itself; the final stage has a HEALTHCHECK and a CMD."""
+    builder, final = _stages()
+    assert any(re.search(r"pip install \"?\.(\[|\"| |$)", line) for line in builder)
+    assert any(line.startswith("HEALTHCHECK ") for line in final)
+    assert any(line.startswith("CMD ") and "tasklift" in line for line in final)
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context() -> None:
+    """.env files, venvs, git metadata and Terraform state never reach the build context."""
+    ignored = {line.strip() for line in (tools.REPO / ".dockerignore").read_text().splitlines()}
+    assert {".env", ".git", ".venv", ".venv-*", ".tasklift", "**/*.tfstate*"} <= ignored
