@@ -63,6 +63,8 @@ class Task(Base):
     worker: Mapped[str | None] = mapped_column(Text)
     last_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
     trace_id: Mapped[str | None] = mapped_column(Text)
+    #: W3C traceparent of the submit request, so the dispatcher and worker continue its trace.
+    traceparent: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -138,3 +140,21 @@ tasks = Task.__table__
 task_events = TaskEvent.__table__
 outbox = Outbox.__table__
 idempotency_keys = IdempotencyKey.__table__
+
+
+class ApiKey(Base):
+    """An API key: only a hash of the secret is stored; ``name`` identifies the principal."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    prefix: Mapped[str] = mapped_column(Text)  #: first characters of the key, to recognise it in lists
+    key_hash: Mapped[str] = mapped_column(Text, unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+api_keys = ApiKey.__table__
