@@ -1,0 +1,295 @@
+#!/usr/bin/env python
+"""API throughput: POST /tasks and GET /tasks/{id} against a hello-world route on the same app.
+
+One run, one machine, one uvicorn process (``--http httptools --loop uvloop``, no access log)
+serving ``hello_app:create`` (tasklift's ``create_app()`` plus ``GET /hello``). wrk drives each
+endpoint for ``--warmup`` s (discarded) and then ``--seconds`` s with fixed connections; the three
+endpoints are measured in turn, ``--rounds`` times, and the median round is reported.
+
+- POST /tasks with ``{"task_type": "bench_noop"}`` (or the original demo's body with
+  ``--body demo``). No worker runs: what is measured is durable submission, i.e. the commit of the
+  task + its event + its outbox row, the inline Celery publish and the mark-published commit.
+- GET /tasks/{id} of one existing task.
+
+Targets (issue 2): POST >= 0.40x hello (the original demo: 0.04x), GET >= 0.50x hello (demo 0.06x).
+
+    .venv/bin/python local/bench/api_throughput.py [--rounds 3] [--profile]
+
+Needs wrk (apt-get install -y wrk) and the ``bench`` extra (matplotlib, py-spy for --profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchkit as bk  # noqa: E402
+
+BODIES = {
+    "noop": {"task_type": "bench_noop"},
+    "demo": {"vector_data": [1, 2, 3], "metadata": {}, "duration": 0},
+}
+TARGETS = {"post": 0.40, "get": 0.50}
+DEMO = {"post": 0.04, "get": 0.06}
+PROFILE_FOCUS = [
+    # the submit path
+    "tasklift.tasks.service:submit",
+    "tasklift.tasks.service:parse_submission",
+    "tasklift.store.repository:insert_task",
+    "tasklift.queue.dispatch:publish_after_commit",
+    "tasklift.queue.dispatch:publish",
+    "tasklift.queue.dispatch:broker_epoch",
+    "tasklift.store.repository:mark_published",
+    "tasklift.events.bus:publish",
+    "tasklift.http.resources:task_resource",
+    # the read path
+    "tasklift.tasks.service:get",
+    "tasklift.store.repository:get_task",
+    # shared machinery
+    "sqlalchemy/engine/base.py:begin",
+    "sqlalchemy/engine/base.py:_commit_impl",
+    "sqlalchemy/engine/base.py:_execute_context",
+    "sqlalchemy/sql/compiler.py:__init__",
+    "pool/base.py:_checkout",
+    "psycopg2/extras.py:execute",
+    "celery/app/base.py:send_task",
+    "kombu/messaging.py:publish",
+    "anyio/to_thread.py:run_sync",
+    "anyio/_backends/_asyncio.py:run",
+    "routing.py:handle",
+    "starlette/routing.py:app",
+    "fastapi/routing.py:app",
+    "fastapi/encoders.py:jsonable_encoder",
+    "uvicorn/protocols/http/httptools_impl.py:run_asgi",
+]
+
+
+def db_counts(url: str) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            tasks = conn.exec_driver_sql("SELECT count(*) FROM tasks").scalar_one()
+            unpublished = conn.exec_driver_sql(
+                "SELECT count(*) FROM task_outbox WHERE published_at IS NULL"
+            ).scalar_one()
+        return {"tasks": int(tasks), "unpublished_outbox": int(unpublished)}
+    finally:
+        engine.dispose()
+
+
+def queue_length(redis_url: str, queue: str = "tasklift.cpu") -> int:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.llen(queue))
+    finally:
+        client.close()
+
+
+def measure(args: argparse.Namespace, url: str, lua: str | None, meter_groups: dict[str, list[int]]) -> dict[str, Any]:
+    idle_before = bk.wait_for_quiet(args.quiet, args.max_wait)
+    bk.run_wrk(url, args.warmup, args.connections, args.threads, lua)
+    stats = bk.run_wrk(url, args.seconds, args.connections, args.threads, lua, meter_groups)
+    stats["machine_busy_before"] = idle_before
+    return stats
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per endpoint and round")
+    parser.add_argument("--warmup", type=float, default=2, help="discarded warm-up seconds before each measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=3, help="hello/POST/GET measured this many times, interleaved")
+    parser.add_argument("--body", choices=sorted(BODIES), default="noop", help="POST body (noop: bench_noop type)")
+    parser.add_argument("--profile", action="store_true", help="then profile the API under POST and GET load (py-spy)")
+    parser.add_argument("--no-fsync", action="store_true", help="run PostgreSQL with fsync=off (default: on)")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--quiet", type=float, default=0.25, help="wait until other load is below this many cores")
+    parser.add_argument("--max-wait", type=float, default=60, help="longest wait for a quiet machine, per measurement")
+    args = parser.parse_args()
+    bk.require_wrk()
+    bk.install_signal_handlers()
+    bk.raise_nofile(4096)
+
+    body = json.dumps(BODIES[args.body], separators=(",", ":"))
+    post_lua = f'wrk.method = "POST"\nwrk.body = \'{body}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+    results: dict[str, Any] = {
+        "benchmark": "api_throughput",
+        "machine": bk.machine_info(),
+        "settings": {
+            "uvicorn": "1 process, --http httptools --loop uvloop, no access log",
+            "wrk": f"-t{args.threads} -c{args.connections}, {args.warmup:g} s warm-up + {args.seconds:g} s",
+            "post_body": BODIES[args.body],
+            "rounds": args.rounds,
+            "postgres_fsync": not args.no_fsync,
+            "redis_appendonly": True,
+            "worker_running": False,
+        },
+        "rounds": [],
+    }
+    try:
+        with bk.Stack(fsync=not args.no_fsync) as stack:
+            port = bk.free_port()
+            api = stack.spawn(
+                "api",
+                [
+                    bk.PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "hello_app:create",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--http",
+                    "httptools",
+                    "--loop",
+                    "uvloop",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],  # fmt: skip
+            )
+            base = f"http://127.0.0.1:{port}"
+            bk.wait_http(f"{base}/healthz", api)
+            import urllib.request
+
+            req = urllib.request.Request(
+                f"{base}/tasks", data=body.encode(), headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - 127.0.0.1
+                assert resp.status == 202, resp.status
+                task_id = json.loads(resp.read())["task_id"]
+            bk.log(f"API pid {api.pid} on {base}; GET target task {task_id}")
+            groups = {"api": [api.pid], "postgres": [stack.pg.proc.pid], "redis": [stack.redis.proc.pid]}
+            urls = {"hello": f"{base}/hello", "post": f"{base}/tasks", "get": f"{base}/tasks/{task_id}"}
+            for rnd in range(args.rounds):
+                row: dict[str, Any] = {}
+                for name in ("hello", "post", "get"):
+                    before = db_counts(stack.database_url) if name == "post" else None
+                    qlen0 = queue_length(stack.redis_url) if name == "post" else 0
+                    stats = measure(args, urls[name], post_lua if name == "post" else None, groups)
+                    stack.check_alive()
+                    if name == "post":
+                        after = db_counts(stack.database_url)
+                        stats["tasks_inserted"] = after["tasks"] - before["tasks"]  # type: ignore[index]
+                        stats["unpublished_outbox_after"] = after["unpublished_outbox"]
+                        stats["messages_queued"] = queue_length(stack.redis_url) - qlen0
+                    row[name] = stats
+                    bk.log(
+                        f"round {rnd + 1} {name:5s}: {stats['rps']:8.0f} req/s  p50 {stats['p50_us'] / 1000:.1f} ms"
+                        f"  p99 {stats['p99_us'] / 1000:.1f} ms  non-2xx/3xx {stats['non_2xx_3xx']}"
+                        f"  socket errors {stats['socket_errors']}"
+                        f"  cpu: {bk.CpuMeter.describe_result(stats['cpu_cores'])}"
+                    )
+                results["rounds"].append(row)
+            if args.profile:
+                results["profile"] = profile(args, stack, api, urls, post_lua)
+    except KeyboardInterrupt:
+        bk.log("interrupted; everything was stopped")
+        return 130
+
+    summarize(results)
+    bk.save_results("api_throughput", results)
+    if not args.no_plot:
+        plot(results)
+    return 0
+
+
+def profile(
+    args: argparse.Namespace, stack: bk.Stack, api: bk.Proc, urls: dict[str, str], post_lua: str
+) -> dict[str, Any]:
+    """py-spy on the API process while wrk drives POST, then GET (a separate, unmeasured run)."""
+    out: dict[str, Any] = {}
+    for name, lua in (("post", post_lua), ("get", None)):
+        for gil in (False, True):
+            path = stack.workdir / f"profile-{name}{'-gil' if gil else ''}.txt"
+            spy = bk.pyspy_record(api.pid, args.seconds, path, gil=gil)
+            if spy is None:
+                return out
+            time.sleep(0.5)
+            bk.run_wrk(urls[name], args.seconds, args.connections, args.threads, lua)
+            _, err = spy.communicate(timeout=60)
+            if not path.exists():
+                bk.log(f"py-spy produced nothing: {err.decode(errors='replace')[-500:]}")
+                continue
+            summary = bk.summarize_profile(path, PROFILE_FOCUS)
+            key = f"{name}{'_gil' if gil else ''}"
+            out[key] = summary
+            (bk.RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+            (bk.RESULTS_DIR / f"api_throughput-profile-{key}.txt").write_text(path.read_text())
+            bk.print_profile(f"API under {name.upper()} load{' (GIL holder only)' if gil else ''}", summary)
+    return out
+
+
+def summarize(results: dict[str, Any]) -> None:
+    rounds = results["rounds"]
+    med = {name: bk.median([r[name]["rps"] for r in rounds]) for name in ("hello", "post", "get")}
+    ratios = {name: med[name] / med["hello"] for name in ("post", "get")}
+    errors = {name: sum(r[name]["non_2xx_3xx"] + r[name]["socket_errors"] for r in rounds) for name in med}
+    results["median_rps"] = med
+    results["ratios"] = ratios
+    results["errors"] = errors
+    print(f"\nAPI throughput (median of {len(rounds)} rounds; requests/s)")
+    print(f"  {'endpoint':22s} {'req/s':>9s} {'ratio':>7s} {'target':>7s} {'demo':>6s}  result   errors")
+    print(
+        f"  {'GET /hello (baseline)':22s} {med['hello']:9.0f} {'1.00x':>7s}"
+        f" {'':>7s} {'':>6s}  {'':7s}  {errors['hello']}"
+    )
+    for name, label in (("post", "POST /tasks"), ("get", "GET /tasks/{id}")):
+        print(
+            f"  {label:22s} {med[name]:9.0f} {ratios[name]:6.2f}x {TARGETS[name]:6.2f}x {DEMO[name]:5.2f}x"
+            f"  {bk.verdict(ratios[name], TARGETS[name]):7s}  {errors[name]}"
+        )
+    post = [r["post"] for r in rounds]
+    print(
+        f"  POST sanity: tasks inserted {[p['tasks_inserted'] for p in post]}"
+        f" vs responses {[p['requests'] for p in post]};"
+        f" messages queued {[p['messages_queued'] for p in post]};"
+        f" unpublished outbox rows after: {[p['unpublished_outbox_after'] for p in post]}"
+    )
+
+
+def plot(results: dict[str, Any]) -> None:
+    plt = bk.pyplot()
+    if plt is None:
+        return
+    med = results["median_rps"]
+    rounds = results["rounds"]
+    names = ["hello", "post", "get"]
+    labels = ["GET /hello\n(baseline)", "POST /tasks", "GET /tasks/{id}"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    bars = ax.bar(labels, [med[n] for n in names], color=["#999999", "#3b75af", "#519e3e"])
+    for i, name in enumerate(names):
+        ax.scatter([i] * len(rounds), [r[name]["rps"] for r in rounds], color="black", s=10, zorder=3)
+    for bar, name in zip(bars, names, strict=True):
+        text = "1.00x" if name == "hello" else f"{med[name] / med['hello']:.2f}x"
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=10)
+    for i, name in ((1, "post"), (2, "get")):
+        y = TARGETS[name] * med["hello"]
+        ax.hlines(y, i - 0.4, i + 0.4, colors="red", linestyles="dashed")
+        ax.annotate(f"target {TARGETS[name]:.2f}x", (i + 0.4, y), ha="right", va="bottom", fontsize=8, color="red")
+    ax.set_ylabel("requests/s (median; dots = rounds)")
+    s = results["settings"]
+    ax.set_title(
+        f"API throughput, 1 uvicorn process, wrk {s['wrk'].split(',')[0]}\n"
+        "2 cores shared by wrk, API, PostgreSQL, Redis",
+        fontsize=10,
+    )
+    bk.save_figure(fig, "bench-api-throughput.png")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
