@@ -48,7 +48,7 @@ export class TaskView {
   }
 
   /** Open task `id`: read it, render it, follow it live. */
-  async show(id, { focus = false } = {}) {
+  async show(id, { focus = false, notice = "" } = {}) {
     this.feed?.stop();
     this.feed = null;
     this.task = null;
@@ -66,6 +66,7 @@ export class TaskView {
     if (this.pendingId !== id) return; // another task was opened meanwhile
     this.task = res.data;
     this.render(focus);
+    this.slots["action-status"].textContent = notice;
     this.feed = new TaskFeed(this.task, {
       onUpdate: () => this.update(),
       onLogs: (lines) => this.appendLogs(lines),
@@ -229,10 +230,9 @@ export class TaskView {
     this.slots["action-status"].textContent = "Asking the server to retry…";
     try {
       const { data } = await request(`${t.links.self}/retry`, { method: "POST" });
-      this.slots["action-status"].textContent = "Retry submitted.";
       const id = data?.task_id || t.task_id;
       if (id !== t.task_id) this.hooks.onOpen(id);
-      else this.show(id);
+      else this.show(id, { notice: "Retry submitted: the task is queued again." }); // same id, events go on
     } catch (err) {
       const missing = err instanceof ApiError && [404, 405].includes(err.status);
       this.slots["action-status"].textContent = missing
