@@ -1,0 +1,87 @@
+"""tasklift on Azure Functions (Python v2 programming model): one HTTP function per endpoint.
+
+Every function uses the HTTP streams extension's types (FastAPI's ``Request`` and ``Response``).
+The stream endpoint needs them to send live Server-Sent Events, and once an app enables HTTP
+streams "the function app will default to using HTTP streaming, and the original HTTP
+functionality will not work" (Azure Functions announcement of HTTP streams for Python), so all
+the app's HTTP functions take the same types: one app, one origin, the paths of API.md.
+
+A function only translates: the platform's request → ``tasklift.http.routes.handle`` → the
+platform's response. Every rule lives in the core. Connections are made once per worker process
+(the core caches its engine and service per process), not per call.
+"""
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from tasklift.http import routes
+from tasklift.http.asgi import read_body, to_neutral, to_starlette
+from tasklift.http.problems import Problem, problem_response
+from tasklift.settings import get_settings
+
+# Anonymous at the platform: tasklift authenticates callers itself (function keys would be a second scheme).
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+ROUTES = {route.name: route for route in routes.ROUTES}
+
+
+async def serve(name: str, req: Request) -> Response:
+    """Hand ``req`` to the core route ``name``; its answer comes back as the extension's response."""
+    try:  # the body cap is enforced while reading, as on the ASGI host
+        body = await read_body(req, get_settings().max_body_bytes) if req.method == "POST" else b""
+    except Problem as problem:
+        return to_starlette(problem_response(problem, req.url.path))
+    return to_starlette(await routes.handle(ROUTES[name], to_neutral(req, body)))
+
+
+@app.route(route="tasks", methods=[func.HttpMethod.POST])
+async def submit_task(req: Request) -> Response:
+    return await serve("submit_task", req)
+
+
+@app.route(route="tasks", methods=[func.HttpMethod.GET])
+async def list_tasks(req: Request) -> Response:
+    return await serve("list_tasks", req)
+
+
+@app.route(route="tasks/{task_id}", methods=[func.HttpMethod.GET])
+async def get_task(req: Request) -> Response:
+    return await serve("get_task", req)
+
+
+@app.route(route="tasks/{task_id}", methods=[func.HttpMethod.DELETE])
+async def cancel_task(req: Request) -> Response:
+    return await serve("cancel_task", req)
+
+
+@app.route(route="tasks/{task_id}/logs", methods=[func.HttpMethod.GET])
+async def task_logs(req: Request) -> Response:
+    return await serve("task_logs", req)
+
+
+@app.route(route="tasks/{task_id}/stream", methods=[func.HttpMethod.GET])
+async def stream_task(req: Request) -> Response:
+    # Live SSE: the extension streams the response as the core yields it (functionTimeout bounds it;
+    # EventSource then reconnects with Last-Event-ID and loses nothing).
+    return await serve("stream_task", req)
+
+
+@app.route(route="task-types", methods=[func.HttpMethod.GET])
+async def task_types(req: Request) -> Response:
+    return await serve("task_types", req)
+
+
+@app.route(route="healthz", methods=[func.HttpMethod.GET])
+async def healthz(req: Request) -> Response:
+    return await serve("healthz", req)
+
+
+@app.route(route="readyz", methods=[func.HttpMethod.GET])
+async def readyz(req: Request) -> Response:
+    return await serve("readyz", req)
+
+
+@app.route(route="{*path}", methods=list(func.HttpMethod))
+async def not_found(req: Request) -> Response:
+    # Any other path or method: the core's 404/405 problem+json instead of the host's empty 404.
+    # The host matches literal routes before this catch-all (ASP.NET route precedence).
+    return to_starlette(await routes.dispatch(to_neutral(req, b"")))
