@@ -353,6 +353,7 @@ output migrateJobName string = workers.outputs.migrateJobName
 output workersIdentityPrincipalId string = workers.outputs.identityPrincipalId
 output keyVaultName string = keyVault.outputs.name
 output storageAccountName string = data.outputs.storageAccountName
+output egressIp string = network.outputs.egressIp
 output queues object = {
   cpu: cpuQueue
   io: ioQueue

@@ -42,6 +42,11 @@ output "storage_account_name" {
   value       = module.data.storage_account_name
 }
 
+output "egress_ip" {
+  description = "Outbound IP of the function app and the workers (NAT gateway): allowlist it where tasks call."
+  value       = module.network.egress_ip
+}
+
 output "queues" {
   description = "Celery queue names = Redis list names the KEDA rules watch."
   value       = { cpu = local.cpu_queue, io = local.io_queue }

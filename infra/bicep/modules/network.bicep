@@ -1,5 +1,6 @@
-// One VNet (Azure Verified Module), an NSG per subnet, and the private DNS zones (Azure Verified
-// Module) linked to the VNet. Same layout as infra/terraform/modules/network.
+// One VNet (Azure Verified Module), an NSG per subnet, a NAT gateway for the compute subnets'
+// internet egress, and the private DNS zones (Azure Verified Module) linked to the VNet. Same
+// layout as infra/terraform/modules/network.
 
 param name string
 param location string
@@ -14,15 +15,6 @@ var roles = [
   'endpoints'
 ]
 
-// Flex Consumption VNet integration and the Container Apps environment both need a subnet
-// delegated to Microsoft.App/environments, each its own.
-var delegations = {
-  functions: 'Microsoft.App/environments'
-  apps: 'Microsoft.App/environments'
-  postgres: 'Microsoft.DBforPostgreSQL/flexibleServers'
-  endpoints: ''
-}
-
 resource nsgs 'Microsoft.Network/networkSecurityGroups@2024-05-01' = [
   for role in roles: {
     name: 'nsg-${name}-${role}'
@@ -34,6 +26,40 @@ resource nsgs 'Microsoft.Network/networkSecurityGroups@2024-05-01' = [
   }
 ]
 
+// Subnets have no default outbound access and the function app routes all outbound traffic into
+// the VNet: the NAT gateway is the way out (Application Insights, the tasks' own calls), one IP.
+resource egressIp 'Microsoft.Network/publicIPAddresses@2024-05-01' = {
+  name: 'pip-${name}-egress'
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+  }
+  properties: {
+    publicIPAllocationMethod: 'Static'
+  }
+}
+
+resource natGateway 'Microsoft.Network/natGateways@2024-05-01' = {
+  name: 'ng-${name}'
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+  }
+  properties: {
+    idleTimeoutInMinutes: 10
+    publicIpAddresses: [
+      {
+        id: egressIp.id
+      }
+    ]
+  }
+}
+
+// Keys appear only where they apply (AVM sets whatever key is present). Flex Consumption VNet
+// integration and the Container Apps environment both need a subnet delegated to
+// Microsoft.App/environments, each its own; both egress through the NAT gateway. Order = roles.
 module vnet 'br/public:avm/res/network/virtual-network:0.7.1' = {
   name: 'vnet-${name}'
   params: {
@@ -44,13 +70,32 @@ module vnet 'br/public:avm/res/network/virtual-network:0.7.1' = {
       addressSpace
     ]
     subnets: [
-      for (role, i) in roles: {
-        name: 'snet-${role}'
-        addressPrefix: subnetPrefixes[role]
-        networkSecurityGroupResourceId: nsgs[i].id
-        delegation: empty(delegations[role]) ? null : delegations[role]
-        // Policies on for the endpoints subnet so NSG rules also apply to private endpoints.
-        privateEndpointNetworkPolicies: role == 'endpoints' ? 'Enabled' : 'Disabled'
+      {
+        name: 'snet-functions'
+        addressPrefix: subnetPrefixes.functions
+        networkSecurityGroupResourceId: nsgs[0].id
+        delegation: 'Microsoft.App/environments'
+        natGatewayResourceId: natGateway.id
+      }
+      {
+        name: 'snet-apps'
+        addressPrefix: subnetPrefixes.apps
+        networkSecurityGroupResourceId: nsgs[1].id
+        delegation: 'Microsoft.App/environments'
+        natGatewayResourceId: natGateway.id
+      }
+      {
+        name: 'snet-postgres'
+        addressPrefix: subnetPrefixes.postgres
+        networkSecurityGroupResourceId: nsgs[2].id
+        delegation: 'Microsoft.DBforPostgreSQL/flexibleServers'
+      }
+      {
+        name: 'snet-endpoints'
+        addressPrefix: subnetPrefixes.endpoints
+        networkSecurityGroupResourceId: nsgs[3].id
+        // Policies on, so NSG rules also apply to private endpoints.
+        privateEndpointNetworkPolicies: 'Enabled'
       }
     ]
   }
@@ -103,6 +148,7 @@ module dnsZones 'br/public:avm/res/network/private-dns-zone:0.8.0' = [
 ]
 
 output vnetId string = vnet.outputs.resourceId
+output egressIp string = egressIp.properties.ipAddress
 
 output subnetIds object = {
   functions: vnet.outputs.subnetResourceIds[0]

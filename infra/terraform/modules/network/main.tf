@@ -1,7 +1,9 @@
 # One VNet: two subnets delegated to Microsoft.App/environments (the Flex Consumption function app's
 # VNet integration, and the Container Apps environment; neither may share its subnet), one delegated
 # to PostgreSQL Flexible Server (VNet injection), one for private endpoints. Each subnet has an NSG.
-# Private DNS zones resolve the data services to their private addresses inside the VNet.
+# Private DNS zones resolve the data services to their private addresses inside the VNet. A NAT
+# gateway gives the two compute subnets their internet egress (Application Insights ingestion, the
+# tasks' own calls) through one stable public IP.
 
 locals {
   delegations = {
@@ -73,6 +75,38 @@ resource "azurerm_subnet_network_security_group_association" "this" {
 
   subnet_id                 = azurerm_subnet.this[each.key].id
   network_security_group_id = azurerm_network_security_group.this[each.key].id
+}
+
+# Subnets have no default outbound access, and the function app routes all outbound traffic into
+# the VNet: without this, nothing could reach the internet. One static IP to allowlist elsewhere.
+resource "azurerm_public_ip" "egress" {
+  name                = "pip-${var.name}-egress"
+  location            = var.location
+  resource_group_name = var.resource_group_name
+  allocation_method   = "Static"
+  sku                 = "Standard"
+  tags                = var.tags
+}
+
+resource "azurerm_nat_gateway" "egress" {
+  name                    = "ng-${var.name}"
+  location                = var.location
+  resource_group_name     = var.resource_group_name
+  sku_name                = "Standard"
+  idle_timeout_in_minutes = 10
+  tags                    = var.tags
+}
+
+resource "azurerm_nat_gateway_public_ip_association" "egress" {
+  nat_gateway_id       = azurerm_nat_gateway.egress.id
+  public_ip_address_id = azurerm_public_ip.egress.id
+}
+
+resource "azurerm_subnet_nat_gateway_association" "egress" {
+  for_each = toset(["functions", "apps"])
+
+  subnet_id      = azurerm_subnet.this[each.key].id
+  nat_gateway_id = azurerm_nat_gateway.egress.id
 }
 
 resource "azurerm_private_dns_zone" "this" {
