@@ -13,16 +13,36 @@ output "function_app_name" {
 }
 
 output "worker_app_names" {
-  value = module.workers.worker_app_names
+  description = "Container Apps running the workers, by queue (empty with worker_platform = aks)."
+  value       = one(module.workers[*].worker_app_names)
 }
 
 output "reaper_app_name" {
-  value = module.workers.reaper_app_name
+  value = one(module.workers[*].reaper_app_name)
 }
 
 output "migrate_job_name" {
   description = "Run after every image rollout: az containerapp job start -g <rg> -n <this>."
-  value       = module.workers.migrate_job_name
+  value       = one(module.workers[*].migrate_job_name)
+}
+
+output "key_vault_name" {
+  description = "For the AKS SecretProviderClass (keyvaultName)."
+  value       = module.keyvault.name
+}
+
+output "tenant_id" {
+  value = data.azurerm_client_config.current.tenant_id
+}
+
+output "vnet_id" {
+  description = "Peer your AKS VNet with it (or place the cluster in it) and link the private DNS zones."
+  value       = module.network.vnet_id
+}
+
+output "redis_address" {
+  description = "host:port of the TLS endpoint, for the AKS ConfigMap (REDIS_ADDRESS, read by KEDA)."
+  value       = "${module.data.redis_hostname}:${module.data.redis_ssl_port}"
 }
 
 output "key_vault_uri" {

@@ -158,6 +158,17 @@ variable "public_url" {
 
 # --- workers -----------------------------------------------------------------------------------
 
+variable "worker_platform" {
+  description = "Where the workers and the reaper run: container-apps (modules/workers), or aks (infra/k8s on your cluster; this stack then only builds the network, data, vault and functions)."
+  type        = string
+  default     = "container-apps"
+
+  validation {
+    condition     = contains(["container-apps", "aks"], var.worker_platform)
+    error_message = "worker_platform must be container-apps or aks."
+  }
+}
+
 variable "worker_pools" {
   description = "One Container App per Celery queue. listLength is the KEDA target backlog per replica; concurrency is prefork processes per replica (TASKLIFT_WORKER_CONCURRENCY). docs/sizing.md derives them."
   type = object({

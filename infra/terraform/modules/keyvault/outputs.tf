@@ -2,6 +2,10 @@ output "id" {
   value = azurerm_key_vault.this.id
 }
 
+output "name" {
+  value = azurerm_key_vault.this.name
+}
+
 output "uri" {
   value = azurerm_key_vault.this.vault_uri
 }
