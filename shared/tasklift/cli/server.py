@@ -114,14 +114,19 @@ def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 @app.command()
 def dev(
-    port: int = typer.Option(None, help="API port (default 8000)"),
+    port: int = typer.Option(None, help="API port (default: 8000 for asgi, 7071 for azure, 3000 for aws)"),
     concurrency: int = typer.Option(2, help="Worker child processes"),
     data_dir: Path = typer.Option(None, help="Where the embedded engines keep data (default TASKLIFT_DATA_DIR)"),
+    host: str = typer.Option("asgi", help="What serves the API: asgi (uvicorn), azure or aws (their emulators)"),
 ) -> None:
     """Run everything locally: PostgreSQL, Redis, migrations, worker pool, reaper and API."""
     from tasklift.embedded import EmbeddedPostgres, EmbeddedRedis, stop_process
 
     settings = get_settings()
+    # The emulators listen where their platform's local tools do: Core Tools on 7071, sam local on 3000.
+    default_ports = {"asgi": settings.api_port, "azure": 7071, "aws": 3000}
+    if host not in default_ports:
+        raise typer.BadParameter(f"--host must be one of {', '.join(default_ports)}", param_hint="--host")
     data = (data_dir or settings.data_dir).resolve()
     env = dict(os.environ)
     env.setdefault("TASKLIFT_ANONYMOUS", "true")
@@ -157,14 +162,15 @@ def dev(
         from tasklift.store.migrate import upgrade
 
         upgrade()
-        api_port = port or settings.api_port
+        api_port = port or default_ports[host]
         children.append(("worker", _child(["worker", "--concurrency", str(concurrency)], env)))
         children.append(("reaper", _child(["reaper"], env)))
-        children.append(("api", _child(["api", "--port", str(api_port)], env)))
+        api_args = ["api"] if host == "asgi" else ["emulate", host, "--host", settings.api_host]
+        children.append(("api", _child([*api_args, "--port", str(api_port)], env)))
         rows += [
             ("Worker pool", f"{concurrency} processes on {settings.cpu_queue}, {settings.io_queue}"),
             ("Reaper", "outbox dispatcher, lease reaper, cleanup"),
-            ("API", f"http://{settings.api_host}:{api_port}   docs: http://{settings.api_host}:{api_port}/docs"),
+            ("API" if host == "asgi" else f"API ({host} emulator)", f"http://{settings.api_host}:{api_port}"),
         ]
         table = Table(title="tasklift dev", show_header=False)
         for name, where in rows:
