@@ -65,6 +65,11 @@ async def stream_task(req: Request) -> Response:
     return await serve("stream_task", req)
 
 
+@app.route(route="tasks/{task_id}/retry", methods=[func.HttpMethod.POST])
+async def retry_task(req: Request) -> Response:
+    return await serve("retry_task", req)
+
+
 @app.route(route="task-types", methods=[func.HttpMethod.GET])
 async def task_types(req: Request) -> Response:
     return await serve("task_types", req)

@@ -63,5 +63,10 @@ def load_handler(code_dir: Path, handler: str, environment: dict[str, str]) -> C
     if str(code_dir) not in sys.path:
         sys.path.insert(0, str(code_dir))
     module_name, _, attribute = handler.rpartition(".")
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(str(code_dir)):
+        del sys.modules[module_name]  # a module of the same name from another code folder
+        sys.path.remove(str(code_dir))
+        sys.path.insert(0, str(code_dir))
     module = importlib.import_module(module_name)
     return getattr(module, attribute)  # type: ignore[no-any-return]
