@@ -12,10 +12,11 @@
 //   from that read and every newer one from the stream: no gap between the two.
 //
 // Recovery: the browser gives up (readyState CLOSED) on an HTTP error status (a proxy's 502 while
-// the API restarts, say); we then re-check the task and open a fresh stream with back-off. If the
-// host has no stream endpoint at all (404/405 before the first event), we fall back to long polling
-// GET /tasks/{id}?wait= with If-None-Match, honouring Retry-After. A watchdog compares the task's
-// ETag every 30 s: if it changed while the stream stayed silent, the stream is stale and reopened.
+// the API restarts, say); we then probe the stream URL with back-off and open a fresh stream once
+// it answers 200. If the host has no stream endpoint (404 for a task that exists, 405, 501), we
+// fall back to long polling GET /tasks/{id}?wait= with If-None-Match, honouring Retry-After.
+// A watchdog compares the task's ETag every 30 s: if it changed while the stream stayed silent,
+// the connection is stale (a NAT or proxy dropped it without a word) and is reopened.
 
 import { ApiError, request } from "./api.js";
 import { isTerminal } from "./format.js";
@@ -86,11 +87,9 @@ export class TaskFeed {
     this.closeStream();
     const es = new EventSource(this.task.links.stream);
     let fresh = true; // a stream we opened starts with a snapshot → backfill logs after it
-    let delivered = false;
     const handle = (event) => {
       if (es !== this.es) return;
       clearTimeout(this.quietTimer);
-      delivered = true;
       this.failures = 0;
       this.sawEventSince = true;
       this.hooks.onState("live");
@@ -109,7 +108,7 @@ export class TaskFeed {
       if (es !== this.es || this.done) return;
       if (es.readyState === EventSource.CLOSED) {
         this.closeStream();
-        this.recover(delivered);
+        this.recover();
         return;
       }
       // CONNECTING: the browser reconnects by itself (also after every bounded-window response),
@@ -207,32 +206,56 @@ export class TaskFeed {
     await Promise.all([this.fetchLogs(), this.refreshResource()]);
   }
 
-  /** The browser gave up on the stream: find out why and either reopen, poll or stop. */
-  async recover(delivered) {
-    this.failures += 1;
+  /** The browser gave up on the stream (an HTTP error status): find out why, then reopen, poll or stop. */
+  async recover() {
     this.hooks.onState("reconnecting");
-    const delay = Math.min(30_000, 1000 * 2 ** Math.min(this.failures - 1, 5));
     for (;;) {
-      await sleep(delay, this.abort.signal);
+      this.failures += 1;
+      await sleep(Math.min(30_000, 1000 * 2 ** Math.min(this.failures - 1, 5)), this.abort.signal);
       if (this.stopped) return;
-      try {
-        const { data } = await request(this.task.links.self, { signal: this.abort.signal });
-        if (isTerminal(data.status)) {
-          this.update({ ...data });
-          this.finish();
-          return;
-        }
-        break;
-      } catch (err) {
-        if (err instanceof ApiError && err.status === 404) {
-          this.hooks.onGone();
-          return;
-        }
-        if (err.name === "AbortError") return;
-      }
+      const verdict = await this.probe();
+      if (this.stopped || verdict === "retry") continue;
+      if (verdict === "stream") this.openStream();
+      else if (verdict === "poll") this.poll();
+      else if (verdict === "gone") this.hooks.onGone();
+      else this.finish();
+      return;
     }
-    if (!delivered && this.failures >= 2) this.poll();
-    else this.openStream();
+  }
+
+  /**
+   * Ask the stream URL once, only for its status (EventSource never tells): 200 → stream again;
+   * 204 → it already ended; 404 for a task that exists, 405, 501 → this host has no stream, poll;
+   * anything else (502 from a proxy while the API restarts, no answer at all) → try again later.
+   */
+  async probe() {
+    const probe = new AbortController();
+    const stop = () => probe.abort();
+    this.abort.signal.addEventListener("abort", stop);
+    try {
+      const res = await fetch(this.task.links.stream, {
+        headers: { Accept: "text/event-stream", "Last-Event-ID": String(this.lastSeq) },
+        cache: "no-store",
+        signal: probe.signal,
+      });
+      probe.abort(); // the status is all we wanted; the real stream is an EventSource
+      if (res.status === 200) return "stream";
+      if (res.status === 204) return "done";
+      if (res.status === 405 || res.status === 501) return "poll";
+      if (res.status === 404) {
+        try {
+          await request(this.task.links.self, { signal: this.abort.signal });
+          return "poll";
+        } catch (err) {
+          return err instanceof ApiError && err.status === 404 ? "gone" : "retry";
+        }
+      }
+      return "retry";
+    } catch {
+      return "retry";
+    } finally {
+      this.abort.signal.removeEventListener("abort", stop);
+    }
   }
 
   /** Long polling when this host cannot stream: GET ?wait= with If-None-Match, then new log lines. */

@@ -28,6 +28,14 @@ const timeKey = (iso) => {
 const byNewest = (a, b) =>
   timeKey(b.created_at).localeCompare(timeKey(a.created_at)) || b.task_id.localeCompare(a.task_id);
 
+/** The one line a row has room for: the error, the latest progress message, or what it waits for. */
+function rowMessage(task) {
+  if (task.status === "FAILED") return task.error?.message || "failed";
+  if (task.cancel_requested && !isTerminal(task.status)) return "cancelling…";
+  if (task.status === "PENDING") return task.attempts > 0 ? "queued for another attempt" : "waiting for a worker";
+  return task.progress?.message || "";
+}
+
 export class TaskList {
   /** @param {{onSelect: (id) => void}} hooks */
   constructor(root, hooks) {
@@ -194,7 +202,8 @@ export class TaskList {
       previous = row;
     }
     const n = this.tasks.size;
-    this.count.textContent = n ? `${n}${this.cursor ? "+" : ""} shown` : "";
+    const active = ordered.filter((t) => !isTerminal(t.status)).length;
+    this.count.textContent = n ? `${n}${this.cursor ? "+" : ""} shown${active ? ` · ${active} active` : ""}` : "";
     this.more.hidden = !this.cursor;
     if (n) this.showState("");
     else if (this.filtered) this.showState("No tasks match these filters.");
@@ -230,8 +239,7 @@ export class TaskList {
     part("fill").style.setProperty("width", `${percentOf(task)}%`);
     part("fill").dataset.status = task.status;
     part("pct").textContent = percentText(task);
-    const msg = task.status === "FAILED" ? task.error?.message : task.progress?.message;
-    part("msg").textContent = msg || "";
+    part("msg").textContent = rowMessage(task);
   }
 
   /** Relative times and running clocks, once a second (text only). */
