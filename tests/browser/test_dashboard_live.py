@@ -6,6 +6,7 @@ processes, and ends by asserting the page logged no console error and fetched no
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -133,6 +134,13 @@ def test_the_page_carries_on_across_an_api_restart_without_missing_or_repeating_
     start_worker()
     board = recorded_dashboard(open_dashboard, base_url)
     page = board.page
+    resumed: list[str] = []  # Last-Event-ID of each stream request that completed
+
+    def note_stream(request: Any) -> None:
+        if request.url.endswith("/stream"):
+            resumed.append(request.all_headers().get("last-event-id", ""))
+
+    page.on("requestfinished", note_stream)
     board.submit("test_chatty", Lines="40", Seconds="16")
     expect(page.locator("#detail ol.log > li").nth(4)).to_be_attached()  # five lines in
 
@@ -149,6 +157,7 @@ def test_the_page_carries_on_across_an_api_restart_without_missing_or_repeating_
     expect(detail(page, ".detail-head .badge")).to_have_text("Succeeded", timeout=40_000)
     assert_each_line_once_in_order(board, 40)
     expect(page.get_by_label("Result JSON")).to_contain_text('"lines": 40')
+    assert any(resumed), f"EventSource should have resumed with Last-Event-ID on the new API: {resumed}"
     board.assert_clean(allow=API_DOWN_NOISE)
 
 
@@ -188,3 +197,51 @@ def test_rows_of_tasks_submitted_elsewhere_appear_and_update_without_being_opene
     expect(row.locator(".row-pct")).to_have_text("100 %")
     expect(page.locator("#detail-empty")).to_be_visible()  # it was never opened
     board.assert_clean()
+
+
+def test_a_stream_the_browser_gave_up_on_is_reopened_and_the_log_backfilled_without_gaps(
+    start_api: Callable[..., Any], start_worker: Callable[..., Any], open_dashboard: Callable[..., Dashboard]
+) -> None:
+    """A proxy answering 502 makes EventSource stop for good; the page must reopen and catch up itself."""
+    _, base_url = start_api(env={"TASKLIFT_SSE_WINDOW_SECONDS": "1"})  # each response ends: reconnects
+    start_worker()
+    board = recorded_dashboard(open_dashboard, base_url)
+    page = board.page
+    streams: list[dict[str, str]] = []
+
+    def flaky_proxy(route: Any) -> None:
+        streams.append(route.request.all_headers())
+        if 2 <= len(streams) <= 4:  # the first reconnect and the next two probes hit a "restarting" proxy
+            route.fulfill(status=502, content_type="text/plain", body="Bad Gateway")
+        else:
+            route.continue_()
+
+    page.route("**/tasks/*/stream", flaky_proxy)
+    board.submit("test_chatty", Lines="30", Seconds="12")
+
+    expect(detail(page, ".detail-head .badge")).to_have_text("Succeeded", timeout=40_000)
+    assert_each_line_once_in_order(board, 30)
+    fresh_after_outage = [h for h in streams[5:] if "last-event-id" not in h]
+    assert fresh_after_outage, f"expected a fresh stream (snapshot + log backfill) after the 502s: {streams}"
+    board.assert_clean(allow=(r"status of 502",))
+
+
+def test_without_a_stream_endpoint_the_page_falls_back_to_long_polling(
+    api: str, start_worker: Callable[..., Any], open_dashboard: Callable[..., Dashboard]
+) -> None:
+    start_worker()
+    board = recorded_dashboard(open_dashboard, api)
+    page = board.page
+    no_stream = json.dumps({"type": "about:blank", "title": "Not Found", "status": 404, "detail": "no endpoint"})
+    page.route(
+        "**/tasks/*/stream",
+        lambda route: route.fulfill(status=404, content_type="application/problem+json", body=no_stream),
+    )
+
+    board.submit("test_chatty", Lines="15", Seconds="5")
+
+    expect(detail(page, "[data-slot=feed]")).to_have_text("Polling")
+    expect(detail(page, ".detail-head .badge")).to_have_text("Succeeded")
+    assert_each_line_once_in_order(board, 15)
+    expect(page.get_by_role("progressbar", name="Progress")).to_have_attribute("aria-valuenow", "100")
+    board.assert_clean(allow=(r"status of 404",))

@@ -211,8 +211,8 @@ def test_a_screenshot_of_a_busy_dashboard_shows_every_status(
         {"task_type": "test_fail", "message": "upstream answered 503 three times"},
         {"task_type": "test_sleep", "seconds": 60, "steps": 60},
         {"task_type": "test_noop"},
-        {"task_type": "vector_processing", "vector_data": [1, 2, 3, 4], "duration": 300, "step_seconds": 1},
-        {"task_type": "test_chatty", "lines": 400, "seconds": 300},
+        {"task_type": "vector_processing", "vector_data": [1, 2, 3, 4], "duration": 300, "step_seconds": 0.5},
+        {"task_type": "test_chatty", "lines": 60, "seconds": 45},
     ]
     ids = [submit_task(api, body) for body in bodies]
     board = open_dashboard(api, fragment=f"#task={ids[-1]}", color_scheme="light")
