@@ -20,7 +20,7 @@ _INTRINSICS = (
 )  # fmt: skip
 
 
-class CfnLoader(yaml.SafeLoader):
+class CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
     """A safe YAML loader that understands CloudFormation's short-form tags."""
 
 
@@ -35,7 +35,7 @@ def _intrinsic(name: str) -> Any:
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
         else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+            value = loader.construct_mapping(node, deep=True)
         return {key: value}
 
     return construct
@@ -48,7 +48,8 @@ for _name in _INTRINSICS:
 def load_template(path: Path) -> dict[str, Any]:
     """Parse a CloudFormation/SAM template (YAML or JSON)."""
     with open(path, encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=CfnLoader)  # noqa: S506 - CfnLoader is a SafeLoader
+        template: dict[str, Any] = yaml.load(fh, Loader=CfnLoader)  # noqa: S506 - CfnLoader is a SafeLoader
+    return template
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,22 @@ def test_azure_refuses_bodies_over_the_request_size_limit_with_413(
     assert azure_classic.post("/api/echo/" + "a" * 5000).status_code == 414
 
 
+def test_azure_streams_chunks_as_they_come_and_cuts_the_stream_at_function_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = ServerThread(AzureEmulator(APPS / "streaming").app()).start()
+    try:
+        with caplog.at_level(logging.WARNING, "tasklift_local"), httpx.stream("GET", f"{server.url}/ticks") as resp:
+            assert resp.status_code == 200
+            chunks = resp.iter_text()
+            first = next(chunks)  # arrives long before the cut: the body is not buffered
+            rest = "".join(chunks)  # ends when the host closes the stream at functionTimeout (1 s)
+    finally:
+        server.stop()
+    assert first.startswith("data: 0") and 2 <= (first + rest).count("data:") <= 10
+    assert any("functionTimeout (1 s) reached while streaming" in r.getMessage() for r in caplog.records)
+
+
 def test_azure_answers_500_with_no_body_when_a_function_raises(azure_classic: httpx.Client) -> None:
     resp = azure_classic.get("/api/boom")
     assert resp.status_code == 500 and resp.content == b""
