@@ -6,6 +6,7 @@ a form or a keyboard test needs.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -232,3 +233,33 @@ def test_a_screenshot_of_a_busy_dashboard_shows_every_status(
     page.screenshot(path=str(target))
     assert target.stat().st_size > 20_000
     board.assert_clean()
+
+
+def test_an_unavailable_task_store_raises_a_banner_that_clears_by_itself(
+    api: str, open_dashboard: Callable[..., Dashboard]
+) -> None:
+    submit_task(api, {"task_type": "test_noop"})  # pending: the list re-reads every few seconds
+    board = open_dashboard(api)
+    page = board.page
+    expect(page.locator("#task-list .row")).to_have_count(1)
+    unavailable = json.dumps({"title": "Service Unavailable", "status": 503, "detail": "the task store is unavailable"})
+
+    def store_down(route: Any) -> None:
+        route.fulfill(
+            status=503, headers={"Retry-After": "1"}, content_type="application/problem+json", body=unavailable
+        )
+
+    def list_reads(url: str) -> bool:
+        return "/tasks?" in url
+
+    page.route(list_reads, store_down)
+    banner = page.get_by_role("alert").filter(has_text="unavailable")
+    expect(banner).to_have_text("the task store is unavailable. Retrying by itself; tasks keep running on the server.")
+    expect(page.locator("#conn")).to_contain_text("Offline")
+    expect(page.locator("#task-list .row")).to_have_count(1)  # what was shown stays
+
+    page.unroute(list_reads, store_down)  # the store is back
+
+    expect(page.locator("#banner")).to_be_hidden()
+    expect(page.locator("#conn")).to_contain_text("Connected")
+    board.assert_clean(allow=(r"status of 503",))

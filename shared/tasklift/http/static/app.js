@@ -12,7 +12,7 @@ const conn = document.querySelector("#conn");
 
 const list = new TaskList(document.querySelector(".tasks"), { onSelect: (id) => open(id, { focus: true }) });
 const view = new TaskView(document.querySelector("#detail"), {
-  onTask: (task) => list.upsert(task),
+  onTask: (task) => list.upsert(task, { live: true }),
   onOpen: (id) => open(id, { focus: true }),
 });
 const form = new TaskForm(document.querySelector("#submit-form"), {
@@ -75,16 +75,20 @@ function showHealth({ ok, message }) {
     view.retryIfBroken();
     return;
   }
-  banner.textContent = `${message} Retrying by itself; tasks keep running on the server.`;
+  const sentence = /[.!?]$/.test(message) ? message : `${message}.`;
+  banner.textContent = `${sentence} Retrying by itself; tasks keep running on the server.`;
   banner.hidden = false;
   if (!probe) scheduleProbe(1000);
 }
 
-/** While the API is away, ask /healthz with back-off (1 s, 2 s, 4 s … 10 s) until it answers. */
+/**
+ * While the API is away, ask it with back-off (1 s, 2 s, 4 s … 10 s) until it answers. The probe is
+ * a one-row list read, not /healthz: liveness says nothing about the task store the page needs.
+ */
 function scheduleProbe(delay) {
   probe = setTimeout(async () => {
     try {
-      await request("/healthz");
+      await request("/tasks?limit=1");
     } catch {
       // still down: request() kept the banner up
     }

@@ -2,8 +2,8 @@
 //
 // No line twice, none missed:
 // - Every SSE event id is the task's event sequence number, strictly increasing. `lastSeq` is the
-//   highest one applied; an event at or below it is a duplicate and is dropped. Log lines are also
-//   kept in a Map by seq, so a line that arrives both from GET /logs and from the stream shows once.
+//   highest one applied; an event at or below it is a duplicate and is dropped. The seqs of the log
+//   lines shown are kept too, so a line that arrives both from GET /logs and from the stream shows once.
 // - EventSource resumes by itself with Last-Event-ID after a dropped connection, a server restart
 //   or the end of a bounded-window response: the server replays everything after that id.
 // - When *we* open a stream (first time, or after the browser gave up), it is a new stream: it
@@ -44,7 +44,7 @@ export class TaskFeed {
     this.task = task;
     this.hooks = hooks;
     this.lastSeq = 0;
-    this.logs = new Map();
+    this.logSeqs = new Set();
     this.maxLogSeq = 0;
     this.es = null;
     this.abort = new AbortController();
@@ -150,29 +150,27 @@ export class TaskFeed {
   }
 
   addLogs(lines) {
-    const fresh = [];
-    for (const line of lines) {
-      const known = this.logs.get(line.seq);
-      if (known) {
-        if (!known.timestamp && line.timestamp) known.timestamp = line.timestamp; // GET /logs has times
-        continue;
-      }
-      this.logs.set(line.seq, line);
+    const fresh = lines.filter((line) => !this.logSeqs.has(line.seq));
+    for (const line of fresh) {
+      this.logSeqs.add(line.seq);
       this.maxLogSeq = Math.max(this.maxLogSeq, line.seq);
-      fresh.push(line);
     }
     if (fresh.length) this.hooks.onLogs(fresh);
   }
 
   /** Every log line after the highest one we hold (GET /tasks/{id}/logs, paged). */
   async fetchLogs() {
+    // Page on from the last line of each page, not from maxLogSeq: live lines arriving meanwhile
+    // raise maxLogSeq past lines this read has not reached yet.
+    let after = this.maxLogSeq;
     try {
       for (;;) {
-        const url = `${this.task.links.logs}?after=${this.maxLogSeq}&limit=${LOG_PAGE}`;
+        const url = `${this.task.links.logs}?after=${after}&limit=${LOG_PAGE}`;
         const { data } = await request(url, { signal: this.abort.signal });
         if (this.stopped) return;
         this.addLogs(data);
         if (data.length < LOG_PAGE) return;
+        after = data.at(-1).seq;
       }
     } catch (err) {
       if (err.name !== "AbortError") this.hooks.onState("reconnecting");

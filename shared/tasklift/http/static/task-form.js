@@ -43,7 +43,9 @@ export class TaskForm {
       this.types = [...data].sort((a, b) => a.name.localeCompare(b.name));
     } catch (err) {
       this.picker.replaceChildren(h("option", { text: "Task types unavailable" }));
-      this.status.textContent = `Could not load the task types: ${describeError(err)}`;
+      this.status.textContent = `Could not load the task types: ${describeError(err)} Trying again…`;
+      clearTimeout(this.reloadTimer);
+      this.reloadTimer = setTimeout(() => this.loaded || this.load(), 5000);
       return false;
     }
     const remembered = localStorage.getItem(REMEMBERED_TYPE);

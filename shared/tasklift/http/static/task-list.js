@@ -36,6 +36,9 @@ function rowMessage(task) {
   return task.progress?.message || "";
 }
 
+const liveFields = ({ status, progress, result, error, attempts, cancel_requested }) =>
+  ({ status, progress, result, error, attempts, cancel_requested });
+
 export class TaskList {
   /** @param {{onSelect: (id) => void}} hooks */
   constructor(root, hooks) {
@@ -150,7 +153,10 @@ export class TaskList {
   }
 
   put(task) {
-    this.tasks.set(task.task_id, { ...this.tasks.get(task.task_id), ...task });
+    const merged = { ...this.tasks.get(task.task_id), ...task };
+    // The open task streams: its state from the stream is newer than any list read.
+    if (this.live?.task_id === task.task_id && task !== this.live) Object.assign(merged, liveFields(this.live));
+    this.tasks.set(task.task_id, merged);
   }
 
   remove(id) {
@@ -160,7 +166,8 @@ export class TaskList {
   }
 
   /** A task changed elsewhere (submitted here, or its stream moved): show it now. */
-  upsert(task) {
+  upsert(task, { live = false } = {}) {
+    if (live) this.live = task;
     const known = this.tasks.has(task.task_id);
     const status = this.statusFilter.value;
     const type = this.typeFilter.value;
@@ -174,6 +181,7 @@ export class TaskList {
 
   select(id) {
     this.selected = id;
+    if (this.live?.task_id !== id) this.live = null;
     for (const [taskId, row] of this.rows) {
       const button = row.firstElementChild;
       if (taskId === id) button.setAttribute("aria-current", "true");

@@ -199,7 +199,7 @@ export class TaskView {
     }
     while (log.childElementCount > MAX_LOG_LINES) log.firstElementChild.remove();
     this.slots["log-empty"].hidden = log.childElementCount > 0;
-    this.slots["log-count"].textContent = `(${this.feed?.logs.size ?? log.childElementCount})`;
+    this.slots["log-count"].textContent = `(${this.feed?.logSeqs.size ?? log.childElementCount})`;
     if (nearBottom) log.scrollTop = log.scrollHeight;
   }
 
