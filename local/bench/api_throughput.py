@@ -37,36 +37,33 @@ BODIES = {
 }
 TARGETS = {"post": 0.40, "get": 0.50}
 DEMO = {"post": 0.04, "get": 0.06}
-PROFILE_FOCUS = [
+PROFILE_FOCUS: list[bk.Focus] = [
     # the submit path
-    "tasklift.tasks.service:submit",
-    "tasklift.tasks.service:parse_submission",
-    "tasklift.store.repository:insert_task",
-    "tasklift.queue.dispatch:publish_after_commit",
-    "tasklift.queue.dispatch:publish",
-    "tasklift.queue.dispatch:broker_epoch",
-    "tasklift.store.repository:mark_published",
-    "tasklift.events.bus:publish",
-    "tasklift.http.resources:task_resource",
+    ("TaskService.submit", "tasklift/tasks/service.py", "TaskService.submit"),
+    ("  parse_submission (validation)", "tasklift/tasks/service.py", "parse_submission"),
+    ("  repo.insert_task", "tasklift/store/repository.py", "insert_task"),
+    ("  publish_after_commit", "tasklift/queue/dispatch.py", "publish_after_commit"),
+    ("    Celery send_task (kombu)", "celery/app/base.py", "send_task"),
+    ("    broker_epoch (INFO, cached 2 s)", "tasklift/queue/dispatch.py", "broker_epoch"),
+    ("    repo.mark_published", "tasklift/store/repository.py", "mark_published"),
+    ("  EventPublisher.publish (PUBLISH)", "tasklift/events/bus.py", "publish"),
     # the read path
-    "tasklift.tasks.service:get",
-    "tasklift.store.repository:get_task",
-    # shared machinery
-    "sqlalchemy/engine/base.py:begin",
-    "sqlalchemy/engine/base.py:_commit_impl",
-    "sqlalchemy/engine/base.py:_execute_context",
-    "sqlalchemy/sql/compiler.py:__init__",
-    "pool/base.py:_checkout",
-    "psycopg2/extras.py:execute",
-    "celery/app/base.py:send_task",
-    "kombu/messaging.py:publish",
-    "anyio/to_thread.py:run_sync",
-    "anyio/_backends/_asyncio.py:run",
-    "routing.py:handle",
-    "starlette/routing.py:app",
-    "fastapi/routing.py:app",
-    "fastapi/encoders.py:jsonable_encoder",
-    "uvicorn/protocols/http/httptools_impl.py:run_asgi",
+    ("TaskService.get", "tasklift/tasks/service.py", "TaskService.get"),
+    ("  repo.get_task", "tasklift/store/repository.py", "get_task"),
+    # SQLAlchemy / driver
+    ("pool checkout", "sqlalchemy/pool/base.py", "_checkout"),
+    ("  pool_pre_ping (SELECT 1 per checkout)", "sqlalchemy/engine/default.py", "_do_ping_w_event"),
+    ("statement compile / cache key", "sqlalchemy/sql/elements.py", "_compile_w_cache"),
+    ("cursor.execute", "sqlalchemy/engine/default.py", "do_execute"),
+    ("COMMIT", "sqlalchemy/engine/base.py", "_commit_impl"),
+    ("result rows → RowMapping", "sqlalchemy/engine/result.py", "mappings"),
+    # the HTTP side (event loop)
+    ("uvicorn run_asgi (whole request on the loop)", "uvicorn/protocols/http/httptools_impl.py", "run_asgi"),
+    ("tasklift asgi endpoint", "tasklift/http/asgi.py", "endpoint"),
+    ("  to_neutral (request → HttpRequest)", "tasklift/http/asgi.py", "to_neutral"),
+    ("  read_body", "tasklift/http/asgi.py", "read_body"),
+    ("  task_resource + JSON", "tasklift/http/types.py", "json_response"),
+    ("anyio to_thread.run_sync (hand-off)", "anyio/to_thread.py", "run_sync"),
 ]
 
 
@@ -113,6 +110,9 @@ def main() -> int:
     parser.add_argument("--body", choices=sorted(BODIES), default="noop", help="POST body (noop: bench_noop type)")
     parser.add_argument("--profile", action="store_true", help="then profile the API under POST and GET load (py-spy)")
     parser.add_argument("--no-fsync", action="store_true", help="run PostgreSQL with fsync=off (default: on)")
+    parser.add_argument(
+        "--db-pool-size", type=int, default=None, help="set TASKLIFT_DB_POOL_SIZE for the API (default: tasklift's own)"
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--quiet", type=float, default=0.25, help="wait until other load is below this many cores")
     parser.add_argument("--max-wait", type=float, default=60, help="longest wait for a quiet machine, per measurement")
@@ -134,11 +134,13 @@ def main() -> int:
             "postgres_fsync": not args.no_fsync,
             "redis_appendonly": True,
             "worker_running": False,
+            "db_pool_size": args.db_pool_size or "default (10 + 10 overflow)",
         },
         "rounds": [],
     }
     try:
-        with bk.Stack(fsync=not args.no_fsync) as stack:
+        extra_env = {"TASKLIFT_DB_POOL_SIZE": str(args.db_pool_size)} if args.db_pool_size else {}
+        with bk.Stack(fsync=not args.no_fsync, extra_env=extra_env) as stack:
             port = bk.free_port()
             api = stack.spawn(
                 "api",
@@ -179,7 +181,10 @@ def main() -> int:
                 for name in ("hello", "post", "get"):
                     before = db_counts(stack.database_url) if name == "post" else None
                     qlen0 = queue_length(stack.redis_url) if name == "post" else 0
+                    sessions0 = bk.pg_sessions(stack.database_url)
                     stats = measure(args, urls[name], post_lua if name == "post" else None, groups)
+                    # Includes the warm-up; minus this query's own session and the one before.
+                    stats["pg_sessions_opened"] = bk.pg_sessions(stack.database_url) - sessions0 - 1
                     stack.check_alive()
                     if name == "post":
                         after = db_counts(stack.database_url)
@@ -190,7 +195,7 @@ def main() -> int:
                     bk.log(
                         f"round {rnd + 1} {name:5s}: {stats['rps']:8.0f} req/s  p50 {stats['p50_us'] / 1000:.1f} ms"
                         f"  p99 {stats['p99_us'] / 1000:.1f} ms  non-2xx/3xx {stats['non_2xx_3xx']}"
-                        f"  socket errors {stats['socket_errors']}"
+                        f"  socket errors {stats['socket_errors']}  new PG connections {stats['pg_sessions_opened']}"
                         f"  cpu: {bk.CpuMeter.describe_result(stats['cpu_cores'])}"
                     )
                 results["rounds"].append(row)
@@ -201,8 +206,8 @@ def main() -> int:
         return 130
 
     summarize(results)
-    bk.save_results("api_throughput", results)
-    if not args.no_plot:
+    bk.save_results("api_throughput" + (f"-pool{args.db_pool_size}" if args.db_pool_size else ""), results)
+    if not args.no_plot and not args.db_pool_size:  # the plot shows the default configuration only
         plot(results)
     return 0
 
@@ -228,7 +233,8 @@ def profile(
             key = f"{name}{'_gil' if gil else ''}"
             out[key] = summary
             (bk.RESULTS_DIR).mkdir(parents=True, exist_ok=True)
-            (bk.RESULTS_DIR / f"api_throughput-profile-{key}.txt").write_text(path.read_text())
+            suffix = f"-pool{args.db_pool_size}" if args.db_pool_size else ""
+            (bk.RESULTS_DIR / f"api_throughput{suffix}-profile-{key}.txt").write_text(path.read_text())
             bk.print_profile(f"API under {name.upper()} load{' (GIL holder only)' if gil else ''}", summary)
     return out
 

@@ -236,6 +236,26 @@ def free_port() -> int:
     return _free()
 
 
+def pg_sessions(url: str) -> int:
+    """PostgreSQL's count of sessions ever opened on the database (pg_stat_database.sessions, PG 14+).
+
+    Its delta over a measurement is how many new connections the stack opened (pool churn); the
+    query's own connection counts one, which the caller subtracts.
+    """
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.exec_driver_sql(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
 # --- a tiny HTTP/1.1 client (keep-alive), cheap enough not to steal the server's CPU ---------------
 
 
@@ -344,7 +364,22 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        **git_state(),
     }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and how many files of shared/ differed from it (work in progress)."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [line for line in git("status", "--porcelain", "--", "shared").splitlines() if line.strip()]
+    return {"git_commit": git("rev-parse", "--short", "HEAD"), "shared_uncommitted_files": len(dirty)}
 
 
 class CpuMeter:
@@ -373,6 +408,8 @@ class CpuMeter:
                     with contextlib.suppress(psutil.Error):
                         times = proc.cpu_times()
                         total += times.user + times.system
+                        if recursive:  # children that already exited (e.g. PostgreSQL backends of closed connections)
+                            total += times.children_user + times.children_system
         return total
 
     @staticmethod
@@ -535,29 +572,30 @@ def pyspy_record(
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::(?P<line>\d+))?\)$")
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+#: A profile focus entry: (label, file path fragment, function or Class.method name suffix).
+Focus = tuple[str, str, str]
 
 
 def _package(file: str) -> str:
-    """Which library a frame's file belongs to (site-packages/<pkg>/… or tasklift/…)."""
+    """Which library a frame belongs to; py-spy names files relative to sys.path (sqlalchemy/engine/x.py)."""
     parts = file.replace("\\", "/").split("/")
-    for anchor in ("site-packages", "dist-packages"):
-        if anchor in parts:
-            rest = parts[parts.index(anchor) + 1 :]
-            return rest[0].removesuffix(".py") if rest else file
-    if "tasklift" in parts:
-        i = parts.index("tasklift")
-        return "tasklift." + parts[i + 1].removesuffix(".py") if i + 1 < len(parts) else "tasklift"
-    if "python3" in file or "/lib/python" in file or file.startswith("<"):
-        return "stdlib:" + parts[-1].removesuffix(".py")
-    return parts[-1]
+    if file.startswith("<") or len(parts) == 1:
+        return "stdlib " + parts[-1].removesuffix(".py")
+    if parts[0] == "tasklift":
+        return "tasklift." + parts[1].removesuffix(".py")
+    if parts[0] in {"asyncio", "json", "concurrent", "logging", "email", "http", "urllib", "importlib"}:
+        return "stdlib " + parts[0]
+    return parts[0]
 
 
-def summarize_profile(path: Path, focus: list[str], top: int = 12) -> dict[str, Any]:
-    """Read py-spy raw output: share of samples by leaf package (self time) and by ``focus`` functions (inclusive)."""
+def summarize_profile(path: Path, focus: list[Focus], top: int = 12) -> dict[str, Any]:
+    """py-spy raw output → share of samples by thread, by leaf package (self time) and inside ``focus`` frames."""
     total = 0
     leaf: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not count_s.isdigit():
@@ -565,33 +603,42 @@ def summarize_profile(path: Path, focus: list[str], top: int = 12) -> dict[str, 
         count = int(count_s)
         frames = stack.split(";")
         total += count
-        parsed = [_FRAME.match(f.strip()) for f in frames]
-        files = [(m.group("func"), m.group("file")) for m in parsed if m]
-        if files:
-            leaf[_package(files[-1][1])] += count
-        seen: set[str] = set()
-        for func, file in files:
-            for name in focus:
-                if name in seen:
-                    continue
-                mod, _, fn = name.rpartition(":")
-                if func == fn and (not mod or mod in file):
-                    inclusive[name] += count
-                    seen.add(name)
-    share = lambda c: round(100.0 * c / total, 1) if total else 0.0  # noqa: E731
+        head = frames[0]
+        if head.startswith(("thread", "process")):
+            name = head.split(":", 1)[-1].strip()
+            threads["event loop (MainThread)" if name == "MainThread" else re.sub(r"\d+", "N", name) or "?"] += count
+            frames = frames[1:]
+        parsed = [m for m in (_FRAME.match(f.strip()) for f in frames) if m]
+        if parsed:
+            leaf[_package(parsed[-1].group("file"))] += count
+        hit: set[str] = set()
+        for m in parsed:
+            func, file = m.group("func"), m.group("file")
+            for label, file_part, name in focus:
+                if label not in hit and file_part in file and (func == name or func.endswith("." + name)):
+                    inclusive[label] += count
+                    hit.add(label)
+
+    def share(c: int) -> float:
+        return round(100.0 * c / total, 1) if total else 0.0
+
     return {
         "samples": total,
+        "by_thread_pct": {k: share(v) for k, v in threads.most_common()},
         "self_by_package_pct": {k: share(v) for k, v in leaf.most_common(top)},
-        "inclusive_pct": {k: share(v) for k, v in sorted(inclusive.items(), key=lambda kv: -kv[1])},
+        "inclusive_pct": {label: share(inclusive[label]) for label, _, _ in focus if inclusive[label]},
     }
 
 
 def print_profile(title: str, summary: dict[str, Any]) -> None:
     print(f"\n  profile: {title} ({summary['samples']} samples)")
+    print("    by thread:")
+    for name, pct in summary["by_thread_pct"].items():
+        print(f"      {pct:5.1f}%  {name}")
     print("    self time by package (leaf frame):")
     for name, pct in summary["self_by_package_pct"].items():
         print(f"      {pct:5.1f}%  {name}")
-    print("    inclusive time in:")
+    print("    inclusive time in (a frame may be inside another):")
     for name, pct in summary["inclusive_pct"].items():
         print(f"      {pct:5.1f}%  {name}")
 

@@ -34,27 +34,23 @@ import benchkit as bk  # noqa: E402
 
 TARGET = 0.50
 DEMO = {"ratio": 0.15, "tasklift": 73, "celery": 486}
-PROFILE_FOCUS = [
-    "tasklift.queue.runner:execute",
-    "tasklift.store.repository:claim",
-    "tasklift.queue.runner:_finish",
-    "tasklift.store.repository:finish",
-    "tasklift.events.bus:publish",
-    "tasklift.tasks.context:flush",
-    "tasklift.queue.runner:get_task_type",
-    "tasklift.tasks.registry:get_task_type",
-    "Heartbeat:start",
-    "threading.py:start",
-    "threading.py:join",
-    "sqlalchemy/engine/base.py:begin",
-    "sqlalchemy/engine/base.py:_commit_impl",
-    "sqlalchemy/engine/base.py:_execute_context",
-    "sqlalchemy/sql/compiler.py:__init__",
-    "pool/base.py:_checkout",
-    "celery/app/trace.py:trace_task",
-    "celery/app/trace.py:fast_trace_task",
-    "billiard/pool.py:workloop",
-    "logging/__init__.py:handle",
+PROFILE_FOCUS: list[bk.Focus] = [
+    ("celery trace (one task, whole)", "celery/app/trace.py", "trace_task"),
+    ("  tasklift execute", "tasklift/queue/runner.py", "execute"),
+    ("    repo.claim", "tasklift/store/repository.py", "claim"),
+    ("    Heartbeat start/stop (thread)", "tasklift/queue/runner.py", "Heartbeat.stop"),
+    ("    _finish", "tasklift/queue/runner.py", "_finish"),
+    ("      repo.finish", "tasklift/store/repository.py", "finish"),
+    ("    EventPublisher.publish (PUBLISH)", "tasklift/events/bus.py", "publish"),
+    ("pool checkout", "sqlalchemy/pool/base.py", "_checkout"),
+    ("  pool_pre_ping (SELECT 1 per checkout)", "sqlalchemy/engine/default.py", "_do_ping_w_event"),
+    ("statement compile / cache key", "sqlalchemy/sql/elements.py", "_compile_w_cache"),
+    ("cursor.execute", "sqlalchemy/engine/default.py", "do_execute"),
+    ("COMMIT", "sqlalchemy/engine/base.py", "_commit_impl"),
+    ("logging", "logging/__init__.py", "handle"),
+    ("billiard pool: receive / ack", "billiard/pool.py", "workloop"),
+    ("API: TaskService.submit", "tasklift/tasks/service.py", "TaskService.submit"),
+    ("API: uvicorn run_asgi", "uvicorn/protocols/http/httptools_impl.py", "run_asgi"),
 ]
 
 
@@ -295,6 +291,7 @@ def main() -> int:
             for rnd in range(args.rounds):
                 for side in ("raw", "tasklift"):
                     busy = bk.wait_for_quiet(args.quiet, args.max_wait)
+                    sessions0 = bk.pg_sessions(stack.database_url)
                     with bk.CpuMeter(groups) as meter:
                         if side == "raw":
                             res = run_raw(args.tasks, stack.redis_url, args.timeout)
@@ -302,12 +299,14 @@ def main() -> int:
                             res = run_tasklift(args.tasks, port, args.clients, stack.database_url, args.timeout)
                     stack.check_alive()
                     res["cpu_cores"] = meter.result
+                    res["pg_sessions_opened"] = bk.pg_sessions(stack.database_url) - sessions0 - 1
                     res["machine_busy_before"] = busy
                     results[side].append(res)
                     extra = f", submitted at {res['submit_per_s']:.0f}/s" if side == "tasklift" else ""
                     bk.log(
                         f"round {rnd + 1} {side:8s}: {res['tasks']} tasks in {res['seconds']:.2f} s = "
-                        f"{res['tasks_per_s']:.0f} tasks/s{extra}; cpu: {bk.CpuMeter.describe_result(meter.result)}"
+                        f"{res['tasks_per_s']:.0f} tasks/s{extra}; new PG connections {res['pg_sessions_opened']};"
+                        f" cpu: {bk.CpuMeter.describe_result(meter.result)}"
                     )
             if args.profile:
                 results["profile"] = profile(args, stack, port, worker)

@@ -42,21 +42,17 @@ import benchkit as bk  # noqa: E402
 TARGETS = {"p50_ms": 50.0, "fanout_p99_ms": 250.0, "kib_per_stream": 64.0}
 DEMO = {"p50_ms": 1020.0, "commands_per_stream_s": 4.0}
 TERMINAL = {"SUCCESS", "FAILED", "CANCELLED"}
-PROFILE_FOCUS = [
-    "tasklift.events.hub:_read",
-    "tasklift.events.hub:deliver",
-    "tasklift.events.hub:get",
-    "tasklift.events.sse:_events",
-    "tasklift.events.sse:stream_events",
-    "tasklift.events.sse:encode_event",
-    "sse_starlette/sse.py:_stream_response",
-    "sse_starlette/sse.py:__call__",
-    "uvicorn/protocols/http/httptools_impl.py:send",
-    "asyncio/tasks.py:wait_for",
-    "asyncio/queues.py:get",
-    "redis/asyncio/client.py:get_message",
-    "json/__init__.py:loads",
-    "json/__init__.py:dumps",
+PROFILE_FOCUS: list[bk.Focus] = [
+    ("hub reader (_read: one message → all watchers)", "tasklift/events/hub.py", "_read"),
+    ("  Subscription.deliver (queue put)", "tasklift/events/hub.py", "deliver"),
+    ("SSE generator (_events)", "tasklift/events/sse.py", "_events"),
+    ("  Subscription.get (asyncio.wait_for)", "tasklift/events/hub.py", "get"),
+    ("  encode_event (json.dumps per stream)", "tasklift/events/sse.py", "encode_event"),
+    ("sse-starlette response loop", "sse_starlette/sse.py", "_stream_response"),
+    ("uvicorn send (socket write)", "uvicorn/protocols/http/httptools_impl.py", "send"),
+    ("asyncio wait_for", "asyncio/tasks.py", "wait_for"),
+    ("asyncio event loop _run_once", "asyncio/base_events.py", "_run_once"),
+    ("redis get_message", "redis/asyncio/client.py", "get_message"),
 ]
 
 
