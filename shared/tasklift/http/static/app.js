@@ -41,12 +41,10 @@ function taskFromHash() {
 function open(id, { focus = false } = {}) {
   list.select(id);
   if (taskFromHash() !== id) history.replaceState(null, "", `#task=${encodeURIComponent(id)}`);
-  if (view.taskId !== id) view.show(id, { focus });
-  else if (focus) document.querySelector("#detail-title")?.focus();
-  // On a phone the panel is below the list: bring it into view.
-  if (focus && matchMedia("(max-width: 899px)").matches) {
-    document.querySelector("#detail").scrollIntoView({ block: "start" });
-  }
+  // In the one-column layout (phones) the panel is below the list: bring it up when it opens.
+  const scroll = focus && matchMedia("(max-width: 899px)").matches;
+  if (view.taskId !== id) view.show(id, { focus, scroll });
+  else if (focus) view.focus(scroll);
 }
 
 window.addEventListener("hashchange", () => {

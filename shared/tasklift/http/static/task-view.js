@@ -48,7 +48,7 @@ export class TaskView {
   }
 
   /** Open task `id`: read it, render it, follow it live. */
-  async show(id, { focus = false, notice = "" } = {}) {
+  async show(id, { focus = false, scroll = false, notice = "" } = {}) {
     this.feed?.stop();
     this.feed = null;
     this.task = null;
@@ -65,8 +65,9 @@ export class TaskView {
     }
     if (this.pendingId !== id) return; // another task was opened meanwhile
     this.task = res.data;
-    this.render(focus);
+    this.render();
     this.slots["action-status"].textContent = notice;
+    if (focus) this.focus(scroll);
     this.feed = new TaskFeed(this.task, {
       onUpdate: () => this.update(),
       onLogs: (lines) => this.appendLogs(lines),
@@ -83,7 +84,14 @@ export class TaskView {
     if (this.pendingId && !this.task) this.show(this.pendingId);
   }
 
-  render(focus) {
+  /** Move focus to the panel's heading (and, in one column, scroll the panel to the top). */
+  focus(scroll = false) {
+    const heading = this.root.querySelector("#detail-title");
+    heading?.focus({ preventScroll: scroll });
+    if (scroll) this.root.scrollIntoView({ block: "start" });
+  }
+
+  render() {
     const frag = this.template.content.cloneNode(true);
     this.slots = {};
     for (const el of frag.querySelectorAll("[data-slot]")) this.slots[el.dataset.slot] = el;
@@ -102,7 +110,6 @@ export class TaskView {
     this.announced = "";
     this.root.replaceChildren(frag);
     this.update();
-    if (focus) this.root.querySelector("#detail-title").focus();
   }
 
   update() {
