@@ -28,6 +28,9 @@ def free_port(preferred: int | None = None) -> int:
     """``preferred`` if it is free on 127.0.0.1, else any free port."""
     for candidate in ([preferred] if preferred else []) + [0]:
         with socket.socket() as sock:
+            # Servers bind with SO_REUSEADDR; probe the same way, or a port whose old connections
+            # linger in TIME_WAIT looks taken and a restarted engine would move to another port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", candidate))
             except OSError:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     dispatch_grace_seconds: float = Field(5, gt=0, description="Outbox rows older than this are re-published")
     max_redispatches: int = Field(5, ge=0, description="Lease expiries a task survives before it is FAILED")
     cancel_grace_seconds: float = Field(10, ge=0, description="After this, a task that ignores cancel is terminated")
+    db_retry_seconds: float = Field(
+        60, ge=0, description="How long workers retry a database write through an outage before giving up"
+    )
     idempotency_ttl_seconds: int = Field(86400, ge=3600, description="How long Idempotency-Key records are kept")
 
     # --- events and streaming ------------------------------------------------------------------
@@ -72,9 +75,36 @@ class Settings(BaseSettings):
     scrape_allow_private: bool = Field(False, description="Let web_scrape reach private/loopback addresses")
     scrape_timeout_seconds: float = Field(15, gt=0)
     scrape_max_bytes: int = Field(5 * 1024 * 1024, gt=0)
+    scrape_allowed_ports: list[int] = Field(
+        default_factory=lambda: [80, 443], description="Ports web_scrape may connect to (JSON list)"
+    )
 
     # --- security and logs ---------------------------------------------------------------------
     anonymous: bool = Field(False, description="Allow requests without credentials (tasklift dev sets it)")
+    oidc_issuer: str | None = Field(None, description="Accept OIDC bearer tokens from this issuer (with oidc_audience)")
+    oidc_audience: str | None = Field(None, description="The aud claim tasklift's tokens must carry")
+    oidc_jwks_url: str | None = Field(None, description="JWKS of the issuer; unset = from its OpenID discovery document")
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256"], description="Accepted JWT algorithms (asymmetric only; JSON list)"
+    )
+    oidc_roles_claim: str = Field("roles", description="Claim that lists the caller's roles")
+    oidc_admin_role: str | None = Field(None, description="Role that makes an OIDC caller an admin (sees all tasks)")
+    oidc_leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew tolerated on exp/nbf/iat")
+    oidc_jwks_cache_seconds: int = Field(300, ge=0, description="How long fetched signing keys are reused")
+    stream_signing_key: SecretStr | None = Field(
+        None, description="HMAC key of stream links' access tokens; the same on every API instance"
+    )
+    stream_signing_previous_keys: list[SecretStr] = Field(
+        default_factory=list, description="Keys still accepted (not used to sign) while rotating (JSON list)"
+    )
+    stream_token_ttl_seconds: int = Field(600, ge=1, le=86400, description="Lifetime of a stream link's token")
+    rate_limit_requests: int = Field(3000, ge=0, description="Requests per principal per window (0 = no limit)")
+    rate_limit_window_seconds: int = Field(60, ge=1, description="Window of rate_limit_requests")
+    max_open_streams: int = Field(100, ge=0, description="Open SSE streams per principal (0 = no limit)")
+    max_active_tasks: int = Field(1000, ge=0, description="PENDING + RUNNING tasks per principal (0 = no limit)")
+    cors_allow_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to call the API cross-origin (JSON list)"
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 

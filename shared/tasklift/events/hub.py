@@ -78,14 +78,16 @@ class Subscription:
         except TimeoutError:
             return None
 
-    async def close(self) -> None:
-        await self.hub.unsubscribe(self)
+    def close(self) -> None:
+        """Stop receiving. Synchronous on purpose: it runs in ``finally`` blocks of cancelled streams,
+        where any ``await`` would raise again (anyio cancellation is level-triggered) and leak."""
+        self.hub.unsubscribe(self)
 
     async def __aenter__(self) -> Subscription:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        self.close()
 
 
 class EventHub:
@@ -102,6 +104,7 @@ class EventHub:
         self._connected = asyncio.Event()
         self._closed = False
         self._draining = False
+        self._pending: set[asyncio.Task[None]] = set()
         # Held so that id(loop) in _hubs cannot be reused by a later loop while this hub exists.
         self.loop = asyncio.get_running_loop()
 
@@ -126,17 +129,23 @@ class EventHub:
                 await self._send("subscribe", channel(task_id))
         return sub
 
-    async def unsubscribe(self, sub: Subscription) -> None:
-        """Stop delivering to ``sub``; the last watcher of a task unsubscribes its channel."""
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop delivering to ``sub``; the last watcher of a task has its channel unsubscribed."""
+        watchers = self._watchers.get(sub.task_id)
+        if not watchers or sub not in watchers:
+            return
+        watchers.discard(sub)
+        if not watchers:
+            del self._watchers[sub.task_id]
+            task = self.loop.create_task(self._unsubscribe_channel(sub.task_id))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _unsubscribe_channel(self, task_id: str) -> None:
         async with self._lock:
-            watchers = self._watchers.get(sub.task_id)
-            if not watchers or sub not in watchers:
-                return
-            watchers.discard(sub)
-            if not watchers:
-                del self._watchers[sub.task_id]
-                if self._connected.is_set():
-                    await self._send("unsubscribe", channel(sub.task_id))
+            # A new watcher may have arrived meanwhile: then the channel stays subscribed.
+            if task_id not in self._watchers and self._connected.is_set():
+                await self._send("unsubscribe", channel(task_id))
 
     async def _send(self, command: str, name: str) -> None:
         try:

@@ -135,7 +135,7 @@ async def _events(plan: StreamPlan) -> AsyncIterator[bytes]:
                 if is_terminal(event):
                     return
     finally:
-        await sub.close()
+        sub.close()
 
 
 async def _replay(plan: StreamPlan, task_id: uuid.UUID, after: int) -> AsyncIterator[Event]:

@@ -37,7 +37,13 @@ def celery_config() -> dict[str, object]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout},
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout,
+            # kombu sweeps unacked messages every interval × throttle seconds (default 10 × 10);
+            # tie the sweep to the timeout so an expired message is restored promptly at any setting.
+            "unacked_restore_interval": max(1, min(60, settings.broker_visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
+        },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "task_default_queue": settings.cpu_queue,
@@ -88,3 +94,28 @@ def _fresh_connections(**_: object) -> None:
     from tasklift.store.db import reset_engine
 
     reset_engine()
+
+
+@signals.worker_process_init.connect
+def _child_telemetry(**_: object) -> None:
+    """Each prefork child gets its own tracer/meter providers (export threads do not survive fork)."""
+    from tasklift import telemetry
+
+    telemetry.configure("worker")
+
+
+@signals.worker_process_shutdown.connect
+def _flush_child_telemetry(**_: object) -> None:
+    """A child exits with os._exit (no atexit): flush its spans and metrics first."""
+    from tasklift import telemetry
+
+    telemetry.shutdown()
+
+
+@signals.worker_init.connect
+def _inline_pool_telemetry(sender: object = None, **_: object) -> None:
+    """The solo and threads pools run tasks in this process, which then needs the providers."""
+    if "prefork" not in str(getattr(sender, "pool_cls", "prefork")):
+        from tasklift import telemetry
+
+        telemetry.configure("worker")

@@ -9,15 +9,20 @@ twice is harmless: the worker's claim is a compare-and-set and drops the second 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
+
+import redis
 
 from sqlalchemy import Engine
 
-from tasklift.queue.app import celery_app
+from tasklift import telemetry
+from tasklift.queue.app import celery_app, redis_url
 from tasklift.store import repository as repo
 from tasklift.tasks.registry import get_task_type
 
@@ -29,27 +34,39 @@ _epoch: tuple[float, str | None] = (0.0, None)
 
 @dataclass(frozen=True)
 class Dispatch:
-    """What a message needs: the task, its queue and type (for its time limit)."""
+    """What a message needs: the task, its queue and type (for its time limit), and its trace."""
 
     task_id: uuid.UUID
     queue: str
     task_type: str
+    traceparent: str | None = None  #: the task's stored W3C traceparent; None = the current span
 
 
 def publish(item: Dispatch) -> None:
     """Send ``tasklift.run(task_id)`` with Celery's task id equal to ours. Raises on broker errors."""
     ttype = get_task_type(item.task_type)
     timeout = ttype.timeout if ttype else None
-    celery_app.send_task(
-        "tasklift.run",
-        args=[str(item.task_id)],
-        task_id=str(item.task_id),
-        queue=item.queue,
-        routing_key=item.queue,
-        soft_time_limit=timeout,
-        time_limit=None if timeout is None else timeout + 30,
-        retry=False,  # the outbox retries; a blocking retry here would stall the HTTP response
-    )
+    with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
+        celery_app.send_task(
+            "tasklift.run",
+            args=[str(item.task_id)],
+            task_id=str(item.task_id),
+            queue=item.queue,
+            routing_key=item.queue,
+            soft_time_limit=timeout,
+            time_limit=None if timeout is None else timeout + 30,
+            retry=False,  # the outbox retries; a blocking retry here would stall the HTTP response
+            headers=trace_headers,  # W3C traceparent: the worker's span continues the task's trace
+        )
+
+
+@cache
+def _client_for(pid: int) -> redis.Redis:
+    return redis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
+
+
+def _epoch_client() -> redis.Redis:
+    return _client_for(os.getpid())
 
 
 def broker_epoch(max_age: float = 2.0) -> str | None:
@@ -60,10 +77,10 @@ def broker_epoch(max_age: float = 2.0) -> str | None:
         if now - _epoch[0] < max_age and _epoch[1] is not None:
             return _epoch[1]
     try:
-        with celery_app.connection_for_write() as conn:
-            client = conn.default_channel.client  # kombu's redis transport exposes its redis client
-            run_id = str(client.info("server")["run_id"])
-    except Exception as exc:  # noqa: BLE001 - any broker error means "unknown epoch"
+        # A plain redis-py client (it reconnects by itself); kombu's pooled connection can stay
+        # broken after a Redis restart, which is exactly when the epoch matters.
+        run_id = str(_epoch_client().info("server")["run_id"])
+    except redis.RedisError as exc:
         log.debug("could not read the broker epoch: %s", exc)
         return None
     with _epoch_lock:
@@ -105,7 +122,7 @@ def dispatch_due(engine: Engine, limit: int = 500) -> int:
         sent: list[uuid.UUID] = []
         for row in rows:
             try:
-                publish(Dispatch(row["task_id"], row["queue"], row["task_type"]))
+                publish(Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"]))
             except Exception as exc:  # noqa: BLE001
                 log.warning("dispatcher: broker unavailable, will retry: %s", exc)
                 break

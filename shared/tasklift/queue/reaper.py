@@ -20,6 +20,7 @@ import time
 
 from sqlalchemy.exc import DBAPIError
 
+from tasklift import telemetry
 from tasklift.queue.app import celery_app
 from tasklift.queue.dispatch import dispatch_due
 from tasklift.queue.runner import get_publisher
@@ -88,6 +89,7 @@ def sweep(now: float, due: dict[str, float]) -> None:
         due[name] = now + interval
         try:
             count = job()
+            telemetry.reaper_acted(name, count)
             if count:
                 log.info("reaper %s: %d", name, count)
         except DBAPIError as exc:

@@ -15,12 +15,14 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError
 
+from tasklift import telemetry
 from tasklift.events.bus import EventPublisher
 from tasklift.queue.app import redis_url
 from tasklift.settings import get_settings
 from tasklift.store import repository as repo
-from tasklift.store.db import get_engine
+from tasklift.store.db import get_engine, retry_transient
 from tasklift.tasks.context import Cancelled, LeaseLost, TaskContext
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
@@ -36,6 +38,10 @@ def get_publisher() -> EventPublisher:
     if _publisher is None or _publisher[0] != os.getpid():
         _publisher = (os.getpid(), EventPublisher(redis_url()))
     return _publisher[1]
+
+
+class ClaimFailed(Exception):  # noqa: N818
+    """The database could not record a claim; the delivery must be requeued, not acked."""
 
 
 class Heartbeat(threading.Thread):
@@ -78,6 +84,7 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+@telemetry.traced_run  # the consumer span: its parent travels in the message headers
 def execute(task_id_str: str, worker: str) -> None:
     """Claim and run one delivery of ``tasklift.run``."""
     settings = get_settings()
@@ -88,8 +95,15 @@ def execute(task_id_str: str, worker: str) -> None:
     except ValueError:
         log.error("dropping a message with a malformed task id %r", task_id_str)
         return
-    with engine.begin() as conn:
-        claimed = repo.claim(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
+    def claim() -> Any:
+        with telemetry.span("tasklift.claim"), engine.begin() as conn:
+            return repo.claim(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
+
+    try:
+        claimed = retry_transient(claim)
+    except DBAPIError as exc:
+        # Never ack a delivery we could not record: the message goes back to the queue.
+        raise ClaimFailed(f"task {task_id}: the claim could not be recorded ({type(exc).__name__})") from exc
     if claimed is None:
         # Already running elsewhere (live lease), finished, cancelled, or unknown: drop the duplicate.
         log.info("task %s: delivery dropped, it is not PENDING", task_id)
@@ -97,6 +111,7 @@ def execute(task_id_str: str, worker: str) -> None:
     row, event = claimed
     publisher.publish([event])
     attempt = row["attempts"]
+    telemetry.task_started(row)  # attempt and type on the span and log lines; queue-wait metric
     ttype = get_task_type(row["task_type"])
     ctx = TaskContext(
         task_id=task_id,
@@ -146,12 +161,17 @@ def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: 
     progress = ctx.last_progress
     if status == TaskStatus.SUCCESS:
         progress = {**(progress or {"current": None, "total": None, "message": None}), "percent": 100.0}
-    with get_engine().begin() as conn:
-        done = repo.finish(conn, ctx.task_id, ctx.attempt, status, result=result, error=error, progress=progress)
+
+    def record() -> Any:
+        with telemetry.span("tasklift.finish", outcome=status.value), get_engine().begin() as conn:
+            return repo.finish(conn, ctx.task_id, ctx.attempt, status, result=result, error=error, progress=progress)
+
+    done = retry_transient(record)
     if done is None:
         log.warning("task %s attempt %s: outcome %s refused (lease lost)", ctx.task_id, ctx.attempt, status)
         return
     get_publisher().publish([done[1]])
+    telemetry.task_finished(ctx.task_type, status.value)
 
 
 def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseException) -> None:
@@ -160,12 +180,16 @@ def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseExcepti
         delay = retry_delay(ttype, failures)
         ctx.flush()
         error = {**error_of(exc), "retry_in_seconds": round(delay, 2)}
-        with get_engine().begin() as conn:
-            done = repo.requeue(conn, ctx.task_id, ctx.attempt, error=error, delay=delay)
-            log_event = repo.append_log(
-                conn, ctx.task_id, None, "WARNING", f"attempt {ctx.attempt} failed ({error['type']}); retry in {delay:.1f} s"
-            )
+        note = f"attempt {ctx.attempt} failed ({error['type']}); retry in {delay:.1f} s"
+
+        def record() -> Any:
+            with telemetry.span("tasklift.finish", outcome="RETRY"), get_engine().begin() as conn:
+                requeued = repo.requeue(conn, ctx.task_id, ctx.attempt, error=error, delay=delay)
+                return requeued, repo.append_log(conn, ctx.task_id, None, "WARNING", note) if requeued else None
+
+        done, log_event = retry_transient(record)
         if done is not None:
             get_publisher().publish([done[1], *([log_event] if log_event else [])])
+            telemetry.task_finished(ctx.task_type, "RETRY")
         return
     _finish(ctx, TaskStatus.FAILED, error=error_of(exc))

@@ -5,10 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from tasklift.queue.app import celery_app
-from tasklift.queue.runner import execute
+from celery.exceptions import Reject
+
+from tasklift.queue.runner import ClaimFailed, execute
 
 
 @celery_app.task(name="tasklift.run", bind=True, ignore_result=True)
 def run(self: Any, task_id: str) -> None:
     """Claim the task ``task_id`` and run it (a duplicate delivery is dropped at the claim)."""
-    execute(task_id, worker=str(self.request.hostname or "worker"))
+    try:
+        execute(task_id, worker=str(self.request.hostname or "worker"))
+    except ClaimFailed as exc:
+        # acks_late: rejecting with requeue puts the message back instead of acking a lost claim.
+        raise Reject(str(exc), requeue=True) from exc

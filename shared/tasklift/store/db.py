@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 from sqlalchemy.pool import NullPool
 
 from tasklift.settings import Settings, get_settings
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -65,3 +74,28 @@ def reset_engine() -> None:
         if _engine is not None:
             _engine.dispose()
         _engine, _engine_pid = None, None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that a restarting or failing-over PostgreSQL produces (worth retrying)."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    )
+
+
+def retry_transient(func: Callable[[], T]) -> T:
+    """Run ``func`` (one transaction), retrying through a database outage of up to ``db_retry_seconds``.
+
+    Worker-side writes use this so that a PostgreSQL restart delays a task instead of failing it.
+    Each try is a whole transaction, so a retried write is never half-applied.
+    """
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(get_settings().db_retry_seconds),
+        before_sleep=lambda state: log.warning(
+            "database unavailable (%s); retrying", type(state.outcome.exception()).__name__ if state.outcome else "?"
+        ),
+        reraise=True,
+    )
+    return retrying(func)

@@ -17,9 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from tasklift.events.bus import EventPublisher
 from tasklift.store import repository as repo
+from tasklift.store.db import is_transient, retry_transient
+from tasklift.store.repository import Event
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +95,11 @@ class TaskContext:
 
     def log(self, message: str, level: str = "INFO") -> None:
         """Append a log line to the task's durable log (never coalesced)."""
-        with self._engine.begin() as conn:
-            event = repo.append_log(conn, self.task_id, self.attempt, level.upper(), str(message))
+        def write() -> Event | None:
+            with self._engine.begin() as conn:
+                return repo.append_log(conn, self.task_id, self.attempt, level.upper(), str(message))
+
+        event = retry_transient(write)
         if event is None:
             self._lost()
         self._publisher.publish([event] if event else [])
@@ -138,8 +144,17 @@ class TaskContext:
             if value is None:
                 return
             self._last_write = time.monotonic()
-        with self._engine.begin() as conn:
-            done = repo.record_progress(conn, self.task_id, self.attempt, value, self._lease)
+        try:
+            with self._engine.begin() as conn:
+                done = repo.record_progress(conn, self.task_id, self.attempt, value, self._lease)
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            # The database is away: keep the value (unless a newer one came) for the next heartbeat.
+            with self._lock:
+                self._pending = self._pending or value
+            log.warning("progress of %s not recorded yet (database unavailable)", self.task_id)
+            return
         if done is None:
             self._lost()
             return
