@@ -92,6 +92,7 @@ def insert_task(
     max_retries: int,
     trace_id: str | None,
     dispatch_grace: float,
+    traceparent: str | None = None,
 ) -> tuple[RowMapping, Event]:
     """Insert a PENDING task, its first event and its dispatch intent (the outbox row)."""
     row = (
@@ -107,6 +108,7 @@ def insert_task(
                 metadata=metadata,
                 max_retries=max_retries,
                 trace_id=trace_id,
+                traceparent=traceparent,
                 last_seq=1,
             )
             .returning(*tasks.c)
@@ -134,7 +136,7 @@ def take_due_outbox(conn: Connection, limit: int = 500) -> list[RowMapping]:
     """Lock unpublished outbox rows whose time has come (SKIP LOCKED: dispatchers never collide)."""
     return list(
         conn.execute(
-            select(outbox.c.task_id, outbox.c.queue, tasks.c.task_type)
+            select(outbox.c.task_id, outbox.c.queue, tasks.c.task_type, tasks.c.traceparent)
             .join(tasks, tasks.c.id == outbox.c.task_id)
             .where(outbox.c.published_at.is_(None), outbox.c.available_at <= func.now())
             .order_by(outbox.c.available_at)

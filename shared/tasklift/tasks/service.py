@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine, RowMapping
 
+from tasklift import telemetry
 from tasklift.queue.dispatch import Dispatch, publish_after_commit
 from tasklift.settings import get_settings
 from tasklift.store import repository as repo
@@ -84,6 +85,7 @@ class TaskService:
 
     # --- submit ---------------------------------------------------------------------------------
 
+    @telemetry.traced("tasklift.submit")
     def submit(self, owner: str, body: Any, idempotency_key: str | None = None) -> Submitted:
         """Validate and durably accept a task; publish it after the commit.
 
@@ -95,6 +97,7 @@ class TaskService:
         settings = get_settings()
         engine = self.engine_factory()
         task_id = uuid.uuid4()
+        telemetry.annotate(task_id=task_id, task_type=ttype.name)
         with engine.begin() as conn:
             if idempotency_key is not None:
                 earlier = repo.reserve_idempotency_key(
@@ -111,13 +114,15 @@ class TaskService:
                 input=task_input,
                 metadata=metadata,
                 max_retries=ttype.retries,
-                trace_id=None,
+                trace_id=telemetry.trace_id(),
+                traceparent=telemetry.traceparent(),  # the dispatcher and worker continue this trace
                 dispatch_grace=settings.dispatch_grace_seconds,
             )
             if idempotency_key is not None:
                 repo.complete_idempotency_key(conn, owner, idempotency_key, task_id)
         publish_after_commit(engine, [Dispatch(task_id, ttype.queue, ttype.name)])
         self.publish([event])
+        telemetry.task_submitted(ttype.name)
         return Submitted(row)
 
     def _replay(self, conn: Any, owner: str, earlier: RowMapping, fingerprint: str) -> Submitted:
@@ -229,7 +234,7 @@ class TaskService:
             done = repo.reopen(conn, row["id"], ttype.retries)
         if done is None:
             raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {row['status']}")
-        publish_after_commit(engine, [Dispatch(row["id"], ttype.queue, ttype.name)])
+        publish_after_commit(engine, [Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"])])
         self.publish([done[1]])
         return done[0]
 
