@@ -60,6 +60,23 @@ def start_host(spawn: Callable[..., Proc]) -> Callable[..., Host]:
 
 
 @pytest.fixture
+def start_worker(spawn: Callable[..., Proc]) -> Iterator[Callable[..., Proc]]:
+    """The top-level factory (a real worker, ready when returned), but killed at teardown: the test's
+    database is dropped next, so a warm shutdown would only cost time."""
+    started: list[Proc] = []
+
+    def create(concurrency: int = 1) -> Proc:
+        proc = spawn("worker", "worker", "--concurrency", str(concurrency))
+        started.append(proc)
+        proc.wait_for_output("ready.", timeout=60)
+        return proc
+
+    yield create
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
 def worker(spawn: Callable[..., Proc]) -> Iterator[Callable[[], Proc]]:
     """A real Celery worker, started at once so that it boots while the host does; call it to wait until ready."""
     proc = spawn("worker", "worker", "--concurrency", "1")

@@ -10,7 +10,7 @@ import copy
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -18,6 +18,7 @@ from unittest import mock
 import pytest
 from starlette.requests import Request
 
+from tasklift.events.hub import close_hub
 from tasklift.http.routes import ROUTES
 from tasklift.settings import get_settings
 from tasklift_local.azure import HttpFunction, index_functions, load_function_app
@@ -187,8 +188,16 @@ async def call(fn: HttpFunction, req: Request) -> Any:
     return await fn.call(**{fn.arg_name: req})
 
 
+@pytest.fixture
+async def worker_process_loop() -> AsyncIterator[None]:
+    """This test's event loop plays the Functions worker's: close its event hub at the end, as a
+    worker shutting down does (an open hub's reader task would outlive the loop)."""
+    yield
+    await close_hub()
+
+
 async def test_azure_functions_submit_read_cancel_and_stream_a_task(
-    tasklift_env: dict[str, str], azure_functions: dict[str, HttpFunction]
+    tasklift_env: dict[str, str], azure_functions: dict[str, HttpFunction], worker_process_loop: None
 ) -> None:
     body = json.dumps({"task_type": "test_noop"}).encode()
     submitted = await call(
