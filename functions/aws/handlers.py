@@ -17,7 +17,9 @@ from mangum import Mangum  # noqa: E402 - after the window is set
 from tasklift.http.asgi import create_app  # noqa: E402
 
 # Built once per execution environment, at init (outside the handler), so warm invocations reuse
-# the app and the core's per-process connections. Lifespan "off": the app has no startup work.
+# the app and the core's per-process connections. Lifespan "off": Mangum would otherwise run the
+# app's startup and shutdown around every invocation, closing the event hub each time; Lambda
+# freezes or ends the environment without a shutdown to run it against.
 handler = Mangum(create_app(), lifespan="off")
 
 # One Lambda function per endpoint (template.yaml); each routes through the same app.
