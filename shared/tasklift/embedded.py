@@ -74,7 +74,11 @@ def spawn(
     user: pwd.struct_passwd | None = None,
     death_signal: int = signal.SIGTERM,
 ) -> subprocess.Popen[bytes]:
-    """Start a supervised child in its own session, logging to ``log_path``."""
+    """Start a supervised child in its own session, logging to ``log_path``.
+
+    Call it from a thread that lives as long as the child should: Linux delivers the parent-death
+    signal when the *thread* that forked the child exits (prctl(2)), not only the process.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
     uid, gid = (user.pw_uid, user.pw_gid) if user else (None, None)

@@ -35,7 +35,8 @@ REPLAY_PAGE = 1000  #: events read from the database per query when catching up
 
 def encode_event(event: Event) -> bytes:
     """``id`` / ``event`` / ``data`` lines of one SSE event (data is one line of JSON)."""
-    data = json.dumps(event.payload(), separators=(",", ":"), ensure_ascii=False, default=str)
+    # sort_keys: the same event reads identically whether it came live (Redis) or replayed (JSONB).
+    data = json.dumps(event.payload(), separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True)
     return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
 
 
