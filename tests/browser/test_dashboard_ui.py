@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import Dashboard, submit_task
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "images" / "dashboard.png"

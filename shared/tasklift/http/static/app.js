@@ -70,7 +70,7 @@ function showHealth({ ok, message }) {
     // Catch up on whatever did not load while the API was away.
     if (!form.loaded) form.load();
     list.refresh();
-    view.retryIfBroken();
+    view.recover();
     return;
   }
   const sentence = /[.!?]$/.test(message) ? message : `${message}.`;

@@ -25,13 +25,17 @@ const WATCHDOG_MS = 30_000;
 const QUIET_BEFORE_RECONNECTING_MS = 3_000;
 const LOG_PAGE = 1000;
 
-const sleep = (ms, signal) =>
+/** Resolves after `ms`, or as soon as one of `signals` aborts. */
+const sleep = (ms, ...signals) =>
   new Promise((resolve) => {
+    if (signals.some((s) => s.aborted)) return resolve();
     const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      resolve();
-    });
+    for (const s of signals) {
+      s.addEventListener("abort", () => {
+        clearTimeout(timer);
+        resolve();
+      }, { once: true });
+    }
   });
 
 export class TaskFeed {
@@ -54,6 +58,7 @@ export class TaskFeed {
     this.quietTimer = null;
     this.watchdog = null;
     this.done = false;
+    this.wakeup = new AbortController();
   }
 
   get stopped() {
@@ -63,7 +68,7 @@ export class TaskFeed {
   start(etag) {
     this.etag = etag;
     if (isTerminal(this.task.status)) {
-      this.finish();
+      this.finish({ reread: false }); // the resource was just read: only the log is missing
       return;
     }
     this.openStream();
@@ -74,6 +79,12 @@ export class TaskFeed {
     this.abort.abort();
     this.closeStream();
     clearInterval(this.watchdog);
+  }
+
+  /** The API is reachable again: cut short any back-off so the stream recovers now. */
+  nudge() {
+    this.wakeup.abort();
+    this.wakeup = new AbortController();
   }
 
   closeStream() {
@@ -195,13 +206,13 @@ export class TaskFeed {
   }
 
   /** The terminal event is here: stop streaming, take the final resource and every last log line. */
-  async finish() {
+  async finish({ reread = true } = {}) {
     if (this.done) return;
     this.done = true;
     this.closeStream();
     clearInterval(this.watchdog);
     this.hooks.onState("done");
-    await Promise.all([this.fetchLogs(), this.refreshResource()]);
+    await Promise.all([this.fetchLogs(), reread && this.refreshResource()]);
   }
 
   /** The browser gave up on the stream (an HTTP error status): find out why, then reopen, poll or stop. */
@@ -209,7 +220,8 @@ export class TaskFeed {
     this.hooks.onState("reconnecting");
     for (;;) {
       this.failures += 1;
-      await sleep(Math.min(30_000, 1000 * 2 ** Math.min(this.failures - 1, 5)), this.abort.signal);
+      const backoff = Math.min(30_000, 1000 * 2 ** Math.min(this.failures - 1, 5));
+      await sleep(backoff, this.abort.signal, this.wakeup.signal);
       if (this.stopped) return;
       const verdict = await this.probe();
       if (this.stopped || verdict === "retry") continue;

@@ -79,9 +79,10 @@ export class TaskView {
     this.feed.start(res.etag);
   }
 
-  /** Reload the open task if it could not be loaded (the API came back). */
-  retryIfBroken() {
+  /** The API came back: load the open task if it could not be loaded, or let its feed recover now. */
+  recover() {
     if (this.pendingId && !this.task) this.show(this.pendingId);
+    else this.feed?.nudge();
   }
 
   /** Move focus to the panel's heading (and, in one column, scroll the panel to the top). */
