@@ -13,17 +13,18 @@ from pathlib import Path
 import typer
 
 from tasklift.cli.base import app
-from tasklift.settings import get_settings
 
 emulate = typer.Typer(no_args_is_help=True, help="Host the Azure Functions or AWS Lambda handlers locally.")
 app.add_typer(emulate, name="emulate")
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=get_settings().log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s [%(process)d] %(message)s",
-    )
+    """The same structured logs and telemetry as ``tasklift api``: the emulator serves the API."""
+    from tasklift import telemetry
+    from tasklift.logs import configure_logging
+
+    configure_logging()
+    telemetry.configure("api")
 
 
 @emulate.command("azure")

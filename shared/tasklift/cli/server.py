@@ -7,7 +7,6 @@ the reaper and the API, supervised as one tree of processes that Ctrl-C stops co
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -23,12 +22,18 @@ from tasklift.cli.base import app, console
 from tasklift.settings import get_settings
 
 
-def _configure_logging() -> None:
-    settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s [%(process)d] %(message)s",
-    )
+def _configure_logging(role: str | None = None) -> None:
+    """Structured logs (TASKLIFT_LOG_FORMAT json | console) and, for ``role``, OpenTelemetry.
+
+    A worker passes no role: its prefork children set up telemetry after the fork (queue/app.py).
+    """
+    from tasklift.logs import configure_logging
+
+    configure_logging()
+    if role is not None:
+        from tasklift import telemetry
+
+        telemetry.configure(role)
 
 
 @app.command()
@@ -50,8 +55,10 @@ def api(
     """Serve the HTTP API (ASGI, uvicorn)."""
     import uvicorn
 
+    from tasklift.logs import dict_config
+
     settings = get_settings()
-    _configure_logging()
+    _configure_logging("api")
     uvicorn.run(
         "tasklift.http.asgi:create_app",
         factory=True,
@@ -61,6 +68,7 @@ def api(
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=10,
+        log_config=dict_config(settings.log_format, settings.log_level),  # uvicorn's own lines in our format too
     )
 
 
@@ -94,7 +102,7 @@ def reaper() -> None:
     """Run the outbox dispatcher, lease reaper, cancel enforcer and cleanup loop."""
     from tasklift.queue.reaper import run_forever
 
-    _configure_logging()
+    _configure_logging("reaper")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

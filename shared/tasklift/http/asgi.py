@@ -152,6 +152,9 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # FastAPI >= 0.16x traces requests itself; routes.handle already opens the server span on
+        # every host (tasklift/telemetry.py), so a second one here would only duplicate it.
+        telemetry={"tracing": False, "operation_spans": False, "metrics": False, "logs": False},
     )
     for route in routes.ROUTES:
         extra = {"openapi_extra": {"requestBody": _submit_body_schema()}} if route.name == "submit_task" else {}

@@ -15,6 +15,7 @@ import anyio
 import redis
 from sqlalchemy.exc import DBAPIError
 
+from tasklift import telemetry
 from tasklift.events.hub import get_hub
 from tasklift.events.sse import StreamPlan, stream_events
 from tasklift.http.problems import Problem
@@ -268,6 +269,12 @@ def _check_dependencies() -> dict[str, str]:
     except redis.RedisError:
         checks["broker"] = "unavailable"
     return checks
+
+
+async def metrics(req: HttpRequest) -> HttpResponse:
+    """GET /metrics: this process's metrics in the Prometheus text format (see docs/observability.md)."""
+    body, content_type = await anyio.to_thread.run_sync(telemetry.prometheus_text)  # gauges read Redis/PostgreSQL
+    return HttpResponse(200, {"Content-Type": content_type, "Cache-Control": "no-store"}, body)
 
 
 async def readyz(req: HttpRequest) -> HttpResponse:

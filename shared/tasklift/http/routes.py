@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
 
+from tasklift import telemetry
 from tasklift.http import handlers
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -44,6 +45,9 @@ ROUTES: list[Route] = [
     Route("GET", "/task-types", handlers.task_types, "task_types"),
     Route("GET", "/healthz", handlers.healthz, "healthz"),
     Route("GET", "/readyz", handlers.readyz, "readyz"),
+    # Operational like /healthz: Prometheus scrapes it, so whatever authentication handle() applies
+    # should let /metrics through as it does the probes (it shows counts and timings, no task data).
+    Route("GET", "/metrics", handlers.metrics, "metrics"),
 ]
 
 
@@ -59,6 +63,7 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
     return False if path_known else None
 
 
+@telemetry.traced_request  # the server span of every host, continuing an incoming W3C traceparent
 async def handle(route: Route, req: HttpRequest) -> HttpResponse:
     """Run ``route`` for ``req``; every error becomes problem+json (never a stack trace)."""
     try:
