@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from tasklift.blobs import claims
 from tasklift.store.tables import idempotency_keys, outbox, task_events, tasks
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
@@ -48,6 +49,8 @@ def status_data(row: RowMapping) -> dict[str, Any]:
     }
     if row["status"] == TaskStatus.SUCCESS:
         data["result"] = row["result"]
+        if claims.is_ref(row["result"]):  # a large result stays in blob storage: events carry its URL, not the data
+            data.update(result=None, result_url=claims.result_url(row["id"]))
     elif row["status"] in (TaskStatus.FAILED, TaskStatus.PENDING) and row["error"]:
         data["error"] = row["error"]
     return data
@@ -94,10 +97,28 @@ def insert_task(
     dispatch_grace: float,
     traceparent: str | None = None,
 ) -> tuple[RowMapping, Event]:
-    """Insert a PENDING task, its first event and its dispatch intent (the outbox row)."""
+    """Insert a PENDING task, its first event and its dispatch intent (the outbox row).
+
+    One statement, one round trip: the event and outbox rows are data-modifying CTEs (PostgreSQL
+    runs them exactly once; their foreign keys are checked at the end of the statement).
+    """
+    first = {"status": TaskStatus.PENDING.value, "progress": None, "attempts": 0, "cancel_requested": False}
+    event_cte = (
+        insert(task_events)
+        .values(task_id=task_id, seq=1, kind="status", data=first)
+        .returning(task_events.c.seq)
+        .cte("first_event")
+    )
+    outbox_cte = (
+        insert(outbox)
+        .values(task_id=task_id, queue=queue, available_at=func.now() + _seconds(dispatch_grace))
+        .returning(outbox.c.task_id)
+        .cte("dispatch_intent")
+    )
     row = (
         conn.execute(
             insert(tasks)
+            .add_cte(event_cte, outbox_cte)
             .values(
                 id=task_id,
                 owner=owner,
@@ -116,11 +137,7 @@ def insert_task(
         .mappings()
         .one()
     )
-    event = _append(conn, task_id, 1, "status", status_data(row))
-    conn.execute(
-        insert(outbox).values(task_id=task_id, queue=queue, available_at=func.now() + _seconds(dispatch_grace))
-    )
-    return row, event
+    return row, Event(str(task_id), 1, "status", first)
 
 
 def mark_published(conn: Connection, task_ids: Sequence[uuid.UUID], broker_epoch: str | None) -> None:
