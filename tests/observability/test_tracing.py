@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -128,6 +129,12 @@ def test_the_outbox_dispatcher_continues_the_trace_stored_with_the_task(
     submitted = service().submit("anonymous", {"task_type": "test_noop"})
     submit = one(list(spans.get_finished_spans()), "tasklift.submit")
     pop_message("tasklift.cpu")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the inline publish is marked in the background: let it land
+        with db.connect() as conn:
+            if conn.execute(sa.text("SELECT published_at IS NOT NULL FROM task_outbox")).scalar():
+                break
+        time.sleep(0.02)
     with db.begin() as conn:  # as if the inline publish had been lost (crash, broker outage)
         conn.execute(sa.text("UPDATE task_outbox SET published_at = NULL, available_at = now()"))
     spans.clear()
