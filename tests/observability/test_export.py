@@ -172,3 +172,24 @@ def test_log_lines_are_json_and_a_task_s_lines_carry_its_id_attempt_and_trace(
     in_task = [line for line in json_lines(worker.output()) if line["task_id"] == task["task_id"]]
     assert any("HTTP Request: GET" in line["message"] for line in in_task), worker.output()[-3000:]
     assert {(line["attempt"], line["trace_id"]) for line in in_task} == {(1, task["trace_id"])}
+
+
+def test_a_solo_pool_worker_sets_up_telemetry_in_its_own_process(
+    spawn: Callable[..., Proc], start_worker: Callable[..., Proc], otlp: OtlpReceiver, page: Page
+) -> None:
+    """Without prefork children (no worker_process_init), the worker process itself exports its spans."""
+    env = otel_env(otlp, page)
+    port = free_port()
+    spawn("api", "api", "--port", str(port), env=env).wait_for_output("Uvicorn running", timeout=30)
+    start_worker(env=env, pool="solo")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        task = http.post("/tasks", json={"task_type": "test_noop"}).json()
+        wait_for_status(http, task["task_id"], "SUCCESS", timeout=60)
+
+    def consumer(r: OtlpReceiver) -> ReceivedSpan | None:
+        found = [s for s in r.spans if s.trace_id == task["trace_id"] and s.kind == CONSUMER]
+        return found[0] if found else None
+
+    span = otlp.wait_for(consumer)
+    publish = otlp.wait_for(lambda r: next((s for s in r.spans if s.span_id == span.parent_span_id), None))
+    assert span.service == "tasklift-worker" and publish.service == "tasklift-api" and publish.kind == PRODUCER
