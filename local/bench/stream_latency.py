@@ -42,6 +42,7 @@ import benchkit as bk  # noqa: E402
 TARGETS = {"p50_ms": 50.0, "fanout_p99_ms": 250.0, "kib_per_stream": 64.0}
 DEMO = {"p50_ms": 1020.0, "commands_per_stream_s": 4.0}
 TERMINAL = {"SUCCESS", "FAILED", "CANCELLED"}
+TICKER_SECONDS = 120.0  #: the live ticker's longest run (it is cancelled as soon as it was measured)
 PROFILE_FOCUS: list[bk.Focus] = [
     ("hub reader (_read: one message → all watchers)", "tasklift/events/hub.py", "_read"),
     ("  Subscription.deliver (queue put)", "tasklift/events/hub.py", "deliver"),
@@ -127,6 +128,7 @@ async def latency_run(port: int, n: int, warmup: int) -> list[dict[str, float]]:
 _MSG = re.compile(rb'"message":"(\d+\.\d+)"')
 _ID = re.compile(rb"^id: (\d+)$", re.M)
 _EVENT = re.compile(rb"^event: (\w+)$", re.M)
+_TERMINAL = re.compile(rb'"status":"(SUCCESS|FAILED|CANCELLED)"')
 
 
 class StreamClient(asyncio.Protocol):
@@ -172,7 +174,7 @@ class StreamClient(asyncio.Protocol):
                 msg = _MSG.search(block)
                 if msg and StreamClient.recording:
                     self.latencies.append(now - float(msg.group(1)))
-            elif kind and kind.group(1) == b"status" and b'"status":"SUCCESS"' in block:
+            elif kind and kind.group(1) == b"status" and _TERMINAL.search(block):
                 self.terminal = True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -295,14 +297,19 @@ async def fanout(args: argparse.Namespace, stack: bk.Stack, port: int, api: bk.P
     await close_streams(opened)
     await asyncio.sleep(1)
 
-    # Live: one ticker, n streams.
+    # Live: one ticker, n streams. The ticker runs for up to TICKER_SECONDS and is cancelled
+    # (DELETE) once measured, which ends every stream with its terminal CANCELLED event.
     warm, measure = 2.0, args.live_seconds
-    duration = 8.0 + n / 150 + warm + measure  # time to open every stream, then warm-up + window
-    bk.log(f"fan-out: {n} streams on one bench_ticker task (10 events/s for {duration:.0f} s)")
-    (ticker,) = await submit_many(port, {"task_type": "bench_ticker", "seconds": duration, "hz": 10}, 1, clients=1)
+    bk.log(f"fan-out: {n} streams on one bench_ticker task (10 events/s until cancelled)")
+    (ticker,) = await submit_many(
+        port, {"task_type": "bench_ticker", "seconds": TICKER_SECONDS, "hz": 10}, 1, clients=1
+    )
     t_submit = time.monotonic()
     clients = await open_streams(port, [ticker] * n)
-    bk.log(f"  {n} streams open after {time.monotonic() - t_submit:.1f} s")
+    open_seconds = time.monotonic() - t_submit
+    bk.log(f"  {n} streams open after {open_seconds:.1f} s ({n / open_seconds:.0f} streams/s)")
+    if open_seconds + warm + measure > TICKER_SECONDS - 5 or any(c.closed.done() for c in clients):
+        raise RuntimeError(f"opening {n} streams took {open_seconds:.0f} s: the ticker would end before the window")
     await asyncio.sleep(warm)
     spies = []
     if args.profile:
@@ -323,8 +330,11 @@ async def fanout(args: argparse.Namespace, stack: bk.Stack, port: int, api: bk.P
     StreamClient.recording = False
     events = sum(c.events for c in clients) - events0
     latencies = [x for c in clients for x in c.latencies]
+    if not latencies:
+        raise RuntimeError("no progress event reached the clients during the window (did the ticker run?)")
     live = {
         "streams": n,
+        "open_seconds": round(open_seconds, 2),
         "seconds": round(meter.elapsed, 2),
         "events_delivered": events,
         "events_per_s": events / meter.elapsed,
@@ -353,9 +363,13 @@ async def fanout(args: argparse.Namespace, stack: bk.Stack, port: int, api: bk.P
         f"delivery p50 {live['p50_ms']:.1f} ms "
         f"p99 {live['p99_ms']:.1f} ms max {live['max_ms']:.1f} ms; gaps {live['gaps']}; cpu: {meter.describe()}"
     )
-    # The ticker ends: every stream should get its terminal event and be closed by the server.
+    # Cancel the ticker: every stream should get its terminal event and be closed by the server.
+    conn = await bk.HttpConn(port).connect()
+    status, _ = await conn.request("DELETE", f"/tasks/{ticker}")
+    await conn.close()
+    live["cancel_status"] = status
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(c.closed for c in clients)), duration + 30)
+        await asyncio.wait_for(asyncio.gather(*(c.closed for c in clients)), 60)
     live["terminal_received"] = sum(1 for c in clients if c.terminal)
     await close_streams(clients)
     out["live"] = live
@@ -428,8 +442,9 @@ def main() -> int:
         bk.log("interrupted; everything was stopped")
         return 130
     summarize(results)
-    bk.save_results("stream_latency", results)
-    if not args.no_plot:
+    default_run = args.streams == 1000 and not (args.skip_latency or args.skip_fanout)
+    bk.save_results("stream_latency" + ("" if default_run else f"-{args.streams}-streams"), results)
+    if not args.no_plot and default_run:  # the docs' plots show the default run only
         plot(results)
     return 0
 
@@ -517,7 +532,7 @@ def plot(results: dict[str, Any]) -> None:
         ax.grid(alpha=0.3)
         bk.save_figure(fig, "bench-stream-latency.png")
         plt.close(fig)
-    if "fanout" in results:
+    if "fanout" in results and results["fanout"]["live"].get("cdf_ms"):
         idle, live = results["fanout"]["idle"], results["fanout"]["live"]
         n = live["streams"]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
