@@ -72,4 +72,6 @@ def test_jaeger_receives_otlp_and_every_tasklift_process_exports_to_it() -> None
     ports = {str(p).rsplit(":", 1)[-1] for p in services["jaeger"]["ports"]}
     assert {"4317", "4318", "16686"} <= ports
     for name in ("migrate", "api", "worker", "reaper"):
-        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317", name
+        # tasklift exports OTLP over HTTP (protobuf): Jaeger's 4318, not the gRPC port.
+        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", name
+        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf", name

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasklift.queue.app import celery_app
 from celery.exceptions import Reject
 
-from tasklift.queue.runner import ClaimFailed, execute
+from tasklift.queue.app import celery_app
 
 
 @celery_app.task(name="tasklift.run", bind=True, ignore_result=True)
 def run(self: Any, task_id: str) -> None:
     """Claim the task ``task_id`` and run it (a duplicate delivery is dropped at the claim)."""
+    # Imported here: runner imports the app module, which imports this one to register the task.
+    from tasklift.queue.runner import ClaimFailed, execute
+
     try:
         execute(task_id, worker=str(self.request.hostname or "worker"))
     except ClaimFailed as exc:

@@ -51,7 +51,7 @@ class TaskType:
 
 
 _REGISTRY: dict[str, TaskType] = {}
-_loaded = False
+_imported: set[str] = set()
 
 
 def task(
@@ -99,17 +99,19 @@ def task(
 
 
 def load_task_types() -> None:
-    """Import the built-in task types and the modules named in TASKLIFT_TASK_MODULES (once)."""
-    global _loaded
-    if _loaded:
-        return
+    """Import the built-in task types and every module named in TASKLIFT_TASK_MODULES.
+
+    Each module is imported once, but the setting is read on every call, so a module added to it
+    later in the process (tests, reconfiguration) is still picked up.
+    """
     import importlib
 
     import tasklift.builtin  # noqa: F401 - registers on import
 
     for module in get_settings().task_modules:
-        importlib.import_module(module)
-    _loaded = True
+        if module not in _imported:
+            importlib.import_module(module)
+            _imported.add(module)
 
 
 def get_task_type(name: str) -> TaskType | None:
