@@ -31,6 +31,11 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Set an element's text only when it changes: a live region re-announces any write. */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 /** Percent done (0–100) from a progress object; a finished task is complete by definition. */
 export function percentOf(task) {
   if (task.status === "SUCCESS") return 100;

@@ -12,7 +12,7 @@
 
 import { describeError, request, serverNow } from "./api.js";
 import {
-  STATUS_LABEL, clock, elapsedMs, h, isTerminal, localTime, percentOf, percentText, relative, shortId,
+  STATUS_LABEL, clock, elapsedMs, h, isTerminal, localTime, percentOf, percentText, relative, setText, shortId,
 } from "./format.js";
 
 const PAGE = 20;
@@ -190,7 +190,7 @@ export class TaskList {
   }
 
   showState(text, isError = false) {
-    this.state.textContent = text;
+    setText(this.state, text);
     this.state.className = isError ? "list-state error" : "list-state";
     this.state.hidden = !text;
   }
@@ -211,7 +211,7 @@ export class TaskList {
     }
     const n = this.tasks.size;
     const active = ordered.filter((t) => !isTerminal(t.status)).length;
-    this.count.textContent = n ? `${n}${this.cursor ? "+" : ""} shown${active ? ` · ${active} active` : ""}` : "";
+    setText(this.count, n ? `${n}${this.cursor ? "+" : ""} shown${active ? ` · ${active} active` : ""}` : "");
     this.more.hidden = !this.cursor;
     if (n) this.showState("");
     else if (this.filtered) this.showState("No tasks match these filters.");
