@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     anonymous: bool = Field(False, description="Allow requests without credentials (tasklift dev sets it)")
     oidc_issuer: str | None = Field(None, description="Accept OIDC bearer tokens from this issuer (with oidc_audience)")
     oidc_audience: str | None = Field(None, description="The aud claim tasklift's tokens must carry")
-    oidc_jwks_url: str | None = Field(None, description="JWKS of the issuer; unset = from its OpenID discovery document")
+    oidc_jwks_url: str | None = Field(None, description="JWKS of the issuer; unset = from OpenID discovery")
     oidc_algorithms: list[str] = Field(
         default_factory=lambda: ["RS256"], description="Accepted JWT algorithms (asymmetric only; JSON list)"
     )

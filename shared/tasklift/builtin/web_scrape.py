@@ -1,25 +1,28 @@
 """``web_scrape``: fetch a page and report its title, description and tag counts.
 
-Outbound requests are a server-side request forgery risk, so every hop (the URL and each
-redirect) must resolve only to global addresses unless ``TASKLIFT_SCRAPE_ALLOW_PRIVATE`` is set,
-only http/https are allowed, and the response is bounded in time and size.
+Outbound requests are a server-side request forgery risk: every hop (the URL and each redirect)
+is vetted by :mod:`tasklift.security.ssrf` (http/https on an allowed port, every resolved address
+public unless ``TASKLIFT_SCRAPE_ALLOW_PRIVATE`` is set) and the request goes to the very address
+that was vetted, so a DNS answer that changes in between (rebinding) is never used. The response
+is bounded in size (``scrape_max_bytes``) and in total time (``scrape_timeout_seconds``).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-from urllib.parse import urljoin, urlsplit
+import time
 
 import httpx
 from bs4 import BeautifulSoup
 from pydantic import AnyHttpUrl, BaseModel, Field
 
+from tasklift.security.ssrf import BlockedTarget, Target, UnresolvableHost, vet
 from tasklift.settings import get_settings
 from tasklift.tasks.context import TaskContext
 from tasklift.tasks.registry import RetryableError, TaskInput, task
 
 MAX_REDIRECTS = 5
+
+__all__ = ["BlockedTarget", "FetchFailed", "ScrapeInput", "ScrapeResult", "fetch", "vet_url", "web_scrape"]
 
 
 class ScrapeInput(TaskInput):
@@ -43,56 +46,83 @@ class ScrapeResult(BaseModel):
     stats: ScrapeStats
 
 
-class BlockedTarget(ValueError):
-    """The URL points at an address tasklift refuses to reach (not retryable)."""
-
-
 class FetchFailed(RetryableError):
     """A transient network failure (retried with back-off)."""
 
 
-def vet_url(url: str) -> None:
-    """Refuse schemes other than http/https and hosts resolving to non-global addresses."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BlockedTarget(f"only http and https URLs are allowed: {url}")
-    if get_settings().scrape_allow_private:
-        return
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except socket.gaierror as exc:
-        raise FetchFailed(f"cannot resolve {parts.hostname}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        if not (mapped or address).is_global:
-            raise BlockedTarget(f"{parts.hostname} resolves to a non-public address ({address}); refused")
-
-
-def fetch(url: str) -> tuple[str, bytes]:
-    """GET ``url`` following redirects by hand, vetting every hop; returns (final URL, body)."""
+def vet_url(url: str | httpx.URL) -> Target:
+    """The vetted hop for ``url`` under the current settings (:class:`BlockedTarget` if refused)."""
     settings = get_settings()
-    timeout = httpx.Timeout(settings.scrape_timeout_seconds)
-    with httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": "tasklift-scraper/0.1"}) as client:
+    try:
+        return vet(url, allowed_ports=settings.scrape_allowed_ports, allow_private=settings.scrape_allow_private)
+    except UnresolvableHost as exc:
+        raise FetchFailed(str(exc)) from None
+
+
+def fetch(url: str, *, transport: httpx.BaseTransport | None = None) -> tuple[str, bytes]:
+    """GET ``url`` following redirects by hand, vetting every hop; returns (final URL, body).
+
+    ``transport`` replaces the network (tests); the rules are the same.
+    """
+    settings = get_settings()
+    deadline = time.monotonic() + settings.scrape_timeout_seconds
+    current = httpx.URL(url)
+    # No proxies from the environment (the vetted address must be the one connected to) and no
+    # connection reuse (a pooled connection to an address was verified for another name).
+    with httpx.Client(
+        transport=transport,
+        trust_env=False,
+        follow_redirects=False,
+        limits=httpx.Limits(max_keepalive_connections=0),
+        headers={"User-Agent": "tasklift-scraper/0.1", "Accept-Encoding": "identity"},
+    ) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            vet_url(url)
+            target = vet_url(current)
+            request = client.build_request(
+                "GET",
+                target.connect_url,
+                headers={"Host": target.host_header},
+                extensions={**target.extensions, "timeout": _timeout(deadline)},
+            )
             try:
-                with client.stream("GET", url) as response:
+                response = client.send(request, stream=True)
+                try:
                     if response.is_redirect:
-                        url = urljoin(url, response.headers["location"])
+                        current = current.join(response.headers["location"])
                         continue
                     if response.status_code >= 500 or response.status_code == 429:
-                        raise FetchFailed(f"{url} answered {response.status_code}")
+                        raise FetchFailed(f"{current} answered {response.status_code}")
                     response.raise_for_status()
-                    body = bytearray()
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) > settings.scrape_max_bytes:
-                            raise BlockedTarget(f"response larger than {settings.scrape_max_bytes} bytes")
-                    return url, bytes(body)
+                    return str(current), _read_capped(response, settings.scrape_max_bytes, deadline)
+                finally:
+                    response.close()
+            except httpx.TimeoutException as exc:
+                raise FetchFailed(f"{current}: timed out") from exc
             except httpx.TransportError as exc:
-                raise FetchFailed(f"{url}: {exc}") from exc
+                raise FetchFailed(f"{current}: {exc}") from exc
     raise BlockedTarget(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _timeout(deadline: float) -> dict[str, float]:
+    """httpx's per-request timeout extension: whatever is left of the overall deadline."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchFailed("the overall scrape timeout ran out")
+    return {"connect": left, "read": left, "write": left, "pool": left}
+
+
+def _read_capped(response: httpx.Response, limit: int, deadline: float) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BlockedTarget(f"response larger than {limit} bytes")
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise BlockedTarget(f"response larger than {limit} bytes")
+        if time.monotonic() > deadline:  # a server dripping bytes must not hold the worker forever
+            raise FetchFailed("the overall scrape timeout ran out")
+    return bytes(body)
 
 
 @task("web_scrape", input=ScrapeInput, queue="io", timeout=120, retries=3, backoff_base=1.0)

@@ -126,9 +126,11 @@ def dev(
     concurrency: int = typer.Option(2, help="Worker child processes"),
     data_dir: Path = typer.Option(None, help="Where the embedded engines keep data (default TASKLIFT_DATA_DIR)"),
     host: str = typer.Option("asgi", help="What serves the API: asgi (uvicorn), azure or aws (their emulators)"),
+    auth: bool = typer.Option(False, "--auth", help="Require credentials (API keys: `tasklift keys create`)"),
 ) -> None:
     """Run everything locally: PostgreSQL, Redis, migrations, worker pool, reaper and API."""
     from tasklift.embedded import EmbeddedPostgres, EmbeddedRedis, stop_process
+    from tasklift.security import dev_state
 
     settings = get_settings()
     # The emulators listen where their platform's local tools do: Core Tools on 7071, sam local on 3000.
@@ -137,7 +139,9 @@ def dev(
         raise typer.BadParameter(f"--host must be one of {', '.join(default_ports)}", param_hint="--host")
     data = (data_dir or settings.data_dir).resolve()
     env = dict(os.environ)
-    env.setdefault("TASKLIFT_ANONYMOUS", "true")
+    env["TASKLIFT_ANONYMOUS"] = "false" if auth else env.get("TASKLIFT_ANONYMOUS", "true")
+    # Stream links must verify on every process of the stack and survive restarts: one kept key.
+    env.setdefault("TASKLIFT_STREAM_SIGNING_KEY", dev_state.ensure_signing_key(data))
     env.setdefault("TASKLIFT_LOG_FORMAT", "console")
     env.setdefault("TASKLIFT_SOFT_SHUTDOWN_SECONDS", "10")
     engines: list[EmbeddedPostgres | EmbeddedRedis] = []
@@ -171,6 +175,8 @@ def dev(
 
         upgrade()
         api_port = port or default_ports[host]
+        # `tasklift keys` finds this stack's (migrated) database through this file while it runs.
+        dev_state.write_state(data, database_url=env["TASKLIFT_DATABASE_URL"], api_port=api_port)
         children.append(("worker", _child(["worker", "--concurrency", str(concurrency)], env)))
         children.append(("reaper", _child(["reaper"], env)))
         api_args = ["api"] if host == "asgi" else ["emulate", host, "--host", settings.api_host]
@@ -185,7 +191,9 @@ def dev(
             table.add_row(name, where)
         console.print(table)
         if env["TASKLIFT_ANONYMOUS"] == "true":
-            console.print("[yellow]anonymous access is ON (development only)[/yellow]")
+            console.print("[yellow]anonymous access is ON[/yellow] (development only; `--auth` turns it off)")
+        else:
+            console.print("[green]authentication is ON[/green]: create a key with `tasklift keys create --name NAME`")
         console.print("Press Ctrl-C to stop everything.")
         while not stopping.wait(0.5):
             for name, proc in children:
@@ -194,6 +202,7 @@ def dev(
                     stopping.set()
     finally:
         console.print("stopping…")
+        dev_state.clear_state(data)
         for _name, proc in reversed(children):  # API first, then reaper, then workers
             stop_process(proc, signal.SIGTERM, timeout=30)
         for engine in reversed(engines):

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from sse_starlette import EventSourceResponse
 
@@ -23,8 +24,12 @@ from tasklift.http import routes
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
 from tasklift.http.types import HttpRequest, HttpResponse
+from tasklift.security.guard import PUBLIC_ROUTES
+from tasklift.security.headers import SecurityHeadersMiddleware, with_security_headers
+from tasklift.security.redaction import install_redaction
 from tasklift.settings import get_settings
 from tasklift.tasks.registry import all_task_types
+from tasklift.tasks.service import DEFAULT_TASK_TYPE
 
 STATIC = Path(__file__).parent / "static"
 
@@ -64,6 +69,7 @@ def to_starlette(resp: HttpResponse) -> Response:
     graceful drain on server shutdown; the pings come from our stream (every host needs them), so
     its own ping task is off.
     """
+    resp.headers = with_security_headers(resp.headers)  # hosts that skip the middleware (Azure) get them too
     if resp.stream is not None:
         if resp.media_type == "text/event-stream":
             shutdown = anyio.Event()
@@ -126,8 +132,20 @@ def _submit_body_schema() -> dict[str, Any]:
     variants = []
     for ttype in all_task_types():
         schema = ttype.input_schema()
-        props = {"task_type": {"const": ttype.name}, "metadata": {"type": "object"}, **schema.get("properties", {})}
-        variants.append({"type": "object", "title": ttype.name, "properties": props, "required": schema.get("required", [])})
+        default = ttype.name == DEFAULT_TASK_TYPE
+        # A missing or null task_type is the default type (the original demo's bodies send null).
+        task_type = {"enum": [ttype.name, None]} if default else {"const": ttype.name}
+        props = {"task_type": task_type, "metadata": {"type": ["object", "null"]}, **schema.get("properties", {})}
+        variants.append(
+            {
+                "type": "object",
+                "title": ttype.name,
+                "properties": props,
+                "required": [*schema.get("required", []), *([] if default else ["task_type"])],
+                # Inputs forbid unknown fields; only null ones are tolerated (the original demo sends them).
+                "additionalProperties": {"type": "null"},
+            }
+        )
     return {
         "required": True,
         "content": {"application/json": {"schema": {"oneOf": variants}}},
@@ -159,6 +177,8 @@ def create_app() -> FastAPI:
     for route in routes.ROUTES:
         extra = {"openapi_extra": {"requestBody": _submit_body_schema()}} if route.name == "submit_task" else {}
         docs = {"response_class": Response, **_DOCS.get(route.name, {}), **extra}
+        if route.name not in PUBLIC_ROUTES:  # tasklift.security.guard: no credentials, or over a limit
+            docs["responses"] = {**docs.get("responses", {}), 401: PROBLEM, 429: PROBLEM}
         app.add_api_route(route.template, _endpoint(route), methods=[route.method], name=route.name, **docs)
 
     # The dashboard: static files, no build step (GET / and /static/*).
@@ -167,6 +187,22 @@ def create_app() -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    # Outermost last: the security headers also go on CORS preflight answers and on errors.
+    settings = get_settings()
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "If-None-Match", "Last-Event-ID"
+            ],
+            expose_headers=["Location", "Operation-Location", "Retry-After", "ETag", "Idempotent-Replayed"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
+    install_redaction()  # this process's log handlers (set up by now) mask credentials
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:

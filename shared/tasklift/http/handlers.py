@@ -22,6 +22,7 @@ from tasklift.http.problems import Problem
 from tasklift.http.resources import etag, retry_after, task_resource
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
 from tasklift.queue.app import redis_url
+from tasklift.security.identity import owner_scope
 from tasklift.settings import get_settings
 from tasklift.store import repository as repo
 from tasklift.store.db import get_engine
@@ -47,9 +48,41 @@ def _json_body(req: HttpRequest) -> Any:
     if len(req.body) > get_settings().max_body_bytes:
         raise Problem(413, f"the body is larger than {get_settings().max_body_bytes} bytes", slug="payload-too-large")
     try:
-        return json.loads(req.body or b"null")
+        body = json.loads(req.body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Problem(400, f"the body is not valid JSON: {exc}", slug="malformed-json") from None
+    if _has_unstorable_text(body):
+        # Valid JSON that PostgreSQL cannot store would otherwise fail at INSERT as a 503.
+        raise InvalidInput(
+            "strings must not contain NUL (\\u0000) or unpaired surrogates",
+            [{"loc": ["body"], "msg": "text with NUL or an unpaired surrogate"}],
+        )
+    return body
+
+
+def _has_unstorable_text(value: Any) -> bool:
+    """True if any key or string holds NUL or an unpaired surrogate (JSONB refuses both)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            texts = list(item)
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        elif isinstance(item, str):
+            texts = [item]
+        else:
+            continue
+        for text in texts:
+            if "\x00" in text:
+                return True
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def _int_query(req: HttpRequest, name: str, default: int, low: int, high: int) -> int:
@@ -118,7 +151,7 @@ async def get_task(req: HttpRequest) -> HttpResponse:
     """GET /tasks/{id}: the resource, with ETag / 304, an adaptive Retry-After and ``?wait=N`` long poll."""
     wait = _float_query(req, "wait", 0, get_settings().max_long_poll_seconds)
     service = _service()
-    row = await anyio.to_thread.run_sync(service.get, req.principal, req.path_params["task_id"])
+    row = await anyio.to_thread.run_sync(service.get, owner_scope(req), req.path_params["task_id"])
     client_tag = req.header("if-none-match")
     if wait and TaskStatus(row["status"]) not in TERMINAL and client_tag in (None, etag(row), "*"):
         row = await _wait_for_change(service, row, wait)
@@ -150,7 +183,7 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
             )
         last_event_id = int(raw_id)
     service = _service()
-    row = await anyio.to_thread.run_sync(service.get, req.principal, req.path_params["task_id"])
+    row = await anyio.to_thread.run_sync(service.get, owner_scope(req), req.path_params["task_id"])
     settings = get_settings()
     plan = StreamPlan(
         task=row,
@@ -183,9 +216,11 @@ async def list_tasks(req: HttpRequest) -> HttpResponse:
                 [{"loc": ["query", "created_after"], "msg": "an RFC 3339 time"}],
             ) from None
 
+    owner = owner_scope(req)
+
     def run() -> Any:
         return _service().list(
-            req.principal,
+            owner,
             status=req.query.get("status") or None,
             task_type=req.query.get("task_type") or None,
             created_after=created_after,
@@ -203,8 +238,10 @@ async def task_logs(req: HttpRequest) -> HttpResponse:
     after = _int_query(req, "after", 0, 0, 2**62)
     limit = _int_query(req, "limit", 100, 1, 1000)
 
+    owner = owner_scope(req)
+
     def run() -> Any:
-        return _service().logs(req.principal, req.path_params["task_id"], after=after, limit=limit)
+        return _service().logs(owner, req.path_params["task_id"], after=after, limit=limit)
 
     rows = await anyio.to_thread.run_sync(run)
     lines = [
@@ -216,7 +253,7 @@ async def task_logs(req: HttpRequest) -> HttpResponse:
 
 async def cancel_task(req: HttpRequest) -> HttpResponse:
     """DELETE /tasks/{id}: 204 once CANCELLED, 202 while a running task stops, 409 if finished."""
-    outcome = await anyio.to_thread.run_sync(_service().cancel, req.principal, req.path_params["task_id"])
+    outcome = await anyio.to_thread.run_sync(_service().cancel, owner_scope(req), req.path_params["task_id"])
     if outcome.done:
         return HttpResponse(204)
     return json_response(202, task_resource(outcome.task), _task_headers(outcome.task))
@@ -224,7 +261,7 @@ async def cancel_task(req: HttpRequest) -> HttpResponse:
 
 async def retry_task(req: HttpRequest) -> HttpResponse:
     """POST /tasks/{id}/retry: re-queue a FAILED or CANCELLED task (same id, events continue)."""
-    row = await anyio.to_thread.run_sync(_service().retry, req.principal, req.path_params["task_id"])
+    row = await anyio.to_thread.run_sync(_service().retry, owner_scope(req), req.path_params["task_id"])
     resource = task_resource(row)
     headers = {"Location": resource["links"]["self"], "Retry-After": str(get_settings().poll_retry_after_seconds)}
     return json_response(202, resource, headers)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import RowMapping
 
 from tasklift.http.types import rfc3339
+from tasklift.security.stream_tokens import stream_link
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
 
@@ -31,7 +32,13 @@ def task_resource(row: RowMapping) -> dict[str, Any]:
         "updated_at": rfc3339(row["updated_at"]),
         "completed_at": rfc3339(row["completed_at"]),
         "trace_id": row["trace_id"],
-        "links": {"self": base, "stream": f"{base}/stream", "logs": f"{base}/logs", "cancel": base, "retry": f"{base}/retry"},
+        "links": {
+            "self": base,
+            "stream": stream_link(tid),  # with a short-lived access token: EventSource cannot send headers
+            "logs": f"{base}/logs",
+            "cancel": base,
+            "retry": f"{base}/retry",
+        },
     }
 
 

@@ -13,6 +13,7 @@ from tasklift import telemetry
 from tasklift.http import handlers
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
+from tasklift.security.guard import guard
 from tasklift.tasks.service import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
 async def handle(route: Route, req: HttpRequest) -> HttpResponse:
     """Run ``route`` for ``req``; every error becomes problem+json (never a stack trace)."""
     try:
-        return await route.handler(req)
+        return await guard(route, req)  # authenticate, apply the limits, then run route.handler
     except Problem as problem:
         return problem_response(problem, req.path)
     except NotFound as exc:

@@ -74,6 +74,8 @@ class Task(Base):
         Index("ix_tasks_owner_created", "owner", text("created_at DESC"), text("id DESC")),
         # The reaper scans running tasks by lease; a partial index keeps that scan tiny.
         Index("ix_tasks_running_lease", "lease_expires_at", postgresql_where=text("status = 'RUNNING'")),
+        # Submit counts a principal's unfinished tasks (max_active_tasks); only those rows are indexed.
+        Index("ix_tasks_active_owner", "owner", postgresql_where=text("status IN ('PENDING', 'RUNNING')")),
     )
 
 
@@ -149,6 +151,8 @@ class ApiKey(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     name: Mapped[str] = mapped_column(Text, unique=True)
+    #: the owner of the tasks submitted with this key; several keys may share one (rotation)
+    principal: Mapped[str] = mapped_column(Text)
     prefix: Mapped[str] = mapped_column(Text)  #: first characters of the key, to recognise it in lists
     key_hash: Mapped[str] = mapped_column(Text, unique=True)
     admin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))

@@ -1,0 +1,72 @@
+"""Who is calling: the :class:`Identity` that authentication establishes for one request.
+
+The handlers receive a host-neutral :class:`~tasklift.http.types.HttpRequest` whose ``principal``
+names the owner of the tasks it submits. Whether that caller may see *other* principals' tasks
+(an admin, or a stream token for one task) is carried beside it in a context variable that
+:func:`tasklift.security.guard.guard` sets around the handler, so the handlers and the resource
+renderer can ask without every signature growing a parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasklift.http.types import HttpRequest
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller."""
+
+    #: the owner of what this caller submits: ``key:<name>``, ``oidc:<sub>`` or ``anonymous``
+    principal: str
+    #: sees and acts on every principal's tasks
+    admin: bool = False
+    #: set for a stream token: the one task whose stream it opens, whoever owns it
+    task_id: str | None = None
+    #: how the caller proved who it is: ``api-key``, ``oidc``, ``stream-token`` or ``anonymous``
+    method: str = "anonymous"
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.method == "anonymous"
+
+
+ANONYMOUS = Identity("anonymous")
+
+_current: ContextVar[Identity | None] = ContextVar("tasklift_identity", default=None)
+
+
+def current_identity() -> Identity | None:
+    """The identity of the request being handled, or None outside one."""
+    return _current.get()
+
+
+@contextmanager
+def acting_as(identity: Identity) -> Iterator[None]:
+    """Make ``identity`` the current one for the duration of the block."""
+    token = _current.set(identity)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def owner_scope(req: HttpRequest) -> str | None:
+    """The owner filter for reading or changing an existing task: None means "every owner".
+
+    None for an admin, and for a stream token on the task it was issued for (it was issued to a
+    caller who could see that task); otherwise the caller's own principal, so another principal's
+    task is simply not found (404), never forbidden (which would confirm that it exists).
+    """
+    identity = _current.get()
+    if identity is None:
+        return req.principal
+    if identity.admin or (identity.task_id is not None and identity.task_id == req.path_params.get("task_id")):
+        return None
+    return identity.principal
