@@ -23,5 +23,5 @@ from tasklift.http.asgi import create_app  # noqa: E402
 handler = Mangum(create_app(), lifespan="off")
 
 # One Lambda function per endpoint (template.yaml); each routes through the same app.
-submit_task = list_tasks = get_task = cancel_task = task_logs = stream_task = retry_task = handler
+submit_task = list_tasks = get_task = cancel_task = task_logs = stream_task = task_result = retry_task = handler
 task_types = healthz = readyz = not_found = handler

@@ -27,7 +27,7 @@ ROUTES = {route.name: route for route in routes.ROUTES}
 async def serve(name: str, req: Request) -> Response:
     """Hand ``req`` to the core route ``name``; its answer comes back as the extension's response."""
     try:  # the body cap is enforced while reading, as on the ASGI host
-        body = await read_body(req, get_settings().max_body_bytes) if req.method == "POST" else b""
+        body = await read_body(req, get_settings().submit_body_limit) if name == "submit_task" else b""
     except Problem as problem:
         return to_starlette(problem_response(problem, req.url.path))
     return to_starlette(await routes.handle(ROUTES[name], to_neutral(req, body)))
@@ -63,6 +63,11 @@ async def stream_task(req: Request) -> Response:
     # Live SSE: the extension streams the response as the core yields it (functionTimeout bounds it;
     # EventSource then reconnects with Last-Event-ID and loses nothing).
     return await serve("stream_task", req)
+
+
+@app.route(route="tasks/{task_id}/result", methods=[func.HttpMethod.GET])
+async def task_result(req: Request) -> Response:
+    return await serve("task_result", req)
 
 
 @app.route(route="tasks/{task_id}/retry", methods=[func.HttpMethod.POST])

@@ -32,7 +32,14 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI's client commands find the API")
     public_url: str | None = Field(None, description="Absolute base URL for Operation-Location; default: from the request")
-    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body (413 above)")
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body; POST /tasks may reach max_large_body_bytes (413)"
+    )
+    max_large_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Largest POST /tasks body when its input goes to blob storage; 0 = no large inputs",
+    )
     poll_retry_after_seconds: int = Field(1, ge=1, description="Retry-After on 202 and for a task that has not started")
     max_long_poll_seconds: int = Field(25, ge=1, le=25, description="Upper bound of GET /tasks/{id}?wait=N")
 
@@ -65,6 +72,27 @@ class Settings(BaseSettings):
     sse_window_seconds: float | None = Field(
         None, gt=0, description="Bounded-window SSE for buffering hosts; unset = live streaming"
     )
+
+    # --- large payloads (claim check) and retention: docs/large-payloads.md --------------------
+    blob_backend: Literal["local", "s3", "azure"] = Field("local", description="Where large inputs and results live")
+    blob_threshold_bytes: int = Field(
+        256 * 1024, ge=0, description="Inputs and results whose JSON is larger go to blob storage"
+    )
+    blob_prefix: str = Field("", description="Prefix of every blob key, e.g. 'tasklift/' in a shared bucket")
+    blob_url_ttl_seconds: int = Field(300, ge=1, le=3600, description="Lifetime of a result's signed download URL")
+    blob_local_dir: Path | None = Field(None, description="Folder of the local backend; unset = <data_dir>/blobs")
+    blob_s3_bucket: str | None = Field(None, description="S3 bucket (blob_backend=s3); credentials: boto3's chain")
+    blob_s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); unset = AWS")
+    blob_s3_region: str | None = Field(None, description="AWS region of the bucket; unset = boto3's default")
+    blob_azure_container: str = Field("tasklift", description="Blob container (blob_backend=azure)")
+    blob_azure_connection_string: SecretStr | None = Field(
+        None, description="Storage connection string (account key or Azurite); or use blob_azure_account_url"
+    )
+    blob_azure_account_url: str | None = Field(
+        None, description="https://<account>.blob.core.windows.net, signed in by DefaultAzureCredential"
+    )
+    retention_days: float = Field(30, ge=0, description="Finished tasks older than this are purged; 0 = keep forever")
+    retention_interval_seconds: float = Field(3600, gt=0, description="How often the reaper runs the retention purge")
 
     task_modules: list[str] = Field(
         default_factory=list, description="Extra modules to import for their @task types (JSON list)"
@@ -107,6 +135,11 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+
+    @property
+    def submit_body_limit(self) -> int:
+        """Largest POST /tasks body: the larger of the two limits (inputs above the threshold go to blobs)."""
+        return max(self.max_body_bytes, self.max_large_body_bytes)
 
 
 @lru_cache

@@ -94,7 +94,8 @@ def to_starlette(resp: HttpResponse) -> Response:
 def _endpoint(route: routes.Route) -> Any:
     async def endpoint(request: Request) -> Response:
         try:
-            body = await read_body(request, get_settings().max_body_bytes) if route.name == "submit_task" else b""
+            # Only POST /tasks has a body; it may be large (its input then goes to blob storage).
+            body = await read_body(request, get_settings().submit_body_limit) if route.name == "submit_task" else b""
         except Problem as problem:
             return to_starlette(problem_response(problem, request.url.path))
         return to_starlette(await routes.handle(route, to_neutral(request, body)))
@@ -119,6 +120,16 @@ _DOCS: dict[str, dict[str, Any]] = {
             204: {"description": "The stream already ended (reconnect after the terminal event)"},
             404: PROBLEM,
             422: PROBLEM,
+        },
+    },
+    "task_result": {
+        "responses": {
+            200: {"content": {"application/json": {}}, "description": "The result, inline or from blob storage"},
+            303: {"description": "A large result: Location is a short-lived signed download URL"},
+            404: PROBLEM,
+            409: PROBLEM,
+            410: PROBLEM,
+            503: PROBLEM,
         },
     },
     "retry_task": {"status_code": 202, "response_model": TaskResource, "responses": {404: PROBLEM, 409: PROBLEM}},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ import redis
 from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
+from tasklift.blobs import BlobNotFound, BlobStoreError, claims, get_blob_store
 from tasklift.events.hub import get_hub
 from tasklift.events.sse import StreamPlan, stream_events
 from tasklift.http.problems import Problem
@@ -45,8 +47,9 @@ def _json_body(req: HttpRequest) -> Any:
     content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise Problem(415, f"send the body as application/json, not {content_type}", slug="unsupported-media-type")
-    if len(req.body) > get_settings().max_body_bytes:
-        raise Problem(413, f"the body is larger than {get_settings().max_body_bytes} bytes", slug="payload-too-large")
+    limit = get_settings().submit_body_limit  # large inputs go to blob storage (docs/large-payloads.md)
+    if len(req.body) > limit:
+        raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
     try:
         body = json.loads(req.body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -118,7 +121,11 @@ async def submit_task(req: HttpRequest) -> HttpResponse:
             "Idempotency-Key must be 1 to 255 characters",
             [{"loc": ["header", "Idempotency-Key"], "msg": "1 to 255 characters"}],
         )
-    outcome = await anyio.to_thread.run_sync(_service().submit, req.principal, body, key)
+    try:
+        outcome = await anyio.to_thread.run_sync(_service().submit, req.principal, body, key)
+    except BlobStoreError as exc:  # a large input could not be stored: no task was created
+        log.warning("blob storage failed on submit: %s", exc)
+        raise _blob_store_unavailable() from None
     resource = task_resource(outcome.task)
     base = get_settings().public_url or req.base_url
     headers = {
@@ -231,6 +238,54 @@ async def list_tasks(req: HttpRequest) -> HttpResponse:
     listing = await anyio.to_thread.run_sync(run)
     items = [task_resource(row) for row in listing.items]
     return json_response(200, {"items": items, "next_cursor": listing.next_cursor}, {"Cache-Control": "no-store"})
+
+
+def _blob_store_unavailable() -> Problem:
+    detail = "blob storage is unavailable; try again"
+    return Problem(503, detail, headers={"Retry-After": "5"}, slug="blob-store-unavailable")
+
+
+async def task_result(req: HttpRequest) -> HttpResponse:
+    """GET /tasks/{id}/result: the result inline, a 303 to a short-lived signed URL, or streamed from blob storage."""
+    row = await anyio.to_thread.run_sync(_service().get, owner_scope(req), req.path_params["task_id"])
+    status = TaskStatus(row["status"])
+    if status != TaskStatus.SUCCESS:
+        headers = {} if status in TERMINAL else {"Retry-After": str(get_settings().poll_retry_after_seconds)}
+        detail = f"the task is {status.value}; only a SUCCESS task has a result"
+        raise Problem(409, detail, headers=headers, slug="no-result")
+    if not claims.is_ref(row["result"]):
+        return json_response(200, row["result"], {"Cache-Control": "no-store"})
+    ref = row["result"][claims.REF]
+    store = get_blob_store()
+    try:
+        url = await anyio.to_thread.run_sync(store.url, ref["key"], get_settings().blob_url_ttl_seconds)
+        if url is not None:  # S3 presigned / Azure SAS: the bytes do not pass through the API
+            return HttpResponse(303, {"Location": url, "Cache-Control": "no-store"})
+        chunks = await anyio.to_thread.run_sync(store.chunks, ref["key"])
+    except BlobNotFound:
+        raise Problem(410, "the result's blob no longer exists", slug="result-gone") from None
+    except BlobStoreError as exc:
+        log.warning("blob storage failed serving %s: %s", ref["key"], exc)
+        raise _blob_store_unavailable() from None
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(ref["size"]),
+        "ETag": f'"{ref["sha256"]}"',
+        "Cache-Control": "no-store",
+    }
+    return HttpResponse(200, headers, stream=_in_thread(chunks))
+
+
+async def _in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A blocking iterator (file or SDK reads) as an async one: each read runs in a worker thread."""
+    end = b""
+    try:
+        while chunk := await anyio.to_thread.run_sync(next, chunks, end):
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 async def task_logs(req: HttpRequest) -> HttpResponse:

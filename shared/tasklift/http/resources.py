@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
+from tasklift.blobs import claims
 from tasklift.http.types import rfc3339
 from tasklift.security.stream_tokens import stream_link
 from tasklift.tasks.states import TERMINAL, TaskStatus
@@ -21,8 +22,7 @@ def task_resource(row: RowMapping) -> dict[str, Any]:
         "task_type": row["task_type"],
         "status": row["status"],
         "progress": row["progress"] or {"percent": 0, "current": None, "total": None, "message": None},
-        "result": row["result"],
-        "result_url": None,
+        **claims.public_result(tid, row["result"]),  # "result", or null and "result_url" when it is in blob storage
         "error": row["error"],
         "attempts": row["attempts"],
         "cancel_requested": row["cancel_requested"],

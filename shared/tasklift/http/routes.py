@@ -42,6 +42,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "/tasks/{task_id}", handlers.cancel_task, "cancel_task"),
     Route("GET", "/tasks/{task_id}/logs", handlers.task_logs, "task_logs"),
     Route("GET", "/tasks/{task_id}/stream", handlers.stream_task, "stream_task"),
+    Route("GET", "/tasks/{task_id}/result", handlers.task_result, "task_result"),
     Route("POST", "/tasks/{task_id}/retry", handlers.retry_task, "retry_task"),
     Route("GET", "/task-types", handlers.task_types, "task_types"),
     Route("GET", "/healthz", handlers.healthz, "healthz"),

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, RowMapping
 
 from tasklift import telemetry
+from tasklift.blobs import claims, get_blob_store
 from tasklift.queue.dispatch import Dispatch, publish_after_commit
 from tasklift.settings import get_settings
 from tasklift.store import repository as repo
@@ -98,7 +99,10 @@ class TaskService:
         engine = self.engine_factory()
         task_id = uuid.uuid4()
         telemetry.annotate(task_id=task_id, task_type=ttype.name)
-        with engine.begin() as conn:
+        # Claim check: a large input is in blob storage before the commit (BlobStoreError → 503), and
+        # is deleted again if no task comes of this request (error, idempotent replay).
+        claim = claims.Claim.check_in(task_input, claims.input_key(task_id), get_blob_store())
+        with claim, engine.begin() as conn:
             if idempotency_key is not None:
                 earlier = repo.reserve_idempotency_key(
                     conn, owner, idempotency_key, request_fingerprint(body), settings.idempotency_ttl_seconds
@@ -111,7 +115,7 @@ class TaskService:
                 owner=owner,
                 task_type=ttype.name,
                 queue=ttype.queue,
-                input=task_input,
+                input=claim.value,
                 metadata=metadata,
                 max_retries=ttype.retries,
                 trace_id=telemetry.trace_id(),
@@ -120,6 +124,7 @@ class TaskService:
             )
             if idempotency_key is not None:
                 repo.complete_idempotency_key(conn, owner, idempotency_key, task_id)
+            claim.keep()
         publish_after_commit(engine, [Dispatch(task_id, ttype.queue, ttype.name)])
         self.publish([event])
         telemetry.task_submitted(ttype.name)
@@ -279,7 +284,12 @@ def parse_submission(body: Any) -> tuple[TaskType, dict[str, Any], dict[str, Any
     except ValidationError as exc:
         errors = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]
         raise InvalidInput(f"invalid input for task type {ttype.name}", errors) from None
-    return ttype, model.model_dump(mode="json"), metadata
+    task_input = model.model_dump(mode="json")
+    if claims.is_ref(task_input):  # only the service makes references: no input may pose as another task's blob
+        raise InvalidInput(
+            f"{claims.REF} is reserved for blob references", [{"loc": ["body", claims.REF], "msg": "reserved name"}]
+        )
+    return ttype, task_input, metadata
 
 
 def request_fingerprint(body: Any) -> str:
