@@ -8,6 +8,8 @@
 - **Cancel enforcer**: a RUNNING task that ignored its cancel flag for ``cancel_grace_seconds`` is
   marked CANCELLED and its process terminated through Celery's revoke.
 - **Cleanup**: expired Idempotency-Key records are deleted hourly.
+- **Retention** (every ``retention_interval_seconds``): finished tasks older than ``retention_days``
+  are purged with their events, log lines and blobs (``tasklift.tasks.retention``).
 
 Several reapers may run: every sweep locks its rows with SKIP LOCKED.
 """
@@ -27,6 +29,7 @@ from tasklift.queue.runner import get_publisher
 from tasklift.settings import get_settings
 from tasklift.store import repository as repo
 from tasklift.store.db import get_engine
+from tasklift.tasks import retention
 from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,7 @@ def sweep(now: float, due: dict[str, float]) -> None:
         ("leases", settings.reaper_interval_seconds, reap_expired_leases),
         ("cancels", settings.reaper_interval_seconds, enforce_cancels),
         ("cleanup", CLEANUP_INTERVAL, cleanup),
+        ("retention", settings.retention_interval_seconds, retention.purge_expired),
     )
     for name, interval, job in jobs:
         if now < due.get(name, 0):
