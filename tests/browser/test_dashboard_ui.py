@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -254,7 +255,7 @@ def test_an_unavailable_task_store_raises_a_banner_that_clears_by_itself(
 
     page.route(list_reads, store_down)
     banner = page.get_by_role("alert").filter(has_text="unavailable")
-    expect(banner).to_have_text("the task store is unavailable. Retrying by itself; tasks keep running on the server.")
+    expect(banner).to_have_text("The task store is unavailable. Retrying by itself; tasks keep running on the server.")
     expect(page.locator("#conn")).to_contain_text("Offline")
     expect(page.locator("#task-list .row")).to_have_count(1)  # what was shown stays
 
@@ -263,3 +264,45 @@ def test_an_unavailable_task_store_raises_a_banner_that_clears_by_itself(
     expect(page.locator("#banner")).to_be_hidden()
     expect(page.locator("#conn")).to_contain_text("Connected")
     board.assert_clean(allow=(r"status of 503",))
+
+
+def test_an_api_that_wants_credentials_gets_a_key_from_the_sign_in_form(
+    api: str, open_dashboard: Callable[..., Dashboard]
+) -> None:
+    """With anonymous access off the API answers 401; the page asks for a key and sends it as a bearer token."""
+    submit_task(api, {"task_type": "test_noop"})
+    board = open_dashboard(api)
+    page = board.page
+    refused = json.dumps({"title": "Unauthorized", "status": 401, "detail": "send an API key"})
+    sent: list[str | None] = []
+
+    def bearer_gate(route: Any) -> None:  # a gate that wants one key, in front of the (anonymous) test API
+        headers = route.request.all_headers()
+        sent.append(headers.pop("authorization", None))
+        if sent[-1] == "Bearer tl_right_key":
+            route.continue_(headers=headers)  # the key is checked here, not by the API behind
+        else:
+            route.fulfill(
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="tasklift"'},
+                content_type="application/problem+json",
+                body=refused,
+            )
+
+    page.route(lambda url: urlparse(url).path.startswith(("/tasks", "/task-types")), bearer_gate)
+    page.reload()
+
+    expect(page.get_by_role("form", name="This tasklift needs an API key")).to_be_visible()
+    expect(page.get_by_role("textbox", name="API key")).to_be_focused()
+    page.get_by_role("textbox", name="API key").fill("tl_wrong_key")
+    page.get_by_role("button", name="Use this key").click()
+    expect(page.locator("#signin-error")).to_have_text("The API refused this key. Enter another one.")
+    page.get_by_role("textbox", name="API key").fill("tl_right_key")
+    page.get_by_role("button", name="Use this key").click()
+
+    expect(page.locator("#signin")).to_be_hidden()
+    expect(page.locator("#task-list .row")).to_have_count(1)
+    expect(page.get_by_label("Task type")).to_be_enabled()
+    expect(page.get_by_role("button", name="Forget API key")).to_be_visible()
+    assert sent[-1] == "Bearer tl_right_key"
+    board.assert_clean(allow=(r"status of 401",))

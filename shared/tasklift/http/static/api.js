@@ -3,6 +3,10 @@
 // Every call reports whether the API answered, so the page can show one "API unreachable" banner
 // and clear it by itself when any request succeeds again. Problem details (RFC 9457) become
 // ApiError with `.problem` (title, detail, errors[].loc/msg) and the parsed Retry-After.
+//
+// Credentials: with anonymous access off the API answers 401; the page then asks for an API key,
+// keeps it for this browser tab only (sessionStorage) and sends it as `Authorization: Bearer`.
+// EventSource cannot send headers: streams use the short-lived token in the task's links.stream.
 
 /** The API answered with a 4xx/5xx; `problem` is its problem+json body (or null). */
 export class ApiError extends Error {
@@ -27,8 +31,37 @@ export class NetworkError extends Error {
 const UNAVAILABLE = new Set([502, 503, 504]);
 
 const listeners = new Set();
+const authListeners = new Set();
 let health = { ok: true, message: "" };
 let clockOffset = 0;
+const KEY_SLOT = "tasklift.dashboard.key";
+let credential = sessionStorage.getItem(KEY_SLOT);
+
+/** Call `fn()` when the API wants credentials (a 401) that the page does not have or that failed. */
+export function onAuthRequired(fn) {
+  authListeners.add(fn);
+}
+
+/** Use `key` for every request from now on (null forgets it). */
+export function setCredential(key) {
+  credential = key || null;
+  if (credential) sessionStorage.setItem(KEY_SLOT, credential);
+  else sessionStorage.removeItem(KEY_SLOT);
+}
+
+export const hasCredential = () => Boolean(credential);
+
+/** Headers every request carries (the API key, when the user gave one). */
+export function authHeaders() {
+  return credential ? { Authorization: `Bearer ${credential}` } : {};
+}
+
+/** `link` (a path from the API, which may already carry a query) with `params` set in its query. */
+export function withQuery(link, params) {
+  const url = new URL(link, location.origin);
+  for (const [key, value] of Object.entries(params)) url.searchParams.set(key, String(value));
+  return url.origin === location.origin ? url.pathname + url.search : url.href;
+}
 
 /** Call `fn({ok, message})` whenever the API goes from reachable to unreachable or back. */
 export function onHealth(fn) {
@@ -80,7 +113,9 @@ function parseBody(text) {
  * Throws ApiError for 4xx/5xx, NetworkError when nothing answered, AbortError when aborted.
  */
 export async function request(path, { method = "GET", body, headers = {}, etag, signal } = {}) {
-  const init = { method, signal, cache: "no-store", headers: { Accept: "application/json", ...headers } };
+  const init = {
+    method, signal, cache: "no-store", headers: { Accept: "application/json", ...authHeaders(), ...headers },
+  };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
@@ -111,17 +146,20 @@ export async function request(path, { method = "GET", body, headers = {}, etag, 
   } else {
     setHealth(true);
   }
+  if (res.status === 401) for (const fn of authListeners) fn();
   if (res.status >= 400) throw new ApiError(res.status, data, retryAfter);
   return { status: res.status, data, etag: res.headers.get("ETag") || etag || null, retryAfter };
 }
 
 /** A short human sentence for any error thrown by request(). */
 export function describeError(err) {
+  let text = err?.message || String(err);
   if (err instanceof ApiError) {
     const p = err.problem || {};
-    return p.detail || p.title || `The API answered ${err.status}.`;
+    text = p.detail || p.title || `The API answered ${err.status}`;
   }
-  return err?.message || String(err);
+  text = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?…]$/.test(text) ? text : `${text}.`;
 }
 
 /** A random Idempotency-Key (crypto.randomUUID needs a secure context; getRandomValues does not). */

@@ -2,7 +2,7 @@
 // banner, the URL (#task=<id>, so a link or a reload reopens the same task) and a 1 s clock.
 // No build step: plain ES modules served from /static by the API itself.
 
-import { apiHealth, onHealth, request, serverNow } from "./api.js";
+import { apiHealth, hasCredential, onAuthRequired, onHealth, request, serverNow, setCredential } from "./api.js";
 import { TaskForm } from "./task-form.js";
 import { TaskList } from "./task-list.js";
 import { TaskView } from "./task-view.js";
@@ -74,7 +74,7 @@ function showHealth({ ok, message }) {
     return;
   }
   const sentence = /[.!?]$/.test(message) ? message : `${message}.`;
-  banner.textContent = `${sentence} Retrying by itself; tasks keep running on the server.`;
+  banner.textContent = `${sentence.charAt(0).toUpperCase()}${sentence.slice(1)} Retrying by itself; tasks keep running on the server.`;
   banner.hidden = false;
   if (!probe) scheduleProbe(1000);
 }
@@ -95,6 +95,51 @@ function scheduleProbe(delay) {
 }
 
 onHealth(showHealth);
+
+// --- credentials: only when the API asks (anonymous access off) -----------------------------------
+const signin = document.querySelector("#signin");
+const keyInput = document.querySelector("#api-key");
+const signinError = document.querySelector("#signin-error");
+const forgetKey = document.querySelector("#forget-key");
+
+onAuthRequired(() => {
+  if (!signin.hidden) return;
+  signinError.hidden = !hasCredential();
+  signinError.textContent = hasCredential() ? "The API refused this key. Enter another one." : "";
+  signin.hidden = false;
+  keyInput.focus();
+});
+
+signin.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const key = keyInput.value.trim();
+  if (!key) {
+    signinError.textContent = "Enter an API key.";
+    signinError.hidden = false;
+    keyInput.focus();
+    return;
+  }
+  setCredential(key);
+  keyInput.value = "";
+  signin.hidden = true;
+  forgetKey.hidden = false;
+  reloadAll();
+});
+
+forgetKey.hidden = !hasCredential();
+forgetKey.addEventListener("click", () => {
+  setCredential(null);
+  forgetKey.hidden = true;
+  location.reload();
+});
+
+/** Read everything again (after signing in). */
+function reloadAll() {
+  form.load();
+  list.reload();
+  const id = taskFromHash();
+  if (id) view.show(id);
+}
 
 // --- clocks: elapsed times and estimates, once a second while visible ---------------------------
 setInterval(() => {

@@ -12,13 +12,13 @@
 //   from that read and every newer one from the stream: no gap between the two.
 //
 // Recovery: the browser gives up (readyState CLOSED) on an HTTP error status (a proxy's 502 while
-// the API restarts, say); we then probe the stream URL with back-off and open a fresh stream once
-// it answers 200. If the host has no stream endpoint (404 for a task that exists, 405, 501), we
+// the API restarts, or a 401 once the stream link's token expired); we then re-read the task for a
+// fresh link, probe it with back-off and open a fresh stream once it answers 200. If the host has no stream endpoint (404 for a task that exists, 405, 501), we
 // fall back to long polling GET /tasks/{id}?wait= with If-None-Match, honouring Retry-After.
 // A watchdog compares the task's ETag every 30 s: if it changed while the stream stayed silent,
 // the connection is stale (a NAT or proxy dropped it without a word) and is reopened.
 
-import { ApiError, request } from "./api.js";
+import { ApiError, authHeaders, request, withQuery } from "./api.js";
 import { isTerminal } from "./format.js";
 
 const WATCHDOG_MS = 30_000;
@@ -176,7 +176,7 @@ export class TaskFeed {
     let after = this.maxLogSeq;
     try {
       for (;;) {
-        const url = `${this.task.links.logs}?after=${after}&limit=${LOG_PAGE}`;
+        const url = withQuery(this.task.links.logs, { after, limit: LOG_PAGE });
         const { data } = await request(url, { signal: this.abort.signal });
         if (this.stopped) return;
         this.addLogs(data);
@@ -234,32 +234,35 @@ export class TaskFeed {
   }
 
   /**
-   * Ask the stream URL once, only for its status (EventSource never tells): 200 → stream again;
-   * 204 → it already ended; 404 for a task that exists, 405, 501 → this host has no stream, poll;
-   * anything else (502 from a proxy while the API restarts, no answer at all) → try again later.
+   * Re-read the task (its links.stream carries a short-lived token that may have expired), then
+   * ask the stream URL once, only for its status (EventSource never tells): 200 → stream again;
+   * 204 → it already ended; 404/405/501 → this host has no stream, poll; anything else (502 from a
+   * proxy while the API restarts, no answer at all) → try again later.
    */
   async probe() {
+    try {
+      const { data } = await request(this.task.links.self, { signal: this.abort.signal });
+      this.task.links = data.links;
+      if (isTerminal(data.status)) {
+        this.update({ ...data });
+        return "done";
+      }
+    } catch (err) {
+      return err instanceof ApiError && err.status === 404 ? "gone" : "retry";
+    }
     const probe = new AbortController();
     const stop = () => probe.abort();
     this.abort.signal.addEventListener("abort", stop);
     try {
       const res = await fetch(this.task.links.stream, {
-        headers: { Accept: "text/event-stream", "Last-Event-ID": String(this.lastSeq) },
+        headers: { Accept: "text/event-stream", "Last-Event-ID": String(this.lastSeq), ...authHeaders() },
         cache: "no-store",
         signal: probe.signal,
       });
       probe.abort(); // the status is all we wanted; the real stream is an EventSource
       if (res.status === 200) return "stream";
       if (res.status === 204) return "done";
-      if (res.status === 405 || res.status === 501) return "poll";
-      if (res.status === 404) {
-        try {
-          await request(this.task.links.self, { signal: this.abort.signal });
-          return "poll";
-        } catch (err) {
-          return err instanceof ApiError && err.status === 404 ? "gone" : "retry";
-        }
-      }
+      if ([404, 405, 501].includes(res.status)) return "poll"; // the task exists: the endpoint does not
       return "retry";
     } catch {
       return "retry";
@@ -276,7 +279,7 @@ export class TaskFeed {
       const began = Date.now();
       let pause = 0;
       try {
-        const res = await request(`${this.task.links.self}?wait=20`, { etag, signal: this.abort.signal });
+        const res = await request(withQuery(this.task.links.self, { wait: 20 }), { etag, signal: this.abort.signal });
         if (res.status === 200) {
           etag = res.etag;
           this.update({ ...res.data });

@@ -237,7 +237,9 @@ export class TaskView {
     this.retryButton.disabled = true;
     this.slots["action-status"].textContent = "Asking the server to retry…";
     try {
-      const { data } = await request(`${t.links.self}/retry`, { method: "POST" });
+      const { data } = await request(t.links.retry || `/tasks/${encodeURIComponent(t.task_id)}/retry`, {
+        method: "POST",
+      });
       const id = data?.task_id || t.task_id;
       if (id !== t.task_id) this.hooks.onOpen(id);
       else this.show(id, { notice: "Retry submitted: the task is queued again." }); // same id, events go on
