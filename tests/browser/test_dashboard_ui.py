@@ -306,3 +306,24 @@ def test_an_api_that_wants_credentials_gets_a_key_from_the_sign_in_form(
     expect(page.get_by_role("button", name="Forget API key")).to_be_visible()
     assert sent[-1] == "Bearer tl_right_key"
     board.assert_clean(allow=(r"status of 401",))
+
+
+def test_the_retry_button_says_so_when_the_server_has_no_retry_endpoint(
+    api: str, open_dashboard: Callable[..., Dashboard]
+) -> None:
+    task_id = submit_task(api, {"task_type": "test_noop"})
+    assert httpx.delete(f"{api}/tasks/{task_id}").status_code == 204  # CANCELLED: Retry is offered
+    board = open_dashboard(api, fragment=f"#task={task_id}")
+    page = board.page
+    not_allowed = json.dumps({"title": "Method Not Allowed", "status": 405, "detail": "POST is not allowed"})
+    page.route(
+        "**/retry",
+        lambda route: route.fulfill(status=405, content_type="application/problem+json", body=not_allowed),
+    )
+
+    page.get_by_role("button", name="Retry task").click()
+
+    status = page.locator("#detail [data-slot=action-status]")
+    expect(status).to_have_text("Retry is not available on this server yet (it answered 405).")
+    expect(page.get_by_role("button", name="Retry task")).to_be_enabled()
+    board.assert_clean(allow=(r"status of 405",))
