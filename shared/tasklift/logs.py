@@ -152,5 +152,9 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
 
     settings = get_settings()
     logging.config.dictConfig(dict_config(log_format or settings.log_format, level or settings.log_level))
+    # Every process (API, worker, reaper, CLI) masks credentials in what it logs.
+    from tasklift.security.redaction import install_redaction
+
+    install_redaction()
     # The OTLP exporters log every failed export; one line per failure is plenty while a collector is down.
     logging.getLogger("opentelemetry").setLevel(max(logging.WARNING, logging.getLogger().level))

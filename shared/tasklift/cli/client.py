@@ -16,7 +16,8 @@ URL = typer.Option(None, "--url", help="API base URL (default TASKLIFT_API_URL)"
 
 
 def _client(url: str | None) -> TaskliftClient:
-    return TaskliftClient(url or get_settings().api_url)
+    settings = get_settings()
+    return TaskliftClient(url or settings.api_url, api_key=settings.api_key)
 
 
 def _field(raw: str) -> tuple[str, Any]:
