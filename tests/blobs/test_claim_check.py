@@ -221,3 +221,15 @@ def test_an_input_that_poses_as_a_blob_reference_is_422(local_backend: Backend, 
     forged = {"$blob": {"key": "tasks/someone-else/input.json", "size": 1, "sha256": "0" * 64}}
     resp = client.post("/tasks", json={"task_type": "blob_open", **forged})
     assert resp.status_code == 422 and resp.json()["errors"][0]["loc"] == ["body", "$blob"]
+
+
+def test_a_misconfigured_blob_backend_fails_only_large_inputs(
+    local_backend: Backend, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasklift.settings import get_settings
+
+    monkeypatch.setenv("TASKLIFT_BLOB_BACKEND", "s3")  # and no bucket
+    monkeypatch.delenv("TASKLIFT_BLOB_S3_BUCKET", raising=False)
+    get_settings.cache_clear()
+    assert client.post("/tasks", json={"task_type": "blob_echo", "data": "small"}).status_code == 202
+    assert client.post("/tasks", json={"task_type": "blob_echo", "data": "x" * (300 * 1024)}).status_code == 503

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
-from tasklift.blobs import claims, get_blob_store
+from tasklift.blobs import claims
 from tasklift.events.bus import EventPublisher
 from tasklift.queue.app import redis_url
 from tasklift.settings import get_settings
@@ -140,9 +140,9 @@ def _run(ctx: TaskContext, ttype: TaskType, row: Any) -> Any:
     try:
         # Claim check: a large input comes back from blob storage before validation, so the task
         # function sees the same input either way; a large result goes there before it is recorded.
-        inp = ttype.input_model.model_validate(claims.check_out(row["input"], get_blob_store()))
+        inp = ttype.input_model.model_validate(claims.check_out(row["input"]))
         value = to_jsonable(ttype.func(ctx, inp))
-        result = claims.check_in(value, claims.result_key(ctx.task_id, ctx.attempt), get_blob_store())
+        result = claims.check_in(value, claims.result_key(ctx.task_id, ctx.attempt))
     except Cancelled:
         return lambda: _finish(ctx, TaskStatus.CANCELLED)
     except LeaseLost:
@@ -173,7 +173,7 @@ def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: 
     done = retry_transient(record)
     if done is None:
         log.warning("task %s attempt %s: outcome %s refused (lease lost)", ctx.task_id, ctx.attempt, status)
-        claims.discard(result, get_blob_store())  # nothing will ever point to this attempt's result blob
+        claims.discard(result)  # nothing will ever point to this attempt's result blob
         return
     get_publisher().publish([done[1]])
     telemetry.task_finished(ctx.task_type, status.value)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, RowMapping
 
 from tasklift import telemetry
-from tasklift.blobs import claims, get_blob_store
+from tasklift.blobs import claims
 from tasklift.queue.dispatch import Dispatch, publish_after_commit
 from tasklift.settings import get_settings
 from tasklift.store import repository as repo
@@ -101,7 +101,7 @@ class TaskService:
         telemetry.annotate(task_id=task_id, task_type=ttype.name)
         # Claim check: a large input is in blob storage before the commit (BlobStoreError → 503), and
         # is deleted again if no task comes of this request (error, idempotent replay).
-        claim = claims.Claim.check_in(task_input, claims.input_key(task_id), get_blob_store())
+        claim = claims.Claim.check_in(task_input, claims.input_key(task_id))
         with claim, engine.begin() as conn:
             if idempotency_key is not None:
                 earlier = repo.reserve_idempotency_key(
