@@ -8,15 +8,17 @@ import importlib
 
 from tasklift.cli.base import app
 
-COMMAND_MODULES = ("tasklift.cli.server", "tasklift.cli.client", "tasklift.cli.emulate", "tasklift.cli.data", "tasklift.cli.keys")
+COMMAND_MODULES = (
+    "tasklift.cli.server",
+    "tasklift.cli.client",
+    "tasklift.cli.emulate",
+    "tasklift.cli.data",
+    "tasklift.cli.keys",
+)
 
 
 def main() -> None:
     """Entry point of the ``tasklift`` console script."""
     for module in COMMAND_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a missing dependency inside the module is a real error
-                raise
+        importlib.import_module(module)
     app()

@@ -34,10 +34,13 @@ REPLAY_PAGE = 1000  #: events read from the database per query when catching up
 
 
 def encode_event(event: Event) -> bytes:
-    """``id`` / ``event`` / ``data`` lines of one SSE event (data is one line of JSON)."""
-    # sort_keys: the same event reads identically whether it came live (Redis) or replayed (JSONB).
-    data = json.dumps(event.payload(), separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True)
-    return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+    """``id`` / ``event`` / ``data`` lines of one SSE event (data is one line of JSON), encoded once."""
+    if event.encoded is None:
+        # sort_keys: the same event reads identically whether it came live (Redis) or replayed (JSONB).
+        data = json.dumps(event.payload(), separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True)
+        object.__setattr__(event, "encoded", f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode())
+    assert event.encoded is not None
+    return event.encoded
 
 
 def encode_retry(ms: int) -> bytes:

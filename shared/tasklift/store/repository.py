@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,9 @@ class Event:
     seq: int
     kind: str  # status | progress | log
     data: dict[str, Any]
+    #: The encoded SSE bytes, filled on first use: the hub hands ONE Event object to every stream
+    #: watching the task, so a thousand streams share one encoding.
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
     def payload(self) -> dict[str, Any]:
         """The SSE ``data`` object: every one carries ``task_id`` and ``status``."""
