@@ -51,6 +51,15 @@ param containerRegistryServer string = ''
 @minLength(24)
 param postgresAdminPassword string
 
+@description('TASKLIFT_STREAM_SIGNING_KEY: HMAC key of the API\'s stream links, at least 32 random characters. Comes from the environment (main.bicepparam); stored in Key Vault.')
+@secure()
+@minLength(32)
+param streamSigningKey string
+
+@description('TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS: keys still accepted while rotating, as a JSON list (e.g. ["<old key>"]). Empty = none. Comes from the environment; stored in Key Vault.')
+@secure()
+param streamSigningPreviousKeys string = ''
+
 // --- tasklift settings (env TASKLIFT_*) --------------------------------------------------------
 
 @description('TASKLIFT_LOG_LEVEL.')
@@ -79,6 +88,12 @@ param brokerVisibilityTimeout int = 43200
 
 @description('TASKLIFT_ANONYMOUS: accept unauthenticated requests. Keep false outside a sandbox.')
 param anonymous bool = false
+
+@description('TASKLIFT_OIDC_ISSUER: accept OIDC bearer tokens from this issuer. Empty = API keys only.')
+param oidcIssuer string = ''
+
+@description('TASKLIFT_OIDC_AUDIENCE: the aud claim tokens must carry. Empty = API keys only.')
+param oidcAudience string = ''
 
 @description('TASKLIFT_PUBLIC_URL. Empty = https://<function app>.azurewebsites.net.')
 param publicUrl string = ''
@@ -222,6 +237,15 @@ var apiEnv = [
     name: 'TASKLIFT_ANONYMOUS'
     value: anonymous ? 'true' : 'false'
   }
+  {
+    // OIDC bearer tokens besides API keys: both set = on, empty = off (docs/security.md).
+    name: 'TASKLIFT_OIDC_ISSUER'
+    value: oidcIssuer
+  }
+  {
+    name: 'TASKLIFT_OIDC_AUDIENCE'
+    value: oidcAudience
+  }
 ]
 
 // The worker side only (TASKLIFT_WORKER_CONCURRENCY is per pool, in modules/workers.bicep).
@@ -284,6 +308,8 @@ module data 'modules/data.bicep' = {
     keyVaultName: keyVault.outputs.name
     logAnalyticsWorkspaceId: observability.outputs.workspaceId
     postgresAdminPassword: postgresAdminPassword
+    streamSigningKey: streamSigningKey
+    streamSigningPreviousKeys: streamSigningPreviousKeys
     postgresSku: postgresSku
     postgresStorageGB: postgresStorageGB
     postgresBackupRetentionDays: postgresBackupRetentionDays

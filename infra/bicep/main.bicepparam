@@ -1,6 +1,8 @@
-// Parameters for main.bicep. Nothing secret is written here: the PostgreSQL password is read from
-// the environment of whoever deploys (a pipeline secret), e.g.
+// Parameters for main.bicep. Nothing secret is written here: the PostgreSQL password and the
+// stream-signing key are read from the environment of whoever deploys (pipeline secrets), e.g.
 //   export POSTGRES_ADMIN_PASSWORD="$(openssl rand -hex 24)"   # keep it in your secret store
+//   export STREAM_SIGNING_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+//   export STREAM_SIGNING_PREVIOUS_KEYS='["<old key>"]'      # only while rotating
 //   export APP_IMAGE=myregistry.azurecr.io/tasklift@sha256:<digest>
 //   az deployment group create -g rg-tasklift-prod -f infra/bicep/main.bicep -p infra/bicep/main.bicepparam
 using './main.bicep'
@@ -13,6 +15,8 @@ param image = readEnvironmentVariable('APP_IMAGE')
 param containerRegistryServer = readEnvironmentVariable('APP_REGISTRY_SERVER', '')
 
 param postgresAdminPassword = readEnvironmentVariable('POSTGRES_ADMIN_PASSWORD')
+param streamSigningKey = readEnvironmentVariable('STREAM_SIGNING_KEY')
+param streamSigningPreviousKeys = readEnvironmentVariable('STREAM_SIGNING_PREVIOUS_KEYS', '')
 
 // docs/sizing.md derives these from arrival rate and task duration.
 param workerPools = {

@@ -63,6 +63,9 @@ locals {
   api_env = {
     TASKLIFT_PUBLIC_URL = coalesce(var.public_url, "https://${local.base}-func-${local.suffix}.azurewebsites.net")
     TASKLIFT_ANONYMOUS  = tostring(var.anonymous)
+    # OIDC bearer tokens besides API keys: both set = on, empty = off (docs/security.md).
+    TASKLIFT_OIDC_ISSUER   = var.oidc_issuer
+    TASKLIFT_OIDC_AUDIENCE = var.oidc_audience
   }
 
   # The worker side only (TASKLIFT_WORKER_CONCURRENCY is per pool, set in modules/workers).
@@ -134,6 +137,9 @@ module "data" {
   redis_capacity             = var.redis_capacity
   storage_replication        = var.storage_replication
   tags                       = local.tags
+
+  # Kept in Key Vault next to the generated signing key (rotation: docs/deploy.md).
+  stream_signing_previous_keys = var.stream_signing_previous_keys
 }
 
 module "functions" {

@@ -150,6 +150,30 @@ variable "anonymous" {
   default     = false
 }
 
+variable "oidc_issuer" {
+  description = "TASKLIFT_OIDC_ISSUER: accept OIDC bearer tokens from this issuer, e.g. https://login.microsoftonline.com/<tenant>/v2.0. Empty = API keys only."
+  type        = string
+  default     = ""
+}
+
+variable "oidc_audience" {
+  description = "TASKLIFT_OIDC_AUDIENCE: the aud claim tokens must carry (the API's application ID URI). Empty = API keys only."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = (var.oidc_issuer == "") == (var.oidc_audience == "")
+    error_message = "Set oidc_issuer and oidc_audience together (or neither)."
+  }
+}
+
+variable "stream_signing_previous_keys" {
+  description = "TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS: stream-signing keys still accepted while rotating (the key itself is generated and kept in Key Vault). Pass it as TF_VAR_stream_signing_previous_keys, never in a file; back to [] after one token lifetime."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+}
+
 variable "public_url" {
   description = "TASKLIFT_PUBLIC_URL: base URL clients use (custom domain, Front Door, APIM). null = https://<function app>.azurewebsites.net."
   type        = string

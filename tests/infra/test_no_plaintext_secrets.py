@@ -1,6 +1,7 @@
 """No secret is written in a deployment source.
 
-Secrets reach processes only through `${VAR:?}` interpolation (compose), Key Vault references
+Secrets reach processes only through `${VAR:?}` interpolation (compose; an optional secret may
+default to a value that is none, e.g. an empty JSON list), Key Vault references
 (Functions app settings, Container Apps secrets), or secretKeyRef / secretTargetRef (Kubernetes).
 """
 
@@ -15,7 +16,9 @@ from tests.infra import tools
 
 #: Env/attribute names whose values are credentials or carry credentials.
 SECRET_NAME = re.compile(
-    r"PASSWORD|SECRET|TOKEN|AUTH|ACCESS_KEY|CONNECTION_STRING|DATABASE_URL|REDIS_URL|BROKER_URL", re.I
+    r"PASSWORD|SECRET|TOKEN|AUTH|ACCESS_KEY|CONNECTION_STRING|DATABASE_URL|REDIS_URL|BROKER_URL"
+    r"|SIGNING[_-]?KEY|PREVIOUS[_-]?KEYS",
+    re.I,
 )
 #: Names that match SECRET_NAME but hold no secret: identifiers, references, names, switches, and
 #: built-in role names (whose values are role definition GUIDs).
@@ -27,7 +30,11 @@ NOT_A_SECRET = re.compile(
 #: Values that are switches, not credentials.
 SWITCHES = {"Enabled", "Disabled", "true", "false"}
 #: Compose variables that must be supplied, never defaulted.
-COMPOSE_SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_PASSWORD")
+COMPOSE_SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_PASSWORD", "TASKLIFT_STREAM_SIGNING_KEY")
+#: Compose variables that hold secrets only sometimes: optional, and their default is no secret.
+COMPOSE_OPTIONAL_SECRETS = {"TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS": "[]"}
+#: The API's stream-link keys: only the API (function app) gets them, always from a secret store.
+STREAM_KEYS = ("TASKLIFT_STREAM_SIGNING_KEY", "TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS")
 #: A URL with a password part: scheme://user:password@host
 URL_CREDENTIALS = re.compile(r"://[^:/@\s]*:([^@\s]+)@")
 
@@ -56,12 +63,31 @@ def test_compose_credentials_only_come_from_required_variables() -> None:
     """Every secret-named env var and every URL password in compose is a ${VAR:?} interpolation."""
     for where, value in _compose_string_values():
         name = where.rsplit(".", 1)[-1]
-        if SECRET_NAME.search(name) and not NOT_A_SECRET.search(name):
+        if name in COMPOSE_OPTIONAL_SECRETS:
+            default = re.escape(COMPOSE_OPTIONAL_SECRETS[name])
+            assert re.fullmatch(r"\$\{" + name + ":-" + default + r"\}", value), f"{where} = {value!r}"
+        elif SECRET_NAME.search(name) and not NOT_A_SECRET.search(name):
             assert re.search(r"\$\{[A-Z_]+:\?", value), f"{where} = {value!r}"
         for password in URL_CREDENTIALS.findall(value):
             assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", password), f"{where}: literal password in URL"
     command = tools.load_compose()["services"]["redis"]["command"]
     assert re.fullmatch(r"\$\{REDIS_PASSWORD:\?[^}]*\}", command[command.index("--requirepass") + 1])
+
+
+def test_compose_gives_only_the_api_the_stream_signing_keys() -> None:
+    """The API's signing key is a required ${VAR:?} interpolation; no other service gets either key."""
+    services = tools.load_compose()["services"]
+    api = services["api"]["environment"]
+    assert re.fullmatch(r"\$\{TASKLIFT_STREAM_SIGNING_KEY:\?[^}]+\}", api["TASKLIFT_STREAM_SIGNING_KEY"])
+    assert api["TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS"] == "${TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS:-[]}"
+    for name, service in services.items():
+        if name != "api":
+            assert not set(STREAM_KEYS) & set(service.get("environment") or {}), name
+
+
+def test_env_example_explains_how_to_generate_the_stream_signing_key() -> None:
+    text = (tools.REPO / ".env.example").read_text()
+    assert 'python -c "import secrets; print(secrets.token_urlsafe(48))"' in text
 
 
 def test_env_example_leaves_every_secret_blank() -> None:
@@ -101,11 +127,25 @@ def test_terraform_function_app_reads_secrets_as_key_vault_references() -> None:
     """Function app settings for the connection strings are @Microsoft.KeyVault(SecretUri=...)."""
     module = tools.TERRAFORM / "modules" / "functions" / "main.tf"
     settings = tools.terraform_locals(module)["secret_settings"]
-    assert set(settings) == {"TASKLIFT_DATABASE_URL", "TASKLIFT_REDIS_URL"}
+    assert set(settings) == {"TASKLIFT_DATABASE_URL", "TASKLIFT_REDIS_URL", *STREAM_KEYS}
     for value in settings.values():
         assert re.fullmatch(r"@Microsoft\.KeyVault\(SecretUri=\$\{var\.secret_ids\[\"[a-z-]+\"\]\}\)", value)
     app = tools.terraform_blocks("resource", module)["azurerm_function_app_flex_consumption"]["this"]
     assert "local.secret_settings" in app["app_settings"]
+
+
+def test_terraform_stream_signing_keys_are_generated_or_sensitive_and_kept_in_key_vault() -> None:
+    """The signing key is a random_password, the previous keys a sensitive variable (no file default)."""
+    data = tools.TERRAFORM / "modules" / "data" / "main.tf"
+    secrets = tools.terraform_locals(data)["secrets"]
+    assert tools.unwrap(secrets["stream-signing-key"]) == "random_password.stream_signing_key.result"
+    assert tools.unwrap(secrets["stream-signing-previous-keys"]) == "jsonencode(var.stream_signing_previous_keys)"
+    assert "stream_signing_key" in tools.terraform_blocks("resource", data)["random_password"]
+    for variables in (tools.TERRAFORM / "variables.tf", tools.TERRAFORM / "modules" / "data" / "variables.tf"):
+        variable = tools.terraform_blocks("variable", variables)["stream_signing_previous_keys"]
+        assert variable["sensitive"] is True and variable["default"] == []
+    tfvars = tools.terraform_tfvars(tools.TERRAFORM / "terraform.tfvars.example")
+    assert not {"stream_signing_key", "stream_signing_previous_keys"} & set(tfvars)
 
 
 def test_terraform_container_apps_use_key_vault_secrets_and_secret_refs() -> None:
@@ -158,12 +198,25 @@ def test_bicep_secret_parameters_are_secure_and_never_literal(path: Any) -> None
             pytest.fail(f"{path.name}: {name} = {literal!r}")
 
 
+def test_bicep_stream_signing_keys_are_secure_parameters_from_the_environment() -> None:
+    """streamSigningKey is @secure() without default; both keys come from the deployer's environment."""
+    main = tools.bicep_source(tools.BICEP / "main.bicep")
+    assert re.search(r"@secure\(\)\s*\n(?:@\w+\([^)]*\)\s*\n)*param streamSigningKey string\s*$", main, re.M)
+    assert re.search(r"@secure\(\)\s*\nparam streamSigningPreviousKeys string = ''\s*$", main, re.M)
+    params = tools.strip_bicep_comments((tools.BICEP / "main.bicepparam").read_text())
+    assert re.search(r"^param streamSigningKey = readEnvironmentVariable\('[A-Z_]+'\)\s*$", params, re.M)
+    assert re.search(r"^param streamSigningPreviousKeys = readEnvironmentVariable\('[A-Z_]+', ''\)\s*$", params, re.M)
+    data = tools.bicep_source(tools.BICEP / "modules" / "data.bicep")
+    assert "value: streamSigningKey\n" in data
+    assert "value: empty(streamSigningPreviousKeys) ? '[]' : streamSigningPreviousKeys\n" in data
+
+
 def test_bicep_function_app_reads_secrets_as_key_vault_references() -> None:
-    """Function app settings for the connection strings are Key Vault references."""
+    """Function app settings for the connection strings and stream keys are Key Vault references."""
     entries = {
         n: e for n, kind, e in tools.bicep_env_entries(tools.BICEP / "modules" / "functions.bicep") if kind == "value"
     }
-    for name in ("TASKLIFT_DATABASE_URL", "TASKLIFT_REDIS_URL"):
+    for name in ("TASKLIFT_DATABASE_URL", "TASKLIFT_REDIS_URL", *STREAM_KEYS):
         assert entries[name].startswith("'@Microsoft.KeyVault(SecretUri=${secretUris."), name
 
 
@@ -194,6 +247,14 @@ def test_k8s_manifests_contain_no_secret_objects() -> None:
     for doc in tools.load_k8s_documents():
         assert doc["kind"] != "Secret"
         assert "stringData" not in doc and "data" not in doc or doc["kind"] == "ConfigMap"
+
+
+def test_k8s_runs_no_api_so_sets_no_stream_signing_key() -> None:
+    """The API runs on Azure Functions in the AKS route too: no pod gets the stream keys."""
+    for doc in tools.load_k8s_documents():
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                assert not set(STREAM_KEYS) & {e["name"] for e in container.get("env", [])}
 
 
 def test_k8s_secret_env_vars_come_from_secret_key_refs() -> None:

@@ -91,3 +91,16 @@ def test_k8s_reaper_sets_the_shared_settings_of_the_compose_reaper() -> None:
     """The AKS reaper gets the same settings as the compose reaper."""
     compose_reaper = {k for k in tools.load_compose()["services"]["reaper"]["environment"] if k.startswith("TASKLIFT_")}
     assert _k8s_container_env()["tasklift-reaper"] == compose_reaper
+
+
+def test_every_deployed_api_refuses_anonymous_requests_by_default() -> None:
+    """TASKLIFT_ANONYMOUS is set explicitly on the API of every route, and is false unless overridden."""
+    api = tools.load_compose()["services"]["api"]["environment"]
+    assert api["TASKLIFT_ANONYMOUS"] == "${TASKLIFT_ANONYMOUS:-false}"
+    terraform_api_env = tools.terraform_locals(tools.TERRAFORM / "main.tf")["api_env"]
+    assert terraform_api_env["TASKLIFT_ANONYMOUS"] == "${tostring(var.anonymous)}"
+    assert tools.terraform_variable_defaults(tools.TERRAFORM / "variables.tf")["anonymous"] is False
+    main = tools.BICEP / "main.bicep"
+    entries = {name: expr for name, kind, expr in tools.bicep_env_entries(main) if kind == "value"}
+    assert entries["TASKLIFT_ANONYMOUS"] == "anonymous ? 'true' : 'false'"
+    assert tools.bicep_param_defaults(main)["anonymous"] is False

@@ -1,6 +1,6 @@
 // PostgreSQL Flexible Server (VNet-injected), Azure Cache for Redis (TLS only, private endpoint),
 // the storage account (function host, deployment packages, large payloads), and the connection
-// strings in Key Vault. Same choices as infra/terraform/modules/data.
+// strings and the stream-signing keys in Key Vault. Same choices as infra/terraform/modules/data.
 
 param name string
 param flatName string
@@ -14,6 +14,13 @@ param logAnalyticsWorkspaceId string
 
 @secure()
 param postgresAdminPassword string
+
+@secure()
+param streamSigningKey string
+
+@description('JSON list; empty = none.')
+@secure()
+param streamSigningPreviousKeys string
 
 param postgresSku object
 param postgresStorageGB int
@@ -354,6 +361,27 @@ resource redisPassword 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
+// The API's stream-link keys: the signing key, and the keys still accepted while rotating.
+resource streamSigningKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'tasklift-stream-signing-key'
+  tags: tags
+  properties: {
+    contentType: 'text/plain'
+    value: streamSigningKey
+  }
+}
+
+resource streamSigningPreviousKeysSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'tasklift-stream-signing-previous-keys'
+  tags: tags
+  properties: {
+    contentType: 'application/json'
+    value: empty(streamSigningPreviousKeys) ? '[]' : streamSigningPreviousKeys
+  }
+}
+
 output redisHostName string = redis.properties.hostName
 output redisSslPort int = redis.properties.sslPort
 output postgresFqdn string = postgres.properties.fullyQualifiedDomainName
@@ -365,4 +393,6 @@ output secretUris object = {
   databaseUrl: databaseUrl.properties.secretUri
   redisUrl: redisUrl.properties.secretUri
   redisPassword: redisPassword.properties.secretUri
+  streamSigningKey: streamSigningKeySecret.properties.secretUri
+  streamSigningPreviousKeys: streamSigningPreviousKeysSecret.properties.secretUri
 }

@@ -16,7 +16,7 @@ param instanceMemoryMB int
 @description('Non-secret TASKLIFT_* settings as [{name, value}].')
 param taskliftEnv array
 
-@description('Versionless Key Vault secret URIs: databaseUrl, redisUrl.')
+@description('Versionless Key Vault secret URIs: databaseUrl, redisUrl, streamSigningKey, streamSigningPreviousKeys.')
 param secretUris object
 
 var identityName = 'id-${name}'
@@ -104,6 +104,15 @@ var secretSettings = [
   {
     name: 'TASKLIFT_REDIS_URL'
     value: '@Microsoft.KeyVault(SecretUri=${secretUris.redisUrl})'
+  }
+  {
+    // The API alone signs and checks stream links; the workers never see these two.
+    name: 'TASKLIFT_STREAM_SIGNING_KEY'
+    value: '@Microsoft.KeyVault(SecretUri=${secretUris.streamSigningKey})'
+  }
+  {
+    name: 'TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS'
+    value: '@Microsoft.KeyVault(SecretUri=${secretUris.streamSigningPreviousKeys})'
   }
 ]
 

@@ -250,7 +250,17 @@ locals {
     redis-url    = "rediss://:${urlencode(azurerm_redis_cache.this.primary_access_key)}@${azurerm_redis_cache.this.hostname}:${azurerm_redis_cache.this.ssl_port}/0?ssl_cert_reqs=required"
     # The KEDA redis scaler authenticates with the bare password (trigger parameter "password").
     redis-password = azurerm_redis_cache.this.primary_access_key
+    # Stream links: the signing key, and the keys still accepted while rotating (a JSON list).
+    stream-signing-key           = random_password.stream_signing_key.result
+    stream-signing-previous-keys = jsonencode(var.stream_signing_previous_keys)
   }
+}
+
+# HMAC key of the API's stream links (TASKLIFT_STREAM_SIGNING_KEY): one value shared by every
+# function instance. Rotate with -replace (docs/deploy.md, "Security settings").
+resource "random_password" "stream_signing_key" {
+  length  = 64
+  special = false
 }
 
 resource "azurerm_key_vault_secret" "this" {

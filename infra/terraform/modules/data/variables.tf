@@ -83,3 +83,10 @@ variable "storage_replication" {
 variable "tags" {
   type = map(string)
 }
+
+variable "stream_signing_previous_keys" {
+  description = "Stream-signing keys still accepted (not used to sign) while rotating; stored as a JSON list in Key Vault."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+}

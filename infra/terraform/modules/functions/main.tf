@@ -56,6 +56,9 @@ locals {
   secret_settings = {
     TASKLIFT_DATABASE_URL = "@Microsoft.KeyVault(SecretUri=${var.secret_ids["database-url"]})"
     TASKLIFT_REDIS_URL    = "@Microsoft.KeyVault(SecretUri=${var.secret_ids["redis-url"]})"
+    # The API alone signs and checks stream links; the workers never see these two.
+    TASKLIFT_STREAM_SIGNING_KEY           = "@Microsoft.KeyVault(SecretUri=${var.secret_ids["stream-signing-key"]})"
+    TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS = "@Microsoft.KeyVault(SecretUri=${var.secret_ids["stream-signing-previous-keys"]})"
   }
 
   host_settings = {

@@ -74,7 +74,7 @@ variable "tasklift_env" {
 }
 
 variable "secret_ids" {
-  description = "Versionless Key Vault secret IDs by name (database-url, redis-url, ...)."
+  description = "Versionless Key Vault secret IDs by name (database-url, redis-url, stream-signing-key, ...)."
   type        = map(string)
 }
 

@@ -1,5 +1,6 @@
 # The vault holds the two connection strings every tasklift process needs (TASKLIFT_DATABASE_URL,
-# TASKLIFT_REDIS_URL) and the Redis password the KEDA scaler authenticates with. Access is Azure RBAC
+# TASKLIFT_REDIS_URL), the Redis password the KEDA scaler authenticates with, and the API's
+# stream-signing keys (TASKLIFT_STREAM_SIGNING_KEY, TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS). Access is Azure RBAC
 # only (no access policies), purge protection is on, and the data plane is reachable through the
 # private endpoint, plus the deployer's IPs while Terraform writes the secrets.
 
