@@ -143,7 +143,9 @@ class TaskliftClient:
             if pause and resp.status_code == 200:
                 time.sleep(min(pause, max(0.0, remaining)))
 
-    def stream(self, task_id: str, last_event_id: int | None = None, *, read_timeout: float = 60.0) -> Iterator[StreamEvent]:
+    def stream(
+        self, task_id: str, last_event_id: int | None = None, *, read_timeout: float = 60.0
+    ) -> Iterator[StreamEvent]:
         """Follow the task's events until its terminal event, reconnecting with Last-Event-ID.
 
         Honours the server's ``retry:`` between reconnections, drops pings, and never yields an
@@ -155,7 +157,9 @@ class TaskliftClient:
             headers = {"Last-Event-ID": str(last)} if last is not None else {}
             try:
                 timeout = httpx.Timeout(10.0, read=read_timeout)
-                with connect_sse(self._http, "GET", f"/tasks/{task_id}/stream", headers=headers, timeout=timeout) as source:
+                with connect_sse(
+                    self._http, "GET", f"/tasks/{task_id}/stream", headers=headers, timeout=timeout
+                ) as source:
                     if source.response.status_code == 204:
                         return
                     self._check(source.response)

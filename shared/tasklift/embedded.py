@@ -154,7 +154,17 @@ class EmbeddedPostgres:
             os.chown(self.data_dir, user.pw_uid, user.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
-                [_pg_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"],
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ],
                 check=True,
                 capture_output=True,
                 user=user.pw_uid if user else None,

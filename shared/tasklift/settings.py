@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI's client commands find the API")
     api_key: str | None = Field(None, description="API key the CLI's client commands send (tasklift keys create)")
-    public_url: str | None = Field(None, description="Absolute base URL for Operation-Location; default: from the request")
+    public_url: str | None = Field(
+        None, description="Absolute base URL for Operation-Location; default: from the request"
+    )
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body; POST /tasks may reach max_large_body_bytes (413)"
     )

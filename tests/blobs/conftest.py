@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 import redis
+
 import tests.blobs.task_types  # noqa: F401  (registers blob_echo & co. in this process, for the threaded API)
 import tests.support.task_types  # noqa: F401
-from tests.conftest import REPO
-
 from tasklift.blobs import BlobStore, create_blob_store
 from tasklift.embedded import free_port
 from tasklift.settings import Settings, get_settings
+from tests.conftest import REPO
 
 AZURITE_DIR = REPO / ".cache" / "azurite"
 AZURITE_BIN = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"

@@ -9,10 +9,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from tests.blobs.conftest import Backend
 
 from tasklift.blobs import BlobNotFound, BlobStoreError, claims
 from tasklift.blobs.local import LocalBlobStore
+from tests.blobs.conftest import Backend
 
 
 def test_every_backend_stores_streams_lists_and_deletes_blobs(backend: Backend) -> None:

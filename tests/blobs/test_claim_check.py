@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis
 import sqlalchemy as sa
-from tests.blobs.conftest import Backend, RedisMonitor
-from tests.conftest import wait_for_status
 
 from tasklift.blobs import claims
+from tests.blobs.conftest import Backend, RedisMonitor
+from tests.conftest import wait_for_status
 
 TEN_MB = 10 * 1024 * 1024
 

@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from tests.blobs.conftest import Backend
-from tests.conftest import REPO
 
 from tasklift.blobs import BlobStoreError, claims
 from tasklift.blobs.local import LocalBlobStore
 from tasklift.tasks import retention
+from tests.blobs.conftest import Backend
+from tests.conftest import REPO
 
 LARGE = "r" * (300 * 1024)  # over the 256 KiB threshold: the input goes to blob storage
 

@@ -41,7 +41,9 @@ def submit_effects(client: httpx.Client, n: int, seconds: float) -> list[str]:
 
 def attempts(db: sa.Engine, task_ids: list[str]) -> list[int]:
     with db.connect() as conn:
-        return [r[0] for r in conn.execute(sa.text("SELECT attempts FROM tasks WHERE id::text = ANY(:i)"), {"i": task_ids})]
+        return [
+            r[0] for r in conn.execute(sa.text("SELECT attempts FROM tasks WHERE id::text = ANY(:i)"), {"i": task_ids})
+        ]
 
 
 def test_sigkill_of_a_worker_child_mid_task(client, db, start_worker, start_reaper) -> None:
@@ -208,9 +210,7 @@ def test_a_postgresql_restart_mid_run_loses_and_duplicates_nothing(
     assert counts.lost == 0 and counts.duplicated == 0 and counts.succeeded == 6
 
 
-def test_cancel_then_restart_of_all_workers_never_runs_the_task_again(
-    client, db, start_worker, start_reaper
-) -> None:
+def test_cancel_then_restart_of_all_workers_never_runs_the_task_again(client, db, start_worker, start_reaper) -> None:
     worker = start_worker(concurrency=2)
     start_reaper()
     ids = submit_effects(client, 2, seconds=20)

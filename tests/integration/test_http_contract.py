@@ -97,7 +97,9 @@ def test_unknown_paths_and_methods_are_problems(client: httpx.Client) -> None:
 def test_openapi_describes_every_endpoint_and_docs_render(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
-    assert {"/tasks", "/tasks/{task_id}", "/tasks/{task_id}/logs", "/task-types", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {"/tasks", "/tasks/{task_id}", "/tasks/{task_id}/logs", "/task-types", "/healthz", "/readyz"} <= set(
+        spec["paths"]
+    )
     assert "202" in spec["paths"]["/tasks"]["post"]["responses"]
     assert "swagger" in client.get("/docs").text.lower()
 

@@ -23,7 +23,9 @@ def test_submit_answers_202_with_location_and_a_pending_task(client: httpx.Clien
     task = resp.json()
     assert task["status"] == "PENDING" and task["task_type"] == "vector_processing"
     assert resp.headers["Location"] == f"/tasks/{task['task_id']}"
-    assert resp.headers["Operation-Location"] == f"{client.base_url}/tasks/{task['task_id']}".replace("//tasks", "/tasks")
+    assert resp.headers["Operation-Location"] == f"{client.base_url}/tasks/{task['task_id']}".replace(
+        "//tasks", "/tasks"
+    )
     assert resp.headers["Retry-After"] == "1"
     assert task["metadata"] == {"source": "ui"}
     assert task["links"]["stream"] == f"/tasks/{task['task_id']}/stream"
@@ -55,7 +57,9 @@ def test_a_failing_task_is_failed_with_its_error_and_no_stack_trace(client: http
     assert client.get(f"/tasks/{task['task_id']}").headers.get("Retry-After") is None
 
 
-def test_retryable_errors_are_retried_with_backoff_then_succeed(client: httpx.Client, start_worker, start_reaper) -> None:
+def test_retryable_errors_are_retried_with_backoff_then_succeed(
+    client: httpx.Client, start_worker, start_reaper
+) -> None:
     start_worker()
     start_reaper()
     task = submit(client, {"task_type": "test_flaky", "fail_times": 2})

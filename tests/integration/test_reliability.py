@@ -114,7 +114,9 @@ def test_writes_from_a_stale_attempt_are_refused(client: httpx.Client) -> None:
         first = repo.claim(conn, tid, "w1", lease=30)
     assert first is not None and first[0]["attempts"] == 1
     with engine.begin() as conn:  # attempt 1 "dies"; its lease is taken over
-        conn.execute(sa.text("UPDATE tasks SET lease_expires_at = now() - interval '1 s' WHERE id = :t"), {"t": task_id})
+        conn.execute(
+            sa.text("UPDATE tasks SET lease_expires_at = now() - interval '1 s' WHERE id = :t"), {"t": task_id}
+        )
         assert repo.recover_expired(conn, tid, 1, max_redispatches=5) is not None
         second = repo.claim(conn, tid, "w2", lease=30)
     assert second is not None and second[0]["attempts"] == 2

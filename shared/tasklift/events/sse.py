@@ -98,22 +98,12 @@ async def _events(plan: StreamPlan) -> AsyncIterator[bytes]:
     yield encode_retry(WINDOW_RETRY_MS if deadline is not None else plan.retry_ms)
     sub = await plan.hub.subscribe(str(task_id))
     try:
-        last = plan.last_event_id
-        if last is None:
-            # A new stream: re-read the task now that we are subscribed, so nothing falls between
-            # the snapshot and the first live event (a later gap is caught by its sequence number).
-            row = await anyio.to_thread.run_sync(plan.load_task, task_id) or plan.task
-            first = snapshot(row)
-            yield encode_event(first)
-            last = first.seq
-            if is_terminal(first):
+        last = plan.last_event_id or 0
+        async for event in _opening(plan, task_id):
+            yield encode_event(event)
+            last = event.seq
+            if is_terminal(event):
                 return
-        else:
-            async for event in _replay(plan, task_id, last):
-                yield encode_event(event)
-                last = event.seq
-                if is_terminal(event):
-                    return
         while True:
             timeout = plan.ping_seconds
             if deadline is not None:
@@ -140,6 +130,17 @@ async def _events(plan: StreamPlan) -> AsyncIterator[bytes]:
                     return
     finally:
         sub.close()
+
+
+async def _opening(plan: StreamPlan, task_id: uuid.UUID) -> AsyncIterator[Event]:
+    """A new stream's status snapshot, or a resumed stream's missed events."""
+    if plan.last_event_id is None:
+        # Re-read the task now that we are subscribed, so nothing falls between the snapshot and
+        # the first live event (a later gap is caught by its sequence number).
+        yield snapshot(await anyio.to_thread.run_sync(plan.load_task, task_id) or plan.task)
+    else:
+        async for event in _replay(plan, task_id, plan.last_event_id):
+            yield event
 
 
 async def _replay(plan: StreamPlan, task_id: uuid.UUID, after: int) -> AsyncIterator[Event]:

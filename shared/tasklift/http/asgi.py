@@ -14,8 +14,8 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from sse_starlette import EventSourceResponse
 
@@ -106,12 +106,20 @@ def _endpoint(route: routes.Route) -> Any:
 
 
 _DOCS: dict[str, dict[str, Any]] = {
-    "submit_task": {"status_code": 202, "response_model": TaskResource, "responses": {s: PROBLEM for s in (400, 413, 415, 422, 503)}},
+    "submit_task": {
+        "status_code": 202,
+        "response_model": TaskResource,
+        "responses": dict.fromkeys((400, 413, 415, 422, 503), PROBLEM),
+    },
     "list_tasks": {"response_model": TaskList, "responses": {422: PROBLEM}},
     "get_task": {"response_model": TaskResource, "responses": {304: {"description": "Not modified"}, 404: PROBLEM}},
     "cancel_task": {
         "status_code": 204,
-        "responses": {202: {"model": TaskResource, "description": "Cancellation requested"}, 404: PROBLEM, 409: PROBLEM},
+        "responses": {
+            202: {"model": TaskResource, "description": "Cancellation requested"},
+            404: PROBLEM,
+            409: PROBLEM,
+        },
     },
     "task_logs": {"response_model": list[LogLine], "responses": {404: PROBLEM}},
     "stream_task": {
@@ -207,7 +215,12 @@ def create_app() -> FastAPI:
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=[
-                "Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "If-None-Match", "Last-Event-ID"
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "Idempotency-Key",
+                "If-None-Match",
+                "Last-Event-ID",
             ],
             expose_headers=["Location", "Operation-Location", "Retry-After", "ETag", "Idempotent-Replayed"],
             max_age=600,

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from functools import cache
 
 import redis
-
 from sqlalchemy import Engine
 
 from tasklift import telemetry

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-
 from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 from sqlalchemy.pool import NullPool
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from tasklift.settings import Settings, get_settings
 

@@ -11,10 +11,9 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any
-
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError

@@ -126,7 +126,7 @@ class TaskService:
                 repo.complete_idempotency_key(conn, owner, idempotency_key, task_id)
             claim.keep()
         publish_after_commit(engine, [Dispatch(task_id, ttype.queue, ttype.name)])
-        self.publish([event])
+        # The first event is not announced: nobody can watch a task whose id has not been returned.
         telemetry.task_submitted(ttype.name)
         return Submitted(row)
 
