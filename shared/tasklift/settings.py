@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         default_factory=list, description="Keys still accepted (not used to sign) while rotating (JSON list)"
     )
     stream_token_ttl_seconds: int = Field(600, ge=1, le=86400, description="Lifetime of a stream link's token")
+
+    @field_validator("stream_signing_key", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: object) -> object:
+        """A blank key (a copied .env.example left unfilled) must not become an empty HMAC key."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     rate_limit_requests: int = Field(3000, ge=0, description="Requests per principal per window (0 = no limit)")
     rate_limit_window_seconds: int = Field(60, ge=1, description="Window of rate_limit_requests")
     max_open_streams: int = Field(100, ge=0, description="Open SSE streams per principal (0 = no limit)")

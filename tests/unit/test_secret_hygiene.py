@@ -1,4 +1,4 @@
-"""Every process's logging setup (API, worker, reaper, CLI) masks credentials."""
+"""Secrets stay secret: credentials are masked in logs, and a blank signing key is no key."""
 
 import io
 import logging
@@ -24,3 +24,12 @@ def test_configured_logging_masks_passwords_and_keys(log_format: str) -> None:
     out = stream.getvalue()
     assert "hunter2" not in out and "tl_abcdefghijklmnopqrstuvwxyz012345" not in out
     assert "cache:6380" in out  # the rest of the line is kept
+
+
+def test_a_blank_stream_signing_key_counts_as_unset() -> None:
+    """An unfilled TASKLIFT_STREAM_SIGNING_KEY= line must not sign stream links with an empty key."""
+    from tasklift.settings import Settings
+
+    assert Settings(stream_signing_key="").stream_signing_key is None
+    assert Settings(stream_signing_key="   ").stream_signing_key is None
+    assert Settings(stream_signing_key="k" * 48).stream_signing_key is not None
