@@ -239,7 +239,13 @@ def main() -> int:
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--quiet", type=float, default=0.25, help="wait until other load is below this many cores")
     parser.add_argument("--max-wait", type=float, default=60, help="longest wait for a quiet machine, per run")
+    parser.add_argument("--replot", type=Path, help="only summarize and plot this saved results JSON")
     args = parser.parse_args()
+    if args.replot:
+        results = json.loads(args.replot.read_text())
+        summarize(results)
+        plot(results)
+        return 0
     bk.install_signal_handlers()
     results: dict[str, Any] = {
         "benchmark": "drain",
@@ -370,25 +376,26 @@ def profile(args: argparse.Namespace, stack: bk.Stack, port: int, worker: bk.Pro
 
 
 def summarize(results: dict[str, Any]) -> None:
-    """Median and best round of each side. This machine is shared: the best round is the least
-    disturbed one, so the headline ratio uses best vs best (both are printed)."""
+    """Median and best round of each side. This machine is shared, so every round is disturbed to
+    some degree; the rounds alternate, so the medians saw comparable disturbance and make the
+    headline ratio (best vs best is printed too)."""
     raw_all = [r["tasks_per_s"] for r in results["raw"]]
     tl_all = [r["tasks_per_s"] for r in results["tasklift"]]
     med = {"raw": bk.median(raw_all), "tasklift": bk.median(tl_all)}
     best = {"raw": max(raw_all), "tasklift": max(tl_all)}
     results["median_tasks_per_s"] = med
     results["best_tasks_per_s"] = best
-    results["ratio_median"] = med["tasklift"] / med["raw"]
-    results["ratio"] = best["tasklift"] / best["raw"]
+    results["ratio"] = med["tasklift"] / med["raw"]
+    results["ratio_best"] = best["tasklift"] / best["raw"]
     s = results["settings"]
     print(
         f"\nDrain of {s['tasks']} zero-work tasks, worker concurrency {s['concurrency']}"
-        f" ({s['rounds']} rounds: best / median)"
+        f" ({s['rounds']} rounds: median / best)"
     )
-    print(f"  raw Celery no-op (baseline)   {best['raw']:7.0f} / {med['raw']:7.0f} tasks/s")
+    print(f"  raw Celery no-op (baseline)   {med['raw']:7.0f} / {best['raw']:7.0f} tasks/s")
     print(
-        f"  tasklift end to end           {best['tasklift']:7.0f} / {med['tasklift']:7.0f} tasks/s"
-        f"   ratio {results['ratio']:.2f}x / {results['ratio_median']:.2f}x  target {TARGET:.2f}x"
+        f"  tasklift end to end           {med['tasklift']:7.0f} / {best['tasklift']:7.0f} tasks/s"
+        f"   ratio {results['ratio']:.2f}x / {results['ratio_best']:.2f}x  target {TARGET:.2f}x"
         f"  demo {DEMO['ratio']:.2f}x  {bk.verdict(results['ratio'], TARGET)}"
     )
     sub = bk.median([r["submit_per_s"] for r in results["tasklift"]])
@@ -412,7 +419,8 @@ def plot(results: dict[str, Any]) -> None:
     s = results["settings"]
     ax.set_title(
         f"Drain of {s['tasks']} zero-work tasks, worker concurrency {s['concurrency']} (best round of each)\n"
-        f"ratio {results['ratio']:.2f}x (target {TARGET:.2f}x); 2 cores shared by everything",
+        f"ratio of the medians {results['ratio']:.2f}x, of the best rounds {results['ratio_best']:.2f}x"
+        f" (target {TARGET:.2f}x); 2 cores shared by everything",
         fontsize=10,
     )
     ax.legend(loc="lower right", fontsize=9)
