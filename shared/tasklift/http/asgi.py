@@ -174,7 +174,12 @@ def _submit_body_schema() -> dict[str, Any]:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Close this process's event hub (its Redis connection) when the server stops."""
+    """Size the worker-thread pool to the database pool; close the event hub when the server stops.
+
+    Handlers run their database work in anyio's threads (40 by default). More threads than pooled
+    connections makes SQLAlchemy open and close overflow connections on every request.
+    """
+    anyio.to_thread.current_default_thread_limiter().total_tokens = 2 * get_settings().db_pool_size
     yield
     await close_hub()
 

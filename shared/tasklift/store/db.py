@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -23,16 +24,50 @@ _engine: Engine | None = None
 _engine_pid: int | None = None
 
 
+IDLE_PING_SECONDS = 5.0
+
+
 def make_engine(url: str, pool_size: int = 10, *, pooled: bool = True) -> Engine:
-    """A pooled engine; ``pool_pre_ping`` lets a process ride out a PostgreSQL restart."""
+    """A pooled engine that rides out a PostgreSQL restart (see :func:`_ping_when_idle`)."""
     options: dict[str, object] = (
-        {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True, "pool_recycle": 1800}
-        if pooled
-        else {"poolclass": NullPool}
+        {"pool_size": pool_size, "max_overflow": pool_size, "pool_recycle": 1800} if pooled else {"poolclass": NullPool}
     )
-    return create_engine(
-        url, connect_args={"connect_timeout": 5, "application_name": "tasklift"}, **options  # type: ignore[arg-type]
+    engine = create_engine(
+        url,
+        connect_args={"connect_timeout": 5, "application_name": "tasklift"},
+        **options,  # type: ignore[arg-type]
     )
+    if pooled:
+        _ping_when_idle(engine, IDLE_PING_SECONDS)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Pessimistic disconnect handling, but only for connections idle longer than ``idle_seconds``.
+
+    ``pool_pre_ping`` would add a ``SELECT 1`` round trip to every checkout; a connection that was
+    in use a moment ago needs none. A dead connection found here makes the pool reconnect
+    (DisconnectionError on checkout); one that dies while busy fails that statement, SQLAlchemy
+    invalidates the pool, and workers retry through :func:`retry_transient`.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["tasklift_last_used"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        last = record.info.get("tasklift_last_used")
+        if last is not None and time.monotonic() - last > idle_seconds:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except Exception as exc:
+                raise DisconnectionError("stale pooled connection") from exc
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads in autocommit: no BEGIN/ROLLBACK round trips around a single SELECT."""
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def database_url(settings: Settings | None = None) -> str:

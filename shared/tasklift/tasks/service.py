@@ -23,7 +23,7 @@ from tasklift.blobs import claims
 from tasklift.queue.dispatch import Dispatch, publish_after_commit
 from tasklift.settings import get_settings
 from tasklift.store import repository as repo
-from tasklift.store.db import get_engine
+from tasklift.store.db import get_engine, reading
 from tasklift.store.repository import Event
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
@@ -148,7 +148,7 @@ class TaskService:
     def get(self, owner: str | None, task_id: str) -> RowMapping:
         """The task, or :class:`NotFound`."""
         tid = parse_task_id(task_id)
-        with self.engine_factory().connect() as conn:
+        with reading(self.engine_factory()) as conn:
             row = repo.get_task(conn, tid, owner)
         if row is None:
             raise NotFound(f"task {task_id} does not exist")
@@ -168,7 +168,7 @@ class TaskService:
         if status is not None and status not in TaskStatus.__members__:
             raise InvalidInput(f"unknown status {status!r}", [{"loc": ["query", "status"], "msg": "unknown status"}])
         before = decode_cursor(cursor) if cursor else None
-        with self.engine_factory().connect() as conn:
+        with reading(self.engine_factory()) as conn:
             rows = repo.list_tasks(
                 conn,
                 owner=owner,
@@ -186,17 +186,17 @@ class TaskService:
     def logs(self, owner: str | None, task_id: str, *, after: int = 0, limit: int = 100) -> list[RowMapping]:
         """Log lines after sequence ``after``, oldest first."""
         row = self.get(owner, task_id)
-        with self.engine_factory().connect() as conn:
+        with reading(self.engine_factory()) as conn:
             return repo.logs_after(conn, row["id"], after, limit)
 
     def load(self, task_id: uuid.UUID) -> RowMapping | None:
         """The task row by id, for any owner (callers have already checked access)."""
-        with self.engine_factory().connect() as conn:
+        with reading(self.engine_factory()) as conn:
             return repo.get_task(conn, task_id)
 
     def events_after(self, task_id: uuid.UUID, after: int, limit: int = 1000) -> list[Event]:
         """Events after sequence ``after`` (for stream replay)."""
-        with self.engine_factory().connect() as conn:
+        with reading(self.engine_factory()) as conn:
             return repo.events_after(conn, task_id, after, limit)
 
     # --- cancel ---------------------------------------------------------------------------------
