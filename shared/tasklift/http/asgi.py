@@ -177,9 +177,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Size the worker-thread pool to the database pool; close the event hub when the server stops.
 
     Handlers run their database work in anyio's threads (40 by default). More threads than pooled
-    connections makes SQLAlchemy open and close overflow connections on every request.
+    connections makes SQLAlchemy open and close overflow connections on every request (the pool
+    keeps ``db_pool_size`` connections; overflow ones are closed when returned).
     """
-    anyio.to_thread.current_default_thread_limiter().total_tokens = 2 * get_settings().db_pool_size
+    anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().db_pool_size
     yield
     await close_hub()
 
