@@ -14,8 +14,9 @@ The trace of a task, whichever host served the request and whichever process ran
 A message published later by the outbox dispatcher (after a crash, a broker outage or a retry's
 back-off) parents its producer span on the task's stored traceparent, so it joins the same trace.
 
-Configuration is the standard ``OTEL_*`` environment only. With none set, spans are still made
-(so every task gets a trace id, stored and returned by the API) but nothing is exported:
+Configuration is the standard ``OTEL_*`` environment only. With none set, the request and task
+spans are still made (so every task gets a trace id, stored and returned by the API) but nothing
+is exported, and the per-statement database and outbound httpx client spans are not made at all:
 
 - ``OTEL_SDK_DISABLED=true``: no SDK at all (trace ids only from an incoming traceparent).
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the per-signal ``…_TRACES_/…_METRICS_ENDPOINT``): export
@@ -94,6 +95,7 @@ class _State:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     registry: CollectorRegistry | None = None
+    clients_traced: bool = False  #: SQL/httpx instrumentation installed (survives fork)
 
 
 _lock = threading.Lock()
@@ -119,7 +121,9 @@ def configure(role: str = "api") -> None:
         if _state is not None:
             # Forked from a configured process: the global providers cannot be replaced, and the
             # SDK restarts their export threads in the child itself (os.register_at_fork).
-            _state = _State(os.getpid(), _state.role, _state.tracer_provider, _state.meter_provider, _state.registry)
+            _state = _State(
+                os.getpid(), _state.role, _state.tracer_provider, _state.meter_provider, _state.registry, _state.clients_traced
+            )
             return
         state = _State(os.getpid(), role)
         if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true":
@@ -140,7 +144,8 @@ def _build(state: _State) -> None:
 
     resource = _resource(state.role)
     provider = TracerProvider(resource=resource, sampler=QuietClientRoots(_env_sampler()))
-    for exporter in _span_exporters():
+    span_exporters = _span_exporters()
+    for exporter in span_exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
@@ -157,11 +162,31 @@ def _build(state: _State) -> None:
     metrics.set_meter_provider(meter_provider)
     state.tracer_provider, state.meter_provider = provider, meter_provider
 
-    _trace_databases(provider, meter_provider)
+    if span_exporters:
+        # With nothing leaving the process, the request/task spans still give every task its trace
+        # id, but per-statement client spans would cost ~0.1 ms each for nobody.
+        _trace_clients(state)
+
+
+def _trace_clients(state: _State) -> None:
+    """Client spans for SQL (and, in workers, outbound httpx calls); once per process."""
+    if state.clients_traced or state.tracer_provider is None or state.meter_provider is None:
+        return
+    state.clients_traced = True
+    _trace_databases(state.tracer_provider, state.meter_provider)
     if state.role == "worker":
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-        HTTPXClientInstrumentor().instrument(tracer_provider=provider, meter_provider=meter_provider)
+        HTTPXClientInstrumentor().instrument(tracer_provider=state.tracer_provider, meter_provider=state.meter_provider)
+
+
+def add_span_processor(processor: Any) -> None:
+    """Send this process's spans to ``processor`` too, client spans included (tests, embedders)."""
+    configure()
+    state = _state
+    assert state is not None and state.tracer_provider is not None, "OpenTelemetry SDK disabled"
+    state.tracer_provider.add_span_processor(processor)
+    _trace_clients(state)
 
 
 def _resource(role: str) -> Any:

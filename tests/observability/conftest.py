@@ -22,10 +22,9 @@ PAGE = b"""<!doctype html><html><head><title>Traced page</title>
 
 @pytest.fixture(scope="session")
 def _memory_exporter() -> InMemorySpanExporter:
-    provider = telemetry.tracer_provider()
-    assert provider is not None, "the test process runs with the OpenTelemetry SDK enabled"
+    assert telemetry.tracer_provider() is not None, "the test process runs with the OpenTelemetry SDK enabled"
     exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.add_span_processor(SimpleSpanProcessor(exporter))  # also turns the SQL/httpx client spans on
     return exporter
 
 

@@ -77,3 +77,19 @@ def test_client_spans_without_a_parent_are_dropped_and_everything_else_is_sample
     assert decision(SpanKind.CLIENT, in_trace) == Decision.RECORD_AND_SAMPLE
     assert decision(SpanKind.SERVER) == Decision.RECORD_AND_SAMPLE
     assert decision(SpanKind.CONSUMER) == Decision.RECORD_AND_SAMPLE
+
+
+@pytest.mark.parametrize(("exporter", "traced"), [(None, False), ("console", True)])
+def test_sql_client_spans_are_made_only_when_spans_leave_the_process(exporter: str | None, traced: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if exporter:
+        env["OTEL_TRACES_EXPORTER"] = exporter
+    probe = (
+        "from tasklift import telemetry; telemetry.configure('api'); print(telemetry._state.clients_traced)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(traced)
