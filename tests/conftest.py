@@ -8,6 +8,7 @@ Each test gets a database cloned from a migrated template (about 50 ms) and an e
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 
 from tasklift.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, stop_process
 from tasklift.settings import get_settings
+from tasklift.store import aio
 from tasklift.store.db import reset_engine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +61,19 @@ def _admin_engine(pg: EmbeddedPostgres) -> sa.Engine:
 
 def _db_url(pg: EmbeddedPostgres, name: str) -> str:
     return pg.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+async def _close_asyncpg_pool() -> AsyncIterator[None]:
+    """Close the asyncpg pool an in-process async test made on its event loop (tasklift/store/aio.py)."""
+    yield
+    await aio.close_pools()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.fixturenames.insert(0, "_close_asyncpg_pool")  # torn down last, on the test's loop
 
 
 @pytest.fixture(scope="session")

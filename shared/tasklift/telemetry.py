@@ -4,7 +4,7 @@ The trace of a task, whichever host served the request and whichever process ran
 
     POST /tasks                   SERVER    routes.handle; continues an incoming W3C traceparent
       └─ tasklift.submit          INTERNAL  TaskService.submit; stores tasks.trace_id/.traceparent
-           ├─ INSERT … (db)       CLIENT    opentelemetry-instrumentation-sqlalchemy
+           ├─ INSERT … (db)       CLIENT    opentelemetry-instrumentation-asyncpg / -sqlalchemy
            └─ tasklift.io publish PRODUCER  dispatch.publish; traceparent goes in the message headers
                 └─ tasklift.io process  CONSUMER  runner.execute in the worker, parent from the headers
                      ├─ tasklift.claim ─ UPDATE …
@@ -14,9 +14,10 @@ The trace of a task, whichever host served the request and whichever process ran
 A message published later by the outbox dispatcher (after a crash, a broker outage or a retry's
 back-off) parents its producer span on the task's stored traceparent, so it joins the same trace.
 
-Configuration is the standard ``OTEL_*`` environment only. With none set, the request and task
-spans are still made (so every task gets a trace id, stored and returned by the API) but nothing
-is exported, and the per-statement database and outbound httpx client spans are not made at all:
+Configuration is the standard ``OTEL_*`` environment only. With none set, nothing is exported and
+spans are not recorded: the request and task spans still carry trace ids (so every task gets one,
+stored and returned by the API, and log lines carry it) but skip all processing, and the
+per-statement database and outbound httpx client spans are not made at all:
 
 - ``OTEL_SDK_DISABLED=true``: no SDK at all (trace ids only from an incoming traceparent).
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the per-signal ``…_TRACES_/…_METRICS_ENDPOINT``): export
@@ -41,6 +42,7 @@ Deliberate divergences:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -96,6 +98,8 @@ class _State:
     meter_provider: MeterProvider | None = None
     registry: CollectorRegistry | None = None
     clients_traced: bool = False  #: SQL/httpx instrumentation installed (survives fork)
+    tracer: trace.Tracer | None = None  #: made once: get_tracer costs ~70 µs per call
+    sampler: QuietClientRoots | None = None
 
 
 _lock = threading.Lock()
@@ -121,9 +125,7 @@ def configure(role: str = "api") -> None:
         if _state is not None:
             # Forked from a configured process: the global providers cannot be replaced, and the
             # SDK restarts their export threads in the child itself (os.register_at_fork).
-            _state = _State(
-                os.getpid(), _state.role, _state.tracer_provider, _state.meter_provider, _state.registry, _state.clients_traced
-            )
+            _state = dataclasses.replace(_state, pid=os.getpid())
             return
         state = _State(os.getpid(), role)
         if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true":
@@ -143,8 +145,9 @@ def _build(state: _State) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = _resource(state.role)
-    provider = TracerProvider(resource=resource, sampler=QuietClientRoots(_env_sampler()))
     span_exporters = _span_exporters()
+    state.sampler = QuietClientRoots(_env_sampler(), recording=bool(span_exporters))
+    provider = TracerProvider(resource=resource, sampler=state.sampler)
     for exporter in span_exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -174,6 +177,9 @@ def _trace_clients(state: _State) -> None:
         return
     state.clients_traced = True
     _trace_databases(state.tracer_provider, state.meter_provider)
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor  # the API's hot path (store/aio.py)
+
+    AsyncPGInstrumentor().instrument(tracer_provider=state.tracer_provider)
     if state.role == "worker":
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -186,6 +192,8 @@ def add_span_processor(processor: Any) -> None:
     state = _state
     assert state is not None and state.tracer_provider is not None, "OpenTelemetry SDK disabled"
     state.tracer_provider.add_span_processor(processor)
+    if state.sampler is not None:
+        state.sampler.recording = True
     _trace_clients(state)
 
 
@@ -314,10 +322,17 @@ def tracer_provider() -> TracerProvider | None:
 
 
 class QuietClientRoots(Sampler):
-    """A sampler that drops client spans without a parent, else defers to ``delegate``."""
+    """A sampler that drops client spans without a parent, else defers to ``delegate``.
 
-    def __init__(self, delegate: Sampler) -> None:
+    While ``recording`` is off (no span exporter or processor: nothing would ever see a span) it
+    drops everything. Dropped spans still get trace and span ids and still propagate, so every task
+    keeps its trace id and every log line its ``trace_id``; they just skip attribute handling and
+    the processors (~40 µs per span saved on every request).
+    """
+
+    def __init__(self, delegate: Sampler, recording: bool = True) -> None:
         self._delegate = delegate
+        self.recording = recording
 
     def should_sample(
         self,
@@ -329,6 +344,8 @@ class QuietClientRoots(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: Any = None,
     ) -> SamplingResult:
+        if not self.recording:
+            return SamplingResult(Decision.DROP)
         if kind == SpanKind.CLIENT and not trace.get_current_span(parent_context).get_span_context().is_valid:
             return SamplingResult(Decision.DROP)
         return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
@@ -343,9 +360,13 @@ class QuietClientRoots(Sampler):
 def tracer() -> trace.Tracer:
     """tasklift's tracer (configures the process on first use)."""
     configure()
-    from tasklift import __version__
+    state = _state
+    assert state is not None
+    if state.tracer is None:
+        from tasklift import __version__
 
-    return trace.get_tracer(SCOPE, __version__)
+        state.tracer = trace.get_tracer(SCOPE, __version__)
+    return state.tracer
 
 
 @contextmanager

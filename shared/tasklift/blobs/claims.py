@@ -64,6 +64,11 @@ def _default_store() -> BlobStore:
     return get_blob_store()
 
 
+def fits_inline(value: Any) -> bool:
+    """True if :func:`check_in` would keep ``value`` itself (no blob store involved)."""
+    return len(encode(value)) <= get_settings().blob_threshold_bytes
+
+
 def check_in(value: Any, key: str, store: BlobStore | None = None, threshold: int | None = None) -> Any:
     """``value`` itself if its JSON is at most ``threshold`` bytes, else a reference to it, stored under ``key``.
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 from fastapi import FastAPI, Request, Response
@@ -24,10 +25,12 @@ from tasklift.http import routes
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
 from tasklift.http.types import HttpRequest, HttpResponse
+from tasklift.queue import dispatch
 from tasklift.security.guard import PUBLIC_ROUTES
 from tasklift.security.headers import SecurityHeadersMiddleware, with_security_headers
 from tasklift.security.redaction import install_redaction
 from tasklift.settings import get_settings
+from tasklift.store import aio
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
 
@@ -49,15 +52,32 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
 def to_neutral(request: Request, body: bytes) -> HttpRequest:
-    """Starlette request → :class:`HttpRequest`."""
+    """Starlette request → :class:`HttpRequest`, read straight from the ASGI scope.
+
+    The same values as Starlette's ``request.url.path`` / ``base_url`` / ``query_params`` (the
+    scheme and host after uvicorn's proxy-headers handling), without building URL objects per
+    request (``tests/unit/test_asgi_request.py`` holds the two side by side).
+    """
+    scope = request.scope
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    scheme = scope.get("scheme", "http")
+    host = headers.get("host")
+    if host is None:
+        server_host, port = scope.get("server") or ("", None)
+        host = server_host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{server_host}:{port}"
+    root = scope.get("app_root_path", scope.get("root_path", ""))
+    query = scope.get("query_string") or b""
     return HttpRequest(
-        method=request.method,
-        path=request.url.path,
-        headers={k.lower(): v for k, v in request.headers.items()},
-        query=dict(request.query_params),
+        method=scope["method"],
+        path=scope["path"],
+        headers=headers,
+        query=dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {},
         body=body,
-        base_url=str(request.base_url).rstrip("/"),
+        base_url=f"{scheme}://{host}{root}".rstrip("/"),
         path_params=dict(request.path_params),
     )
 
@@ -174,7 +194,7 @@ def _submit_body_schema() -> dict[str, Any]:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Size the worker-thread pool to the database pool; close the event hub when the server stops.
+    """Size the worker-thread pool to the database pool; close the hub and asyncpg pool at the end.
 
     Handlers run their database work in anyio's threads (40 by default). More threads than pooled
     connections makes SQLAlchemy open and close overflow connections on every request (the pool
@@ -183,6 +203,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().db_pool_size
     yield
     await close_hub()
+    await aio.close_pools()
+    await dispatch.aclose()
 
 
 def create_app() -> FastAPI:

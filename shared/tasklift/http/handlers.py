@@ -26,6 +26,7 @@ from tasklift.http.types import HttpRequest, HttpResponse, json_response
 from tasklift.queue.app import redis_url
 from tasklift.security.identity import owner_scope
 from tasklift.settings import get_settings
+from tasklift.store import aio
 from tasklift.store import repository as repo
 from tasklift.store.db import get_engine
 from tasklift.tasks.registry import all_task_types
@@ -122,7 +123,7 @@ async def submit_task(req: HttpRequest) -> HttpResponse:
             [{"loc": ["header", "Idempotency-Key"], "msg": "1 to 255 characters"}],
         )
     try:
-        outcome = await anyio.to_thread.run_sync(_service().submit, req.principal, body, key)
+        outcome = await _service().submit_async(req.principal, body, key)
     except BlobStoreError as exc:  # a large input could not be stored: no task was created
         log.warning("blob storage failed on submit: %s", exc)
         raise _blob_store_unavailable() from None
@@ -157,24 +158,23 @@ def _float_query(req: HttpRequest, name: str, low: float, high: float) -> float 
 async def get_task(req: HttpRequest) -> HttpResponse:
     """GET /tasks/{id}: the resource, with ETag / 304, an adaptive Retry-After and ``?wait=N`` long poll."""
     wait = _float_query(req, "wait", 0, get_settings().max_long_poll_seconds)
-    service = _service()
-    row = await anyio.to_thread.run_sync(service.get, owner_scope(req), req.path_params["task_id"])
+    row = await _service().get_async(owner_scope(req), req.path_params["task_id"])
     client_tag = req.header("if-none-match")
     if wait and TaskStatus(row["status"]) not in TERMINAL and client_tag in (None, etag(row), "*"):
-        row = await _wait_for_change(service, row, wait)
+        row = await _wait_for_change(row, wait)
     headers = _task_headers(row)
     if client_tag in (headers["ETag"], "*"):
         return HttpResponse(304, headers)
     return json_response(200, task_resource(row), headers)
 
 
-async def _wait_for_change(service: TaskService, row: Any, seconds: float) -> Any:
+async def _wait_for_change(row: Any, seconds: float) -> Any:
     """Long poll: sleep on the hub (no busy loop) until the task's next event or ``seconds``."""
     async with await get_hub().subscribe(str(row["id"])) as sub:
-        current = await anyio.to_thread.run_sync(service.load, row["id"]) or row
+        current = await aio.get_task(row["id"]) or row
         if current["last_seq"] == row["last_seq"]:
             await sub.get(seconds)
-            current = await anyio.to_thread.run_sync(service.load, row["id"]) or current
+            current = await aio.get_task(row["id"]) or current
     return current
 
 

@@ -14,6 +14,7 @@ from tasklift.http import handlers
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.security.guard import guard
+from tasklift.store import aio
 from tasklift.tasks.service import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ async def handle(route: Route, req: HttpRequest) -> HttpResponse:
         return problem_response(Problem(422, exc.detail, errors=exc.errors, slug="invalid-input"), req.path)
     except Conflict as exc:
         return problem_response(Problem(409, exc.detail, headers={"Retry-After": "1"}, slug="conflict"), req.path)
-    except DBAPIError:
+    except (DBAPIError, aio.DatabaseError):
         log.exception("database unavailable while serving %s %s", req.method, req.path)
         problem = Problem(503, "the task store is unavailable; try again", headers={"Retry-After": "5"})
         return problem_response(problem, req.path)

@@ -8,23 +8,26 @@ twice is harmless: the worker's claim is a compare-and-set and drops the second 
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
 import redis
+import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
 from tasklift import telemetry
-from tasklift.queue.app import celery_app, redis_url
+from tasklift.queue import wire
+from tasklift.queue.app import redis_url
 from tasklift.store import repository as repo
-from tasklift.tasks.registry import get_task_type
 
 log = logging.getLogger(__name__)
 
@@ -43,30 +46,36 @@ class Dispatch:
 
 
 def publish(item: Dispatch) -> None:
-    """Send ``tasklift.run(task_id)`` with Celery's task id equal to ours. Raises on broker errors."""
-    ttype = get_task_type(item.task_type)
-    timeout = ttype.timeout if ttype else None
+    """Send ``tasklift.run(task_id)`` with Celery's task id equal to ours. Raises on broker errors.
+
+    One LPUSH of the message Celery would send (:mod:`tasklift.queue.wire`); no retry here: the
+    outbox retries, and a blocking retry would stall the HTTP response.
+    """
     with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
-        celery_app.send_task(
-            "tasklift.run",
-            args=[str(item.task_id)],
-            task_id=str(item.task_id),
-            queue=item.queue,
-            routing_key=item.queue,
-            soft_time_limit=timeout,
-            time_limit=None if timeout is None else timeout + 30,
-            retry=False,  # the outbox retries; a blocking retry here would stall the HTTP response
-            headers=trace_headers,  # W3C traceparent: the worker's span continues the task's trace
-        )
+        # trace_headers: the W3C traceparent; the worker's span continues the task's trace.
+        _broker().lpush(item.queue, wire.task_message(item.task_id, item.queue, item.task_type, trace_headers))
 
 
 @cache
 def _client_for(pid: int) -> redis.Redis:
+    # A plain redis-py client (it reconnects by itself after a Redis restart).
     return redis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
 
 
-def _epoch_client() -> redis.Redis:
+def _broker() -> redis.Redis:
     return _client_for(os.getpid())
+
+
+_aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+
+
+def _abroker() -> aioredis.Redis:
+    """This event loop's Redis client (redis.asyncio connections are bound to their loop)."""
+    loop = asyncio.get_running_loop()
+    client = _aclients.get(loop)
+    if client is None:
+        client = _aclients[loop] = aioredis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
+    return client
 
 
 def broker_epoch(max_age: float = 2.0) -> str | None:
@@ -77,9 +86,23 @@ def broker_epoch(max_age: float = 2.0) -> str | None:
         if now - _epoch[0] < max_age and _epoch[1] is not None:
             return _epoch[1]
     try:
-        # A plain redis-py client (it reconnects by itself); kombu's pooled connection can stay
-        # broken after a Redis restart, which is exactly when the epoch matters.
-        run_id = str(_epoch_client().info("server")["run_id"])
+        run_id = str(_broker().info("server")["run_id"])
+    except redis.RedisError as exc:
+        log.debug("could not read the broker epoch: %s", exc)
+        return None
+    with _epoch_lock:
+        _epoch = (now, run_id)
+    return run_id
+
+
+async def abroker_epoch(max_age: float = 2.0) -> str | None:
+    """:func:`broker_epoch` on the event loop (shares its cache)."""
+    global _epoch
+    now = time.monotonic()
+    if now - _epoch[0] < max_age and _epoch[1] is not None:
+        return _epoch[1]
+    try:
+        run_id = str((await _abroker().info("server"))["run_id"])
     except redis.RedisError as exc:
         log.debug("could not read the broker epoch: %s", exc)
         return None
@@ -99,6 +122,78 @@ def publish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
         return False
     _marker_for(os.getpid()).add(engine, [i.task_id for i in items], broker_epoch())
     return True
+
+
+async def apublish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
+    """:func:`publish_after_commit` on the event loop, batched with concurrent submits.
+
+    Every request waits for its own publish (so a 202 has normally reached the broker), but the
+    requests in flight together share one pipelined round trip to Redis.
+    """
+    messages = []
+    for item in items:
+        with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
+            messages.append((item, wire.task_message(item.task_id, item.queue, item.task_type, trace_headers)))
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None:
+        batcher = _batchers[loop] = _PublishBatcher()
+    return await batcher.publish(engine, messages)
+
+
+class _PublishBatcher:
+    """Collects the publishes of one event loop and sends them as one Redis pipeline per turn."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Engine, Dispatch, bytes, asyncio.Future[bool]]] = []
+        self._flushing = False
+
+    async def publish(self, engine: Engine, messages: list[tuple[Dispatch, bytes]]) -> bool:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        for i, (item, message) in enumerate(messages):
+            # The request's future goes with its last message: resolved once they all were sent.
+            self._pending.append((engine, item, message, done if i == len(messages) - 1 else loop.create_future()))
+        if not self._flushing:
+            self._flushing = True
+            loop.create_task(self._flush())
+        return await asyncio.shield(done)  # a client hanging up does not cancel anybody's publish
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    async with _abroker().pipeline(transaction=False) as pipe:
+                        for _, item, message, _ in batch:
+                            pipe.lpush(item.queue, message)
+                        await pipe.execute()
+                    sent = True
+                except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the tasks
+                    log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
+                    sent = False
+                if sent:
+                    epoch = await abroker_epoch()
+                    marker = _marker_for(os.getpid())
+                    for engine, item, _, _ in batch:
+                        marker.add(engine, [item.task_id], epoch)
+                for _, _, _, done in batch:
+                    if not done.done():
+                        done.set_result(sent)
+        finally:
+            self._flushing = False
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PublishBatcher] = weakref.WeakKeyDictionary()
+
+
+async def aclose() -> None:
+    """Close this event loop's Redis client (the ASGI lifespan calls this on shutdown)."""
+    loop = asyncio.get_running_loop()
+    _batchers.pop(loop, None)
+    client = _aclients.pop(loop, None)
+    if client is not None:
+        await client.aclose()
 
 
 class PublishedMarker(threading.Thread):

@@ -7,13 +7,15 @@ the transaction boundaries (``with engine.begin() as conn``). Time comes from th
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklift.blobs import claims
@@ -86,6 +88,51 @@ def _transition(
 # --- submit and dispatch ------------------------------------------------------------------------
 
 
+_TASK_COLUMNS = ", ".join(c.name for c in tasks.c)
+
+#: Submit in ONE statement, one round trip: the task, its first event and its dispatch intent (the
+#: outbox row). The event and outbox rows are data-modifying CTEs; PostgreSQL runs each exactly
+#: once and checks their foreign keys at the end of the statement. Shared by the sync path below
+#: and the API's asyncpg path (:mod:`tasklift.store.aio`), so the two cannot drift.
+INSERT_TASK_SQL = f"""
+WITH first_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data) VALUES (:id, 1, 'status', :first_event) RETURNING seq
+), dispatch_intent AS (
+    INSERT INTO task_outbox (task_id, queue, available_at)
+    VALUES (:id, :queue, now() + make_interval(secs => :dispatch_grace)) RETURNING task_id
+)
+INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_retries, trace_id, traceparent, last_seq)
+VALUES (:id, :owner, :task_type, :queue, 'PENDING', :input, :metadata, :max_retries, :trace_id, :traceparent, 1)
+RETURNING {_TASK_COLUMNS}
+"""
+#: One task by id (:data:`GET_OWNED_TASK_SQL`: and owner).
+GET_TASK_SQL = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = :id"
+GET_OWNED_TASK_SQL = f"{GET_TASK_SQL} AND owner = :owner"
+
+_ID = bindparam("id", type_=UUID(as_uuid=True))
+_JSONB = [bindparam(name, type_=JSONB) for name in ("first_event", "input", "metadata")]
+_INSERT_TASK = text(INSERT_TASK_SQL).bindparams(_ID, *_JSONB).columns(*tasks.c)
+_GET_TASK = text(GET_TASK_SQL).bindparams(_ID).columns(*tasks.c)
+_GET_OWNED_TASK = text(GET_OWNED_TASK_SQL).bindparams(_ID).columns(*tasks.c)
+
+
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with ``:name`` parameters as asyncpg's ``$n``, and the names in ``$n`` order."""
+    names: list[str] = []
+
+    def number(found: re.Match[str]) -> str:
+        if found.group(1) not in names:
+            names.append(found.group(1))
+        return f"${names.index(found.group(1)) + 1}"
+
+    return re.sub(r"(?<![:\w]):(\w+)", number, sql), tuple(names)
+
+
+def first_event_data() -> dict[str, Any]:
+    """The data of a new task's first event (``seq`` 1)."""
+    return {"status": TaskStatus.PENDING.value, "progress": None, "attempts": 0, "cancel_requested": False}
+
+
 def insert_task(
     conn: Connection,
     *,
@@ -100,42 +147,24 @@ def insert_task(
     dispatch_grace: float,
     traceparent: str | None = None,
 ) -> tuple[RowMapping, Event]:
-    """Insert a PENDING task, its first event and its dispatch intent (the outbox row).
-
-    One statement, one round trip: the event and outbox rows are data-modifying CTEs (PostgreSQL
-    runs them exactly once; their foreign keys are checked at the end of the statement).
-    """
-    first = {"status": TaskStatus.PENDING.value, "progress": None, "attempts": 0, "cancel_requested": False}
-    event_cte = (
-        insert(task_events)
-        .values(task_id=task_id, seq=1, kind="status", data=first)
-        .returning(task_events.c.seq)
-        .cte("first_event")
-    )
-    outbox_cte = (
-        insert(outbox)
-        .values(task_id=task_id, queue=queue, available_at=func.now() + _seconds(dispatch_grace))
-        .returning(outbox.c.task_id)
-        .cte("dispatch_intent")
-    )
+    """Insert a PENDING task, its first event and its dispatch intent (:data:`INSERT_TASK_SQL`)."""
+    first = first_event_data()
     row = (
         conn.execute(
-            insert(tasks)
-            .add_cte(event_cte, outbox_cte)
-            .values(
-                id=task_id,
-                owner=owner,
-                task_type=task_type,
-                queue=queue,
-                status=TaskStatus.PENDING.value,
-                input=input,
-                metadata=metadata,
-                max_retries=max_retries,
-                trace_id=trace_id,
-                traceparent=traceparent,
-                last_seq=1,
-            )
-            .returning(*tasks.c)
+            _INSERT_TASK,
+            {
+                "id": task_id,
+                "first_event": first,
+                "queue": queue,
+                "dispatch_grace": dispatch_grace,
+                "owner": owner,
+                "task_type": task_type,
+                "input": input,
+                "metadata": metadata,
+                "max_retries": max_retries,
+                "trace_id": trace_id,
+                "traceparent": traceparent,
+            },
         )
         .mappings()
         .one()
@@ -185,10 +214,9 @@ def republish_lost_epochs(conn: Connection, current_epoch: str) -> int:
 
 def get_task(conn: Connection, task_id: uuid.UUID, owner: str | None = None) -> RowMapping | None:
     """The task row, or None if it does not exist or ``owner`` may not see it."""
-    query = select(tasks).where(tasks.c.id == task_id)
-    if owner is not None:
-        query = query.where(tasks.c.owner == owner)
-    return conn.execute(query).mappings().first()
+    if owner is None:
+        return conn.execute(_GET_TASK, {"id": task_id}).mappings().first()
+    return conn.execute(_GET_OWNED_TASK, {"id": task_id, "owner": owner}).mappings().first()
 
 
 def list_tasks(

@@ -10,18 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 from sqlalchemy import Engine, RowMapping
 
 from tasklift import telemetry
 from tasklift.blobs import claims
-from tasklift.queue.dispatch import Dispatch, publish_after_commit
+from tasklift.queue.dispatch import Dispatch, apublish_after_commit, publish_after_commit
 from tasklift.settings import get_settings
+from tasklift.store import aio
 from tasklift.store import repository as repo
 from tasklift.store.db import get_engine, reading
 from tasklift.store.repository import Event
@@ -130,6 +132,39 @@ class TaskService:
         telemetry.task_submitted(ttype.name)
         return Submitted(row)
 
+    async def submit_async(self, owner: str, body: Any, idempotency_key: str | None = None) -> Submitted:
+        """:meth:`submit` without leaving the event loop: the API's hot path.
+
+        The common submit (no Idempotency-Key, an input small enough to store inline) is one
+        asyncpg statement (:data:`~tasklift.store.repository.INSERT_TASK_SQL`, the same one
+        :meth:`submit` runs) and one LPUSH, on the loop. The rest (idempotency keys, inputs bound for
+        blob storage) runs :meth:`submit` in a worker thread.
+        """
+        if idempotency_key is not None:
+            return await anyio.to_thread.run_sync(self.submit, owner, body, idempotency_key)
+        ttype, task_input, metadata = parse_submission(body)
+        if not claims.fits_inline(task_input):
+            return await anyio.to_thread.run_sync(self.submit, owner, body, None)
+        settings = get_settings()
+        task_id = uuid.uuid4()
+        with telemetry.span("tasklift.submit"):
+            telemetry.annotate(task_id=task_id, task_type=ttype.name)
+            row = await aio.insert_task(
+                task_id=task_id,
+                owner=owner,
+                task_type=ttype.name,
+                queue=ttype.queue,
+                input=task_input,
+                metadata=metadata,
+                max_retries=ttype.retries,
+                trace_id=telemetry.trace_id(),
+                traceparent=telemetry.traceparent(),
+                dispatch_grace=settings.dispatch_grace_seconds,
+            )
+            await apublish_after_commit(self.engine_factory(), [Dispatch(task_id, ttype.queue, ttype.name)])
+        telemetry.task_submitted(ttype.name)
+        return Submitted(row)
+
     def _replay(self, conn: Any, owner: str, earlier: RowMapping, fingerprint: str) -> Submitted:
         if earlier["request_hash"] != fingerprint:
             raise InvalidInput(
@@ -150,6 +185,13 @@ class TaskService:
         tid = parse_task_id(task_id)
         with reading(self.engine_factory()) as conn:
             row = repo.get_task(conn, tid, owner)
+        if row is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return row
+
+    async def get_async(self, owner: str | None, task_id: str) -> Mapping[str, Any]:
+        """:meth:`get` on the event loop (asyncpg, the same statement)."""
+        row = await aio.get_task(parse_task_id(task_id), owner)
         if row is None:
             raise NotFound(f"task {task_id} does not exist")
         return row
