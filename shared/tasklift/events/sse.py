@@ -83,7 +83,7 @@ class StreamPlan:
         )
 
 
-async def stream_events(plan: StreamPlan) -> AsyncIterator[bytes]:
+async def stream_events(plan: StreamPlan) -> AsyncGenerator[bytes, None]:
     """Yield the encoded SSE stream for ``plan`` (see the module docstring)."""
     async with contextlib.aclosing(_events(plan)) as events:
         async for chunk in events:
