@@ -6,10 +6,10 @@
        └────publish──▶ Redis channel tasklift:task:<id>
                           │  one connection per API process, SUBSCRIBE per watched task
                           ▼
-                       EventHub ──put_nowait──▶ Subscription queue (bounded) ──▶ SSE stream / long poll
+                       EventHub ──deliver──▶ Subscription buffer (bounded) ──▶ SSE stream / long poll
 
-Cost per event is O(watchers of that task in this process); an idle stream costs nothing here
-(its pings are timers in the stream). A stream that falls behind (queue full) or a Redis outage
+Cost per event is O(watchers of that task in this process): an append and at most one wake-up
+each. An idle stream costs nothing here but one timer (its pings). A stream that falls behind (queue full) or a Redis outage
 never blocks anyone: the subscription receives :data:`RESYNC` and the stream re-reads the
 database from its last sequence number, so nothing is lost and nothing is sent twice.
 """
