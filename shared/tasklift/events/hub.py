@@ -6,10 +6,10 @@
        └────publish──▶ Redis channel tasklift:task:<id>
                           │  one connection per API process, SUBSCRIBE per watched task
                           ▼
-                       EventHub ──put_nowait──▶ Subscription queue (bounded) ──▶ SSE stream / long poll
+                       EventHub ──deliver──▶ Subscription buffer (bounded) ──▶ SSE stream / long poll
 
-Cost per event is O(watchers of that task in this process); an idle stream costs nothing here
-(its pings are timers in the stream). A stream that falls behind (queue full) or a Redis outage
+Cost per event is O(watchers of that task in this process): an append and at most one wake-up
+each. An idle stream costs nothing here but one timer (its pings). A stream that falls behind (queue full) or a Redis outage
 never blocks anyone: the subscription receives :data:`RESYNC` and the stream re-reads the
 database from its last sequence number, so nothing is lost and nothing is sent twice.
 """
@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass, field
+import math
+from collections import deque
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -48,39 +49,105 @@ RESYNC: Final = _Marker("RESYNC")
 STOP: Final = _Marker("STOP")
 
 
-
-@dataclass(eq=False)
 class Subscription:
-    """One watcher of one task's events."""
+    """One watcher of one task's events: a bounded buffer the hub fills and one stream drains.
 
-    hub: EventHub
-    task_id: str
-    maxsize: int
-    queue: asyncio.Queue[Event | _Marker] = field(init=False)
+    Deliberately not an :class:`asyncio.Queue` read with :func:`asyncio.wait_for`: that costs a
+    Task, two futures and a timer handle per event per stream, and those short-lived objects are
+    promoted by the garbage collector, whose full collections then stall every stream. Here a
+    delivery appends to a deque and resolves at most one future; the timeout of :meth:`wait` is one
+    timer per stream that is re-armed lazily (at most once per timeout), not one per event.
+    """
 
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(self.maxsize)
+    __slots__ = ("hub", "task_id", "maxsize", "_items", "_waiter", "_deadline", "_timer", "_timer_at")
+
+    def __init__(self, hub: EventHub, task_id: str, maxsize: int) -> None:
+        self.hub = hub
+        self.task_id = task_id
+        self.maxsize = maxsize
+        self._items: deque[Event | _Marker] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0  #: loop time at which the current wait() times out
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  #: loop time the timer fires at
 
     def deliver(self, item: Event | _Marker) -> None:
         """Hand over an event without ever blocking the hub; on overflow, ask for a resync."""
+        items = self._items
+        if len(items) >= self.maxsize:
+            # Latest-wins is not enough for logs, so drop what is queued and re-read the database
+            # (STOP is kept as such: the stream ends and the client resumes from its last id).
+            items.clear()
+            item = STOP if item is STOP else RESYNC
+        items.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def get_nowait(self) -> Event | _Marker | None:
+        """The next queued item, or None when nothing is queued."""
+        return self._items.popleft() if self._items else None
+
+    def take_all(self) -> list[Event | _Marker]:
+        """Everything queued now, oldest first (at most ``maxsize`` items)."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Until something is queued (True), or ``timeout`` seconds passed without anything (False)."""
+        if self._items:
+            return True
+        loop = self.hub.loop
+        waiter = self._waiter = loop.create_future()
+        if timeout is None:
+            self._deadline = math.inf
+        else:
+            self._deadline = deadline = loop.time() + timeout
+            if self._timer is None or self._timer_at > deadline:
+                self._arm(deadline)
         try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            # Latest-wins is not enough for logs, so drop what is queued and re-read the database.
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(RESYNC)
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+        return bool(self._items)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.hub.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # not waiting: the next wait() arms the timer again
+        if self.hub.loop.time() + 0.001 >= self._deadline:
+            self._wake()  # timed out
+        elif self._deadline != math.inf:
+            self._arm(self._deadline)  # events came meanwhile: the current wait started later
 
     async def get(self, timeout: float | None) -> Event | _Marker | None:
         """The next event or RESYNC, or None after ``timeout`` seconds."""
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
+        if not self._items and not await self.wait(timeout):
             return None
+        return self._items.popleft()
 
     def close(self) -> None:
         """Stop receiving. Synchronous on purpose: it runs in ``finally`` blocks of cancelled streams,
         where any ``await`` would raise again (anyio cancellation is level-triggered) and leak."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.hub.unsubscribe(self)
 
     async def __aenter__(self) -> Subscription:
@@ -222,7 +289,7 @@ class EventHub:
         self._draining = True
         for watchers in self._watchers.values():
             for sub in watchers:
-                sub.queue.put_nowait(STOP) if not sub.queue.full() else sub.deliver(STOP)
+                sub.deliver(STOP)
 
     async def close(self) -> None:
         """Stop the reader and drop the connection."""
