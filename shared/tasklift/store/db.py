@@ -22,16 +22,24 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _engine: Engine | None = None
 _engine_pid: int | None = None
+_autocommit: Engine | None = None
+_autocommit_pid: int | None = None
 
 
 IDLE_PING_SECONDS = 5.0
 
 
-def make_engine(url: str, pool_size: int = 10, *, pooled: bool = True) -> Engine:
-    """A pooled engine that rides out a PostgreSQL restart (see :func:`_ping_when_idle`)."""
+def make_engine(url: str, pool_size: int = 10, *, pooled: bool = True, autocommit: bool = False) -> Engine:
+    """A pooled engine that rides out a PostgreSQL restart (see :func:`_ping_when_idle`).
+
+    ``autocommit``: every statement is its own transaction, set once per connection (switching a
+    pooled connection per checkout costs ~80 µs); for callers whose writes are single statements.
+    """
     options: dict[str, object] = (
         {"pool_size": pool_size, "max_overflow": pool_size, "pool_recycle": 1800} if pooled else {"poolclass": NullPool}
     )
+    if autocommit:
+        options["isolation_level"] = "AUTOCOMMIT"
     engine = create_engine(
         url,
         connect_args={"connect_timeout": 5, "application_name": "tasklift"},
@@ -101,13 +109,31 @@ def get_engine() -> Engine:
     return _engine
 
 
+def get_autocommit_engine() -> Engine:
+    """The process-wide autocommit engine, for writes that are one statement (the worker's claim,
+    heartbeat, progress, log and outcome: one round trip each, no BEGIN/COMMIT). Never use it for
+    a multi-statement transaction: ``begin()`` on it does not make one."""
+    global _autocommit, _autocommit_pid
+    pid = os.getpid()
+    if _autocommit is None or _autocommit_pid != pid:
+        with _lock:
+            if _autocommit is None or _autocommit_pid != pid:
+                if _autocommit is not None:
+                    _autocommit.dispose(close=False)
+                settings = get_settings()
+                _autocommit = make_engine(database_url(settings), settings.db_pool_size, autocommit=True)
+                _autocommit_pid = pid
+    return _autocommit
+
+
 def reset_engine() -> None:
-    """Forget the engine (tests and `tasklift dev` after changing the URL)."""
-    global _engine, _engine_pid
+    """Forget the engines (tests and `tasklift dev` after changing the URL)."""
+    global _engine, _engine_pid, _autocommit, _autocommit_pid
     with _lock:
-        if _engine is not None:
-            _engine.dispose()
-        _engine, _engine_pid = None, None
+        for engine in (_engine, _autocommit):
+            if engine is not None:
+                engine.dispose()
+        _engine, _engine_pid, _autocommit, _autocommit_pid = None, None, None, None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -121,8 +147,15 @@ def retry_transient(func: Callable[[], T]) -> T:
     """Run ``func`` (one transaction), retrying through a database outage of up to ``db_retry_seconds``.
 
     Worker-side writes use this so that a PostgreSQL restart delays a task instead of failing it.
-    Each try is a whole transaction, so a retried write is never half-applied.
+    Each try is a whole transaction, so a retried write is never half-applied. The first try runs
+    without tenacity's machinery (~15 µs per call on the worker's hot path).
     """
+    try:
+        return func()
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        log.warning("database unavailable (%s); retrying", type(exc).__name__)
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
         wait=wait_exponential(multiplier=0.2, max=5),
