@@ -14,7 +14,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Float,
+    Integer,
+    RowMapping,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -302,88 +318,185 @@ def request_cancel(conn: Connection, task_id: uuid.UUID) -> tuple[RowMapping, Ev
 
 
 # --- worker side (every write is fenced by the attempt that holds the lease) ---------------------
+#
+# The worker's hot statements are written once as SQL and compiled once per process: a task's claim
+# and its outcome are ONE statement each (the compare-and-set UPDATE, the event INSERT and, for the
+# claim, the outbox DELETE as data-modifying CTEs, like insert_task), so a caller may run them in
+# autocommit: one round trip, atomic, no BEGIN/COMMIT. A CAS that loses changes nothing: the CTEs
+# that append the event and delete the outbox row read the UPDATE's RETURNING, which is empty.
+
+#: The part of :func:`status_data` that SQL builds from the updated row (``r``); the rest is added below.
+_STATUS_DATA_SQL = (
+    "jsonb_build_object('status', r.status, 'progress', r.progress, 'attempts', r.attempts,"
+    " 'cancel_requested', r.cancel_requested)"
+)
+_TASK_ID = bindparam("task_id", type_=UUID(as_uuid=True))
+_ATTEMPT = bindparam("attempt", type_=Integer)
+_LEASE = bindparam("lease", type_=Float)
+
+_CLAIM = (
+    text(
+        f"""
+WITH r AS (
+    UPDATE tasks
+    SET status = 'RUNNING', attempts = attempts + 1, worker = :worker,
+        lease_expires_at = now() + make_interval(secs => :lease),
+        started_at = coalesce(started_at, now()), error = NULL,
+        last_seq = last_seq + 1, updated_at = now()
+    WHERE id = :task_id AND status = 'PENDING' AND cancel_requested IS FALSE
+    RETURNING {_TASK_COLUMNS}
+), claim_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data)
+    SELECT r.id, r.last_seq, 'status', {_STATUS_DATA_SQL} FROM r
+), dispatch_done AS (
+    DELETE FROM task_outbox WHERE task_id = :task_id AND EXISTS (SELECT FROM r)
+)
+SELECT {_TASK_COLUMNS} FROM r"""
+    )
+    .bindparams(_TASK_ID, _LEASE, bindparam("worker", type_=Text))
+    .columns(*tasks.c)
+)
 
 
 def claim(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) -> tuple[RowMapping, Event] | None:
-    """PENDING → RUNNING with a new attempt and lease; None if another delivery got there first."""
-    done = _transition(
-        conn,
-        task_id,
-        [tasks.c.status == TaskStatus.PENDING.value, tasks.c.cancel_requested.is_(False)],
-        {
-            "status": TaskStatus.RUNNING.value,
-            "attempts": tasks.c.attempts + 1,
-            "worker": worker,
-            "lease_expires_at": func.now() + _seconds(lease),
-            "started_at": func.coalesce(tasks.c.started_at, func.now()),
-            "error": None,
-        },
-    )
-    if done:
-        conn.execute(delete(outbox).where(outbox.c.task_id == task_id))
-    return done
+    """PENDING → RUNNING with a new attempt and lease; None if another delivery got there first.
+
+    One statement: the status event is appended and the outbox row deleted only if the CAS won.
+    """
+    row = conn.execute(_CLAIM, {"task_id": task_id, "worker": worker, "lease": lease}).mappings().first()
+    if row is None:
+        return None
+    return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
 
 
 def _fenced(attempt: int) -> list[Any]:
     return [tasks.c.status == TaskStatus.RUNNING.value, tasks.c.attempts == attempt]
 
 
+_FENCE_SQL = "id = :task_id AND status = 'RUNNING' AND attempts = :attempt"
+
+_HEARTBEAT = (
+    text(
+        "UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)"
+        f" WHERE {_FENCE_SQL} RETURNING cancel_requested"
+    )
+    .bindparams(_TASK_ID, _ATTEMPT, _LEASE)
+    .columns(tasks.c.cancel_requested)
+)
+
+
 def heartbeat(conn: Connection, task_id: uuid.UUID, attempt: int, lease: float) -> bool | None:
     """Extend the lease; returns the cancel flag, or None if this attempt no longer holds the task."""
-    return conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task_id, *_fenced(attempt))
-        .values(lease_expires_at=func.now() + _seconds(lease))
-        .returning(tasks.c.cancel_requested)
-    ).scalar()
+    return conn.execute(_HEARTBEAT, {"task_id": task_id, "attempt": attempt, "lease": lease}).scalar()
+
+
+_PROGRESS = (
+    text(
+        f"""
+WITH r AS (
+    UPDATE tasks
+    SET progress = CAST(:progress AS jsonb), last_seq = last_seq + 1, updated_at = now(),
+        lease_expires_at = now() + make_interval(secs => :lease)
+    WHERE {_FENCE_SQL}
+    RETURNING id, last_seq, cancel_requested
+), progress_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data)
+    SELECT r.id, r.last_seq, 'progress', jsonb_build_object('status', 'RUNNING', 'progress', CAST(:progress AS jsonb))
+    FROM r
+)
+SELECT last_seq, cancel_requested FROM r"""
+    )
+    .bindparams(_TASK_ID, _ATTEMPT, _LEASE, bindparam("progress", type_=JSONB))
+    .columns(tasks.c.last_seq, tasks.c.cancel_requested)
+)
 
 
 def record_progress(
     conn: Connection, task_id: uuid.UUID, attempt: int, progress: dict[str, Any], lease: float
 ) -> tuple[Event, bool] | None:
     """Store progress (also a heartbeat) and append a ``progress`` event; None if fenced off."""
-    row = (
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id, *_fenced(attempt))
-            .values(
-                progress=progress,
-                last_seq=tasks.c.last_seq + 1,
-                updated_at=func.now(),
-                lease_expires_at=func.now() + _seconds(lease),
-            )
-            .returning(tasks.c.last_seq, tasks.c.cancel_requested)
-        )
-        .mappings()
-        .first()
-    )
+    row = conn.execute(
+        _PROGRESS, {"task_id": task_id, "attempt": attempt, "lease": lease, "progress": progress}
+    ).first()
     if row is None:
         return None
     data = {"status": TaskStatus.RUNNING.value, "progress": progress}
-    return _append(conn, task_id, row["last_seq"], "progress", data), row["cancel_requested"]
+    return Event(str(task_id), row.last_seq, "progress", data), row.cancel_requested
 
 
-def append_log(
-    conn: Connection, task_id: uuid.UUID, attempt: int | None, level: str, message: str
-) -> Event | None:
-    """Append a log line; fenced by ``attempt`` when a worker writes it."""
-    where = [tasks.c.id == task_id]
-    if attempt is not None:
-        where += _fenced(attempt)
-    row = (
-        conn.execute(
-            update(tasks)
-            .where(*where)
-            .values(last_seq=tasks.c.last_seq + 1)
-            .returning(tasks.c.last_seq, tasks.c.status)
+def _log_statement(where: str, *params: Any) -> Any:
+    return (
+        text(
+            f"""
+WITH r AS (
+    UPDATE tasks SET last_seq = last_seq + 1 WHERE {where} RETURNING id, last_seq, status
+), log_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data)
+    SELECT r.id, r.last_seq, 'log',
+           jsonb_build_object('status', r.status, 'level', CAST(:level AS text), 'message', CAST(:message AS text))
+    FROM r
+)
+SELECT last_seq, status FROM r"""
         )
-        .mappings()
-        .first()
+        .bindparams(_TASK_ID, *params, bindparam("level", type_=Text), bindparam("message", type_=Text))
+        .columns(tasks.c.last_seq, tasks.c.status)
     )
+
+
+_LOG_FENCED = _log_statement(_FENCE_SQL, _ATTEMPT)
+_LOG_ANY = _log_statement("id = :task_id")
+
+
+def append_log(conn: Connection, task_id: uuid.UUID, attempt: int | None, level: str, message: str) -> Event | None:
+    """Append a log line; fenced by ``attempt`` when a worker writes it."""
+    params: dict[str, Any] = {"task_id": task_id, "level": level, "message": message}
+    if attempt is None:
+        row = conn.execute(_LOG_ANY, params).first()
+    else:
+        row = conn.execute(_LOG_FENCED, {**params, "attempt": attempt}).first()
     if row is None:
         return None
-    data = {"status": row["status"], "level": level, "message": message}
-    return _append(conn, task_id, row["last_seq"], "log", data)
+    data = {"status": row.status, "level": level, "message": message}
+    return Event(str(task_id), row.last_seq, "log", data)
+
+
+_FINISH_COLUMNS = (
+    tasks.c.id, tasks.c.status, tasks.c.progress, tasks.c.attempts, tasks.c.cancel_requested,
+    tasks.c.result, tasks.c.error, tasks.c.task_type, tasks.c.queue, tasks.c.last_seq,
+)  # fmt: skip
+_FINISH_NAMES = ", ".join(column.name for column in _FINISH_COLUMNS)
+_FINISH = (
+    text(
+        f"""
+WITH r AS (
+    UPDATE tasks
+    SET status = :status, result = CAST(:result AS jsonb), error = CAST(:error AS jsonb),
+        progress = CASE WHEN :set_progress THEN CAST(:progress AS jsonb) ELSE progress END,
+        completed_at = now(), lease_expires_at = NULL, last_seq = last_seq + 1, updated_at = now()
+    WHERE {_FENCE_SQL}
+    RETURNING {_FINISH_NAMES}
+), finish_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data)
+    SELECT r.id, r.last_seq, 'status',
+           {_STATUS_DATA_SQL}
+           || CASE WHEN r.status = 'SUCCESS' THEN jsonb_build_object('result', r.result) ELSE '{{}}'::jsonb END
+           || CAST(:extra AS jsonb)
+    FROM r
+)
+SELECT {_FINISH_NAMES} FROM r"""
+    )
+    .bindparams(
+        _TASK_ID,
+        _ATTEMPT,
+        bindparam("status", type_=Text),
+        bindparam("result", type_=JSONB),
+        bindparam("error", type_=JSONB),
+        bindparam("set_progress", type_=Boolean),
+        bindparam("progress", type_=JSONB),
+        bindparam("extra", type_=JSONB),
+    )
+    .columns(*_FINISH_COLUMNS)
+)
 
 
 def finish(
@@ -396,18 +509,32 @@ def finish(
     error: dict[str, Any] | None = None,
     progress: dict[str, Any] | None = None,
 ) -> tuple[RowMapping, Event] | None:
-    """RUNNING → SUCCESS | FAILED | CANCELLED for the attempt holding the lease."""
+    """RUNNING → SUCCESS | FAILED | CANCELLED for the attempt holding the lease.
+
+    One statement; the returned row has the columns :func:`status_data` needs plus ``task_type``,
+    ``queue`` and ``last_seq``.
+    """
     assert status in TERMINAL
-    values: dict[str, Any] = {
+    # What SQL cannot know: a large result's URL stands in for it; an error is shown when truthy.
+    extra: dict[str, Any] = {}
+    if status == TaskStatus.SUCCESS and claims.is_ref(result):
+        extra = {"result": None, "result_url": claims.result_url(task_id)}
+    elif status == TaskStatus.FAILED and error:
+        extra = {"error": error}
+    params = {
+        "task_id": task_id,
+        "attempt": attempt,
         "status": status.value,
         "result": result,
         "error": error,
-        "completed_at": func.now(),
-        "lease_expires_at": None,
+        "set_progress": progress is not None,
+        "progress": progress,
+        "extra": extra,
     }
-    if progress is not None:
-        values["progress"] = progress
-    return _transition(conn, task_id, _fenced(attempt), values)
+    row = conn.execute(_FINISH, params).mappings().first()
+    if row is None:
+        return None
+    return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
 
 
 def requeue(

@@ -1,0 +1,221 @@
+"""The worker's one-statement writes against real PostgreSQL: claim, outcome, progress, log lines and
+heartbeats are compare-and-set statements that append their event only when they win, are fenced by
+the attempt, and record exactly the event they return (the one published on Redis)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tasklift.blobs import claims
+from tasklift.store import repository as repo
+from tasklift.store.db import get_autocommit_engine, get_engine
+from tasklift.tasks.states import TaskStatus
+
+
+@pytest.fixture
+def writer(tasklift_env: dict[str, str]) -> sa.Engine:
+    return get_autocommit_engine()
+
+
+def submit(task_id: uuid.UUID | None = None) -> uuid.UUID:
+    task_id = task_id or uuid.uuid4()
+    with get_engine().begin() as conn:
+        repo.insert_task(
+            conn,
+            task_id=task_id,
+            owner="anonymous",
+            task_type="test_noop",
+            queue="cpu",
+            input={},
+            metadata={},
+            max_retries=0,
+            trace_id=None,
+            dispatch_grace=60,
+        )
+    return task_id
+
+
+def stored(db: sa.Engine, task_id: uuid.UUID) -> tuple[dict[str, Any], list[tuple[int, str, dict[str, Any]]], int]:
+    """(task row, events in order, outbox rows) as PostgreSQL has them."""
+    with db.connect() as conn:
+        task = conn.execute(sa.text("SELECT * FROM tasks WHERE id = :t"), {"t": task_id}).mappings().one()
+        events = conn.execute(
+            sa.text("SELECT seq, kind, data FROM task_events WHERE task_id = :t ORDER BY seq"), {"t": task_id}
+        ).all()
+        outbox = conn.execute(sa.text("SELECT count(*) FROM task_outbox WHERE task_id = :t"), {"t": task_id}).scalar()
+    return dict(task), [tuple(e) for e in events], int(outbox)
+
+
+def assert_recorded(db: sa.Engine, event: repo.Event) -> None:
+    """The returned (published) event is exactly the stored one, and it is the task's latest."""
+    task, events, _ = stored(db, uuid.UUID(event.task_id))
+    assert events[-1] == (event.seq, event.kind, event.data)
+    assert task["last_seq"] == event.seq
+
+
+def claim(writer: sa.Engine, task_id: uuid.UUID, worker: str = "w1") -> Any:
+    with writer.connect() as conn:
+        return repo.claim(conn, task_id, worker, lease=30)
+
+
+def test_a_claim_moves_pending_to_running_appends_its_event_and_deletes_the_outbox_row(
+    writer: sa.Engine, db: sa.Engine
+) -> None:
+    task_id = submit()
+    assert stored(db, task_id)[2] == 1
+    done = claim(writer, task_id)
+    assert done is not None
+    row, event = done
+    assert row["status"] == "RUNNING" and row["attempts"] == 1 and row["worker"] == "w1"
+    assert row["input"] == {} and row["task_type"] == "test_noop" and row["started_at"] is not None
+    assert event.seq == 2 and event.kind == "status"
+    assert event.data == {"status": "RUNNING", "progress": None, "attempts": 1, "cancel_requested": False}
+    assert_recorded(db, event)
+    task, events, outbox = stored(db, task_id)
+    assert outbox == 0 and len(events) == 2
+    lease_left = (task["lease_expires_at"] - task["updated_at"]).total_seconds()
+    assert 29 < lease_left <= 30
+
+
+def test_a_claim_of_a_task_that_is_not_pending_changes_nothing_and_writes_no_event(
+    writer: sa.Engine, db: sa.Engine
+) -> None:
+    running = submit()
+    assert claim(writer, running) is not None
+    cancelled = submit()
+    with get_engine().begin() as conn:
+        assert repo.cancel_pending(conn, cancelled) is not None
+    cancel_flagged = submit()  # PENDING with the flag set (a retry's requeue racing a cancel): never runs
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE tasks SET cancel_requested = true WHERE id = :t"), {"t": cancel_flagged})
+    for task_id in (running, cancelled, cancel_flagged):
+        before = stored(db, task_id)
+        assert claim(writer, task_id, worker="w2") is None
+        assert stored(db, task_id) == before  # same row (worker, attempts, lease), same events, same outbox
+    assert claim(writer, uuid.uuid4()) is None
+
+
+def test_concurrent_claims_of_one_task_have_exactly_one_winner(writer: sa.Engine, db: sa.Engine) -> None:
+    task_id = submit()
+    results: list[Any] = []
+    barrier = threading.Barrier(8)
+
+    def race(n: int) -> None:
+        barrier.wait()
+        results.append(claim(writer, task_id, worker=f"w{n}"))
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if r is not None]
+    assert len(results) == 8 and len(winners) == 1
+    task, events, _ = stored(db, task_id)
+    assert task["attempts"] == 1 and task["worker"] == winners[0][0]["worker"]
+    assert [e[:2] for e in events] == [(1, "status"), (2, "status")]
+
+
+def test_an_outcome_is_fenced_by_the_attempt_and_records_the_event_it_returns(writer: sa.Engine, db: sa.Engine) -> None:
+    task_id = submit()
+    claim(writer, task_id)
+    with writer.connect() as conn:  # attempt 1's lease is taken over by attempt 2
+        conn.execute(
+            sa.text("UPDATE tasks SET lease_expires_at = now() - interval '1 s' WHERE id = :t"), {"t": task_id}
+        )
+    with get_engine().begin() as conn:
+        assert repo.recover_expired(conn, task_id, 1, max_redispatches=5) is not None
+    assert claim(writer, task_id, worker="w2") is not None
+    with writer.connect() as conn:
+        assert repo.record_progress(conn, task_id, 2, {"percent": 40.0, "message": "m"}, lease=30) is not None
+    before = stored(db, task_id)
+    with writer.connect() as conn:
+        assert repo.finish(conn, task_id, 1, TaskStatus.SUCCESS, result={"stale": True}) is None
+        assert repo.record_progress(conn, task_id, 1, {"percent": 90.0}, lease=30) is None
+        assert repo.append_log(conn, task_id, 1, "INFO", "stale") is None
+        assert repo.heartbeat(conn, task_id, 1, lease=30) is None
+    assert stored(db, task_id) == before
+    with writer.connect() as conn:
+        done = repo.finish(conn, task_id, 2, TaskStatus.FAILED, error={"type": "Boom", "message": "no"})
+    assert done is not None
+    row, event = done
+    assert row["status"] == "FAILED" and row["error"] == {"type": "Boom", "message": "no"}
+    # No progress given: the stored one stays, and the event says so.
+    assert event.data == {
+        "status": "FAILED",
+        "progress": {"percent": 40.0, "message": "m"},
+        "attempts": 2,
+        "cancel_requested": False,
+        "error": {"type": "Boom", "message": "no"},
+    }
+    assert_recorded(db, event)
+    task, _, _ = stored(db, task_id)
+    assert task["completed_at"] is not None and task["lease_expires_at"] is None
+    with writer.connect() as conn:  # a second outcome of the same attempt is refused too
+        assert repo.finish(conn, task_id, 2, TaskStatus.SUCCESS, result=1) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "kwargs", "expected"),
+    [
+        (
+            TaskStatus.SUCCESS,
+            {"result": {"n": [1, 2.5, "x"]}, "progress": {"percent": 100.0}},
+            {"result": {"n": [1, 2.5, "x"]}},
+        ),
+        (TaskStatus.SUCCESS, {"result": None}, {"result": None}),
+        (
+            TaskStatus.SUCCESS,
+            {"result": {claims.REF: {"key": "k", "size": 9}}},
+            {"result": None, "result_url": "<url>"},
+        ),
+        (TaskStatus.FAILED, {"error": None}, {}),
+        (TaskStatus.CANCELLED, {"error": {"type": "x", "message": "y"}}, {}),
+    ],
+)
+def test_every_outcome_event_matches_what_is_stored(
+    writer: sa.Engine, db: sa.Engine, status: TaskStatus, kwargs: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    task_id = submit()
+    claim(writer, task_id)
+    with get_engine().begin() as conn:
+        assert repo.request_cancel(conn, task_id) is not None  # the flag shows in the outcome's event
+    with writer.connect() as conn:
+        done = repo.finish(conn, task_id, 1, status, **kwargs)
+    assert done is not None
+    _, event = done
+    progress = kwargs.get("progress")
+    expected = {k: claims.result_url(task_id) if v == "<url>" else v for k, v in expected.items()}
+    assert event.data == {
+        "status": status.value,
+        "progress": progress,
+        "attempts": 1,
+        "cancel_requested": True,
+        **expected,
+    }
+    assert_recorded(db, event)
+
+
+def test_progress_and_log_lines_append_the_events_they_return(writer: sa.Engine, db: sa.Engine) -> None:
+    task_id = submit()
+    claim(writer, task_id)
+    with writer.connect() as conn:
+        moved = repo.record_progress(conn, task_id, 1, {"percent": 12.5, "current": 1, "total": 8}, lease=30)
+        assert moved is not None and moved[1] is False
+        assert_recorded(db, moved[0])
+        line = repo.append_log(conn, task_id, 1, "WARNING", "it's 'quoted' and \\ escaped")
+        assert line is not None and line.data == {
+            "status": "RUNNING",
+            "level": "WARNING",
+            "message": "it's 'quoted' and \\ escaped",
+        }
+        assert_recorded(db, line)
+        unfenced = repo.append_log(conn, task_id, None, "INFO", "from the runner")
+        assert unfenced is not None and unfenced.seq == line.seq + 1
+        assert_recorded(db, unfenced)
+    assert stored(db, task_id)[0]["progress"] == {"percent": 12.5, "current": 1, "total": 8}
