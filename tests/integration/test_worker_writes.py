@@ -5,6 +5,7 @@ the attempt, and record exactly the event they return (the one published on Redi
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -219,3 +220,43 @@ def test_progress_and_log_lines_append_the_events_they_return(writer: sa.Engine,
         assert unfenced is not None and unfenced.seq == line.seq + 1
         assert_recorded(db, unfenced)
     assert stored(db, task_id)[0]["progress"] == {"percent": 12.5, "current": 1, "total": 8}
+
+
+def test_the_heartbeat_thread_renews_a_running_lease_and_stops_when_unwatched(
+    writer: sa.Engine, db: sa.Engine, tasklift_env: dict[str, str]
+) -> None:
+    from tasklift.queue.runner import Heartbeats, get_publisher
+    from tasklift.tasks.context import TaskContext
+
+    def lease(task_id: uuid.UUID) -> Any:
+        return stored(db, task_id)[0]["lease_expires_at"]
+
+    def context(task_id: uuid.UUID) -> TaskContext:
+        return TaskContext(
+            task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
+            publisher=get_publisher(), lease_seconds=30, progress_interval=0.5,
+        )  # fmt: skip
+
+    beats = Heartbeats(0.2)
+    short, long_ = submit(), submit()
+    claim(writer, short), claim(writer, long_)
+    first_short, first_long = lease(short), lease(long_)
+    quick = context(short)
+    beats.watch(quick)
+    beats.unwatch(quick)  # shorter than the interval: no write at all
+    slow = context(long_)
+    beats.watch(slow)
+    time.sleep(0.7)
+    renewed = lease(long_)
+    assert renewed > first_long
+    with db.begin() as conn:  # a cancel is noticed by the next beat
+        conn.execute(sa.text("UPDATE tasks SET cancel_requested = true WHERE id = :t"), {"t": long_})
+    deadline = time.monotonic() + 5
+    while not slow.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slow.cancel_requested
+    beats.unwatch(slow)
+    after = lease(long_)
+    time.sleep(0.5)
+    assert lease(long_) == after  # no beat once unwatched
+    assert lease(short) == first_short

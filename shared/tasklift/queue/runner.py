@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -23,7 +24,7 @@ from tasklift.events.bus import EventPublisher
 from tasklift.queue.app import redis_url
 from tasklift.settings import get_settings
 from tasklift.store import repository as repo
-from tasklift.store.db import get_engine, retry_transient
+from tasklift.store.db import get_autocommit_engine, get_engine, retry_transient
 from tasklift.tasks.context import Cancelled, LeaseLost, TaskContext
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
@@ -45,26 +46,68 @@ class ClaimFailed(Exception):  # noqa: N818
     """The database could not record a claim; the delivery must be requeued, not acked."""
 
 
-class Heartbeat(threading.Thread):
-    """Renews the lease, flushes coalesced progress and refreshes the cancel flag while a task runs."""
+class Heartbeats:
+    """One long-lived thread per process that keeps the leases of its running tasks alive.
 
-    def __init__(self, ctx: TaskContext, interval: float) -> None:
-        super().__init__(name=f"heartbeat-{ctx.task_id}", daemon=True)
-        self._ctx = ctx
-        self._interval = interval
-        self._stop_event = threading.Event()
+    Every ``interval`` seconds after a task was registered (and then every ``interval`` after its
+    previous beat) it calls ``ctx.heartbeat()``: flush coalesced progress or renew the lease, and
+    refresh the cancel flag. A task shorter than ``interval`` costs no database write and no thread
+    start. :meth:`unwatch` returns only once no beat of that task is in flight, so the outcome is
+    always recorded after the last heartbeat write.
+    """
 
-    def run(self) -> None:
-        while not self._stop_event.wait(self._interval):
-            try:
-                self._ctx.heartbeat()
-            except Exception as exc:  # noqa: BLE001 - a database blip must not kill the task
-                log.warning("heartbeat for %s failed: %s", self._ctx.task_id, exc)
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._cond = threading.Condition()
+        self._due: dict[TaskContext, float] = {}
+        self._beating: TaskContext | None = None
+        self._thread: threading.Thread | None = None
 
-    def stop(self) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout=5)
+    def watch(self, ctx: TaskContext) -> None:
+        with self._cond:
+            self._due[ctx] = time.monotonic() + self.interval
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tasklift-heartbeat", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def unwatch(self, ctx: TaskContext) -> None:
+        with self._cond:
+            self._due.pop(ctx, None)
+            while self._beating is ctx:
+                self._cond.wait()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                ctx = min(self._due, key=self._due.__getitem__, default=None)
+                if ctx is None or self._due[ctx] > now:
+                    self._cond.wait(None if ctx is None else self._due[ctx] - now)
+                    continue
+                self._beating = ctx
+                self._cond.release()
+                try:
+                    ctx.heartbeat()
+                except Exception as exc:  # noqa: BLE001 - a database blip must not kill the task
+                    log.warning("heartbeat for %s failed: %s", ctx.task_id, exc)
+                finally:
+                    self._cond.acquire()
+                    self._beating = None
+                    if ctx in self._due:
+                        self._due[ctx] = time.monotonic() + self.interval
+                    self._cond.notify_all()
+
+
+_heartbeats: tuple[int, Heartbeats] | None = None
+
+
+def get_heartbeats() -> Heartbeats:
+    """The process's heartbeat thread (one per forked child, started with its first task)."""
+    global _heartbeats
+    if _heartbeats is None or _heartbeats[0] != os.getpid():
+        _heartbeats = (os.getpid(), Heartbeats(get_settings().heartbeat_seconds))
+    return _heartbeats[1]
 
 
 def error_of(exc: BaseException) -> dict[str, Any]:
@@ -89,15 +132,18 @@ def to_jsonable(value: Any) -> Any:
 def execute(task_id_str: str, worker: str) -> None:
     """Claim and run one delivery of ``tasklift.run``."""
     settings = get_settings()
-    engine = get_engine()
+    # Claim, heartbeat, progress, log lines and the outcome are one statement each (autocommit);
+    # ctx.transaction() and a retry's requeue need real transactions (the default engine).
+    writer = get_autocommit_engine()
     publisher = get_publisher()
     try:
         task_id = uuid.UUID(task_id_str)
     except ValueError:
         log.error("dropping a message with a malformed task id %r", task_id_str)
         return
+
     def claim() -> Any:
-        with telemetry.span("tasklift.claim"), engine.begin() as conn:
+        with telemetry.span("tasklift.claim"), writer.connect() as conn:
             return repo.claim(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
 
     try:
@@ -118,7 +164,8 @@ def execute(task_id_str: str, worker: str) -> None:
         task_id=task_id,
         attempt=attempt,
         task_type=row["task_type"],
-        engine=engine,
+        engine=get_engine(),
+        writer=writer,
         publisher=publisher,
         lease_seconds=settings.lease_seconds,
         progress_interval=settings.progress_interval_seconds,
@@ -126,12 +173,12 @@ def execute(task_id_str: str, worker: str) -> None:
     if ttype is None:
         _finish(ctx, TaskStatus.FAILED, error={"type": "UnknownTaskType", "message": row["task_type"]})
         return
-    heartbeat = Heartbeat(ctx, settings.heartbeat_seconds)
-    heartbeat.start()
+    heartbeats = get_heartbeats()
+    heartbeats.watch(ctx)
     try:
         outcome = _run(ctx, ttype, row)
     finally:
-        heartbeat.stop()
+        heartbeats.unwatch(ctx)
     outcome()
 
 
@@ -167,7 +214,7 @@ def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: 
         progress = {**(progress or {"current": None, "total": None, "message": None}), "percent": 100.0}
 
     def record() -> Any:
-        with telemetry.span("tasklift.finish", outcome=status.value), get_engine().begin() as conn:
+        with telemetry.span("tasklift.finish", outcome=status.value), get_autocommit_engine().connect() as conn:
             return repo.finish(conn, ctx.task_id, ctx.attempt, status, result=result, error=error, progress=progress)
 
     done = retry_transient(record)

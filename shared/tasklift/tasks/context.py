@@ -47,11 +47,15 @@ class TaskContext:
         publisher: EventPublisher,
         lease_seconds: float,
         progress_interval: float,
+        writer: Engine | None = None,
     ) -> None:
+        """``writer`` runs the single-statement writes (progress, log, heartbeat), typically an
+        autocommit engine; ``engine`` the transactions of :meth:`transaction`."""
         self.task_id = task_id
         self.attempt = attempt
         self.task_type = task_type
         self._engine = engine
+        self._writer = writer or engine
         self._publisher = publisher
         self._lease = lease_seconds
         self._interval = progress_interval
@@ -95,7 +99,7 @@ class TaskContext:
     def log(self, message: str, level: str = "INFO") -> None:
         """Append a log line to the task's durable log (never coalesced)."""
         def write() -> Event | None:
-            with self._engine.begin() as conn:
+            with self._writer.begin() as conn:
                 return repo.append_log(conn, self.task_id, self.attempt, level.upper(), str(message))
 
         event = retry_transient(write)
@@ -144,7 +148,7 @@ class TaskContext:
                 return
             self._last_write = time.monotonic()
         try:
-            with self._engine.begin() as conn:
+            with self._writer.begin() as conn:
                 done = repo.record_progress(conn, self.task_id, self.attempt, value, self._lease)
         except DBAPIError as exc:
             if not is_transient(exc):
@@ -165,7 +169,7 @@ class TaskContext:
         if self._pending is not None:
             self.flush()
             return
-        with self._engine.begin() as conn:
+        with self._writer.begin() as conn:
             flag = repo.heartbeat(conn, self.task_id, self.attempt, self._lease)
         if flag is None:
             self._lost()
