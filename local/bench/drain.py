@@ -12,7 +12,13 @@ Both workers stay up for the whole run (idle while the other is measured); the r
 ``--rounds`` times each, after a warm-up of each. Target (issue 2): tasklift >= 0.50x raw Celery
 (the original demo: 0.15x, 73 vs 486 tasks/s).
 
+``--presubmit`` adds worker-only drains (the reported figure stays the end-to-end one): the
+tasklift worker is stopped, N tasks are submitted, a fresh worker starts, and once its first tasks
+are done (imports, connections) the rest are timed; CPU per task is given for each process group.
+``--no-e2e`` skips the end-to-end rounds (quick worker-side iterations).
+
     .venv/bin/python local/bench/drain.py [--tasks 2000] [--concurrency 2] [--rounds 2] [--profile]
+    .venv/bin/python local/bench/drain.py --tasks 1000 --rounds 1 --presubmit [--no-e2e]
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ PROFILE_FOCUS: list[bk.Focus] = [
     ("celery trace (one task, whole)", "celery/app/trace.py", "trace_task"),
     ("  tasklift execute", "tasklift/queue/runner.py", "execute"),
     ("    repo.claim", "tasklift/store/repository.py", "claim"),
-    ("    Heartbeat start/stop (thread)", "tasklift/queue/runner.py", "Heartbeat.stop"),
+    ("    heartbeat watch/unwatch", "tasklift/queue/runner.py", "Heartbeats.unwatch"),
+    ("    telemetry span (claim, finish)", "tasklift/telemetry.py", "span"),
     ("    _finish", "tasklift/queue/runner.py", "_finish"),
     ("      repo.finish", "tasklift/store/repository.py", "finish"),
     ("    EventPublisher.publish (PUBLISH)", "tasklift/events/bus.py", "publish"),
@@ -218,6 +225,88 @@ def run_tasklift(n: int, port: int, clients: int, db_url: str, timeout: float) -
     _ = sa  # imported for the engine type
 
 
+def run_presubmitted(
+    n: int, stack: bk.Stack, port: int, clients: int, concurrency: int, groups: dict[str, list[int]], timeout: float
+) -> tuple[dict[str, Any], bk.Proc]:
+    """Worker-only drain: submit n tasks with no worker, start one, time it once it is warm.
+
+    Returns the result and the new worker process (the caller's worker was replaced).
+    """
+    import sqlalchemy as sa
+
+    old = next(p for p in stack.procs if p.pid == groups["tasklift_worker"][0])
+    stack.stop(old)
+    tag = uuid.uuid4().hex[:12]
+    ids, t0, t_submitted = asyncio.run(submit_all(port, n, clients, tag))
+    engine = sa.create_engine(stack.database_url, poolclass=sa.pool.NullPool)
+    sql = (
+        "SELECT count(*) FROM tasks WHERE metadata->>'bench_run' = %(tag)s"
+        " AND status IN ('SUCCESS', 'FAILED', 'CANCELLED')"
+    )
+    warm = min(n // 10, 20 * concurrency)
+    worker = stack.worker(concurrency)
+    groups["tasklift_worker"] = [worker.pid]
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+
+        def done() -> int:
+            count = int(conn.exec_driver_sql(sql, {"tag": tag}).scalar_one())
+            conn.commit()
+            return count
+
+        while (done0 := done()) < warm:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"presubmit: only {done0} of {warm} warm-up tasks finished")
+            time.sleep(0.02)
+        with bk.CpuMeter(groups) as meter:
+            t_start = time.monotonic()
+            while (count := done()) < n:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"presubmit: only {count} of {n} tasks finished within {timeout} s")
+                time.sleep(0.05)
+            elapsed = time.monotonic() - t_start
+    with engine.connect() as conn:
+        success = conn.exec_driver_sql(
+            "SELECT count(*) FILTER (WHERE status = 'SUCCESS') FROM tasks WHERE metadata->>'bench_run' = %(tag)s",
+            {"tag": tag},
+        ).scalar_one()
+    engine.dispose()
+    if success != n:
+        raise RuntimeError(f"presubmit: {success} SUCCESS of {n}")
+    timed = n - done0
+    cpu = meter.result
+    per_task_ms = {name: round(1000 * cores * elapsed / timed, 3) for name, cores in cpu.items()}
+    res = {
+        "tasks": n,
+        "timed_tasks": timed,
+        "seconds": elapsed,
+        "tasks_per_s": timed / elapsed,
+        "submit_per_s": n / (t_submitted - t0),
+        "cpu_cores": cpu,
+        "cpu_ms_per_task": per_task_ms,
+    }
+    return res, worker
+
+
+def presubmit_rounds(
+    args: argparse.Namespace, stack: bk.Stack, port: int, groups: dict[str, list[int]], out: list[dict[str, Any]]
+) -> bk.Proc:
+    """``--rounds`` worker-only drains; returns the worker left running."""
+    worker = None
+    for rnd in range(args.rounds):
+        busy = bk.wait_for_quiet(args.quiet, args.max_wait)
+        res, worker = run_presubmitted(args.tasks, stack, port, args.clients, args.concurrency, groups, args.timeout)
+        res["machine_busy_before"] = busy
+        out.append(res)
+        per_task = ", ".join(f"{k} {v:.2f}" for k, v in res["cpu_ms_per_task"].items())
+        bk.log(
+            f"round {rnd + 1} worker-only: {res['timed_tasks']} tasks in {res['seconds']:.2f} s ="
+            f" {res['tasks_per_s']:.0f} tasks/s; cpu ms per task: {per_task}"
+        )
+    assert worker is not None
+    return worker
+
+
 def warm_up(stack: bk.Stack, api_port: int, concurrency: int) -> None:
     """Give every pool child its first task (imports, connections) on both sides."""
     run_tasklift(4 * concurrency, api_port, concurrency, stack.database_url, 60)
@@ -236,6 +325,8 @@ def main() -> int:
         "--profile", action="store_true", help="then profile a tasklift worker child during a drain (py-spy)"
     )
     parser.add_argument("--no-fsync", action="store_true", help="run PostgreSQL with fsync=off (default: on)")
+    parser.add_argument("--presubmit", action="store_true", help="also time worker-only drains of pre-submitted tasks")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end rounds (with --presubmit)")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--quiet", type=float, default=0.25, help="wait until other load is below this many cores")
     parser.add_argument("--max-wait", type=float, default=60, help="longest wait for a quiet machine, per run")
@@ -262,6 +353,7 @@ def main() -> int:
         },
         "raw": [],
         "tasklift": [],
+        "presubmitted": [],
     }
     try:
         with bk.Stack(fsync=not args.no_fsync, extra_env={"TASKLIFT_LOG_LEVEL": args.log_level.upper()}) as stack:
@@ -307,7 +399,7 @@ def main() -> int:
                 "redis": [stack.redis.proc.pid],
                 "bench": [os.getpid()],
             }
-            for rnd in range(args.rounds):
+            for rnd in range(0 if args.no_e2e else args.rounds):
                 for side in ("raw", "tasklift"):
                     busy = bk.wait_for_quiet(args.quiet, args.max_wait)
                     sessions0 = bk.pg_sessions(stack.database_url)
@@ -327,11 +419,24 @@ def main() -> int:
                         f"{res['tasks_per_s']:.0f} tasks/s{extra}; new PG connections {res['pg_sessions_opened']};"
                         f" cpu: {bk.CpuMeter.describe_result(meter.result)}"
                     )
+            if args.presubmit:
+                worker = presubmit_rounds(args, stack, port, groups, results["presubmitted"])
             if args.profile:
                 results["profile"] = profile(args, stack, port, worker)
     except KeyboardInterrupt:
         bk.log("interrupted; everything was stopped")
         return 130
+    report(args, results)
+    return 0
+
+
+def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Print the summaries and save the results (a worker-only run alone goes to drain-presubmit.json)."""
+    if args.presubmit:
+        summarize_presubmitted(results)
+    if args.no_e2e:
+        bk.save_results("drain-presubmit", results)
+        return
     summarize(results)
     for side in ("raw", "tasklift"):  # keep the JSON small: the series of the best round only
         best = max(results[side], key=lambda r: r["tasks_per_s"])
@@ -341,7 +446,6 @@ def main() -> int:
     bk.save_results("drain", results)
     if not args.no_plot:
         plot(results)
-    return 0
 
 
 def profile(args: argparse.Namespace, stack: bk.Stack, port: int, worker: bk.Proc) -> dict[str, Any]:
@@ -373,6 +477,22 @@ def profile(args: argparse.Namespace, stack: bk.Stack, port: int, worker: bk.Pro
         (bk.RESULTS_DIR / f"drain-profile-{name}.txt").write_text(path.read_text())
         bk.print_profile(f"tasklift {name} during a drain", summary)
     return out
+
+
+def summarize_presubmitted(results: dict[str, Any]) -> None:
+    """Worker-only drains: throughput and CPU milliseconds per task of each process group (median)."""
+    runs = results["presubmitted"]
+    if not runs:
+        return
+    rate = bk.median([r["tasks_per_s"] for r in runs])
+    groups = ("tasklift_worker", "postgres", "redis", "api", "reaper", "other")
+    per_task = {g: bk.median([r["cpu_ms_per_task"][g] for r in runs]) for g in groups}
+    results["presubmitted_median"] = {"tasks_per_s": rate, "cpu_ms_per_task": per_task}
+    s = results["settings"]
+    print(
+        f"\nWorker-only drain of {s['tasks']} pre-submitted tasks, concurrency {s['concurrency']} ({len(runs)} rounds)"
+    )
+    print(f"  {rate:7.0f} tasks/s; cpu ms per task: " + ", ".join(f"{g} {v:.2f}" for g, v in per_task.items()))
 
 
 def summarize(results: dict[str, Any]) -> None:
