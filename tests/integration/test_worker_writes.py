@@ -260,3 +260,57 @@ def test_the_heartbeat_thread_renews_a_running_lease_and_stops_when_unwatched(
     time.sleep(0.5)
     assert lease(long_) == after  # no beat once unwatched
     assert lease(short) == first_short
+
+
+def test_a_claim_event_goes_out_with_the_outcome_or_alone_once_the_task_runs_on(
+    writer: sa.Engine, tasklift_env: dict[str, str]
+) -> None:
+    """Publishing is after commit and in seq order; the claim event waits at most announce_after."""
+    import json
+
+    import redis
+
+    from tasklift.events.bus import channel
+    from tasklift.queue.runner import Heartbeats, get_publisher
+    from tasklift.tasks.context import TaskContext
+
+    listener = redis.Redis.from_url(tasklift_env["TASKLIFT_REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
+    beats = Heartbeats(interval=30, announce_after=0.3)
+
+    def run(task_id: uuid.UUID) -> tuple[TaskContext, repo.Event]:
+        listener.subscribe(channel(str(task_id)))
+        _, event = claim(writer, task_id)
+        ctx = TaskContext(
+            task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
+            publisher=get_publisher(), lease_seconds=30, progress_interval=0.5,
+        )  # fmt: skip
+        ctx.hold(event)
+        beats.watch(ctx)
+        return ctx, event
+
+    def received(wait: float) -> list[tuple[int, str]]:
+        out, deadline = [], time.monotonic() + wait
+        while time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.02)
+            if message:
+                data = json.loads(message["data"])
+                out.append((data["seq"], data["data"]["status"]))
+        return out
+
+    short = submit()
+    ctx, _ = run(short)
+    beats.unwatch(ctx)
+    assert received(0.5) == []  # held: the task ended before announce_after
+    with writer.connect() as conn:
+        _, outcome = repo.finish(conn, short, 1, TaskStatus.SUCCESS, result=None)
+    ctx.announce([outcome])
+    assert received(0.3) == [(2, "RUNNING"), (3, "SUCCESS")]
+
+    long_ = submit()
+    ctx, _ = run(long_)
+    assert received(0.15) == []
+    assert received(0.5) == [(2, "RUNNING")]  # announced alone by the heartbeat thread
+    ctx.progress(50)
+    assert received(0.3) == [(3, "RUNNING")]  # the progress event; nothing repeated
+    beats.unwatch(ctx)
+    listener.close()

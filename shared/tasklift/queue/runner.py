@@ -46,56 +46,88 @@ class ClaimFailed(Exception):  # noqa: N818
     """The database could not record a claim; the delivery must be requeued, not acked."""
 
 
+#: How long a claim's status event may wait to go out together with the next one (usually the
+#: outcome, in one Redis round trip): only a task still running after this is announced alone.
+ANNOUNCE_AFTER_SECONDS = 0.05
+
+
 class Heartbeats:
     """One long-lived thread per process that keeps the leases of its running tasks alive.
 
     Every ``interval`` seconds after a task was registered (and then every ``interval`` after its
     previous beat) it calls ``ctx.heartbeat()``: flush coalesced progress or renew the lease, and
-    refresh the cancel flag. A task shorter than ``interval`` costs no database write and no thread
-    start. :meth:`unwatch` returns only once no beat of that task is in flight, so the outcome is
-    always recorded after the last heartbeat write.
+    refresh the cancel flag. ``announce_after`` seconds after registration it publishes the events
+    the task holds back (its claim event), unless the task published them itself meanwhile. A task
+    shorter than both costs no database write, no publish of its own and no thread start.
+    :meth:`unwatch` returns only once no job of that task is in flight, so the outcome is always
+    recorded after the last heartbeat write.
     """
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, announce_after: float = ANNOUNCE_AFTER_SECONDS) -> None:
         self.interval = interval
+        self.announce_after = announce_after
         self._cond = threading.Condition()
-        self._due: dict[TaskContext, float] = {}
-        self._beating: TaskContext | None = None
+        self._beat_at: dict[TaskContext, float] = {}
+        self._announce_at: dict[TaskContext, float] = {}
+        self._busy: TaskContext | None = None
         self._thread: threading.Thread | None = None
+        #: When the thread wakes up by itself: None = not before it is notified; 0 = it is awake.
+        self._wake_at: float | None = None
 
     def watch(self, ctx: TaskContext) -> None:
+        now = time.monotonic()
         with self._cond:
-            self._due[ctx] = time.monotonic() + self.interval
+            first = self._beat_at[ctx] = now + self.interval
+            if ctx.holds_events:
+                first = self._announce_at[ctx] = now + self.announce_after
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tasklift-heartbeat", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._wake_at is None or first < self._wake_at:
+                self._cond.notify()
 
     def unwatch(self, ctx: TaskContext) -> None:
         with self._cond:
-            self._due.pop(ctx, None)
-            while self._beating is ctx:
+            self._beat_at.pop(ctx, None)
+            self._announce_at.pop(ctx, None)
+            while self._busy is ctx:
                 self._cond.wait()
+
+    def _next(self) -> tuple[float, TaskContext, bool] | None:
+        """The earliest job: (when, task, is_announce)."""
+        jobs = [(when, ctx, True) for ctx, when in self._announce_at.items()]
+        jobs += [(when, ctx, False) for ctx, when in self._beat_at.items()]
+        return min(jobs, key=lambda job: job[0], default=None)
 
     def _run(self) -> None:
         with self._cond:
             while True:
                 now = time.monotonic()
-                ctx = min(self._due, key=self._due.__getitem__, default=None)
-                if ctx is None or self._due[ctx] > now:
-                    self._cond.wait(None if ctx is None else self._due[ctx] - now)
+                job = self._next()
+                if job is None or job[0] > now:
+                    self._wake_at = None if job is None else job[0]
+                    self._cond.wait(None if job is None else job[0] - now)
+                    self._wake_at = 0.0
                     continue
-                self._beating = ctx
+                _, ctx, announce = job
+                if announce:
+                    del self._announce_at[ctx]
+                else:  # not rescheduled yet: parks the task until this beat is done
+                    self._beat_at[ctx] = float("inf")
+                self._busy = ctx
                 self._cond.release()
                 try:
-                    ctx.heartbeat()
+                    if announce:
+                        ctx.announce()
+                    else:
+                        ctx.heartbeat()
                 except Exception as exc:  # noqa: BLE001 - a database blip must not kill the task
                     log.warning("heartbeat for %s failed: %s", ctx.task_id, exc)
                 finally:
                     self._cond.acquire()
-                    self._beating = None
-                    if ctx in self._due:
-                        self._due[ctx] = time.monotonic() + self.interval
+                    self._busy = None
+                    if not announce and ctx in self._beat_at:  # still watched
+                        self._beat_at[ctx] = time.monotonic() + self.interval
                     self._cond.notify_all()
 
 
@@ -156,7 +188,6 @@ def execute(task_id_str: str, worker: str) -> None:
         log.info("task %s: delivery dropped, it is not PENDING", task_id)
         return
     row, event = claimed
-    publisher.publish([event])
     attempt = row["attempts"]
     telemetry.task_started(row)  # attempt and type on the span and log lines; queue-wait metric
     ttype = get_task_type(row["task_type"])
@@ -170,6 +201,9 @@ def execute(task_id_str: str, worker: str) -> None:
         lease_seconds=settings.lease_seconds,
         progress_interval=settings.progress_interval_seconds,
     )
+    # The claim event goes out with the task's next event (its outcome, for a short task: one
+    # PUBLISH round trip instead of two), or after ANNOUNCE_AFTER_SECONDS by the heartbeat thread.
+    ctx.hold(event)
     if ttype is None:
         _finish(ctx, TaskStatus.FAILED, error={"type": "UnknownTaskType", "message": row["task_type"]})
         return
@@ -222,7 +256,7 @@ def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: 
         log.warning("task %s attempt %s: outcome %s refused (lease lost)", ctx.task_id, ctx.attempt, status)
         claims.discard(result)  # nothing will ever point to this attempt's result blob
         return
-    get_publisher().publish([done[1]])
+    ctx.announce([done[1]])
     telemetry.task_finished(ctx.task_type, status.value)
 
 
@@ -241,7 +275,7 @@ def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseExcepti
 
         done, log_event = retry_transient(record)
         if done is not None:
-            get_publisher().publish([done[1], *([log_event] if log_event else [])])
+            ctx.announce([done[1], *([log_event] if log_event else [])])
             telemetry.task_finished(ctx.task_type, "RETRY")
         return
     _finish(ctx, TaskStatus.FAILED, error=error_of(exc))

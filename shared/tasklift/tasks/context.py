@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,6 +65,8 @@ class TaskContext:
         self._cancel_requested = False
         self._lease_lost = False
         self.last_progress: dict[str, Any] | None = None
+        self._held: list[Event] = []
+        self._announce_lock = threading.Lock()  # events go out in the order they are announced
 
     # --- the task author's API ---------------------------------------------------------------
 
@@ -98,6 +100,7 @@ class TaskContext:
 
     def log(self, message: str, level: str = "INFO") -> None:
         """Append a log line to the task's durable log (never coalesced)."""
+
         def write() -> Event | None:
             with self._writer.begin() as conn:
                 return repo.append_log(conn, self.task_id, self.attempt, level.upper(), str(message))
@@ -105,7 +108,7 @@ class TaskContext:
         event = retry_transient(write)
         if event is None:
             self._lost()
-        self._publisher.publish([event] if event else [])
+        self.announce([event] if event else [])
         self.check_cancelled()
 
     @contextmanager
@@ -162,7 +165,22 @@ class TaskContext:
             self._lost()
             return
         event, self._cancel_requested = done
-        self._publisher.publish([event])
+        self.announce([event])
+
+    def hold(self, event: Event) -> None:
+        """Keep a committed ``event`` back, to be published with the next :meth:`announce`."""
+        with self._announce_lock:
+            self._held.append(event)
+
+    @property
+    def holds_events(self) -> bool:
+        return bool(self._held)
+
+    def announce(self, events: Sequence[Event] = ()) -> None:
+        """Publish the held events and then ``events`` (all committed), in one round trip."""
+        with self._announce_lock:
+            batch, self._held = [*self._held, *events], []
+            self._publisher.publish(batch)
 
     def heartbeat(self) -> None:
         """Flush pending progress or renew the lease, and refresh the cancel flag."""
