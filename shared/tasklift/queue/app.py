@@ -7,6 +7,7 @@ Celery's result backend is disabled: status is always read from PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery, signals
@@ -86,6 +87,18 @@ celery_app = create_celery_app()
 
 # Register tasklift.run on the app (the module imports celery_app from here).
 import tasklift.queue.worker_tasks  # noqa: E402,F401
+
+#: Celery's per-task INFO lines ("Task … received", "Task … succeeded in …"): tasklift records
+#: every transition as an event in PostgreSQL, so they only repeat it, at ~60 µs each as JSON.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
+@signals.worker_init.connect
+def _quiet_per_task_lines(**_: object) -> None:
+    """Keep Celery's per-task lines for TASKLIFT_LOG_LEVEL=DEBUG (set before the pool forks)."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @signals.worker_process_init.connect

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.exceptions import Reject
 
 from tasklift.queue.app import celery_app
+
+log = logging.getLogger(__name__)
 
 
 @celery_app.task(name="tasklift.run", bind=True, ignore_result=True)
@@ -19,4 +22,5 @@ def run(self: Any, task_id: str) -> None:
         execute(task_id, worker=str(self.request.hostname or "worker"))
     except ClaimFailed as exc:
         # acks_late: rejecting with requeue puts the message back instead of acking a lost claim.
+        log.warning("%s; the message goes back to the queue", exc)
         raise Reject(str(exc), requeue=True) from exc
