@@ -314,3 +314,39 @@ def test_a_claim_event_goes_out_with_the_outcome_or_alone_once_the_task_runs_on(
     assert received(0.3) == [(3, "RUNNING")]  # the progress event; nothing repeated
     beats.unwatch(ctx)
     listener.close()
+
+
+def test_unwatch_waits_for_a_beat_in_flight_but_not_forever(writer: sa.Engine, db: sa.Engine) -> None:
+    """The outcome is recorded after the last heartbeat write; a hung one delays it by ``timeout`` at most."""
+    from tasklift.queue.runner import Heartbeats, get_publisher
+    from tasklift.tasks.context import TaskContext
+
+    task_id = submit()
+    claim(writer, task_id)
+    beats = Heartbeats(0.1, announce_after=60)
+
+    def context() -> TaskContext:
+        return TaskContext(
+            task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
+            publisher=get_publisher(), lease_seconds=30, progress_interval=0.5,
+        )  # fmt: skip
+
+    for timeout, release_after in ((0.5, None), (5.0, 0.4)):
+        ctx = context()
+        lease_before = stored(db, task_id)[0]["lease_expires_at"]
+        with db.connect() as locker:  # the row lock makes the heartbeat's UPDATE wait
+            locker.execute(sa.text("SELECT 1 FROM tasks WHERE id = :t FOR UPDATE"), {"t": task_id})
+            beats.watch(ctx)
+            time.sleep(0.3)  # the first beat is in flight, blocked
+            if release_after is not None:
+                threading.Timer(release_after, locker.rollback).start()
+            started = time.monotonic()
+            beats.unwatch(ctx, timeout=timeout)
+            waited = time.monotonic() - started
+            if release_after is None:
+                assert timeout - 0.05 < waited < timeout + 1  # gave up waiting
+                locker.rollback()
+                time.sleep(0.3)  # the beat ends; unwatched, it is not rescheduled
+            else:
+                assert release_after - 0.05 < waited < timeout  # returned once the beat was done
+                assert stored(db, task_id)[0]["lease_expires_at"] > lease_before

@@ -86,12 +86,18 @@ class Heartbeats:
             if self._wake_at is None or first < self._wake_at:
                 self._cond.notify()
 
-    def unwatch(self, ctx: TaskContext) -> None:
+    def unwatch(self, ctx: TaskContext, timeout: float = 5.0) -> None:
+        """Stop the task's jobs; wait (at most ``timeout``: a hung database) for one in flight."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._beat_at.pop(ctx, None)
             self._announce_at.pop(ctx, None)
             while self._busy is ctx:
-                self._cond.wait()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("heartbeat of %s still running after %g s; recording the outcome", ctx.task_id, timeout)
+                    break
+                self._cond.wait(left)
 
     def _next(self) -> tuple[float, TaskContext, bool] | None:
         """The earliest job: (when, task, is_announce)."""
