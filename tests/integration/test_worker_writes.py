@@ -350,3 +350,30 @@ def test_unwatch_waits_for_a_beat_in_flight_but_not_forever(writer: sa.Engine, d
             else:
                 assert release_after - 0.05 < waited < timeout  # returned once the beat was done
                 assert stored(db, task_id)[0]["lease_expires_at"] > lease_before
+
+
+def test_a_heartbeat_thread_asleep_after_idling_wakes_for_the_next_task(
+    writer: sa.Engine, db: sa.Engine, tasklift_env: dict[str, str]
+) -> None:
+    from tasklift.queue.runner import Heartbeats, get_publisher
+    from tasklift.tasks.context import TaskContext
+
+    beats = Heartbeats(0.2, announce_after=60)
+    beats.IDLE_SECONDS = 0.1
+
+    def beat_once(task_id: uuid.UUID) -> None:
+        claim(writer, task_id)
+        before = stored(db, task_id)[0]["lease_expires_at"]
+        ctx = TaskContext(
+            task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
+            publisher=get_publisher(), lease_seconds=30, progress_interval=0.5,
+        )  # fmt: skip
+        beats.watch(ctx)
+        time.sleep(0.6)
+        beats.unwatch(ctx)
+        assert stored(db, task_id)[0]["lease_expires_at"] > before
+
+    beat_once(submit())
+    time.sleep(0.5)  # no task for longer than IDLE_SECONDS: the thread waits to be notified
+    assert beats._asleep
+    beat_once(submit())

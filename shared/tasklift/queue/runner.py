@@ -61,7 +61,13 @@ class Heartbeats:
     shorter than both costs no database write, no publish of its own and no thread start.
     :meth:`unwatch` returns only once no job of that task is in flight, so the outcome is always
     recorded after the last heartbeat write.
+
+    While tasks come and go, the thread wakes every ``min(interval, announce_after)`` by itself,
+    so registering a task never has to wake it (a job may run up to that much late); after
+    ``IDLE_SECONDS`` without tasks it sleeps until the next one is registered.
     """
+
+    IDLE_SECONDS = 1.0
 
     def __init__(self, interval: float, announce_after: float = ANNOUNCE_AFTER_SECONDS) -> None:
         self.interval = interval
@@ -71,20 +77,22 @@ class Heartbeats:
         self._announce_at: dict[TaskContext, float] = {}
         self._busy: TaskContext | None = None
         self._thread: threading.Thread | None = None
-        #: When the thread wakes up by itself: None = not before it is notified; 0 = it is awake.
-        self._wake_at: float | None = None
+        self._tick = min(interval, announce_after)
+        self._last_watch = 0.0
+        self._asleep = True  #: waiting until notified (no timeout)
 
     def watch(self, ctx: TaskContext) -> None:
         now = time.monotonic()
         with self._cond:
-            first = self._beat_at[ctx] = now + self.interval
+            self._beat_at[ctx] = now + self.interval
             if ctx.holds_events:
-                first = self._announce_at[ctx] = now + self.announce_after
+                self._announce_at[ctx] = now + self.announce_after
+            self._last_watch = now
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tasklift-heartbeat", daemon=True)
                 self._thread.start()
-            if self._wake_at is None or first < self._wake_at:
-                self._cond.notify()
+            if self._asleep:
+                self._cond.notify_all()  # all: an unwatch() of another thread may be waiting too
 
     def unwatch(self, ctx: TaskContext, timeout: float = 5.0) -> None:
         """Stop the task's jobs; wait (at most ``timeout``: a hung database) for one in flight."""
@@ -107,13 +115,17 @@ class Heartbeats:
 
     def _run(self) -> None:
         with self._cond:
+            self._asleep = False
             while True:
                 now = time.monotonic()
                 job = self._next()
                 if job is None or job[0] > now:
-                    self._wake_at = None if job is None else job[0]
-                    self._cond.wait(None if job is None else job[0] - now)
-                    self._wake_at = 0.0
+                    if job is None and now - self._last_watch > self.IDLE_SECONDS:
+                        self._asleep = True
+                        self._cond.wait()
+                        self._asleep = False
+                    else:
+                        self._cond.wait(min(self._tick, (job[0] if job else now + self._tick) - now))
                     continue
                 _, ctx, announce = job
                 if announce:
