@@ -88,10 +88,10 @@ def test_a_crash_between_commit_and_publish_delays_but_never_loses(db, client, s
     with engine.begin() as conn:
         for i in range(5):
             tid = uuid.uuid4()
-            repo.insert_task(
-                conn, task_id=tid, owner="anonymous", task_type="test_effect", queue="tasklift.io",
+            repo.insert_task(conn, repo.NewTask(
+                task_id=tid, owner="anonymous", task_type="test_effect", queue="tasklift.io",
                 input={"key": f"k{i}", "seconds": 0}, metadata={}, max_retries=0, trace_id=None, dispatch_grace=0.5,
-            )  # fmt: skip
+            ))  # fmt: skip
             ids.append(str(tid))
     start_worker()
     time.sleep(2)

@@ -28,15 +28,17 @@ def submit(task_id: uuid.UUID | None = None) -> uuid.UUID:
     with get_engine().begin() as conn:
         repo.insert_task(
             conn,
-            task_id=task_id,
-            owner="anonymous",
-            task_type="test_noop",
-            queue="cpu",
-            input={},
-            metadata={},
-            max_retries=0,
-            trace_id=None,
-            dispatch_grace=60,
+            repo.NewTask(
+                task_id=task_id,
+                owner="anonymous",
+                task_type="test_noop",
+                queue="cpu",
+                input={},
+                metadata={},
+                max_retries=0,
+                trace_id=None,
+                dispatch_grace=60,
+            ),
         )
     return task_id
 

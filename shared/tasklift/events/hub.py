@@ -9,8 +9,8 @@
                        EventHub ──deliver──▶ Subscription buffer (bounded) ──▶ SSE stream / long poll
 
 Cost per event is O(watchers of that task in this process): an append and at most one wake-up
-each. An idle stream costs nothing here but one timer (its pings). A stream that falls behind (queue full) or a Redis outage
-never blocks anyone: the subscription receives :data:`RESYNC` and the stream re-reads the
+each. An idle stream costs nothing here but one timer (its pings). A stream that falls behind
+(queue full) or a Redis outage never blocks anyone: the subscription receives :data:`RESYNC` and the stream re-reads the
 database from its last sequence number, so nothing is lost and nothing is sent twice.
 """
 

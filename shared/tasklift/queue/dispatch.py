@@ -78,37 +78,41 @@ def _abroker() -> aioredis.Redis:
     return client
 
 
-def broker_epoch(max_age: float = 2.0) -> str | None:
-    """The Redis server's ``run_id``: it changes when Redis restarts (and may have lost messages)."""
-    global _epoch
-    now = time.monotonic()
+def _cached_epoch(now: float, max_age: float) -> str | None:
     with _epoch_lock:
-        if now - _epoch[0] < max_age and _epoch[1] is not None:
-            return _epoch[1]
-    try:
-        run_id = str(_broker().info("server")["run_id"])
-    except redis.RedisError as exc:
-        log.debug("could not read the broker epoch: %s", exc)
-        return None
+        return _epoch[1] if now - _epoch[0] < max_age else None
+
+
+def _remember_epoch(now: float, info: dict[str, object]) -> str:
+    global _epoch
+    run_id = str(info["run_id"])
     with _epoch_lock:
         _epoch = (now, run_id)
     return run_id
+
+
+def broker_epoch(max_age: float = 2.0) -> str | None:
+    """The Redis server's ``run_id``: it changes when Redis restarts (and may have lost messages)."""
+    now = time.monotonic()
+    if (cached := _cached_epoch(now, max_age)) is not None:
+        return cached
+    try:
+        return _remember_epoch(now, _broker().info("server"))
+    except redis.RedisError as exc:
+        log.debug("could not read the broker epoch: %s", exc)
+        return None
 
 
 async def abroker_epoch(max_age: float = 2.0) -> str | None:
     """:func:`broker_epoch` on the event loop (shares its cache)."""
-    global _epoch
     now = time.monotonic()
-    if now - _epoch[0] < max_age and _epoch[1] is not None:
-        return _epoch[1]
+    if (cached := _cached_epoch(now, max_age)) is not None:
+        return cached
     try:
-        run_id = str((await _abroker().info("server"))["run_id"])
+        return _remember_epoch(now, await _abroker().info("server"))
     except redis.RedisError as exc:
         log.debug("could not read the broker epoch: %s", exc)
         return None
-    with _epoch_lock:
-        _epoch = (now, run_id)
-    return run_id
 
 
 def publish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:

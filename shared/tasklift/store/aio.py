@@ -163,34 +163,11 @@ _GET_TASK, _ = repo.positional(repo.GET_TASK_SQL)  # ($1 id)
 _GET_OWNED_TASK, _ = repo.positional(repo.GET_OWNED_TASK_SQL)  # ($1 id, $2 owner)
 
 
-async def insert_task(
-    *,
-    task_id: uuid.UUID,
-    owner: str,
-    task_type: str,
-    queue: str,
-    input: dict[str, Any],  # noqa: A002
-    metadata: dict[str, Any],
-    max_retries: int,
-    trace_id: str | None,
-    dispatch_grace: float,
-    traceparent: str | None = None,
-) -> asyncpg.Record:
+async def insert_task(task: repo.NewTask) -> asyncpg.Record:
     """:func:`tasklift.store.repository.insert_task` on asyncpg (one statement, autocommit)."""
-    values = {
-        "id": task_id,
-        "first_event": repo.first_event_data(),
-        "queue": queue,
-        "dispatch_grace": float(dispatch_grace),
-        "owner": owner,
-        "task_type": task_type,
-        "input": input,
-        "metadata": metadata,
-        "max_retries": max_retries,
-        "trace_id": trace_id,
-        "traceparent": traceparent,
-    }
+    values = task.params()
     args = [values[name] for name in _INSERT_TASK_ARGS]
+    task_id = task.task_id
 
     async def insert(conn: asyncpg.Connection) -> asyncpg.Record:
         try:

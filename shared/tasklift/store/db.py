@@ -20,10 +20,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_engine: Engine | None = None
-_engine_pid: int | None = None
-_autocommit: Engine | None = None
-_autocommit_pid: int | None = None
+#: autocommit? → (pid that made it, engine)
+_engines: dict[bool, tuple[int, Engine]] = {}
 
 
 IDLE_PING_SECONDS = 5.0
@@ -94,46 +92,42 @@ def database_url(settings: Settings | None = None) -> str:
     return url
 
 
+def _process_engine(autocommit: bool) -> Engine:
+    """This process's engine of that kind; a forked child makes its own (sockets must not be shared)."""
+    pid = os.getpid()
+    found = _engines.get(autocommit)
+    if found is None or found[0] != pid:
+        with _lock:
+            found = _engines.get(autocommit)
+            if found is None or found[0] != pid:
+                if found is not None:
+                    found[1].dispose(close=False)
+                settings = get_settings()
+                found = _engines[autocommit] = (
+                    pid,
+                    make_engine(database_url(settings), settings.db_pool_size, autocommit=autocommit),
+                )
+    return found[1]
+
+
 def get_engine() -> Engine:
     """The process-wide engine; a forked child gets its own (pooled sockets must not be shared)."""
-    global _engine, _engine_pid
-    pid = os.getpid()
-    if _engine is None or _engine_pid != pid:
-        with _lock:
-            if _engine is None or _engine_pid != pid:
-                if _engine is not None:
-                    _engine.dispose(close=False)
-                settings = get_settings()
-                _engine = make_engine(database_url(settings), settings.db_pool_size)
-                _engine_pid = pid
-    return _engine
+    return _process_engine(autocommit=False)
 
 
 def get_autocommit_engine() -> Engine:
     """The process-wide autocommit engine, for writes that are one statement (the worker's claim,
     heartbeat, progress, log and outcome: one round trip each, no BEGIN/COMMIT). Never use it for
     a multi-statement transaction: ``begin()`` on it does not make one."""
-    global _autocommit, _autocommit_pid
-    pid = os.getpid()
-    if _autocommit is None or _autocommit_pid != pid:
-        with _lock:
-            if _autocommit is None or _autocommit_pid != pid:
-                if _autocommit is not None:
-                    _autocommit.dispose(close=False)
-                settings = get_settings()
-                _autocommit = make_engine(database_url(settings), settings.db_pool_size, autocommit=True)
-                _autocommit_pid = pid
-    return _autocommit
+    return _process_engine(autocommit=True)
 
 
 def reset_engine() -> None:
     """Forget the engines (tests and `tasklift dev` after changing the URL)."""
-    global _engine, _engine_pid, _autocommit, _autocommit_pid
     with _lock:
-        for engine in (_engine, _autocommit):
-            if engine is not None:
-                engine.dispose()
-        _engine, _engine_pid, _autocommit, _autocommit_pid = None, None, None, None
+        for _, engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
 
 
 def is_transient(exc: BaseException) -> bool:

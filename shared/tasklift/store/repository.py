@@ -149,43 +149,42 @@ def first_event_data() -> dict[str, Any]:
     return {"status": TaskStatus.PENDING.value, "progress": None, "attempts": 0, "cancel_requested": False}
 
 
-def insert_task(
-    conn: Connection,
-    *,
-    task_id: uuid.UUID,
-    owner: str,
-    task_type: str,
-    queue: str,
-    input: dict[str, Any],  # noqa: A002
-    metadata: dict[str, Any],
-    max_retries: int,
-    trace_id: str | None,
-    dispatch_grace: float,
-    traceparent: str | None = None,
-) -> tuple[RowMapping, Event]:
+@dataclass(frozen=True)
+class NewTask:
+    """A task about to be inserted by :data:`INSERT_TASK_SQL` (sync or asyncpg)."""
+
+    task_id: uuid.UUID
+    owner: str
+    task_type: str
+    queue: str
+    input: dict[str, Any]
+    metadata: dict[str, Any]
+    max_retries: int
+    trace_id: str | None
+    dispatch_grace: float  #: seconds before the outbox dispatcher may publish it
+    traceparent: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The named parameters of :data:`INSERT_TASK_SQL`."""
+        return {
+            "id": self.task_id,
+            "first_event": first_event_data(),
+            "queue": self.queue,
+            "dispatch_grace": float(self.dispatch_grace),
+            "owner": self.owner,
+            "task_type": self.task_type,
+            "input": self.input,
+            "metadata": self.metadata,
+            "max_retries": self.max_retries,
+            "trace_id": self.trace_id,
+            "traceparent": self.traceparent,
+        }
+
+
+def insert_task(conn: Connection, task: NewTask) -> tuple[RowMapping, Event]:
     """Insert a PENDING task, its first event and its dispatch intent (:data:`INSERT_TASK_SQL`)."""
-    first = first_event_data()
-    row = (
-        conn.execute(
-            _INSERT_TASK,
-            {
-                "id": task_id,
-                "first_event": first,
-                "queue": queue,
-                "dispatch_grace": dispatch_grace,
-                "owner": owner,
-                "task_type": task_type,
-                "input": input,
-                "metadata": metadata,
-                "max_retries": max_retries,
-                "trace_id": trace_id,
-                "traceparent": traceparent,
-            },
-        )
-        .mappings()
-        .one()
-    )
-    return row, Event(str(task_id), 1, "status", first)
+    row = conn.execute(_INSERT_TASK, task.params()).mappings().one()
+    return row, Event(str(task.task_id), 1, "status", first_event_data())
 
 
 def mark_published(conn: Connection, task_ids: Sequence[uuid.UUID], broker_epoch: str | None) -> None:

@@ -111,19 +111,7 @@ class TaskService:
                 )
                 if earlier is not None:
                     return self._replay(conn, owner, earlier, request_fingerprint(body))
-            row, event = repo.insert_task(
-                conn,
-                task_id=task_id,
-                owner=owner,
-                task_type=ttype.name,
-                queue=ttype.queue,
-                input=claim.value,
-                metadata=metadata,
-                max_retries=ttype.retries,
-                trace_id=telemetry.trace_id(),
-                traceparent=telemetry.traceparent(),  # the dispatcher and worker continue this trace
-                dispatch_grace=settings.dispatch_grace_seconds,
-            )
+            row, event = repo.insert_task(conn, new_task(task_id, owner, ttype, claim.value, metadata))
             if idempotency_key is not None:
                 repo.complete_idempotency_key(conn, owner, idempotency_key, task_id)
             claim.keep()
@@ -145,22 +133,10 @@ class TaskService:
         ttype, task_input, metadata = parse_submission(body)
         if not claims.fits_inline(task_input):
             return await anyio.to_thread.run_sync(self.submit, owner, body, None)
-        settings = get_settings()
         task_id = uuid.uuid4()
         with telemetry.span("tasklift.submit"):
             telemetry.annotate(task_id=task_id, task_type=ttype.name)
-            row = await aio.insert_task(
-                task_id=task_id,
-                owner=owner,
-                task_type=ttype.name,
-                queue=ttype.queue,
-                input=task_input,
-                metadata=metadata,
-                max_retries=ttype.retries,
-                trace_id=telemetry.trace_id(),
-                traceparent=telemetry.traceparent(),
-                dispatch_grace=settings.dispatch_grace_seconds,
-            )
+            row = await aio.insert_task(new_task(task_id, owner, ttype, task_input, metadata))
             await apublish_after_commit(self.engine_factory(), [Dispatch(task_id, ttype.queue, ttype.name)])
         telemetry.task_submitted(ttype.name)
         return Submitted(row)
@@ -287,6 +263,24 @@ class TaskService:
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+def new_task(
+    task_id: uuid.UUID, owner: str, ttype: TaskType, task_input: dict[str, Any], metadata: dict[str, Any]
+) -> repo.NewTask:
+    """The row a submit inserts, in the current trace (the dispatcher and the worker continue it)."""
+    return repo.NewTask(
+        task_id=task_id,
+        owner=owner,
+        task_type=ttype.name,
+        queue=ttype.queue,
+        input=task_input,
+        metadata=metadata,
+        max_retries=ttype.retries,
+        trace_id=telemetry.trace_id(),
+        traceparent=telemetry.traceparent(),
+        dispatch_grace=get_settings().dispatch_grace_seconds,
+    )
 
 
 def parse_task_id(task_id: str) -> uuid.UUID:
