@@ -233,3 +233,57 @@ def test_a_misconfigured_blob_backend_fails_only_large_inputs(
     get_settings.cache_clear()
     assert client.post("/tasks", json={"task_type": "blob_echo", "data": "small"}).status_code == 202
     assert client.post("/tasks", json={"task_type": "blob_echo", "data": "x" * (300 * 1024)}).status_code == 503
+
+
+def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
+    local_backend: Backend, db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome's COMMIT goes through, its reply is lost, the retry is refused: the blob stays."""
+    from sqlalchemy.exc import OperationalError
+
+    from tasklift.events.bus import EventPublisher
+    from tasklift.queue import runner
+    from tasklift.queue.app import redis_url
+    from tasklift.store import repository as repo
+    from tasklift.store.db import get_autocommit_engine, get_engine
+    from tasklift.tasks.context import TaskContext
+    from tasklift.tasks.states import TaskStatus
+
+    task_id = uuid.uuid4()
+    with get_engine().begin() as conn:
+        repo.insert_task(conn, repo.NewTask(task_id, "anonymous", "test_noop", "cpu", {}, {}, 0, None, 60))
+    with get_autocommit_engine().connect() as conn:
+        assert repo.claim(conn, task_id, "w1", 60) is not None
+    value = {"rows": ["x" * 1024] * 2048}  # 2 MiB: over the blob threshold
+    result = claims.check_in(value, claims.result_key(task_id, 1))
+    assert claims.is_ref(result)
+
+    real_finish, tries = repo.finish, []
+
+    def commit_then_lose_the_reply(*args: Any, **kwargs: Any) -> Any:
+        tries.append(real_finish(*args, **kwargs))
+        if len(tries) == 1:
+            raise OperationalError("UPDATE tasks …", {}, Exception("server closed the connection unexpectedly"))
+        return tries[-1]
+
+    monkeypatch.setattr(repo, "finish", commit_then_lose_the_reply)
+    ctx = TaskContext(
+        task_id=task_id,
+        attempt=1,
+        task_type="test_noop",
+        engine=get_engine(),
+        writer=get_autocommit_engine(),
+        publisher=EventPublisher(redis_url()),
+        lease_seconds=60,
+        progress_interval=1,
+    )
+    announced: list[Any] = []
+    monkeypatch.setattr(ctx, "announce", lambda events=(): announced.extend(events))
+    runner._finish(ctx, TaskStatus.SUCCESS, result=result)
+
+    assert tries[0] is not None and tries[1] is None  # committed, then the retry was refused
+    with db.connect() as conn:
+        stored = conn.execute(sa.text("SELECT status, result FROM tasks WHERE id = :id"), {"id": task_id}).one()
+    assert stored.status == "SUCCESS" and stored.result == result
+    assert claims.check_out(stored.result) == value  # the blob the row points to is still there
+    assert [e.data["status"] for e in announced] == ["SUCCESS"]  # and the terminal event still goes out

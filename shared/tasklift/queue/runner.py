@@ -271,11 +271,38 @@ def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: 
 
     done = retry_transient(record)
     if done is None:
-        log.warning("task %s attempt %s: outcome %s refused (lease lost)", ctx.task_id, ctx.attempt, status)
-        claims.discard(result)  # nothing will ever point to this attempt's result blob
-        return
+        done = _recorded_outcome(ctx, status, result, error)
+        if done is None:
+            log.warning("task %s attempt %s: outcome %s refused (lease lost)", ctx.task_id, ctx.attempt, status)
+            claims.discard(result)  # nothing will ever point to this attempt's result blob
+            return
+        log.info("task %s attempt %s: %s stored by a try whose reply was lost", ctx.task_id, ctx.attempt, status)
     ctx.announce([done[1]])
     telemetry.task_finished(ctx.task_type, status.value)
+
+
+def _recorded_outcome(ctx: TaskContext, status: TaskStatus, result: Any, error: Any) -> Any:
+    """(row, its last event) if the stored outcome is exactly this attempt's own, else None.
+
+    A try whose COMMIT went through but whose reply was lost (PostgreSQL restarting, a dropped
+    connection) is retried, and the retry is refused: the task is no longer RUNNING. That refusal
+    must not discard the result blob the committed row points to.
+    """
+
+    def read() -> Any:
+        with get_engine().connect() as conn:
+            row = repo.get_task(conn, ctx.task_id)
+            if row is None or (row["status"], row["attempts"], row["result"], row["error"]) != (
+                status.value,
+                ctx.attempt,
+                result,
+                error,
+            ):
+                return None
+            events = repo.events_after(conn, ctx.task_id, row["last_seq"] - 1, 1)
+            return (row, events[0]) if events else None
+
+    return retry_transient(read)
 
 
 def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseException) -> None:
