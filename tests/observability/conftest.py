@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -14,6 +11,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tasklift import telemetry
 from tests.observability.collector import OtlpReceiver
+from tests.support import http_server
+from tests.support.http_server import QuietHandler
 
 PAGE = b"""<!doctype html><html><head><title>Traced page</title>
 <meta name="description" content="served by the test"></head>
@@ -51,20 +50,12 @@ class Page:
         self.requests: list[dict[str, str]] = []
         page = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 page.requests.append({k.lower(): v for k, v in self.headers.items()})
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(PAGE)))
-                self.end_headers()
-                self.wfile.write(PAGE)
+                self.reply(PAGE, "text/html; charset=utf-8")
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = http_server.start(Handler)
 
     @property
     def port(self) -> int:
@@ -75,8 +66,7 @@ class Page:
         return f"http://127.0.0.1:{self.port}/page"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        http_server.stop(self.server)
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -23,6 +21,8 @@ from jwt.algorithms import RSAAlgorithm
 from tasklift.security.oidc import OidcConfig
 from tasklift.settings import Settings
 from tests.security.conftest import submit
+from tests.support import http_server
+from tests.support.http_server import QuietHandler
 
 AUDIENCE = "api://tasklift-tests"
 
@@ -57,7 +57,7 @@ def issuer() -> Iterator[Issuer]:
     jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
     state: dict[str, Issuer] = {}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             iss = state["issuer"]
             iss.hits[self.path] = iss.hits.get(self.path, 0) + 1
@@ -68,23 +68,12 @@ def issuer() -> Iterator[Issuer]:
             else:
                 self.send_error(404)
                 return
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.reply(json.dumps(body).encode(), "application/json")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http_server.start(Handler)
     state["issuer"] = Issuer(f"http://127.0.0.1:{server.server_address[1]}", key)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     yield state["issuer"]
-    server.shutdown()
-    server.server_close()
+    http_server.stop(server)
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -15,6 +13,8 @@ from tasklift.builtin.web_scrape import BlockedTarget, FetchFailed, fetch
 from tasklift.security.ssrf import is_public, vet
 from tasklift.settings import get_settings
 from tests.conftest import wait_for_status
+from tests.support import http_server
+from tests.support.http_server import QuietHandler
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"
@@ -167,24 +167,13 @@ def page_server() -> Iterator[tuple[int, list[str]]]:
     """A local page on 127.0.0.1; records the Host header of every request."""
     hosts: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802
             hosts.append(self.headers["Host"])
-            body = b"<html><head><title>Local page</title></head><body><h1>hi</h1></body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(b"<html><head><title>Local page</title></head><body><h1>hi</h1></body></html>", "text/html")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], hosts
-    server.shutdown()
-    server.server_close()
+    with http_server.serving(Handler) as server:
+        yield server.server_address[1], hosts
 
 
 def test_the_web_scrape_task_is_failed_when_it_targets_loopback(
