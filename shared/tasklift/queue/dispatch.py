@@ -149,18 +149,18 @@ class _PublishBatcher:
     """Collects the publishes of one event loop and sends them as one Redis pipeline per turn."""
 
     def __init__(self) -> None:
-        self._pending: list[tuple[Engine, Dispatch, bytes, asyncio.Future[bool]]] = []
-        self._flushing = False
+        #: (engine, item, message, the request's future on its last message, else None)
+        self._pending: list[tuple[Engine, Dispatch, bytes, asyncio.Future[bool] | None]] = []
+        self._flusher: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
 
     async def publish(self, engine: Engine, messages: list[tuple[Dispatch, bytes]]) -> bool:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         for i, (item, message) in enumerate(messages):
-            # The request's future goes with its last message: resolved once they all were sent.
-            self._pending.append((engine, item, message, done if i == len(messages) - 1 else loop.create_future()))
-        if not self._flushing:
-            self._flushing = True
-            loop.create_task(self._flush())
+            # Resolved with the request's last message: by then all of them were sent (one batch).
+            self._pending.append((engine, item, message, done if i == len(messages) - 1 else None))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
         return await asyncio.shield(done)  # a client hanging up does not cancel anybody's publish
 
     async def _flush(self) -> None:
@@ -182,10 +182,10 @@ class _PublishBatcher:
                     for engine, item, _, _ in batch:
                         marker.add(engine, [item.task_id], epoch)
                 for _, _, _, done in batch:
-                    if not done.done():
+                    if done is not None and not done.done():
                         done.set_result(sent)
         finally:
-            self._flushing = False
+            self._flusher = None
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PublishBatcher] = weakref.WeakKeyDictionary()
