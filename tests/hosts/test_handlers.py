@@ -6,6 +6,7 @@ function sets cover exactly the core's routes."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import copy
 import importlib.util
 import json
@@ -20,7 +21,9 @@ from starlette.requests import Request
 
 from tasklift.events.hub import close_hub
 from tasklift.http.routes import ROUTES
+from tasklift.queue import dispatch
 from tasklift.settings import get_settings
+from tasklift.store import aio
 from tasklift_local.azure import HttpFunction, index_functions, load_function_app
 from tasklift_local.cfn import http_api_routes
 from tasklift_local.lambda_runtime import LambdaContext, execution_environments
@@ -62,6 +65,15 @@ def lambda_handler(tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
         return environment.submit(module.handler, event, LambdaContext(function, 512, 29)).result(30)  # type: ignore[no-any-return]
 
     yield invoke
+
+    def close_connections() -> None:  # what a Lambda environment never gets to do: it is frozen or ended
+        async def close() -> None:
+            await dispatch.aclose()
+            await aio.close_pools()
+
+        asyncio.get_event_loop().run_until_complete(close())
+
+    environment.submit(close_connections).result(30)
     environment.shutdown()
 
 

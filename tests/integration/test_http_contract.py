@@ -12,6 +12,9 @@ from tests.conftest import wait_for_status
     ("content", "headers", "status"),
     [
         (b"{not json", {"Content-Type": "application/json"}, 400),
+        # NaN and Infinity are not JSON (RFC 8259); PostgreSQL's JSONB refuses them too.
+        (b'{"metadata": {"x": NaN}}', {"Content-Type": "application/json"}, 400),
+        (b'{"vector_data": [1, -Infinity]}', {"Content-Type": "application/json"}, 400),
         (b"vector_data=1", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
         (b'{"task_type": "nope"}', {"Content-Type": "application/json"}, 422),
         (b'{"duration": "x"}', {"Content-Type": "application/json"}, 422),

@@ -245,8 +245,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     tune_gc()
     yield
     await close_hub()
+    await dispatch.aclose()  # first: it writes the last outbox marks through the pool
     await aio.close_pools()
-    await dispatch.aclose()
 
 
 def create_app() -> FastAPI:

@@ -52,8 +52,8 @@ def _json_body(req: HttpRequest) -> Any:
     if len(req.body) > limit:
         raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
     try:
-        body = json.loads(req.body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = json.loads(req.body or b"null", parse_constant=_not_json)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN / Infinity
         raise Problem(400, f"the body is not valid JSON: {exc}", slug="malformed-json") from None
     if _has_unstorable_text(body):
         # Valid JSON that PostgreSQL cannot store would otherwise fail at INSERT as a 503.
@@ -62,6 +62,11 @@ def _json_body(req: HttpRequest) -> Any:
             [{"loc": ["body"], "msg": "text with NUL or an unpaired surrogate"}],
         )
     return body
+
+
+def _not_json(name: str) -> Any:
+    """``json.loads`` accepts NaN and ±Infinity; JSON (RFC 8259) and PostgreSQL's JSONB do not."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _has_unstorable_text(value: Any) -> bool:
@@ -207,7 +212,6 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
         return HttpResponse(204, {"Cache-Control": "no-store"})
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return HttpResponse(200, headers, stream=stream_events(plan))
-
 
 
 async def list_tasks(req: HttpRequest) -> HttpResponse:

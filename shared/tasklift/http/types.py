@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
+
+from tasklift import jsoncodec
 
 
 @dataclass
@@ -59,7 +60,7 @@ def rfc3339(value: datetime | None) -> str | None:
 
 def dumps(value: Any) -> bytes:
     """Compact JSON bytes; datetimes and UUIDs are rendered as the API shows them."""
-    return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsoncodec.dumps(value, _default)
 
 
 def json_response(status: int, value: Any, headers: dict[str, str] | None = None) -> HttpResponse:

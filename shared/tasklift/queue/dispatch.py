@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from tasklift import telemetry
 from tasklift.queue import wire
 from tasklift.queue.app import redis_url
+from tasklift.store import aio
 from tasklift.store import repository as repo
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,11 @@ def publish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
     return True
 
 
-async def apublish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
+async def apublish_after_commit(items: Iterable[Dispatch]) -> bool:
     """:func:`publish_after_commit` on the event loop, batched with concurrent submits.
 
     Every request waits for its own publish (so a 202 has normally reached the broker), but the
-    requests in flight together share one pipelined round trip to Redis.
+    requests in flight together share one LPUSH per queue; the outbox marks follow in one UPDATE.
     """
     messages = []
     for item in items:
@@ -142,23 +143,34 @@ async def apublish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bo
     batcher = _batchers.get(loop)
     if batcher is None:
         batcher = _batchers[loop] = _PublishBatcher()
-    return await batcher.publish(engine, messages)
+    return await batcher.publish(messages)
 
 
 class _PublishBatcher:
-    """Collects the publishes of one event loop and sends them as one Redis pipeline per turn."""
+    """Collects the publishes of one event loop and sends them as one LPUSH per queue per turn.
+
+    ``LPUSH q m1 m2 m3`` leaves the list as three separate LPUSHes would, so workers (popping
+    from the other end) still take the messages in submit order. Once a batch is on the broker, its
+    outbox rows are marked published by one UPDATE, on the loop, after a short pause that lets
+    further batches join it (:data:`MARK_DELAY`): a lost mark only means a duplicate delivery
+    later, which the claim drops, so nobody waits for it.
+    """
+
+    MARK_DELAY = 0.05
 
     def __init__(self) -> None:
-        #: (engine, item, message, the request's future on its last message, else None)
-        self._pending: list[tuple[Engine, Dispatch, bytes, asyncio.Future[bool] | None]] = []
+        #: (item, message, the request's future on its last message, else None)
+        self._pending: list[tuple[Dispatch, bytes, asyncio.Future[bool] | None]] = []
         self._flusher: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
+        self._marks: dict[str | None, list[uuid.UUID]] = {}  # broker epoch → task ids to mark
+        self._marker: asyncio.Task[None] | None = None
 
-    async def publish(self, engine: Engine, messages: list[tuple[Dispatch, bytes]]) -> bool:
+    async def publish(self, messages: list[tuple[Dispatch, bytes]]) -> bool:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         for i, (item, message) in enumerate(messages):
             # Resolved with the request's last message: by then all of them were sent (one batch).
-            self._pending.append((engine, item, message, done if i == len(messages) - 1 else None))
+            self._pending.append((item, message, done if i == len(messages) - 1 else None))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         return await asyncio.shield(done)  # a client hanging up does not cancel anybody's publish
@@ -167,25 +179,54 @@ class _PublishBatcher:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                queues: dict[str, list[bytes]] = {}
+                for item, message, _ in batch:
+                    queues.setdefault(item.queue, []).append(message)
                 try:
-                    async with _abroker().pipeline(transaction=False) as pipe:
-                        for _, item, message, _ in batch:
-                            pipe.lpush(item.queue, message)
-                        await pipe.execute()
+                    client = _abroker()
+                    if len(queues) == 1:
+                        [(queue, messages)] = queues.items()
+                        await client.lpush(queue, *messages)
+                    else:
+                        async with client.pipeline(transaction=False) as pipe:
+                            for queue, messages in queues.items():
+                                pipe.lpush(queue, *messages)
+                            await pipe.execute()
                     sent = True
                 except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the tasks
                     log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
                     sent = False
                 if sent:
-                    epoch = await abroker_epoch()
-                    marker = _marker_for(os.getpid())
-                    for engine, item, _, _ in batch:
-                        marker.add(engine, [item.task_id], epoch)
-                for _, _, _, done in batch:
+                    self._mark_later([item.task_id for item, _, _ in batch], await abroker_epoch())
+                for _, _, done in batch:
                     if done is not None and not done.done():
                         done.set_result(sent)
         finally:
             self._flusher = None
+
+    async def mark_now(self) -> None:
+        """Wait for the pending marks (shutdown: before the database pool closes; ≤ MARK_DELAY)."""
+        while self._marker is not None:
+            await self._marker
+
+    def _mark_later(self, task_ids: list[uuid.UUID], epoch: str | None) -> None:
+        self._marks.setdefault(epoch, []).extend(task_ids)
+        if self._marker is None:
+            self._marker = asyncio.get_running_loop().create_task(self._mark())
+
+    async def _mark(self) -> None:
+        try:
+            await asyncio.sleep(self.MARK_DELAY)  # let the next batches join this UPDATE
+            marks, self._marks = self._marks, {}
+            for epoch, task_ids in marks.items():
+                try:
+                    await aio.mark_published(task_ids, epoch)
+                except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the claim dedupes
+                    log.warning("could not mark %d tasks published (they may be sent twice): %s", len(task_ids), exc)
+        finally:
+            self._marker = None
+            if self._marks:  # marks that arrived while this UPDATE ran
+                self._marker = asyncio.get_running_loop().create_task(self._mark())
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PublishBatcher] = weakref.WeakKeyDictionary()
@@ -194,7 +235,9 @@ _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PublishBatcher]
 async def aclose() -> None:
     """Close this event loop's Redis client (the ASGI lifespan calls this on shutdown)."""
     loop = asyncio.get_running_loop()
-    _batchers.pop(loop, None)
+    batcher = _batchers.pop(loop, None)
+    if batcher is not None:
+        await batcher.mark_now()
     client = _aclients.pop(loop, None)
     if client is not None:
         await client.aclose()

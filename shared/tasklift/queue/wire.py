@@ -16,11 +16,13 @@ as Celery's own messages to an auto-created queue do: kombu restores an unacked 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 import uuid
 from functools import cache
+from typing import Any
+
+import orjson
 
 from tasklift.tasks.registry import get_task_type
 
@@ -49,42 +51,61 @@ def time_limits(task_type: str) -> tuple[int | None, int | None]:
 def task_message(task_id: uuid.UUID | str, queue: str, task_type: str, headers: dict[str, str] | None = None) -> bytes:
     """The serialized message for ``tasklift.run(task_id)`` on ``queue``, with extra ``headers``."""
     tid = str(task_id)
-    pid = os.getpid()
-    body = json.dumps([[tid], {}, _EMBED]).encode()
+    body = orjson.dumps([[tid], {}, _EMBED])
+    headers_part, properties = _constant_parts(os.getpid())
     message = {
         "body": base64.b64encode(body).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
-            "lang": "py",
-            "task": TASK_NAME,
+            **headers_part,
             "id": tid,
-            "shadow": None,
-            "eta": None,
-            "expires": None,
-            "group": None,
-            "group_index": None,
-            "retries": 0,
             "timelimit": list(time_limits(task_type)),
             "root_id": tid,
-            "parent_id": None,
             "argsrepr": repr([tid]),
-            "kwargsrepr": "{}",
-            "origin": _origin(pid),
-            "ignore_result": None,
-            "replaced_task_nesting": 0,
-            "stamped_headers": None,
-            "stamps": {},
             **(headers or {}),
         },
         "properties": {
+            **properties,
             "correlation_id": tid,
-            "reply_to": _reply_to(pid),
-            "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
-            "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
         },
     }
-    return json.dumps(message).encode()
+    return orjson.dumps(message)
+
+
+@cache
+def _constant_parts(pid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What every message from this process shares (key order as Celery's; None = set per message)."""
+    headers: dict[str, Any] = {
+        "lang": "py",
+        "task": TASK_NAME,
+        "id": None,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": None,
+        "root_id": None,
+        "parent_id": None,
+        "argsrepr": None,
+        "kwargsrepr": "{}",
+        "origin": _origin(pid),
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    properties: dict[str, Any] = {
+        "correlation_id": None,
+        "reply_to": _reply_to(pid),
+        "delivery_mode": 2,
+        "delivery_info": None,
+        "priority": 0,
+        "body_encoding": "base64",
+        "delivery_tag": None,
+    }
+    return headers, properties

@@ -187,13 +187,17 @@ def insert_task(conn: Connection, task: NewTask) -> tuple[RowMapping, Event]:
     return row, Event(str(task.task_id), 1, "status", first_event_data())
 
 
+#: Record that the messages for ``:ids`` reached the broker (identified by its run id, ``:epoch``).
+#: Shared by the sync path below and the API's asyncpg path (:func:`tasklift.store.aio.mark_published`).
+MARK_PUBLISHED_SQL = (
+    "UPDATE task_outbox SET published_at = now(), broker_epoch = :epoch WHERE task_id = ANY(CAST(:ids AS uuid[]))"
+)
+_MARK_PUBLISHED = text(MARK_PUBLISHED_SQL)
+
+
 def mark_published(conn: Connection, task_ids: Sequence[uuid.UUID], broker_epoch: str | None) -> None:
-    """Record that the messages for ``task_ids`` reached the broker (identified by its run id)."""
-    conn.execute(
-        update(outbox)
-        .where(outbox.c.task_id.in_(task_ids))
-        .values(published_at=func.now(), broker_epoch=broker_epoch)
-    )
+    """Record that the messages for ``task_ids`` reached the broker (:data:`MARK_PUBLISHED_SQL`)."""
+    conn.execute(_MARK_PUBLISHED, {"ids": [str(task_id) for task_id in task_ids], "epoch": broker_epoch})
 
 
 def take_due_outbox(conn: Connection, limit: int = 500) -> list[RowMapping]:

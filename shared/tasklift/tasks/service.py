@@ -137,7 +137,7 @@ class TaskService:
         with telemetry.span("tasklift.submit"):
             telemetry.annotate(task_id=task_id, task_type=ttype.name)
             row = await aio.insert_task(new_task(task_id, owner, ttype, task_input, metadata))
-            await apublish_after_commit(self.engine_factory(), [Dispatch(task_id, ttype.queue, ttype.name)])
+            await apublish_after_commit([Dispatch(task_id, ttype.queue, ttype.name)])
         telemetry.task_submitted(ttype.name)
         return Submitted(row)
 

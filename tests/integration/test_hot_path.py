@@ -1,0 +1,244 @@
+"""The API's hot path on real PostgreSQL and Redis: the asyncpg pool, batched publishes, quiet spans."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from tasklift import telemetry
+from tasklift.http import routes
+from tasklift.http.types import HttpRequest
+from tasklift.queue import dispatch
+from tasklift.queue.dispatch import Dispatch
+from tasklift.settings import get_settings
+from tasklift.store import aio
+from tasklift.tasks.service import new_task, parse_submission
+
+
+@pytest.fixture
+def small_pool(tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setenv("TASKLIFT_DB_POOL_SIZE", "2")
+    get_settings.cache_clear()
+    return 2
+
+
+def api_sessions(db: sa.Engine) -> int:
+    with db.connect() as conn:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'tasklift-api' AND datname = current_database()"
+        )
+        return int(conn.exec_driver_sql(query).scalar_one())
+
+
+async def backend_pid() -> int:
+    return int(await aio.run(lambda conn: conn.fetchval("SELECT pg_backend_pid()")))
+
+
+# --- the pool ------------------------------------------------------------------------------------
+
+
+async def test_callers_beyond_the_pool_size_wait_their_turn_on_that_many_connections(
+    small_pool: int, db: sa.Engine
+) -> None:
+    async def slow() -> int:
+        return int(await aio.run(lambda conn: conn.fetchval("SELECT pg_backend_pid() FROM pg_sleep(0.05)")))
+
+    pids = await asyncio.gather(*(slow() for _ in range(10)))
+    assert len(set(pids)) == small_pool  # all ten ran, on exactly the pool's connections
+    assert api_sessions(db) == small_pool
+    await aio.close_pools()
+    assert api_sessions(db) == 0
+
+
+async def test_a_connection_the_server_killed_is_replaced_and_the_statement_still_runs(
+    tasklift_env: dict[str, str], db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await backend_pid()
+    with db.connect() as conn:
+        assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({first})").scalar_one()
+    await asyncio.sleep(0.1)
+    caplog.set_level(logging.INFO, logger="tasklift.store.aio")
+    second = await backend_pid()
+    assert second != first
+
+
+async def test_an_idle_connection_is_pinged_before_use_and_kept_when_it_answers(
+    tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await backend_pid()
+    monkeypatch.setattr(aio, "IDLE_PING_SECONDS", 0.0)  # every reuse now pings first
+    statements: list[str] = []
+    conn = aio.pool()._idle[-1]
+    conn.add_query_logger(lambda record: statements.append(record.query))
+    caplog.set_level(logging.INFO, logger="tasklift.store.aio")
+    assert await backend_pid() == first
+    assert statements[:1] == ["SELECT 1"]  # the ping (asyncpg logs simple queries)
+    assert "failed its ping" not in caplog.text
+
+
+async def test_an_idle_connection_the_server_closed_is_dropped_before_use(
+    tasklift_env: dict[str, str], db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await backend_pid()
+    with db.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({first})")
+    await asyncio.sleep(0.1)
+    caplog.set_level(logging.INFO, logger="tasklift.store.aio")
+    assert await backend_pid() != first
+    assert "retrying on a new connection" not in caplog.text  # not even one failed statement
+
+
+async def test_a_cancelled_statement_never_returns_its_connection_and_frees_its_place(
+    small_pool: int, db: sa.Engine
+) -> None:
+    holders = [
+        asyncio.create_task(aio.run(lambda conn: conn.fetchval("SELECT pg_backend_pid() FROM pg_sleep(30)")))
+        for _ in range(small_pool)
+    ]
+    waiter = asyncio.create_task(backend_pid())  # the pool is full: this one queues
+    gone = asyncio.create_task(backend_pid())  # queues too, and is cancelled while waiting
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
+    gone.cancel()
+    holders[0].cancel()  # mid-statement: that connection's state is unknown, so it is closed
+    with pytest.raises(asyncio.CancelledError):
+        await holders[0]
+    pid = await asyncio.wait_for(waiter, 10)  # on a new connection in the freed place
+    assert pid > 0 and gone.cancelled()
+    assert await asyncio.wait_for(backend_pid(), 10) == pid  # the cancelled waiter took nothing
+    holders[1].cancel()
+    await asyncio.gather(holders[1], return_exceptions=True)
+    await aio.close_pools()
+    for _ in range(50):  # asyncpg sends the server a cancel request for an interrupted statement
+        if api_sessions(db) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert api_sessions(db) == 0  # no session left behind, none still sleeping its 30 s
+
+
+async def test_sql_errors_keep_the_connection_and_surface_as_database_errors(tasklift_env: dict[str, str]) -> None:
+    first = await backend_pid()
+    with pytest.raises(aio.DatabaseError, match="division"):
+        await aio.run(lambda conn: conn.fetchval("SELECT 1 / 0"))
+    assert await backend_pid() == first
+
+
+# --- publishes -------------------------------------------------------------------------------------
+
+
+async def inserted(n: int) -> list[uuid.UUID]:
+    ttype, task_input, metadata = parse_submission({"task_type": "test_noop"})
+    ids = [uuid.uuid4() for _ in range(n)]
+    for task_id in ids:
+        await aio.insert_task(new_task(task_id, "anonymous", ttype, task_input, metadata))
+    return ids
+
+
+async def test_concurrent_publishes_reach_each_queue_in_order_and_their_outbox_rows_are_marked(
+    tasklift_env: dict[str, str], db: sa.Engine
+) -> None:
+    ids = await inserted(12)
+    queues = ["tasklift.cpu" if i % 3 else "tasklift.io" for i in range(len(ids))]
+    sent = await asyncio.gather(
+        *(
+            dispatch.apublish_after_commit([Dispatch(task_id, queue, "test_noop")])
+            for task_id, queue in zip(ids, queues, strict=True)
+        )
+    )
+    assert all(sent)
+    broker = redis.Redis.from_url(get_settings().redis_url or "")
+    for queue in ("tasklift.cpu", "tasklift.io"):
+        expected = [str(t) for t, q in zip(ids, queues, strict=True) if q == queue]
+        received = []
+        while (raw := broker.rpop(queue)) is not None:  # the end workers take from
+            received.append(json.loads(raw)["headers"]["id"])
+        assert received == expected
+    epoch = broker.info("server")["run_id"]
+    await dispatch.aclose()  # writes the pending marks now
+    with db.connect() as conn:
+        rows = conn.execute(sa.text("SELECT published_at IS NOT NULL, broker_epoch FROM task_outbox")).all()
+    assert rows and all(published and stored == epoch for published, stored in rows)
+    assert len(rows) == len(ids)
+
+
+async def test_a_broker_outage_leaves_the_outbox_rows_for_the_dispatcher(
+    tasklift_env: dict[str, str], db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await inserted(3)
+    monkeypatch.setenv("TASKLIFT_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
+    get_settings.cache_clear()
+    await dispatch.aclose()
+    sent = await asyncio.gather(
+        *(dispatch.apublish_after_commit([Dispatch(t, "tasklift.cpu", "test_noop")]) for t in ids)
+    )
+    assert sent == [False, False, False]
+    await dispatch.aclose()
+    with db.connect() as conn:
+        unpublished = conn.execute(sa.text("SELECT count(*) FROM task_outbox WHERE published_at IS NULL")).scalar_one()
+    assert unpublished == 3
+
+
+# --- spans nobody records ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def quiet(tasklift_env: dict[str, str]) -> Iterator[None]:
+    """This process as it runs by default: the SDK on, no exporter (another test may have added one)."""
+    telemetry.configure()
+    sampler = telemetry._state.sampler if telemetry._state else None
+    assert sampler is not None, "these tests need the OpenTelemetry SDK on"
+    recording, sampler.recording = sampler.recording, False
+    yield
+    sampler.recording = recording
+
+
+def submit_request(**headers: str) -> HttpRequest:
+    return HttpRequest(
+        "POST",
+        "/tasks",
+        headers={"content-type": "application/json", **headers},
+        body=b'{"task_type": "test_noop"}',
+        base_url="http://testserver",
+        path_params={},
+    )
+
+
+def message_traceparent(queue: str = "tasklift.cpu") -> list[str]:
+    raw = redis.Redis.from_url(get_settings().redis_url or "").rpop(queue)
+    assert raw is not None
+    return str(json.loads(raw)["headers"]["traceparent"]).split("-")
+
+
+async def test_quiet_spans_continue_the_callers_trace_into_the_row_and_the_message(quiet: None, db: sa.Engine) -> None:
+    assert telemetry.quiet()
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    route = next(r for r in routes.ROUTES if r.name == "submit_task")
+    resp = await routes.handle(route, submit_request(traceparent=f"00-{caller_trace}-{caller_span}-01"))
+    assert resp.status == 202
+    task = json.loads(resp.body)
+    assert task["trace_id"] == caller_trace
+    version, trace_id, span_id, flags = message_traceparent()
+    assert (version, trace_id, flags) == ("00", caller_trace, "00")  # same trace; not recorded, so not sampled
+    assert span_id not in (caller_span, "0" * 16)  # a span of our own under the caller's
+    with db.connect() as conn:
+        stored = conn.execute(sa.text("SELECT traceparent FROM tasks")).scalar_one()
+    assert stored.split("-")[1] == caller_trace
+
+
+async def test_quiet_spans_start_a_new_trace_for_each_request_without_one(quiet: None) -> None:
+    route = next(r for r in routes.ROUTES if r.name == "submit_task")
+    traces = []
+    for _ in range(2):
+        task = json.loads((await routes.handle(route, submit_request())).body)
+        assert len(task["trace_id"]) == 32 and int(task["trace_id"], 16) != 0
+        assert message_traceparent()[1] == task["trace_id"]
+        traces.append(task["trace_id"])
+    assert traces[0] != traces[1]
