@@ -242,3 +242,61 @@ async def test_quiet_spans_start_a_new_trace_for_each_request_without_one(quiet:
         assert message_traceparent()[1] == task["trace_id"]
         traces.append(task["trace_id"])
     assert traces[0] != traces[1]
+
+
+# --- submits together: one statement -------------------------------------------------------------
+
+
+async def test_submits_that_arrive_together_share_one_statement_and_write_what_the_sync_path_writes(
+    tasklift_env: dict[str, str], db: sa.Engine
+) -> None:
+    from tasklift.store import repository as repo
+
+    ttype, task_input, metadata = parse_submission({"task_type": "test_noop", "metadata": {"k": [1, 2**70]}})
+    tasks = [new_task(uuid.uuid4(), f"owner-{i}", ttype, task_input, metadata) for i in range(6)]
+    statements: list[str] = []
+    conn = await aio.pool().acquire()  # the one connection the batch will use; log what it runs
+    conn.add_query_logger(lambda record: statements.append(record.query))
+    aio.pool().release(conn)
+    rows = await asyncio.gather(*(aio.insert_task(task) for task in tasks))
+    assert [row["id"] for row in rows] == [task.task_id for task in tasks]
+    assert [row["owner"] for row in rows] == [f"owner-{i}" for i in range(6)]
+    inserts = [sql for sql in statements if "INSERT" in sql]  # (asyncpg also introspects types once)
+    assert inserts == [aio._INSERT_TASKS]  # six submits, one statement
+
+    twin = new_task(uuid.uuid4(), "owner-0", ttype, task_input, metadata)
+    with db.begin() as sync:
+        repo.insert_task(sync, twin)
+
+    def stored(task_id: uuid.UUID) -> dict[str, object]:
+        with db.connect() as read:
+            row = dict(read.execute(sa.text("SELECT * FROM tasks WHERE id = :id"), {"id": task_id}).mappings().one())
+            events = read.execute(
+                sa.text("SELECT seq, kind, data FROM task_events WHERE task_id = :id"), {"id": task_id}
+            ).all()
+            outbox = read.execute(
+                sa.text("SELECT queue, published_at FROM task_outbox WHERE task_id = :id"), {"id": task_id}
+            ).all()
+        for volatile in ("id", "created_at", "updated_at", "trace_id", "traceparent"):
+            row.pop(volatile)
+        return {"row": row, "events": events, "outbox": outbox}
+
+    assert stored(tasks[0].task_id) == stored(twin.task_id)
+    assert stored(tasks[0].task_id)["row"]["metadata"] == {"k": [1, 2**70]}  # type: ignore[index]
+
+
+async def test_a_statement_that_fails_fails_every_submit_in_it_and_writes_none_of_them(
+    tasklift_env: dict[str, str], db: sa.Engine
+) -> None:
+    ttype, task_input, metadata = parse_submission({"task_type": "test_noop"})
+    taken = uuid.uuid4()
+    await aio.insert_task(new_task(taken, "anonymous", ttype, task_input, metadata))
+    ids = [uuid.uuid4(), taken, uuid.uuid4()]  # one id already exists: the whole statement fails
+    outcomes = await asyncio.gather(
+        *(aio.insert_task(new_task(t, "anonymous", ttype, task_input, metadata)) for t in ids),
+        return_exceptions=True,
+    )
+    assert all(isinstance(outcome, aio.DatabaseError) for outcome in outcomes)
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar_one() == 1
+    assert (await aio.insert_task(new_task(ids[0], "anonymous", ttype, task_input, metadata)))["id"] == ids[0]

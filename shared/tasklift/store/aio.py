@@ -274,30 +274,101 @@ async def close_pools() -> None:
 
 # --- the statements ------------------------------------------------------------------------------
 
-_INSERT_TASK, _INSERT_TASK_ARGS = repo.positional(repo.INSERT_TASK_SQL)
 _GET_TASK, _ = repo.positional(repo.GET_TASK_SQL)  # ($1 id)
+_GET_TASKS = repo.GET_TASK_SQL.replace("WHERE id = :id", "WHERE id = ANY($1::uuid[])")
+assert _GET_TASKS != repo.GET_TASK_SQL
 _GET_OWNED_TASK, _ = repo.positional(repo.GET_OWNED_TASK_SQL)  # ($1 id, $2 owner)
 _MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = repo.positional(repo.MARK_PUBLISHED_SQL)
 
 
+_INSERT_TASKS, _INSERT_TASKS_ARGS = repo.positional(repo.INSERT_TASKS_SQL)
+
+
 async def insert_task(task: repo.NewTask) -> asyncpg.Record:
-    """:func:`tasklift.store.repository.insert_task` on asyncpg (one statement, autocommit)."""
-    values = task.params()
-    args = [values[name] for name in _INSERT_TASK_ARGS]
-    task_id = task.task_id
+    """:func:`tasklift.store.repository.insert_task` on asyncpg, committed with the submits beside it.
 
-    async def insert(conn: asyncpg.Connection) -> asyncpg.Record:
+    The submits that arrive while a connection is being found share ONE statement
+    (:data:`~tasklift.store.repository.INSERT_TASKS_SQL`) and so one round trip and one commit
+    (group commit): the server writes and flushes its log once for all of them. Each caller
+    still returns only once its own row is durable; if the statement fails, every caller in it
+    gets the error and no task of the batch exists.
+    """
+    loop = asyncio.get_running_loop()
+    batcher = _inserters.get(loop)
+    if batcher is None:
+        batcher = _inserters[loop] = _InsertBatcher()
+    return await batcher.insert(task)
+
+
+class _InsertBatcher:
+    """Submits of one event loop, gathered into multi-row INSERTs, as many at once as the pool allows."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[repo.NewTask, asyncio.Future[asyncpg.Record]]] = []
+        self._gathering = False  #: a flush is waiting for a connection and will take what is pending
+        self._flushes: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
+
+    async def insert(self, task: repo.NewTask) -> asyncpg.Record:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[asyncpg.Record] = loop.create_future()
+        self._pending.append((task, done))
+        if not self._gathering:
+            self._gathering = True
+            flush = loop.create_task(self._flush())
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        return await done  # a caller that gives up before its batch is sent is left out of it
+
+    def _take(self) -> list[tuple[repo.NewTask, asyncio.Future[asyncpg.Record]]]:
+        batch, self._pending, self._gathering = self._pending, [], False
+        return [(task, done) for task, done in batch if not done.done()]
+
+    async def _flush(self) -> None:
+        batch: list[tuple[repo.NewTask, asyncio.Future[asyncpg.Record]]] | None = None
+
+        async def insert(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            nonlocal batch
+            if batch is None:  # on the first connection only; a retry sends the same batch again
+                batch = self._take()
+            return await _insert_many(conn, [task for task, _ in batch]) if batch else []
+
         try:
-            return await conn.fetchrow(_INSERT_TASK, *args)
-        except asyncpg.UniqueViolationError:
-            # Only a retry after a connection lost mid-commit gets here (task ids are fresh UUIDs):
-            # the first try committed, so the task is there.
-            found = await conn.fetchrow(_GET_TASK, task_id)
-            if found is None:
+            rows = await run(insert)
+        except BaseException as exc:
+            for _, done in batch if batch is not None else self._take():
+                if not done.done():
+                    if isinstance(exc, DatabaseError):  # one exception object per waiting request
+                        error = DatabaseError(str(exc))
+                        error.__cause__ = exc.__cause__
+                        done.set_exception(error)
+                    elif isinstance(exc, Exception):
+                        done.set_exception(exc)
+                    else:
+                        done.cancel()
+            if not isinstance(exc, Exception):
                 raise
-            return found
+            return
+        by_id = {row["id"]: row for row in rows}
+        for task, done in batch or ():
+            if not done.done():
+                done.set_result(by_id[task.task_id])
 
-    return await run(insert)
+
+async def _insert_many(conn: asyncpg.Connection, tasks: list[repo.NewTask]) -> list[asyncpg.Record]:
+    values = repo.NewTask.many_params(tasks)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(_INSERT_TASKS, *[values[name] for name in _INSERT_TASKS_ARGS])
+        return rows
+    except asyncpg.UniqueViolationError:
+        # Only a retry after a connection lost mid-commit gets here (task ids are fresh UUIDs):
+        # the first try committed (one statement: all of the batch or none), so the tasks are there.
+        found: list[asyncpg.Record] = await conn.fetch(_GET_TASKS, values["ids"])
+        if len(found) != len(tasks):
+            raise
+        return found
+
+
+_inserters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InsertBatcher] = weakref.WeakKeyDictionary()
 
 
 async def get_task(task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:

@@ -121,6 +121,27 @@ INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_ret
 VALUES (:id, :owner, :task_type, :queue, 'PENDING', :input, :metadata, :max_retries, :trace_id, :traceparent, 1)
 RETURNING {_TASK_COLUMNS}
 """
+#: :data:`INSERT_TASK_SQL` for many tasks in one statement (one round trip, one commit): the API
+#: submits the requests that arrive together this way (:mod:`tasklift.store.aio`). The per-task
+#: values come as parallel arrays (``unnest``); the rows it writes are exactly those of
+#: INSERT_TASK_SQL (``tests/integration/test_hot_path.py`` compares the two).
+INSERT_TASKS_SQL = f"""
+WITH new AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:owners AS text[]), CAST(:task_types AS text[]), CAST(:queues AS text[]),
+        CAST(:inputs AS jsonb[]), CAST(:metadatas AS jsonb[]), CAST(:max_retries AS integer[]),
+        CAST(:trace_ids AS text[]), CAST(:traceparents AS text[])
+    ) AS t(id, owner, task_type, queue, input, metadata, max_retries, trace_id, traceparent)
+), first_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data) SELECT id, 1, 'status', CAST(:first_event AS jsonb) FROM new
+), dispatch_intent AS (
+    INSERT INTO task_outbox (task_id, queue, available_at)
+    SELECT id, queue, now() + make_interval(secs => :dispatch_grace) FROM new
+)
+INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_retries, trace_id, traceparent, last_seq)
+SELECT id, owner, task_type, queue, 'PENDING', input, metadata, max_retries, trace_id, traceparent, 1 FROM new
+RETURNING {_TASK_COLUMNS}
+"""
 #: One task by id (:data:`GET_OWNED_TASK_SQL`: and owner).
 GET_TASK_SQL = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = :id"
 GET_OWNED_TASK_SQL = f"{GET_TASK_SQL} AND owner = :owner"
@@ -163,6 +184,23 @@ class NewTask:
     trace_id: str | None
     dispatch_grace: float  #: seconds before the outbox dispatcher may publish it
     traceparent: str | None = None
+
+    @staticmethod
+    def many_params(tasks: Sequence[NewTask]) -> dict[str, Any]:
+        """The named parameters of :data:`INSERT_TASKS_SQL` for ``tasks`` (one grace period for all)."""
+        return {
+            "ids": [t.task_id for t in tasks],
+            "owners": [t.owner for t in tasks],
+            "task_types": [t.task_type for t in tasks],
+            "queues": [t.queue for t in tasks],
+            "inputs": [t.input for t in tasks],
+            "metadatas": [t.metadata for t in tasks],
+            "max_retries": [t.max_retries for t in tasks],
+            "trace_ids": [t.trace_id for t in tasks],
+            "traceparents": [t.traceparent for t in tasks],
+            "first_event": first_event_data(),
+            "dispatch_grace": float(max(t.dispatch_grace for t in tasks)),
+        }
 
     def params(self) -> dict[str, Any]:
         """The named parameters of :data:`INSERT_TASK_SQL`."""
@@ -590,9 +628,7 @@ def reopen(conn: Connection, task_id: uuid.UUID, retries: int) -> tuple[RowMappi
 
 def lock_for_attempt(conn: Connection, task_id: uuid.UUID, attempt: int) -> bool:
     """Lock the task row if ``attempt`` still holds its lease (fencing for task-side writes)."""
-    found = conn.execute(
-        select(tasks.c.id).where(tasks.c.id == task_id, *_fenced(attempt)).with_for_update()
-    ).first()
+    found = conn.execute(select(tasks.c.id).where(tasks.c.id == task_id, *_fenced(attempt)).with_for_update()).first()
     return found is not None
 
 
@@ -662,9 +698,7 @@ def overdue_cancels(conn: Connection, grace: float, limit: int = 200) -> list[Ro
 # --- idempotency --------------------------------------------------------------------------------
 
 
-def reserve_idempotency_key(
-    conn: Connection, owner: str, key: str, request_hash: str, ttl: float
-) -> RowMapping | None:
+def reserve_idempotency_key(conn: Connection, owner: str, key: str, request_hash: str, ttl: float) -> RowMapping | None:
     """Insert the key if new (returns None), else return the existing live record."""
     conn.execute(
         delete(idempotency_keys).where(
@@ -682,9 +716,7 @@ def reserve_idempotency_key(
     if inserted is not None:
         return None
     return (
-        conn.execute(
-            select(idempotency_keys).where(idempotency_keys.c.owner == owner, idempotency_keys.c.key == key)
-        )
+        conn.execute(select(idempotency_keys).where(idempotency_keys.c.owner == owner, idempotency_keys.c.key == key))
         .mappings()
         .first()
     )
