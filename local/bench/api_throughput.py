@@ -9,7 +9,9 @@ endpoints are measured in turn, ``--rounds`` times, and the median round is repo
 - POST /tasks with ``{"task_type": "bench_noop"}`` (or the original demo's body with
   ``--body demo``). No worker runs: what is measured is durable submission, i.e. the commit of the
   task + its event + its outbox row, the inline Celery publish and the mark-published commit.
-- GET /tasks/{id} of one existing task.
+- GET /tasks/{id} of one existing task (the issue's figure), and, as a cross-check, GET across
+  ``--get-ids`` different tasks in random order (concurrent reads share one statement; with one
+  id they also share the row, with many they do not).
 
 Targets (issue 2): POST >= 0.40x hello (the original demo: 0.04x), GET >= 0.50x hello (demo 0.06x).
 
@@ -67,6 +69,27 @@ PROFILE_FOCUS: list[bk.Focus] = [
 ]
 
 
+def submit_one(base: str, body: str) -> str:
+    """POST one task; its id."""
+    import urllib.request
+
+    req = urllib.request.Request(f"{base}/tasks", data=body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - 127.0.0.1
+        assert resp.status == 202, resp.status
+        return str(json.loads(resp.read())["task_id"])
+
+
+def random_get_lua(ids: list[str]) -> str:
+    """A wrk script that GETs one of ``ids`` at random per request."""
+    table = ",".join(f'"{task_id}"' for task_id in ids)
+    return (
+        f"local ids = {{{table}}}\n"
+        "request = function()\n"
+        '  return wrk.format("GET", "/tasks/" .. ids[math.random(#ids)])\n'
+        "end\n"
+    )
+
+
 def db_counts(url: str) -> dict[str, int]:
     import sqlalchemy as sa
 
@@ -112,6 +135,9 @@ def main() -> int:
     parser.add_argument("--no-fsync", action="store_true", help="run PostgreSQL with fsync=off (default: on)")
     parser.add_argument(
         "--db-pool-size", type=int, default=None, help="set TASKLIFT_DB_POOL_SIZE for the API (default: tasklift's own)"
+    )
+    parser.add_argument(
+        "--get-ids", type=int, default=1000, help="also GET across this many tasks in random order (0: skip)"
     )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--quiet", type=float, default=0.25, help="wait until other load is below this many cores")
@@ -179,13 +205,19 @@ def main() -> int:
             bk.log(f"API pid {api.pid} on {base}; GET target task {task_id}")
             groups = {"api": [api.pid], "postgres": [stack.pg.proc.pid], "redis": [stack.redis.proc.pid]}
             urls = {"hello": f"{base}/hello", "post": f"{base}/tasks", "get": f"{base}/tasks/{task_id}"}
+            scripts: dict[str, str | None] = {"hello": None, "post": post_lua, "get": None}
+            if args.get_ids > 0:
+                ids = [submit_one(base, body) for _ in range(args.get_ids)]
+                urls["get_many"] = f"{base}/tasks"
+                scripts["get_many"] = random_get_lua(ids)
+                results["settings"]["get_many_ids"] = args.get_ids
             for rnd in range(args.rounds):
                 row: dict[str, Any] = {}
-                for name in ("hello", "post", "get"):
+                for name in scripts:
                     before = db_counts(stack.database_url) if name == "post" else None
                     qlen0 = queue_length(stack.redis_url) if name == "post" else 0
                     sessions0 = bk.pg_sessions(stack.database_url)
-                    stats = measure(args, urls[name], post_lua if name == "post" else None, groups)
+                    stats = measure(args, urls[name], scripts[name], groups)
                     # Includes the warm-up; minus this query's own session and the one before.
                     stats["pg_sessions_opened"] = bk.pg_sessions(stack.database_url) - sessions0 - 1
                     stack.check_alive()
@@ -251,7 +283,7 @@ def summarize(results: dict[str, Any]) -> None:
     less on the disturbance and is printed as a cross-check.
     """
     rounds = results["rounds"]
-    names = ("hello", "post", "get")
+    names = tuple(n for n in ("hello", "post", "get", "get_many") if all(n in r for r in rounds))
     med = {n: bk.median([r[n]["rps"] for r in rounds]) for n in names}
     best = {n: max(r[n]["rps"] for r in rounds) for n in names}
     cpu_ms = {n: bk.median([r[n]["cpu_cores"]["api"] * 1000 / r[n]["rps"] for r in rounds]) for n in names}
@@ -272,6 +304,15 @@ def summarize(results: dict[str, Any]) -> None:
             ratio = f"{results['ratios'][n]:.3f}x/{results['ratios_best'][n]:.3f}x"
             extra = f"{TARGETS[n]:6.2f}x {DEMO[n]:5.2f}x  {bk.verdict(results['ratios'][n], TARGETS[n]):6s}"
         print(f"  {label:22s} {med[n]:7.0f}/{best[n]:<7.0f} {ratio:>13s} {extra}  {errors[n]:6d}  {cpu_ms[n]:.2f} ms")
+    if "get_many" in names:
+        many = results["settings"].get("get_many_ids", "many")
+        results["ratios"]["get_many"] = med["get_many"] / med["hello"]
+        results["ratios_cpu"]["get_many"] = cpu_ms["hello"] / cpu_ms["get_many"]
+        print(
+            f"  {'GET, ' + str(many) + ' tasks':22s} {med['get_many']:7.0f}/{best['get_many']:<7.0f}"
+            f" {results['ratios']['get_many']:>12.3f}x  (cross-check: random ids, no shared rows)"
+            f"  {errors['get_many']:6d}  {cpu_ms['get_many']:.2f} ms"
+        )
     print(
         f"  API CPU per request vs hello: POST {cpu_ms['hello'] / cpu_ms['post']:.3f}x,"
         f" GET {cpu_ms['hello'] / cpu_ms['get']:.3f}x (the throughput ratio an API-bound, undisturbed run would show)"

@@ -300,3 +300,34 @@ async def test_a_statement_that_fails_fails_every_submit_in_it_and_writes_none_o
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar_one() == 1
     assert (await aio.insert_task(new_task(ids[0], "anonymous", ttype, task_input, metadata)))["id"] == ids[0]
+
+
+async def test_reads_that_arrive_together_share_one_statement_and_each_gets_its_own_answer(
+    tasklift_env: dict[str, str],
+) -> None:
+    ttype, task_input, metadata = parse_submission({"task_type": "test_noop"})
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    await asyncio.gather(
+        aio.insert_task(new_task(mine, "alice", ttype, task_input, metadata)),
+        aio.insert_task(new_task(theirs, "bob", ttype, task_input, metadata)),
+    )
+    statements: list[str] = []
+    conn = await aio.pool().acquire()
+    conn.add_query_logger(lambda record: statements.append(record.query))
+    aio.pool().release(conn)
+    unknown = uuid.uuid4()
+    rows = await asyncio.gather(
+        aio.get_task(mine),
+        aio.get_task(mine, "alice"),
+        aio.get_task(theirs, "alice"),  # another owner's task does not exist for alice
+        aio.get_task(unknown),
+        aio.get_task(theirs),
+    )
+    assert [row and (row["id"], row["owner"]) for row in rows] == [
+        (mine, "alice"),
+        (mine, "alice"),
+        None,
+        None,
+        (theirs, "bob"),
+    ]
+    assert [sql for sql in statements if "FROM tasks" in sql] == [aio._GET_TASKS]  # five reads, one statement

@@ -23,7 +23,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -274,10 +274,9 @@ async def close_pools() -> None:
 
 # --- the statements ------------------------------------------------------------------------------
 
-_GET_TASK, _ = repo.positional(repo.GET_TASK_SQL)  # ($1 id)
+#: :data:`~tasklift.store.repository.GET_TASK_SQL` for many ids at once.
 _GET_TASKS = repo.GET_TASK_SQL.replace("WHERE id = :id", "WHERE id = ANY($1::uuid[])")
 assert _GET_TASKS != repo.GET_TASK_SQL
-_GET_OWNED_TASK, _ = repo.positional(repo.GET_OWNED_TASK_SQL)  # ($1 id, $2 owner)
 _MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = repo.positional(repo.MARK_PUBLISHED_SQL)
 
 
@@ -293,89 +292,123 @@ async def insert_task(task: repo.NewTask) -> asyncpg.Record:
     still returns only once its own row is durable; if the statement fails, every caller in it
     gets the error and no task of the batch exists.
     """
-    loop = asyncio.get_running_loop()
-    batcher = _inserters.get(loop)
-    if batcher is None:
-        batcher = _inserters[loop] = _InsertBatcher()
-    return await batcher.insert(task)
+    result: asyncpg.Record = await _gathered("insert", _insert_many).call(task)
+    return result
 
 
-class _InsertBatcher:
-    """Submits of one event loop, gathered into multi-row INSERTs, as many at once as the pool allows."""
+async def get_task(task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:
+    """:func:`tasklift.store.repository.get_task` on asyncpg, read with the reads beside it.
 
-    def __init__(self) -> None:
-        self._pending: list[tuple[repo.NewTask, asyncio.Future[asyncpg.Record]]] = []
-        self._gathering = False  #: a flush is waiting for a connection and will take what is pending
-        self._flushes: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
+    Reads that arrive together share one ``SELECT … WHERE id = ANY(…)``; each still sees the
+    task as committed when its own request was already in. A task of another owner is None.
+    """
+    row: asyncpg.Record | None = await _gathered("get", _get_many).call(task_id)
+    return row if row is None or owner is None or row["owner"] == owner else None
 
-    async def insert(self, task: repo.NewTask) -> asyncpg.Record:
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class _Gathered(Generic[Item, Result]):
+    """Calls on one event loop that arrive while a connection is being found, run as ONE statement.
+
+    ``execute(conn, items)`` returns one result per item, in order. As many statements run at once
+    as the pool has connections; a statement takes every call that arrived before it got one, so
+    under load batches grow by themselves and when idle a call goes alone at once. Each caller
+    waits for its own result; if the statement fails, every caller in it gets the error. A caller
+    that gives up before its statement is sent is left out of it.
+    """
+
+    def __init__(self, execute: Callable[[asyncpg.Connection, list[Item]], Awaitable[list[Result]]]) -> None:
+        self._execute = execute
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._gathering = False  #: a statement is waiting for a connection and will take what is pending
+        self._statements: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
+
+    async def call(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[asyncpg.Record] = loop.create_future()
-        self._pending.append((task, done))
+        done: asyncio.Future[Result] = loop.create_future()
+        self._pending.append((item, done))
         if not self._gathering:
             self._gathering = True
-            flush = loop.create_task(self._flush())
-            self._flushes.add(flush)
-            flush.add_done_callback(self._flushes.discard)
-        return await done  # a caller that gives up before its batch is sent is left out of it
+            statement = loop.create_task(self._run())
+            self._statements.add(statement)
+            statement.add_done_callback(self._statements.discard)
+        return await done
 
-    def _take(self) -> list[tuple[repo.NewTask, asyncio.Future[asyncpg.Record]]]:
+    def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         batch, self._pending, self._gathering = self._pending, [], False
-        return [(task, done) for task, done in batch if not done.done()]
+        return [(item, done) for item, done in batch if not done.done()]
 
-    async def _flush(self) -> None:
-        batch: list[tuple[repo.NewTask, asyncio.Future[asyncpg.Record]]] | None = None
+    async def _run(self) -> None:
+        batch: list[tuple[Item, asyncio.Future[Result]]] | None = None
 
-        async def insert(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        async def execute(conn: asyncpg.Connection) -> list[Result]:
             nonlocal batch
             if batch is None:  # on the first connection only; a retry sends the same batch again
                 batch = self._take()
-            return await _insert_many(conn, [task for task, _ in batch]) if batch else []
+            return await self._execute(conn, [item for item, _ in batch]) if batch else []
 
         try:
-            rows = await run(insert)
+            results = await run(execute)
         except BaseException as exc:
             for _, done in batch if batch is not None else self._take():
-                if not done.done():
-                    if isinstance(exc, DatabaseError):  # one exception object per waiting request
-                        error = DatabaseError(str(exc))
-                        error.__cause__ = exc.__cause__
-                        done.set_exception(error)
-                    elif isinstance(exc, Exception):
-                        done.set_exception(exc)
-                    else:
-                        done.cancel()
+                if done.done():
+                    continue
+                if isinstance(exc, DatabaseError):  # one exception object per waiting caller
+                    error = DatabaseError(str(exc))
+                    error.__cause__ = exc.__cause__
+                    done.set_exception(error)
+                elif isinstance(exc, Exception):
+                    done.set_exception(exc)
+                else:
+                    done.cancel()
             if not isinstance(exc, Exception):
                 raise
             return
-        by_id = {row["id"]: row for row in rows}
-        for task, done in batch or ():
+        for (_, done), result in zip(batch or (), results, strict=True):
             if not done.done():
-                done.set_result(by_id[task.task_id])
+                done.set_result(result)
+
+
+_gatherers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gathered[Any, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gathered(
+    name: str, execute: Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]]
+) -> _Gathered[Any, Any]:
+    """This event loop's gatherer for ``name``."""
+    loop = asyncio.get_running_loop()
+    mine = _gatherers.get(loop)
+    if mine is None:
+        mine = _gatherers[loop] = {}
+    found = mine.get(name)
+    if found is None:
+        found = mine[name] = _Gathered(execute)
+    return found
 
 
 async def _insert_many(conn: asyncpg.Connection, tasks: list[repo.NewTask]) -> list[asyncpg.Record]:
     values = repo.NewTask.many_params(tasks)
     try:
         rows: list[asyncpg.Record] = await conn.fetch(_INSERT_TASKS, *[values[name] for name in _INSERT_TASKS_ARGS])
-        return rows
     except asyncpg.UniqueViolationError:
         # Only a retry after a connection lost mid-commit gets here (task ids are fresh UUIDs):
         # the first try committed (one statement: all of the batch or none), so the tasks are there.
-        found: list[asyncpg.Record] = await conn.fetch(_GET_TASKS, values["ids"])
-        if len(found) != len(tasks):
+        rows = await conn.fetch(_GET_TASKS, values["ids"])
+        if len(rows) != len(tasks):
             raise
-        return found
+    by_id = {row["id"]: row for row in rows}
+    return [by_id[task.task_id] for task in tasks]
 
 
-_inserters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InsertBatcher] = weakref.WeakKeyDictionary()
-
-
-async def get_task(task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:
-    """:func:`tasklift.store.repository.get_task` on asyncpg."""
-    if owner is None:
-        return await run(lambda conn: conn.fetchrow(_GET_TASK, task_id))
-    return await run(lambda conn: conn.fetchrow(_GET_OWNED_TASK, task_id, owner))
+async def _get_many(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list[asyncpg.Record | None]:
+    rows = await conn.fetch(_GET_TASKS, list(set(task_ids)))
+    by_id = {row["id"]: row for row in rows}
+    return [by_id.get(task_id) for task_id in task_ids]
 
 
 async def mark_published(task_ids: list[uuid.UUID], broker_epoch: str | None) -> None:
