@@ -530,8 +530,7 @@ def publishing(task_id: object, queue: str, stored_traceparent: str | None = Non
         above = stored if stored is not None else trace.get_current_span(here).get_span_context()
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(_unrecorded(above), here))
-        with logs.bound(task_id=task_id):
-            yield carrier
+        yield carrier  # (no span, so nothing in it logs on the span's behalf: no task_id binding)
         return
     parent = None
     links = []

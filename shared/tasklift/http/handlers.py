@@ -55,7 +55,8 @@ def _json_body(req: HttpRequest) -> Any:
         body = json.loads(req.body or b"null", parse_constant=_not_json)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN / Infinity
         raise Problem(400, f"the body is not valid JSON: {exc}", slug="malformed-json") from None
-    if _has_unstorable_text(body):
+    # In UTF-8 JSON (no NUL bytes), NUL and lone surrogates can only arrive as \u escapes.
+    if (b"\\u" in req.body or b"\x00" in req.body) and _has_unstorable_text(body):
         # Valid JSON that PostgreSQL cannot store would otherwise fail at INSERT as a 503.
         raise InvalidInput(
             "strings must not contain NUL (\\u0000) or unpaired surrogates",
