@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from opentelemetry import trace
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.expression import Executable
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from tasklift.settings import Settings, get_settings
@@ -144,14 +146,19 @@ class Prepared:
     once per call. ``types`` gives each parameter's PostgreSQL type; ``jsonb`` parameters are
     passed as Python values and serialized here as SQLAlchemy's JSONB type does (``None`` becomes
     JSON ``null``).
+
+    ``traced`` is the same statement for SQLAlchemy: it runs instead while the current span is
+    recorded (an exporter is configured and the trace sampled), so that the SQL instrumentation,
+    which hooks SQLAlchemy's execution, still shows the statement as a client span.
     """
 
-    def __init__(self, name: str, sql: str, types: Mapping[str, str]) -> None:
+    def __init__(self, name: str, sql: str, types: Mapping[str, str], traced: Executable) -> None:
         from tasklift.store.repository import positional
 
         numbered, names = positional(sql)
         self.name = name
         self.sql = sql
+        self.traced = traced
         self.names = names
         self.json = frozenset(n for n in names if types[n] == "jsonb")
         self.prepare_sql = f"PREPARE {name} ({', '.join(types[n] for n in names)}) AS {numbered}"
@@ -199,6 +206,10 @@ def execute_prepared(engine: Engine, statement: Prepared, params: Mapping[str, A
     the connection dropped from the pool when it was lost), so :func:`retry_transient` and callers
     treat them exactly as errors of the SQLAlchemy path.
     """
+    if trace.get_current_span().is_recording():
+        with engine.connect() as conn:
+            found = conn.execute(statement.traced, dict(params)).mappings().first()
+        return None if found is None else dict(found)
     fairy = engine.raw_connection()  # the pool's checkout, and its idle ping, as engine.connect()
     dbapi_connection = fairy.dbapi_connection
     assert dbapi_connection is not None  # a checked-out connection has one

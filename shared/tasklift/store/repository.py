@@ -367,7 +367,9 @@ def claim(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) -> tu
     return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
 
 
-_CLAIM_PREPARED = Prepared("tasklift_claim", CLAIM_SQL, {"task_id": "uuid", "lease": "float8", "worker": "text"})
+_CLAIM_PREPARED = Prepared(
+    "tasklift_claim", CLAIM_SQL, {"task_id": "uuid", "lease": "float8", "worker": "text"}, traced=_CLAIM
+)
 
 
 def claim_prepared(
@@ -546,6 +548,7 @@ _FINISH_PREPARED = Prepared(
         "progress": "jsonb",
         "extra": "jsonb",
     },
+    traced=_FINISH,
 )
 
 
