@@ -1,0 +1,81 @@
+"""The worker's event publish against real Redis: one round trip, in order, never raising, and it
+rides out a dropped connection (the events themselves are already committed in PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from tasklift.events.bus import CHANNEL_PREFIX, EventPublisher
+from tasklift.store.repository import Event
+
+
+def events(task_id: str, *seqs: int) -> list[Event]:
+    return [Event(task_id, seq, "status", {"status": "RUNNING", "n": seq, "text": "é"}) for seq in seqs]
+
+
+def received(sub: Any, count: int, timeout: float = 5) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        message = sub.get_message(timeout=0.1)
+        if message and message["type"] == "pmessage":
+            out.append((message["channel"].decode(), json.loads(message["data"])))
+    return out
+
+
+@pytest.fixture
+def subscriber(redis_server: Any) -> Any:
+    client = redis.Redis.from_url(redis_server.url)
+    sub = client.pubsub(ignore_subscribe_messages=True)
+    sub.psubscribe(f"{CHANNEL_PREFIX}*")
+    yield sub
+    sub.close()
+    client.close()
+
+
+def test_a_batch_goes_out_in_order_on_each_tasks_channel(redis_server: Any, subscriber: Any) -> None:
+    publisher = EventPublisher(redis_server.url)
+    publisher.publish([*events("a", 2), *events("b", 7), *events("a", 3)])
+    publisher.publish(events("c", 1))
+    publisher.publish([])
+    got = received(subscriber, 4)
+    assert got == [
+        (f"{CHANNEL_PREFIX}a", {"seq": 2, "kind": "status", "data": {"status": "RUNNING", "n": 2, "text": "é"}}),
+        (f"{CHANNEL_PREFIX}b", {"seq": 7, "kind": "status", "data": {"status": "RUNNING", "n": 7, "text": "é"}}),
+        (f"{CHANNEL_PREFIX}a", {"seq": 3, "kind": "status", "data": {"status": "RUNNING", "n": 3, "text": "é"}}),
+        (f"{CHANNEL_PREFIX}c", {"seq": 1, "kind": "status", "data": {"status": "RUNNING", "n": 1, "text": "é"}}),
+    ]
+    publisher.close()
+
+
+def test_a_dropped_connection_is_replaced_and_the_batch_still_delivered(redis_server: Any, subscriber: Any) -> None:
+    publisher = EventPublisher(redis_server.url)
+    publisher.publish(events("a", 1))
+    assert len(received(subscriber, 1)) == 1
+    admin = redis.Redis.from_url(redis_server.url)
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the publisher's pooled connection
+    publisher.publish(events("a", 2, 3))
+    assert [data["seq"] for _, data in received(subscriber, 2)] == [2, 3]
+    publisher.publish(events("a", 4))  # and the new connection is pooled and usable
+    assert [data["seq"] for _, data in received(subscriber, 1)] == [4]
+    admin.close()
+    publisher.close()
+
+
+def test_an_unreachable_redis_is_logged_not_raised_and_does_not_hang(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    publisher = EventPublisher(f"redis://127.0.0.1:{port}/0")
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tasklift.events.bus"):
+        publisher.publish(events("a", 1, 2))
+    assert time.monotonic() - started < 3
+    assert "event publish failed" in caplog.text
