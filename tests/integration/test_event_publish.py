@@ -79,3 +79,58 @@ def test_an_unreachable_redis_is_logged_not_raised_and_does_not_hang(caplog: pyt
         publisher.publish(events("a", 1, 2))
     assert time.monotonic() - started < 3
     assert "event publish failed" in caplog.text
+
+
+class Recording:
+    """An EventPublisher stand-in that records each round trip (and can be made slow or failing)."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.delay, self.fail = delay, fail
+
+    def publish(self, events: Any) -> None:
+        time.sleep(self.delay)
+        self.batches.append([e.seq for e in events])
+        if self.fail:
+            raise RuntimeError("boom")
+
+
+def test_the_worker_publisher_returns_at_once_sends_in_order_and_coalesces() -> None:
+    from tasklift.queue.runner import DeferredPublisher
+
+    inner = Recording(delay=0.2)
+    publisher = DeferredPublisher(inner)  # type: ignore[arg-type]
+    started = time.monotonic()
+    publisher.publish(events("a", 1, 2))
+    time.sleep(0.05)  # the thread is sending 1, 2 now
+    publisher.publish(events("a", 3))
+    publisher.publish(events("b", 4))
+    publisher.publish([])
+    assert time.monotonic() - started < 0.15  # nobody waited for Redis
+    assert publisher.flush(timeout=5)
+    assert inner.batches == [[1, 2], [3, 4]]  # in order; what queued up meanwhile went out in one trip
+    assert publisher.flush(timeout=0)  # nothing pending
+
+
+def test_the_worker_publisher_survives_a_failing_send_and_flush_has_a_deadline() -> None:
+    from tasklift.queue.runner import DeferredPublisher
+
+    inner = Recording(fail=True)
+    publisher = DeferredPublisher(inner)  # type: ignore[arg-type]
+    publisher.publish(events("a", 1))
+    assert publisher.flush(timeout=5)
+    inner.fail, inner.delay = False, 1.0
+    publisher.publish(events("a", 2))
+    assert not publisher.flush(timeout=0.1)  # still sending: flush gives up at its deadline
+    assert publisher.flush(timeout=5)
+    assert inner.batches == [[1], [2]]
+
+
+def test_the_worker_publisher_delivers_to_redis(redis_server: Any, subscriber: Any) -> None:
+    from tasklift.queue.runner import DeferredPublisher
+
+    publisher = DeferredPublisher(EventPublisher(redis_server.url))
+    for seq in range(1, 51):
+        publisher.publish(events("a", seq))
+    assert publisher.flush(timeout=5)
+    assert [data["seq"] for _, data in received(subscriber, 50)] == list(range(1, 51))

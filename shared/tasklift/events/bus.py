@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
+from typing import Protocol
 
 import redis
 
@@ -28,6 +29,12 @@ def channel(task_id: str) -> str:
 def encode(event: Event) -> str:
     """The wire form of an event on the bus."""
     return json.dumps({"seq": event.seq, "kind": event.kind, "data": event.data}, separators=(",", ":"))
+
+
+class Publisher(Protocol):
+    """What publishes committed events: :class:`EventPublisher`, or the worker's deferred one."""
+
+    def publish(self, events: Iterable[Event]) -> None: ...
 
 
 class EventPublisher:

@@ -118,6 +118,22 @@ def _child_telemetry(**_: object) -> None:
 
 
 @signals.worker_process_shutdown.connect
+def _flush_child_events(**_: object) -> None:
+    """A child exits with os._exit: send the task events its publish thread still holds."""
+    from tasklift.queue.runner import flush_task_events
+
+    flush_task_events(timeout=2.0)
+
+
+@signals.worker_shutdown.connect
+def _flush_inline_events(**_: object) -> None:
+    """The solo and threads pools publish from this process (a prefork parent has nothing queued)."""
+    from tasklift.queue.runner import flush_task_events
+
+    flush_task_events(timeout=2.0)
+
+
+@signals.worker_process_shutdown.connect
 def _flush_child_telemetry(**_: object) -> None:
     """A child exits with os._exit (no atexit): flush its spans and metrics first."""
     from tasklift import telemetry
