@@ -68,16 +68,16 @@ class EventPublisher:
         for last_try in (False, True):
             conn = pool.get_connection()
             try:
-                conn.send_packed_command(conn.pack_commands(commands))
+                conn.send_packed_command(conn.pack_commands(commands))  # type: ignore[no-untyped-call]
                 for _ in commands:
                     conn.read_response()
                 return
             except (redis.ConnectionError, redis.TimeoutError):
-                conn.disconnect()
+                conn.disconnect()  # type: ignore[no-untyped-call]
                 if last_try:
                     raise
             except BaseException:
-                conn.disconnect()  # replies may be left unread on it
+                conn.disconnect()  # type: ignore[no-untyped-call]  # replies may be left unread on it
                 raise
             finally:
                 pool.release(conn)
