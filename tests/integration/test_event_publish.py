@@ -134,3 +134,24 @@ def test_the_worker_publisher_delivers_to_redis(redis_server: Any, subscriber: A
         publisher.publish(events("a", seq))
     assert publisher.flush(timeout=5)
     assert [data["seq"] for _, data in received(subscriber, 50)] == list(range(1, 51))
+
+
+def test_a_child_about_to_exit_sends_what_is_queued(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    from tasklift.queue import runner
+
+    runner.flush_task_events(timeout=0)  # nothing made yet: nothing to do
+    inner = Recording(delay=0.2)
+    monkeypatch.setattr(runner, "_task_publisher", (os.getpid(), runner.DeferredPublisher(inner)))  # type: ignore[arg-type]
+    runner.get_task_publisher().publish(events("a", 1, 2))
+    runner.flush_task_events(timeout=5)  # what worker_process_shutdown calls
+    assert inner.batches == [[1, 2]]
+    inner.delay = 1.0
+    runner.get_task_publisher().publish(events("a", 3))
+    with caplog.at_level(logging.WARNING, logger="tasklift.queue.runner"):
+        runner.flush_task_events(timeout=0.1)
+    assert "still unsent" in caplog.text
+    runner.flush_task_events(timeout=5)
