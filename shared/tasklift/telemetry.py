@@ -715,11 +715,15 @@ def task_started(row: Mapping[str, Any]) -> None:
             ``started_at``, ``traceparent``).
     """
     _run_started.set(time.monotonic())
-    annotate(attempt=row["attempts"], task_type=row["task_type"], queue=row.get("queue"))
+    logs.bind(attempt=row["attempts"])  # task_id is bound by traced_run
     current = trace.get_current_span()
-    stored = _parse_traceparent(row.get("traceparent"))
-    if stored is not None and current.get_span_context().trace_id != stored.trace_id:
-        current.add_link(stored, {"tasklift.link": "submit"})  # a message without trace headers
+    if current.is_recording():  # else attributes and links are dropped anyway: skip making them
+        current.set_attributes(
+            _attrs({"attempt": row["attempts"], "task_type": row["task_type"], "queue": row.get("queue")})
+        )
+        stored = _parse_traceparent(row.get("traceparent"))
+        if stored is not None and current.get_span_context().trace_id != stored.trace_id:
+            current.add_link(stored, {"tasklift.link": "submit"})  # a message without trace headers
     created, started = row.get("created_at"), row.get("started_at")
     if row["attempts"] == 1 and created is not None and started is not None:
         attributes = {"task_type": row["task_type"], "queue": row.get("queue") or ""}

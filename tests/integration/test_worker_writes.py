@@ -13,14 +13,39 @@ import pytest
 import sqlalchemy as sa
 
 from tasklift.blobs import claims
+from tasklift.settings import get_settings
 from tasklift.store import repository as repo
-from tasklift.store.db import get_autocommit_engine, get_engine
+from tasklift.store.db import get_autocommit_engine, get_engine, is_transient, retry_transient
 from tasklift.tasks.states import TaskStatus
 
+#: How claims and outcomes are written: "prepared" is the worker's path (a prepared statement on the
+#: raw DBAPI connection), "plain" the same without server-side preparation (the worker's path when
+#: TASKLIFT_DB_STATEMENT_CACHE_SIZE=0, behind PgBouncer), "sqlalchemy" the same SQL text through
+#: SQLAlchemy (reaper, tests). All three must behave exactly alike.
+PATHS = ("prepared", "plain", "sqlalchemy")
+_path = "prepared"
 
-@pytest.fixture
-def writer(tasklift_env: dict[str, str]) -> sa.Engine:
+
+def _use_path(path: str, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+    global _path
+    _path = path
+    if path == "plain":
+        monkeypatch.setenv("TASKLIFT_DB_STATEMENT_CACHE_SIZE", "0")
+        get_settings.cache_clear()
     return get_autocommit_engine()
+
+
+@pytest.fixture(params=PATHS)
+def writer(request: pytest.FixtureRequest, tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+    return _use_path(request.param, monkeypatch)
+
+
+@pytest.fixture(params=PATHS[:2])
+def prepared_writer(
+    request: pytest.FixtureRequest, tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> sa.Engine:
+    """The worker's paths only (the tests comparing them with SQLAlchemy's)."""
+    return _use_path(request.param, monkeypatch)
 
 
 def submit(task_id: uuid.UUID | None = None) -> uuid.UUID:
@@ -62,8 +87,17 @@ def assert_recorded(db: sa.Engine, event: repo.Event) -> None:
 
 
 def claim(writer: sa.Engine, task_id: uuid.UUID, worker: str = "w1") -> Any:
+    if _path != "sqlalchemy":
+        return repo.claim_prepared(writer, task_id, worker, lease=30)
     with writer.connect() as conn:
         return repo.claim(conn, task_id, worker, lease=30)
+
+
+def finish(writer: sa.Engine, task_id: uuid.UUID, attempt: int, status: TaskStatus, **kwargs: Any) -> Any:
+    if _path != "sqlalchemy":
+        return repo.finish_prepared(writer, task_id, attempt, status, **kwargs)
+    with writer.connect() as conn:
+        return repo.finish(conn, task_id, attempt, status, **kwargs)
 
 
 def test_a_claim_moves_pending_to_running_appends_its_event_and_deletes_the_outbox_row(
@@ -137,14 +171,13 @@ def test_an_outcome_is_fenced_by_the_attempt_and_records_the_event_it_returns(wr
     with writer.connect() as conn:
         assert repo.record_progress(conn, task_id, 2, {"percent": 40.0, "message": "m"}, lease=30) is not None
     before = stored(db, task_id)
+    assert finish(writer, task_id, 1, TaskStatus.SUCCESS, result={"stale": True}) is None
     with writer.connect() as conn:
-        assert repo.finish(conn, task_id, 1, TaskStatus.SUCCESS, result={"stale": True}) is None
         assert repo.record_progress(conn, task_id, 1, {"percent": 90.0}, lease=30) is None
         assert repo.append_log(conn, task_id, 1, "INFO", "stale") is None
         assert repo.heartbeat(conn, task_id, 1, lease=30) is None
     assert stored(db, task_id) == before
-    with writer.connect() as conn:
-        done = repo.finish(conn, task_id, 2, TaskStatus.FAILED, error={"type": "Boom", "message": "no"})
+    done = finish(writer, task_id, 2, TaskStatus.FAILED, error={"type": "Boom", "message": "no"})
     assert done is not None
     row, event = done
     assert row["status"] == "FAILED" and row["error"] == {"type": "Boom", "message": "no"}
@@ -159,8 +192,7 @@ def test_an_outcome_is_fenced_by_the_attempt_and_records_the_event_it_returns(wr
     assert_recorded(db, event)
     task, _, _ = stored(db, task_id)
     assert task["completed_at"] is not None and task["lease_expires_at"] is None
-    with writer.connect() as conn:  # a second outcome of the same attempt is refused too
-        assert repo.finish(conn, task_id, 2, TaskStatus.SUCCESS, result=1) is None
+    assert finish(writer, task_id, 2, TaskStatus.SUCCESS, result=1) is None  # a second outcome is refused too
 
 
 @pytest.mark.parametrize(
@@ -188,8 +220,7 @@ def test_every_outcome_event_matches_what_is_stored(
     claim(writer, task_id)
     with get_engine().begin() as conn:
         assert repo.request_cancel(conn, task_id) is not None  # the flag shows in the outcome's event
-    with writer.connect() as conn:
-        done = repo.finish(conn, task_id, 1, status, **kwargs)
+    done = finish(writer, task_id, 1, status, **kwargs)
     assert done is not None
     _, event = done
     progress = kwargs.get("progress")
@@ -379,3 +410,101 @@ def test_a_heartbeat_thread_asleep_after_idling_wakes_for_the_next_task(
     time.sleep(0.5)  # no task for longer than IDLE_SECONDS: the thread waits to be notified
     assert beats._asleep
     beat_once(submit())
+
+
+def stored_types(db: sa.Engine, task_id: uuid.UUID) -> tuple[Any, ...]:
+    """What a row holds beyond its Python values: SQL NULL vs JSON null, and the event's JSON."""
+    with db.connect() as conn:
+        return tuple(
+            conn.execute(
+                sa.text(
+                    "SELECT status, attempts, worker, jsonb_typeof(result), result, jsonb_typeof(error), error,"
+                    " jsonb_typeof(progress), progress, lease_expires_at IS NULL, completed_at IS NULL,"
+                    " (SELECT data FROM task_events e WHERE e.task_id = t.id ORDER BY seq DESC LIMIT 1)"
+                    " FROM tasks t WHERE id = :t"
+                ),
+                {"t": task_id},
+            ).one()
+        )
+
+
+@pytest.mark.parametrize(
+    ("status", "kwargs"),
+    [
+        (TaskStatus.SUCCESS, {"result": {"n": [1, 2.5, "x"], "s": "é%s%%"}, "progress": {"percent": 100.0}}),
+        (TaskStatus.SUCCESS, {"result": None}),
+        (TaskStatus.SUCCESS, {"result": "text"}),
+        (TaskStatus.SUCCESS, {"result": {claims.REF: {"key": "k", "size": 9}}}),
+        (TaskStatus.FAILED, {"error": None}),
+        (TaskStatus.FAILED, {"error": {"type": "Boom", "message": "it's 100%"}}),
+        (TaskStatus.CANCELLED, {}),
+    ],
+)
+def test_the_worker_path_stores_and_returns_exactly_what_the_sqlalchemy_path_does(
+    prepared_writer: sa.Engine, db: sa.Engine, status: TaskStatus, kwargs: dict[str, Any]
+) -> None:
+    writer = prepared_writer
+    ours, theirs = submit(), submit()
+    mine = claim(writer, ours)
+    with writer.connect() as conn:
+        reference = repo.claim(conn, theirs, "w1", lease=30)
+    assert mine is not None and reference is not None
+    assert dict(mine[0]).keys() == dict(reference[0]).keys()
+    different = {"id", "created_at", "updated_at", "started_at", "lease_expires_at"}
+    assert {k: v for k, v in mine[0].items() if k not in different} == {
+        k: v for k, v in dict(reference[0]).items() if k not in different
+    }
+    assert type(mine[0]["id"]) is type(reference[0]["id"])
+    assert (mine[1].seq, mine[1].kind, mine[1].data) == (reference[1].seq, reference[1].kind, reference[1].data)
+    done = finish(writer, ours, 1, status, **kwargs)
+    with writer.connect() as conn:
+        expected = repo.finish(conn, theirs, 1, status, **kwargs)
+    assert done is not None and expected is not None
+    assert dict(done[0]) | {"id": None} == dict(expected[0]) | {"id": None}
+    data = {k: v for k, v in done[1].data.items() if k != "result_url"}
+    assert data == {k: v for k, v in expected[1].data.items() if k != "result_url"}
+    mine_stored, theirs_stored = stored_types(db, ours), stored_types(db, theirs)
+    if "result_url" in done[1].data:  # the URL names the task
+        mine_stored, theirs_stored = mine_stored[:-1], theirs_stored[:-1]
+    assert mine_stored == theirs_stored
+    assert_recorded(db, done[1])
+
+
+def test_the_worker_path_rides_out_a_lost_connection_and_a_forgotten_statement(
+    prepared_writer: sa.Engine, db: sa.Engine
+) -> None:
+    writer = prepared_writer
+    first, second, third = submit(), submit(), submit()
+    assert claim(writer, first) is not None  # the statement is prepared on this connection now
+    with db.connect() as conn:  # PostgreSQL drops the worker's connections (a restart, a failover)
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'tasklift' AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    assert killed
+    with pytest.raises(sa.exc.DBAPIError) as lost:
+        claim(writer, second)
+    assert is_transient(lost.value) and lost.value.connection_invalidated
+    assert stored(db, second)[0]["status"] == "PENDING"
+    done = retry_transient(lambda: claim(writer, second))  # a new connection, prepared again
+    assert done is not None and done[0]["attempts"] == 1
+    with writer.connect() as conn:  # the session forgets its prepared statements
+        conn.exec_driver_sql("DEALLOCATE ALL")
+    assert claim(writer, third) is not None
+    assert finish(writer, third, 1, TaskStatus.SUCCESS, result=3) is not None
+    assert stored(db, third)[0]["result"] == 3
+
+
+def test_a_failing_statement_on_the_worker_path_leaves_its_connection_usable(
+    prepared_writer: sa.Engine, db: sa.Engine
+) -> None:
+    writer = prepared_writer
+    task_id = submit()
+    assert claim(writer, task_id) is not None
+    with pytest.raises(sa.exc.DBAPIError) as failed:  # a JSON value PostgreSQL refuses (\u0000 in jsonb)
+        finish(writer, task_id, 1, TaskStatus.SUCCESS, result="nul \u0000")
+    assert not is_transient(failed.value)
+    assert stored(db, task_id)[0]["status"] == "RUNNING"  # autocommit: nothing half-done
+    assert finish(writer, task_id, 1, TaskStatus.SUCCESS, result="ok") is not None

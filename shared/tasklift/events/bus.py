@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
+from typing import Protocol
 
 import redis
 
@@ -30,6 +31,12 @@ def encode(event: Event) -> str:
     return json.dumps({"seq": event.seq, "kind": event.kind, "data": event.data}, separators=(",", ":"))
 
 
+class Publisher(Protocol):
+    """What publishes committed events: :class:`EventPublisher`, or the worker's deferred one."""
+
+    def publish(self, events: Iterable[Event]) -> None: ...
+
+
 class EventPublisher:
     """Publishes committed events; shared by threads of one process."""
 
@@ -38,20 +45,42 @@ class EventPublisher:
         self._lock = threading.Lock()
 
     def publish(self, events: Iterable[Event]) -> None:
-        """Announce ``events``; errors are logged, not raised (the database already has them)."""
-        events = list(events)
-        if not events:
+        """Announce ``events``, in order, in one round trip; errors are logged, not raised (the
+        database already has them)."""
+        commands = [("PUBLISH", channel(event.task_id), encode(event)) for event in events]
+        if not commands:
             return
         try:
-            if len(events) == 1:
-                self._client.publish(channel(events[0].task_id), encode(events[0]))
-                return
-            with self._client.pipeline(transaction=False) as pipe:
-                for event in events:
-                    pipe.publish(channel(event.task_id), encode(event))
-                pipe.execute()
+            self._send(commands)
         except redis.RedisError as exc:
             log.warning("event publish failed (listeners will catch up from the database): %s", exc)
+
+    def _send(self, commands: list[tuple[str, str, str]]) -> None:
+        """The commands in one write and one round trip, on a pooled connection.
+
+        What a non-transactional pipeline does, without its per-call objects and response
+        callbacks (~35 µs of a worker's every task). A connection that failed is dropped and the
+        commands are tried once more on a new one (Redis restarted); a second failure is raised.
+        A publish is a wake-up: it does not wait through an outage (the events are in the
+        database), so it never blocks a task for longer than that.
+        """
+        pool = self._client.connection_pool
+        for last_try in (False, True):
+            conn = pool.get_connection()
+            try:
+                conn.send_packed_command(conn.pack_commands(commands))  # type: ignore[no-untyped-call]
+                for _ in commands:
+                    conn.read_response()
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                conn.disconnect()  # type: ignore[no-untyped-call]
+                if last_try:
+                    raise
+            except BaseException:
+                conn.disconnect()  # type: ignore[no-untyped-call]  # replies may be left unread on it
+                raise
+            finally:
+                pool.release(conn)
 
     def close(self) -> None:
         self._client.close()

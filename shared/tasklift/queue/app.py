@@ -117,11 +117,22 @@ def _child_telemetry(**_: object) -> None:
     telemetry.configure("worker")
 
 
+@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _flush_inline_events(**_: object) -> None:
+    """The solo and threads pools publish from this process (a prefork parent has nothing queued)."""
+    from tasklift.queue.runner import flush_task_events
+
+    flush_task_events(timeout=2.0)
+
+
 @signals.worker_process_shutdown.connect
 def _flush_child_telemetry(**_: object) -> None:
-    """A child exits with os._exit (no atexit): flush its spans and metrics first."""
+    """A child exits with os._exit (no atexit): send the task events its publish thread still
+    holds, and flush its spans and metrics."""
     from tasklift import telemetry
+    from tasklift.queue.runner import flush_task_events
 
+    flush_task_events(timeout=2.0)
     telemetry.shutdown()
 
 

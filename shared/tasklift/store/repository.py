@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Connection,
+    Engine,
     Float,
     Integer,
     RowMapping,
@@ -35,6 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklift.blobs import claims
+from tasklift.store.db import Prepared, execute_prepared
 from tasklift.store.tables import idempotency_keys, outbox, task_events, tasks
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
@@ -60,7 +62,7 @@ def _seconds(value: float) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, value)
 
 
-def status_data(row: RowMapping) -> dict[str, Any]:
+def status_data(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
     """The data of a ``status`` event for the task state in ``row``."""
     data: dict[str, Any] = {
         "status": row["status"],
@@ -375,9 +377,9 @@ _TASK_ID = bindparam("task_id", type_=UUID(as_uuid=True))
 _ATTEMPT = bindparam("attempt", type_=Integer)
 _LEASE = bindparam("lease", type_=Float)
 
-_CLAIM = (
-    text(
-        f"""
+#: The claim: one statement (see above). The runner executes it as a prepared statement on the raw
+#: DBAPI connection (:func:`claim_prepared`); :func:`claim` runs the same text through SQLAlchemy.
+CLAIM_SQL = f"""
 WITH r AS (
     UPDATE tasks
     SET status = 'RUNNING', attempts = attempts + 1, worker = :worker,
@@ -393,10 +395,7 @@ WITH r AS (
     DELETE FROM task_outbox WHERE task_id = :task_id AND EXISTS (SELECT FROM r)
 )
 SELECT {_TASK_COLUMNS} FROM r"""
-    )
-    .bindparams(_TASK_ID, _LEASE, bindparam("worker", type_=Text))
-    .columns(*tasks.c)
-)
+_CLAIM = text(CLAIM_SQL).bindparams(_TASK_ID, _LEASE, bindparam("worker", type_=Text)).columns(*tasks.c)
 
 
 def claim(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) -> tuple[RowMapping, Event] | None:
@@ -405,6 +404,22 @@ def claim(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) -> tu
     One statement: the status event is appended and the outbox row deleted only if the CAS won.
     """
     row = conn.execute(_CLAIM, {"task_id": task_id, "worker": worker, "lease": lease}).mappings().first()
+    if row is None:
+        return None
+    return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
+
+
+_CLAIM_PREPARED = Prepared(
+    "tasklift_claim", CLAIM_SQL, {"task_id": "uuid", "lease": "float8", "worker": "text"}, traced=_CLAIM
+)
+
+
+def claim_prepared(
+    engine: Engine, task_id: uuid.UUID, worker: str, lease: float
+) -> tuple[dict[str, Any], Event] | None:
+    """:func:`claim` as a prepared statement on a connection of ``engine`` (an autocommit engine:
+    the statement is its own transaction). The worker's path; the row is a plain dict."""
+    row = execute_prepared(engine, _CLAIM_PREPARED, {"task_id": task_id, "worker": worker, "lease": lease})
     if row is None:
         return None
     return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
@@ -506,9 +521,8 @@ _FINISH_COLUMNS = (
     tasks.c.result, tasks.c.error, tasks.c.task_type, tasks.c.queue, tasks.c.last_seq,
 )  # fmt: skip
 _FINISH_NAMES = ", ".join(column.name for column in _FINISH_COLUMNS)
-_FINISH = (
-    text(
-        f"""
+#: The outcome: one statement (see above); :func:`finish_prepared` runs it as a prepared statement.
+FINISH_SQL = f"""
 WITH r AS (
     UPDATE tasks
     SET status = :status, result = CAST(:result AS jsonb), error = CAST(:error AS jsonb),
@@ -525,7 +539,8 @@ WITH r AS (
     FROM r
 )
 SELECT {_FINISH_NAMES} FROM r"""
-    )
+_FINISH = (
+    text(FINISH_SQL)
     .bindparams(
         _TASK_ID,
         _ATTEMPT,
@@ -555,6 +570,56 @@ def finish(
     One statement; the returned row has the columns :func:`status_data` needs plus ``task_type``,
     ``queue`` and ``last_seq``.
     """
+    params = _finish_params(task_id, attempt, status, result, error, progress)
+    row = conn.execute(_FINISH, params).mappings().first()
+    if row is None:
+        return None
+    return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
+
+
+_FINISH_PREPARED = Prepared(
+    "tasklift_finish",
+    FINISH_SQL,
+    {
+        "task_id": "uuid",
+        "attempt": "integer",
+        "status": "text",
+        "result": "jsonb",
+        "error": "jsonb",
+        "set_progress": "boolean",
+        "progress": "jsonb",
+        "extra": "jsonb",
+    },
+    traced=_FINISH,
+)
+
+
+def finish_prepared(
+    engine: Engine,
+    task_id: uuid.UUID,
+    attempt: int,
+    status: TaskStatus,
+    *,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], Event] | None:
+    """:func:`finish` as a prepared statement on a connection of ``engine`` (an autocommit engine:
+    committed, durably, when this returns). The worker's path; the row is a plain dict."""
+    row = execute_prepared(engine, _FINISH_PREPARED, _finish_params(task_id, attempt, status, result, error, progress))
+    if row is None:
+        return None
+    return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
+
+
+def _finish_params(
+    task_id: uuid.UUID,
+    attempt: int,
+    status: TaskStatus,
+    result: Any,
+    error: dict[str, Any] | None,
+    progress: dict[str, Any] | None,
+) -> dict[str, Any]:
     assert status in TERMINAL
     # What SQL cannot know: a large result's URL stands in for it; an error is shown when truthy.
     extra: dict[str, Any] = {}
@@ -562,7 +627,7 @@ def finish(
         extra = {"result": None, "result_url": claims.result_url(task_id)}
     elif status == TaskStatus.FAILED and error:
         extra = {"error": error}
-    params = {
+    return {
         "task_id": task_id,
         "attempt": attempt,
         "status": status.value,
@@ -572,10 +637,6 @@ def finish(
         "progress": progress,
         "extra": extra,
     }
-    row = conn.execute(_FINISH, params).mappings().first()
-    if row is None:
-        return None
-    return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
 
 
 def requeue(

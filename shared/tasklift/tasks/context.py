@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from tasklift.events.bus import EventPublisher
+from tasklift.events.bus import Publisher
 from tasklift.store import repository as repo
 from tasklift.store.db import is_transient, retry_transient
 from tasklift.store.repository import Event
@@ -44,7 +44,7 @@ class TaskContext:
         attempt: int,
         task_type: str,
         engine: Engine,
-        publisher: EventPublisher,
+        publisher: Publisher,
         lease_seconds: float,
         progress_interval: float,
         writer: Engine | None = None,
