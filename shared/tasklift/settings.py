@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     db_statement_cache_size: int = Field(
         100,
         ge=0,
-        description="asyncpg prepared statements per API connection; 0 behind PgBouncer < 1.21 in transaction mode",
+        description=(
+            "Prepared statements per connection (the API's asyncpg pool; 0 also makes the worker's claim and"
+            " outcome unprepared): 0 behind PgBouncer < 1.21 in transaction mode"
+        ),
     )
 
     # --- HTTP ----------------------------------------------------------------------------------
