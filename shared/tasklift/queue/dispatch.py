@@ -173,7 +173,7 @@ class _PublishBatcher:
             self._pending.append((item, message, done if i == len(messages) - 1 else None))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
-        return await asyncio.shield(done)  # a client hanging up does not cancel anybody's publish
+        return await done  # a client hanging up cancels only its own future, never the flush
 
     async def _flush(self) -> None:
         try:
