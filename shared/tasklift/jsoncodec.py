@@ -10,7 +10,9 @@ instead, so nothing a task or a client sends is ever refused or rounded here. De
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
+from datetime import date, datetime, time
 from typing import Any
 
 import orjson
@@ -23,7 +25,17 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     try:
         return orjson.dumps(value, default=default, option=_OPTIONS)
     except TypeError:  # an integer beyond 64 bits, say: the standard library writes it exactly
-        return json.dumps(value, default=default, separators=(",", ":"), ensure_ascii=False).encode()
+        fallback = default or _as_orjson_would
+        return json.dumps(value, default=fallback, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _as_orjson_would(value: Any) -> Any:
+    """What orjson writes natively for the types the standard library refuses."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def json_text(value: Any) -> str:

@@ -296,7 +296,7 @@ async def test_a_statement_that_fails_fails_every_submit_in_it_and_writes_none_o
         *(aio.insert_task(new_task(t, "anonymous", ttype, task_input, metadata)) for t in ids),
         return_exceptions=True,
     )
-    assert all(isinstance(outcome, aio.DatabaseError) for outcome in outcomes)
+    assert all(isinstance(outcome, aio.DatabaseError) for outcome in outcomes), outcomes
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar_one() == 1
     assert (await aio.insert_task(new_task(ids[0], "anonymous", ttype, task_input, metadata)))["id"] == ids[0]

@@ -27,3 +27,12 @@ def test_the_api_renders_times_in_utc_with_z_and_uuids_as_strings() -> None:
     body = json.loads(dumps({"at": local, "utc": datetime(2026, 1, 1, tzinfo=UTC), "id": tid}))
     assert body == {"at": "2026-11-24T03:30:00Z", "utc": "2026-01-01T00:00:00Z", "id": str(tid)}
     assert json.loads(dumps({"big": 2**80, "at": local}))["at"] == "2026-11-24T03:30:00Z"  # the fallback too
+
+
+def test_the_fallback_writes_uuids_and_times_as_orjson_does() -> None:
+    tid = uuid.uuid4()
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    value = {"id": tid, "at": at, "big": 2**65}
+    assert json.loads(jsoncodec.dumps(value)) == {"id": str(tid), "at": at.isoformat(), "big": 2**65}
+    fast = json.loads(jsoncodec.dumps({"id": tid, "at": at}))  # orjson itself, no big integer
+    assert fast == {"id": str(tid), "at": at.isoformat()}

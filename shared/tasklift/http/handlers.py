@@ -52,7 +52,8 @@ def _json_body(req: HttpRequest) -> Any:
     if len(req.body) > limit:
         raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
     try:
-        body = json.loads(req.body or b"null", parse_constant=_not_json)
+        raw = req.body or b"null"
+        body = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads does
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN / Infinity
         raise Problem(400, f"the body is not valid JSON: {exc}", slug="malformed-json") from None
     # In UTF-8 JSON (no NUL bytes), NUL and lone surrogates can only arrive as \u escapes.
@@ -68,6 +69,9 @@ def _json_body(req: HttpRequest) -> Any:
 def _not_json(name: str) -> Any:
     """``json.loads`` accepts NaN and ±Infinity; JSON (RFC 8259) and PostgreSQL's JSONB do not."""
     raise ValueError(f"{name} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_json)  # made once: json.loads(…, parse_constant=) makes one a call
 
 
 def _has_unstorable_text(value: Any) -> bool:

@@ -398,7 +398,7 @@ async def _insert_many(conn: asyncpg.Connection, tasks: list[repo.NewTask]) -> l
     except asyncpg.UniqueViolationError:
         # Only a retry after a connection lost mid-commit gets here (task ids are fresh UUIDs):
         # the first try committed (one statement: all of the batch or none), so the tasks are there.
-        rows = await conn.fetch(_GET_TASKS, values["ids"])
+        rows = await conn.fetch(_GET_TASKS, [task.task_id for task in tasks])
         if len(rows) != len(tasks):
             raise
     by_id = {row["id"]: row for row in rows}

@@ -124,16 +124,16 @@ VALUES (:id, :owner, :task_type, :queue, 'PENDING', :input, :metadata, :max_retr
 RETURNING {_TASK_COLUMNS}
 """
 #: :data:`INSERT_TASK_SQL` for many tasks in one statement (one round trip, one commit): the API
-#: submits the requests that arrive together this way (:mod:`tasklift.store.aio`). The per-task
-#: values come as parallel arrays (``unnest``); the rows it writes are exactly those of
-#: INSERT_TASK_SQL (``tests/integration/test_hot_path.py`` compares the two).
+#: submits the requests that arrive together this way (:mod:`tasklift.store.aio`). The tasks come
+#: as ONE JSON array of records (cheaper for the client to encode than nine parallel arrays); the
+#: rows it writes are exactly those of INSERT_TASK_SQL (``tests/integration/test_hot_path.py``
+#: compares the two).
 INSERT_TASKS_SQL = f"""
 WITH new AS (
-    SELECT * FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:owners AS text[]), CAST(:task_types AS text[]), CAST(:queues AS text[]),
-        CAST(:inputs AS jsonb[]), CAST(:metadatas AS jsonb[]), CAST(:max_retries AS integer[]),
-        CAST(:trace_ids AS text[]), CAST(:traceparents AS text[])
-    ) AS t(id, owner, task_type, queue, input, metadata, max_retries, trace_id, traceparent)
+    SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS t(
+        id uuid, owner text, task_type text, queue text, input jsonb, metadata jsonb, max_retries integer,
+        trace_id text, traceparent text
+    )
 ), first_event AS (
     INSERT INTO task_events (task_id, seq, kind, data) SELECT id, 1, 'status', CAST(:first_event AS jsonb) FROM new
 ), dispatch_intent AS (
@@ -191,15 +191,20 @@ class NewTask:
     def many_params(tasks: Sequence[NewTask]) -> dict[str, Any]:
         """The named parameters of :data:`INSERT_TASKS_SQL` for ``tasks`` (one grace period for all)."""
         return {
-            "ids": [t.task_id for t in tasks],
-            "owners": [t.owner for t in tasks],
-            "task_types": [t.task_type for t in tasks],
-            "queues": [t.queue for t in tasks],
-            "inputs": [t.input for t in tasks],
-            "metadatas": [t.metadata for t in tasks],
-            "max_retries": [t.max_retries for t in tasks],
-            "trace_ids": [t.trace_id for t in tasks],
-            "traceparents": [t.traceparent for t in tasks],
+            "tasks": [
+                {
+                    "id": t.task_id,
+                    "owner": t.owner,
+                    "task_type": t.task_type,
+                    "queue": t.queue,
+                    "input": t.input,
+                    "metadata": t.metadata,
+                    "max_retries": t.max_retries,
+                    "trace_id": t.trace_id,
+                    "traceparent": t.traceparent,
+                }
+                for t in tasks
+            ],
             "first_event": first_event_data(),
             "dispatch_grace": float(max(t.dispatch_grace for t in tasks)),
         }
