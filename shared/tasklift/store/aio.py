@@ -2,9 +2,11 @@
 
 Everything else (workers, the reaper, the CLI, rarer endpoints) uses SQLAlchemy on psycopg2
 (:mod:`tasklift.store.db`). The API's two busiest requests, ``POST /tasks`` and
-``GET /tasks/{id}``, run here instead: one prepared statement each, executed on the event loop,
-no worker thread, no statement building per call. Both paths run the same SQL text
-(:data:`tasklift.store.repository.INSERT_TASK_SQL`, :data:`GET_TASK_SQL`), so they cannot drift.
+``GET /tasks/{id}``, run here instead, on a small pool of this module's own (:class:`Pool`):
+the submits that arrive together share ONE statement and one commit
+(:data:`tasklift.store.repository.INSERT_TASKS_SQL`, which writes exactly the rows the sync
+path's ``INSERT_TASK_SQL`` writes), and so do the reads (``GET_TASK_SQL`` for many ids); see
+:class:`_Gathered`. Prepared statements, no worker thread, no statement building per call.
 
 A pool belongs to the event loop that made it (asyncpg connections are loop-bound), so there is
 one per running loop: uvicorn has one for the process; a host that runs a fresh loop per
