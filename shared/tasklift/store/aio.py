@@ -276,9 +276,7 @@ async def close_pools() -> None:
 
 # --- the statements ------------------------------------------------------------------------------
 
-#: :data:`~tasklift.store.repository.GET_TASK_SQL` for many ids at once.
-_GET_TASKS = repo.GET_TASK_SQL.replace("WHERE id = :id", "WHERE id = ANY($1::uuid[])")
-assert _GET_TASKS != repo.GET_TASK_SQL
+_GET_TASKS, _ = repo.positional(repo.GET_TASKS_SQL)  # ($1 ids)
 _MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = repo.positional(repo.MARK_PUBLISHED_SQL)
 
 

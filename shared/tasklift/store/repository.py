@@ -147,6 +147,8 @@ RETURNING {_TASK_COLUMNS}
 #: One task by id (:data:`GET_OWNED_TASK_SQL`: and owner).
 GET_TASK_SQL = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = :id"
 GET_OWNED_TASK_SQL = f"{GET_TASK_SQL} AND owner = :owner"
+#: Many tasks by id (the API's gathered reads, :mod:`tasklift.store.aio`).
+GET_TASKS_SQL = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))"
 
 _ID = bindparam("id", type_=UUID(as_uuid=True))
 _JSONB = [bindparam(name, type_=JSONB) for name in ("first_event", "input", "metadata")]
