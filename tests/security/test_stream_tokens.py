@@ -19,6 +19,11 @@ def _token(link: str) -> str:
     return parse_qs(urlsplit(link).query)["access_token"][0]
 
 
+def _tampered(token: str) -> str:
+    """``token`` with the end of its signature changed (never to what it already was)."""
+    return token[:-2] + ("BB" if token.endswith("AA") else "AA")
+
+
 def _first_event(url: str, **kwargs: object) -> tuple[int, str]:
     """Open a stream, read up to its first event (a status snapshot), close it."""
     with httpx.stream("GET", url, timeout=10, **kwargs) as resp:  # type: ignore[arg-type]
@@ -78,7 +83,7 @@ def test_expired_tampered_or_foreign_tokens_are_401(secure_api: str, alice: http
     settings = Settings(stream_signing_key=SIGNING_KEY)
     token = {
         "expired": stream_tokens.issue(task["task_id"], "key:alice", settings, now=time.time() - 601),
-        "tampered": _token(task["links"]["stream"])[:-2] + "AA",
+        "tampered": _tampered(_token(task["links"]["stream"])),
         "other key": stream_tokens.issue(task["task_id"], "key:alice", Settings(stream_signing_key="another-key")),
         "garbage": "v1.abc.def",
     }[damage]
