@@ -29,6 +29,9 @@ def test_web_scrape_takes_the_demo_url_field() -> None:
     ("body", "loc"),
     [
         ({"task_type": "nope"}, ["body", "task_type"]),
+        # Only a missing or null task_type means the default type (found by schemathesis).
+        ({"task_type": False}, ["body", "task_type"]),
+        ({"task_type": ""}, ["body", "task_type"]),
         ({"duration": -1}, ["body", "duration"]),
         ({"duration": "soon"}, ["body", "duration"]),
         ({"vector_data": "x"}, ["body", "vector_data"]),

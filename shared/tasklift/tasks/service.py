@@ -300,7 +300,9 @@ def parse_submission(body: Any) -> tuple[TaskType, dict[str, Any], dict[str, Any
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object", [{"loc": ["body"], "msg": "not an object"}])
     fields = dict(body)
-    type_name = fields.pop("task_type", None) or DEFAULT_TASK_TYPE
+    type_name = fields.pop("task_type", None)
+    if type_name is None:  # missing or null (the original demo's bodies): the default type
+        type_name = DEFAULT_TASK_TYPE
     if not isinstance(type_name, str) or (ttype := get_task_type(type_name)) is None:
         raise InvalidInput(
             f"unknown task_type {type_name!r}",
