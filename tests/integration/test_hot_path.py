@@ -331,3 +331,113 @@ async def test_reads_that_arrive_together_share_one_statement_and_each_gets_its_
         (theirs, "bob"),
     ]
     assert [sql for sql in statements if "FROM tasks" in sql] == [aio._GET_TASKS]  # five reads, one statement
+
+
+# --- a submit: one INSERT, then one LPUSH, per batch ------------------------------------------------
+
+
+def lpush_calls(broker: redis.Redis) -> int:
+    return int(broker.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+
+
+def submission(task_id: uuid.UUID, queue: str = "tasklift.cpu") -> tuple[object, Dispatch]:
+    ttype, task_input, metadata = parse_submission({"task_type": "test_noop"})
+    return new_task(task_id, "anonymous", ttype, task_input, metadata), Dispatch(task_id, queue, "test_noop")
+
+
+async def warm_pool(connections: int) -> None:
+    """Open ``connections`` pooled connections now, so statements get one without waiting."""
+    await asyncio.gather(*(aio.run(lambda conn: conn.fetchval("SELECT pg_sleep(0.05)")) for _ in range(connections)))
+
+
+async def test_submits_together_share_one_insert_and_one_lpush_and_resume_only_once_their_message_is_queued(
+    tasklift_env: dict[str, str], db: sa.Engine
+) -> None:
+    broker = redis.Redis.from_url(get_settings().redis_url or "")
+    await warm_pool(1)
+    statements: list[str] = []
+    conn = await aio.pool().acquire()
+    conn.add_query_logger(lambda record: statements.append(record.query))
+    aio.pool().release(conn)
+    lpushes = lpush_calls(broker)
+    ids = [uuid.uuid4() for _ in range(6)]
+
+    async def submit(task_id: uuid.UUID) -> bool:
+        row = await dispatch.asubmit(*submission(task_id))  # type: ignore[arg-type]
+        assert row["id"] == task_id and row["status"] == "PENDING"
+        queued = [json.loads(raw)["headers"]["id"] for raw in broker.lrange("tasklift.cpu", 0, -1)]
+        return str(task_id) in queued  # already on the broker when its caller resumes
+
+    assert await asyncio.gather(*(submit(t) for t in ids)) == [True] * 6
+    assert [sql for sql in statements if "INSERT" in sql] == [aio._INSERT_TASKS]
+    assert lpush_calls(broker) - lpushes == 1
+    received = [json.loads(raw)["headers"]["id"] for raw in reversed(broker.lrange("tasklift.cpu", 0, -1))]
+    assert received == [str(t) for t in ids]  # in submit order, from the end workers take from
+    await dispatch.aclose()  # the outbox marks, now
+    with db.connect() as conn_:
+        marked = conn_.execute(sa.text("SELECT count(*) FROM task_outbox WHERE published_at IS NOT NULL")).scalar_one()
+    assert marked == 6
+
+
+async def test_a_submit_whose_caller_gives_up_after_its_statement_went_out_is_still_published(
+    tasklift_env: dict[str, str], db: sa.Engine
+) -> None:
+    broker = redis.Redis.from_url(get_settings().redis_url or "")
+    await warm_pool(1)
+    ids = [uuid.uuid4() for _ in range(3)]
+    callers = [asyncio.create_task(dispatch.asubmit(*submission(t))) for t in ids]  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the callers join; the first one starts the statement
+    await asyncio.sleep(0)  # the statement takes all three and goes out
+    assert not dispatch._submits()._pending
+    callers[1].cancel()
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert isinstance(outcomes[1], asyncio.CancelledError)
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar_one() == 3
+    queued = {json.loads(raw)["headers"]["id"] for raw in broker.lrange("tasklift.cpu", 0, -1)}
+    assert queued == {str(t) for t in ids}  # the task of the caller that left too: it exists, so it runs
+
+
+async def test_a_broker_outage_on_submit_still_answers_with_the_committed_row_and_leaves_the_outbox_row(
+    tasklift_env: dict[str, str], db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await warm_pool(1)
+    monkeypatch.setenv("TASKLIFT_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
+    get_settings.cache_clear()
+    await dispatch.aclose()
+    ids = [uuid.uuid4() for _ in range(2)]
+    rows = await asyncio.gather(*(dispatch.asubmit(*submission(t)) for t in ids))  # type: ignore[arg-type]
+    assert [row["id"] for row in rows] == ids
+    with db.connect() as conn:
+        unpublished = conn.execute(sa.text("SELECT count(*) FROM task_outbox WHERE published_at IS NULL")).scalar_one()
+    assert unpublished == 2  # the dispatcher sends them once the broker is back
+
+
+async def test_a_request_yields_its_turn_to_a_due_statement_that_has_enough_callers(
+    tasklift_env: dict[str, str],
+) -> None:
+    await warm_pool(3)  # every statement finds a connection at once
+    sizes: list[int] = []
+
+    async def execute(conn: object, items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        await conn.fetchval("SELECT 1")  # type: ignore[attr-defined]
+        return items
+
+    def callers(gatherer: aio._Gathered[int, int], taking_turns: bool) -> list[asyncio.Task[int]]:
+        async def caller(i: int) -> int:
+            if taking_turns:
+                await gatherer.turn()
+            return await gatherer.call(i)
+
+        return [asyncio.create_task(caller(i)) for i in range(40)]
+
+    together = aio._Gathered(execute)
+    assert await asyncio.gather(*callers(together, taking_turns=False)) == list(range(40))
+    assert sizes == [40]  # all forty reach their call before the statement starts
+
+    sizes.clear()
+    taking_turns = aio._Gathered(execute)
+    assert taking_turns.enough == 16
+    assert await asyncio.gather(*callers(taking_turns, taking_turns=True)) == list(range(40))
+    assert sizes == [16, 16, 8]  # each statement went out as soon as it had enough

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -135,15 +136,57 @@ async def apublish_after_commit(items: Iterable[Dispatch]) -> bool:
     Every request waits for its own publish (so a 202 has normally reached the broker), but the
     requests in flight together share one LPUSH per queue; the outbox marks follow in one UPDATE.
     """
-    messages = []
-    for item in items:
-        with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
-            messages.append((item, wire.task_message(item.task_id, item.queue, item.task_type, trace_headers)))
+    return await _batcher().publish([_message(item) for item in items])
+
+
+def _message(item: Dispatch) -> tuple[Dispatch, bytes]:
+    with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
+        return item, wire.task_message(item.task_id, item.queue, item.task_type, trace_headers)
+
+
+def _batcher() -> _PublishBatcher:
     loop = asyncio.get_running_loop()
     batcher = _batchers.get(loop)
     if batcher is None:
         batcher = _batchers[loop] = _PublishBatcher()
-    return await batcher.publish(messages)
+    return batcher
+
+
+@dataclass(frozen=True)
+class _Submit:
+    task: repo.NewTask
+    item: Dispatch
+    message: bytes
+
+
+async def _insert_submits(conn: Any, submits: list[_Submit]) -> list[Any]:
+    return await aio.insert_many(conn, [submit.task for submit in submits])
+
+
+async def _publish_submits(submits: list[_Submit], _rows: list[Any]) -> None:
+    await _batcher().send([(submit.item, submit.message) for submit in submits])
+
+
+async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
+    """Commit a new task and publish it: ``aio.insert_task`` then :func:`apublish_after_commit`, fused.
+
+    The submits in flight together share one INSERT (one commit), and the moment it commits, one
+    LPUSH per queue carries all of their messages; only then do their callers resume. So a 202
+    still means "durable and (normally) on the broker", with one round trip to each store per
+    batch and none of the callers' turns in between. The message (and its producer span) is made
+    before the INSERT, under the caller's span. Returns the task's row.
+    """
+    _, message = _message(item)
+    return await _submits().call(_Submit(task, item, message))
+
+
+def _submits() -> Any:
+    return aio.gathered("submit", _insert_submits, _publish_submits)
+
+
+async def submit_turn() -> None:
+    """Before a submit's work: let a submit statement that has enough callers start first."""
+    await _submits().turn()
 
 
 class _PublishBatcher:
@@ -179,30 +222,33 @@ class _PublishBatcher:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                queues: dict[str, list[bytes]] = {}
-                for item, message, _ in batch:
-                    queues.setdefault(item.queue, []).append(message)
-                try:
-                    client = _abroker()
-                    if len(queues) == 1:
-                        [(queue, messages)] = queues.items()
-                        await client.lpush(queue, *messages)
-                    else:
-                        async with client.pipeline(transaction=False) as pipe:
-                            for queue, messages in queues.items():
-                                pipe.lpush(queue, *messages)
-                            await pipe.execute()
-                    sent = True
-                except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the tasks
-                    log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
-                    sent = False
-                if sent:
-                    self._mark_later([item.task_id for item, _, _ in batch], await abroker_epoch())
+                sent = await self.send([(item, message) for item, message, _ in batch])
                 for _, _, done in batch:
                     if done is not None and not done.done():
                         done.set_result(sent)
         finally:
             self._flusher = None
+
+    async def send(self, batch: list[tuple[Dispatch, bytes]]) -> bool:
+        """One LPUSH per queue for ``batch`` now, then its outbox marks later; False if not sent."""
+        queues: dict[str, list[bytes]] = {}
+        for item, message in batch:
+            queues.setdefault(item.queue, []).append(message)
+        try:
+            client = _abroker()
+            if len(queues) == 1:
+                [(queue, messages)] = queues.items()
+                await client.lpush(queue, *messages)
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for queue, messages in queues.items():
+                        pipe.lpush(queue, *messages)
+                    await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the tasks
+            log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
+            return False
+        self._mark_later([item.task_id for item, _ in batch], await abroker_epoch())
+        return True
 
     async def mark_now(self) -> None:
         """Wait for the pending marks (shutdown: before the database pool closes; ≤ MARK_DELAY)."""

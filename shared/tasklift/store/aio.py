@@ -292,7 +292,7 @@ async def insert_task(task: repo.NewTask) -> asyncpg.Record:
     still returns only once its own row is durable; if the statement fails, every caller in it
     gets the error and no task of the batch exists.
     """
-    result: asyncpg.Record = await _gathered("insert", _insert_many).call(task)
+    result: asyncpg.Record = await gathered("insert", insert_many).call(task)
     return result
 
 
@@ -302,7 +302,7 @@ async def get_task(task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Reco
     Reads that arrive together share one ``SELECT … WHERE id = ANY(…)``; each still sees the
     task as committed when its own request was already in. A task of another owner is None.
     """
-    row: asyncpg.Record | None = await _gathered("get", _get_many).call(task_id)
+    row: asyncpg.Record | None = await gathered("get", _get_many).call(task_id)
     return row if row is None or owner is None or row["owner"] == owner else None
 
 
@@ -318,10 +318,24 @@ class _Gathered(Generic[Item, Result]):
     under load batches grow by themselves and when idle a call goes alone at once. Each caller
     waits for its own result; if the statement fails, every caller in it gets the error. A caller
     that gives up before its statement is sent is left out of it.
+
+    ``after(items, results)``, if given, runs once the statement succeeded and before any caller
+    resumes, for every item the statement wrote (also those whose caller gave up meanwhile): the
+    submit's publish, which must follow the commit and should not wait for each caller's turn.
+    It must handle its own errors: the statement's results stand whatever it does.
     """
 
-    def __init__(self, execute: Callable[[asyncpg.Connection, list[Item]], Awaitable[list[Result]]]) -> None:
+    def __init__(
+        self,
+        execute: Callable[[asyncpg.Connection, list[Item]], Awaitable[list[Result]]],
+        after: Callable[[list[Item], list[Result]], Awaitable[None]] | None = None,
+    ) -> None:
         self._execute = execute
+        self._after = after
+        self._due = False  #: a statement task was created and has not started yet
+        #: Callers at which a due statement goes first (:meth:`turn`). A batch of this many takes
+        #: the database about as long as the loop takes to get this many requests to their call.
+        self.enough = 16
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._gathering = False  #: a statement is waiting for a connection and will take what is pending
         self._statements: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
@@ -331,17 +345,37 @@ class _Gathered(Generic[Item, Result]):
         done: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, done))
         if not self._gathering:
-            self._gathering = True
-            statement = loop.create_task(self._run())
-            self._statements.add(statement)
-            statement.add_done_callback(self._statements.discard)
+            self._gathering = self._due = True
+            self._start(loop)
         return await done
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        statement = loop.create_task(self._run())
+        self._statements.add(statement)
+        statement.add_done_callback(self._statements.discard)
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         batch, self._pending, self._gathering = self._pending, [], False
         return [(item, done) for item, done in batch if not done.done()]
 
+    def crowded(self) -> bool:
+        """True when a statement is due to start and already has :attr:`enough` callers."""
+        return self._due and len(self._pending) >= self.enough
+
+    async def turn(self) -> None:
+        """Let a due statement with :attr:`enough` callers start before this caller goes on.
+
+        Requests that arrive together run one after another to their :meth:`call`, and only then
+        does the statement they all joined start: the database waits while the event loop parses
+        them all, then the loop waits while the database writes them all. A request that yields
+        here first (one loop turn) lets the statement go with the callers it has, so the database
+        works on it while the loop parses the rest, which form the next statement.
+        """
+        while self.crowded():
+            await asyncio.sleep(0)
+
     async def _run(self) -> None:
+        self._due = False
         batch: list[tuple[Item, asyncio.Future[Result]]] | None = None
 
         async def execute(conn: asyncpg.Connection) -> list[Result]:
@@ -367,9 +401,13 @@ class _Gathered(Generic[Item, Result]):
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, done), result in zip(batch or (), results, strict=True):
-            if not done.done():
-                done.set_result(result)
+        try:
+            if self._after is not None and batch:
+                await self._after([item for item, _ in batch], results)
+        finally:  # the statement succeeded: its callers get their results even if `after` did not
+            for (_, done), result in zip(batch or (), results, strict=True):
+                if not done.done():
+                    done.set_result(result)
 
 
 _gatherers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gathered[Any, Any]]] = (
@@ -377,21 +415,24 @@ _gatherers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gath
 )
 
 
-def _gathered(
-    name: str, execute: Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]]
+def gathered(
+    name: str,
+    execute: Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]],
+    after: Callable[[list[Any], list[Any]], Awaitable[None]] | None = None,
 ) -> _Gathered[Any, Any]:
-    """This event loop's gatherer for ``name``."""
+    """This event loop's gatherer for ``name`` (see :class:`_Gathered`)."""
     loop = asyncio.get_running_loop()
     mine = _gatherers.get(loop)
     if mine is None:
         mine = _gatherers[loop] = {}
     found = mine.get(name)
     if found is None:
-        found = mine[name] = _Gathered(execute)
+        found = mine[name] = _Gathered(execute, after)
     return found
 
 
-async def _insert_many(conn: asyncpg.Connection, tasks: list[repo.NewTask]) -> list[asyncpg.Record]:
+async def insert_many(conn: asyncpg.Connection, tasks: list[repo.NewTask]) -> list[asyncpg.Record]:
+    """INSERT_TASKS_SQL for ``tasks`` (one statement, autocommit); their rows in the same order."""
     values = repo.NewTask.many_params(tasks)
     try:
         rows: list[asyncpg.Record] = await conn.fetch(_INSERT_TASKS, *[values[name] for name in _INSERT_TASKS_ARGS])

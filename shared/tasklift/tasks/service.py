@@ -21,7 +21,7 @@ from sqlalchemy import Engine, RowMapping
 
 from tasklift import telemetry
 from tasklift.blobs import claims
-from tasklift.queue.dispatch import Dispatch, apublish_after_commit, publish_after_commit
+from tasklift.queue.dispatch import Dispatch, asubmit, publish_after_commit, submit_turn
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
@@ -124,20 +124,22 @@ class TaskService:
         """:meth:`submit` without leaving the event loop: the API's hot path.
 
         The common submit (no Idempotency-Key, an input small enough to store inline) is one
-        asyncpg statement (:data:`~tasklift.store.repository.INSERT_TASK_SQL`, the same one
-        :meth:`submit` runs) and one LPUSH, on the loop. The rest (idempotency keys, inputs bound for
+        asyncpg statement (:data:`~tasklift.store.repository.INSERT_TASKS_SQL`, the rows
+        :meth:`submit` writes) and one LPUSH, on the loop, shared with the submits beside it
+        (:func:`~tasklift.queue.dispatch.asubmit`). The rest (idempotency keys, inputs bound for
         blob storage) runs :meth:`submit` in a worker thread.
         """
         if idempotency_key is not None:
             return await anyio.to_thread.run_sync(self.submit, owner, body, idempotency_key)
+        await submit_turn()
         ttype, task_input, metadata = parse_submission(body)
         if not claims.fits_inline(task_input):
             return await anyio.to_thread.run_sync(self.submit, owner, body, None)
         task_id = uuid.uuid4()
         with telemetry.span("tasklift.submit"):
             telemetry.annotate(task_id=task_id, task_type=ttype.name)
-            row = await aio.insert_task(new_task(task_id, owner, ttype, task_input, metadata))
-            await apublish_after_commit([Dispatch(task_id, ttype.queue, ttype.name)])
+            task = new_task(task_id, owner, ttype, task_input, metadata)
+            row = await asubmit(task, Dispatch(task_id, ttype.queue, ttype.name))  # commit, then LPUSH
         telemetry.task_submitted(ttype.name)
         return Submitted(row)
 
