@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -134,26 +135,22 @@ async def test_sql_errors_keep_the_connection_and_surface_as_database_errors(tas
 # --- publishes -------------------------------------------------------------------------------------
 
 
-async def inserted(n: int) -> list[uuid.UUID]:
+def submission(task_id: uuid.UUID, queue: str = "tasklift.cpu", owner: str = "anonymous") -> tuple[Any, Dispatch]:
     ttype, task_input, metadata = parse_submission({"task_type": "test_noop"})
-    ids = [uuid.uuid4() for _ in range(n)]
-    for task_id in ids:
-        await aio.insert_task(new_task(task_id, "anonymous", ttype, task_input, metadata))
-    return ids
+    return new_task(task_id, owner, ttype, task_input, metadata), Dispatch(task_id, queue, "test_noop")
 
 
-async def test_concurrent_publishes_reach_each_queue_in_order_and_their_outbox_rows_are_marked(
+async def warm_pool(connections: int) -> None:
+    """Open ``connections`` pooled connections now, so statements get one without waiting."""
+    await asyncio.gather(*(aio.run(lambda conn: conn.fetchval("SELECT pg_sleep(0.05)")) for _ in range(connections)))
+
+
+async def test_concurrent_submits_reach_each_queue_in_order_and_their_outbox_rows_are_marked(
     tasklift_env: dict[str, str], db: sa.Engine
 ) -> None:
-    ids = await inserted(12)
+    ids = [uuid.uuid4() for _ in range(12)]
     queues = ["tasklift.cpu" if i % 3 else "tasklift.io" for i in range(len(ids))]
-    sent = await asyncio.gather(
-        *(
-            dispatch.apublish_after_commit([Dispatch(task_id, queue, "test_noop")])
-            for task_id, queue in zip(ids, queues, strict=True)
-        )
-    )
-    assert all(sent)
+    await asyncio.gather(*(dispatch.asubmit(*submission(t, q)) for t, q in zip(ids, queues, strict=True)))
     broker = redis.Redis.from_url(get_settings().redis_url or "")
     for queue in ("tasklift.cpu", "tasklift.io"):
         expected = [str(t) for t, q in zip(ids, queues, strict=True) if q == queue]
@@ -167,23 +164,6 @@ async def test_concurrent_publishes_reach_each_queue_in_order_and_their_outbox_r
         rows = conn.execute(sa.text("SELECT published_at IS NOT NULL, broker_epoch FROM task_outbox")).all()
     assert rows and all(published and stored == epoch for published, stored in rows)
     assert len(rows) == len(ids)
-
-
-async def test_a_broker_outage_leaves_the_outbox_rows_for_the_dispatcher(
-    tasklift_env: dict[str, str], db: sa.Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ids = await inserted(3)
-    monkeypatch.setenv("TASKLIFT_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
-    get_settings.cache_clear()
-    await dispatch.aclose()
-    sent = await asyncio.gather(
-        *(dispatch.apublish_after_commit([Dispatch(t, "tasklift.cpu", "test_noop")]) for t in ids)
-    )
-    assert sent == [False, False, False]
-    await dispatch.aclose()
-    with db.connect() as conn:
-        unpublished = conn.execute(sa.text("SELECT count(*) FROM task_outbox WHERE published_at IS NULL")).scalar_one()
-    assert unpublished == 3
 
 
 # --- spans nobody records ----------------------------------------------------------------------------
@@ -258,7 +238,9 @@ async def test_submits_that_arrive_together_share_one_statement_and_write_what_t
     conn = await aio.pool().acquire()  # the one connection the batch will use; log what it runs
     conn.add_query_logger(lambda record: statements.append(record.query))
     aio.pool().release(conn)
-    rows = await asyncio.gather(*(aio.insert_task(task) for task in tasks))
+    rows = await asyncio.gather(
+        *(dispatch.asubmit(task, Dispatch(task.task_id, "tasklift.cpu", "test_noop")) for task in tasks)
+    )
     assert [row["id"] for row in rows] == [task.task_id for task in tasks]
     assert [row["owner"] for row in rows] == [f"owner-{i}" for i in range(6)]
     inserts = [sql for sql in statements if "INSERT" in sql]  # (asyncpg also introspects types once)
@@ -288,28 +270,24 @@ async def test_submits_that_arrive_together_share_one_statement_and_write_what_t
 async def test_a_statement_that_fails_fails_every_submit_in_it_and_writes_none_of_them(
     tasklift_env: dict[str, str], db: sa.Engine
 ) -> None:
-    ttype, task_input, metadata = parse_submission({"task_type": "test_noop"})
     taken = uuid.uuid4()
-    await aio.insert_task(new_task(taken, "anonymous", ttype, task_input, metadata))
+    await dispatch.asubmit(*submission(taken))
     ids = [uuid.uuid4(), taken, uuid.uuid4()]  # one id already exists: the whole statement fails
-    outcomes = await asyncio.gather(
-        *(aio.insert_task(new_task(t, "anonymous", ttype, task_input, metadata)) for t in ids),
-        return_exceptions=True,
-    )
+    outcomes = await asyncio.gather(*(dispatch.asubmit(*submission(t)) for t in ids), return_exceptions=True)
     assert all(isinstance(outcome, aio.DatabaseError) for outcome in outcomes), outcomes
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar_one() == 1
-    assert (await aio.insert_task(new_task(ids[0], "anonymous", ttype, task_input, metadata)))["id"] == ids[0]
+    broker = redis.Redis.from_url(get_settings().redis_url or "")
+    assert broker.llen("tasklift.cpu") == 1  # nothing of the failed statement was published
+    assert (await dispatch.asubmit(*submission(ids[0])))["id"] == ids[0]
 
 
 async def test_reads_that_arrive_together_share_one_statement_and_each_gets_its_own_answer(
     tasklift_env: dict[str, str],
 ) -> None:
-    ttype, task_input, metadata = parse_submission({"task_type": "test_noop"})
     mine, theirs = uuid.uuid4(), uuid.uuid4()
     await asyncio.gather(
-        aio.insert_task(new_task(mine, "alice", ttype, task_input, metadata)),
-        aio.insert_task(new_task(theirs, "bob", ttype, task_input, metadata)),
+        dispatch.asubmit(*submission(mine, owner="alice")), dispatch.asubmit(*submission(theirs, owner="bob"))
     )
     statements: list[str] = []
     conn = await aio.pool().acquire()
@@ -340,16 +318,6 @@ def lpush_calls(broker: redis.Redis) -> int:
     return int(broker.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
 
 
-def submission(task_id: uuid.UUID, queue: str = "tasklift.cpu") -> tuple[object, Dispatch]:
-    ttype, task_input, metadata = parse_submission({"task_type": "test_noop"})
-    return new_task(task_id, "anonymous", ttype, task_input, metadata), Dispatch(task_id, queue, "test_noop")
-
-
-async def warm_pool(connections: int) -> None:
-    """Open ``connections`` pooled connections now, so statements get one without waiting."""
-    await asyncio.gather(*(aio.run(lambda conn: conn.fetchval("SELECT pg_sleep(0.05)")) for _ in range(connections)))
-
-
 async def test_submits_together_share_one_insert_and_one_lpush_and_resume_only_once_their_message_is_queued(
     tasklift_env: dict[str, str], db: sa.Engine
 ) -> None:
@@ -363,7 +331,7 @@ async def test_submits_together_share_one_insert_and_one_lpush_and_resume_only_o
     ids = [uuid.uuid4() for _ in range(6)]
 
     async def submit(task_id: uuid.UUID) -> bool:
-        row = await dispatch.asubmit(*submission(task_id))  # type: ignore[arg-type]
+        row = await dispatch.asubmit(*submission(task_id))
         assert row["id"] == task_id and row["status"] == "PENDING"
         queued = [json.loads(raw)["headers"]["id"] for raw in broker.lrange("tasklift.cpu", 0, -1)]
         return str(task_id) in queued  # already on the broker when its caller resumes
@@ -385,7 +353,7 @@ async def test_a_submit_whose_caller_gives_up_after_its_statement_went_out_is_st
     broker = redis.Redis.from_url(get_settings().redis_url or "")
     await warm_pool(1)
     ids = [uuid.uuid4() for _ in range(3)]
-    callers = [asyncio.create_task(dispatch.asubmit(*submission(t))) for t in ids]  # type: ignore[arg-type]
+    callers = [asyncio.create_task(dispatch.asubmit(*submission(t))) for t in ids]
     await asyncio.sleep(0)  # the callers join; the first one starts the statement
     await asyncio.sleep(0)  # the statement takes all three and goes out
     assert not dispatch._submits()._pending
@@ -406,7 +374,7 @@ async def test_a_broker_outage_on_submit_still_answers_with_the_committed_row_an
     get_settings.cache_clear()
     await dispatch.aclose()
     ids = [uuid.uuid4() for _ in range(2)]
-    rows = await asyncio.gather(*(dispatch.asubmit(*submission(t)) for t in ids))  # type: ignore[arg-type]
+    rows = await asyncio.gather(*(dispatch.asubmit(*submission(t)) for t in ids))
     assert [row["id"] for row in rows] == ids
     with db.connect() as conn:
         unpublished = conn.execute(sa.text("SELECT count(*) FROM task_outbox WHERE published_at IS NULL")).scalar_one()

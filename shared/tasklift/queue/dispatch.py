@@ -130,26 +130,12 @@ def publish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
     return True
 
 
-async def apublish_after_commit(items: Iterable[Dispatch]) -> bool:
-    """:func:`publish_after_commit` on the event loop, batched with concurrent submits.
-
-    Every request waits for its own publish (so a 202 has normally reached the broker), but the
-    requests in flight together share one LPUSH per queue; the outbox marks follow in one UPDATE.
-    """
-    return await _batcher().publish([_message(item) for item in items])
-
-
-def _message(item: Dispatch) -> tuple[Dispatch, bytes]:
-    with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
-        return item, wire.task_message(item.task_id, item.queue, item.task_type, trace_headers)
-
-
-def _batcher() -> _PublishBatcher:
+def _publisher() -> _Publisher:
     loop = asyncio.get_running_loop()
-    batcher = _batchers.get(loop)
-    if batcher is None:
-        batcher = _batchers[loop] = _PublishBatcher()
-    return batcher
+    publisher = _publishers.get(loop)
+    if publisher is None:
+        publisher = _publishers[loop] = _Publisher()
+    return publisher
 
 
 @dataclass(frozen=True)
@@ -164,11 +150,11 @@ async def _insert_submits(conn: Any, submits: list[_Submit]) -> list[Any]:
 
 
 async def _publish_submits(submits: list[_Submit], _rows: list[Any]) -> None:
-    await _batcher().send([(submit.item, submit.message) for submit in submits])
+    await _publisher().send([(submit.item, submit.message) for submit in submits])
 
 
 async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
-    """Commit a new task and publish it: ``aio.insert_task`` then :func:`apublish_after_commit`, fused.
+    """Commit a new task, then publish it and mark it published (:func:`publish_after_commit`).
 
     The submits in flight together share one INSERT (one commit), and the moment it commits, one
     LPUSH per queue carries all of their messages; only then do their callers resume. So a 202
@@ -176,7 +162,8 @@ async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
     batch and none of the callers' turns in between. The message (and its producer span) is made
     before the INSERT, under the caller's span. Returns the task's row.
     """
-    _, message = _message(item)
+    with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
+        message = wire.task_message(item.task_id, item.queue, item.task_type, trace_headers)
     return await _submits().call(_Submit(task, item, message))
 
 
@@ -189,45 +176,22 @@ async def submit_turn() -> None:
     await _submits().turn()
 
 
-class _PublishBatcher:
-    """Collects the publishes of one event loop and sends them as one LPUSH per queue per turn.
+class _Publisher:
+    """Sends the messages of one event loop's submits, and marks their outbox rows published.
 
-    ``LPUSH q m1 m2 m3`` leaves the list as three separate LPUSHes would, so workers (popping
-    from the other end) still take the messages in submit order. Once a batch is on the broker, its
-    outbox rows are marked published by one UPDATE, on the loop, after a short pause that lets
-    further batches join it (:data:`MARK_DELAY`): a lost mark only means a duplicate delivery
-    later, which the claim drops, so nobody waits for it.
+    A batch goes out as one LPUSH per queue: ``LPUSH q m1 m2 m3`` leaves the list as three
+    separate LPUSHes would, so workers (popping from the other end) still take the messages in
+    submit order. Once a batch is on the broker, its outbox rows are marked published by one
+    UPDATE, on the loop, after a short pause that lets further batches join it
+    (:data:`MARK_DELAY`): a lost mark only means a duplicate delivery later, which the claim
+    drops, so nobody waits for it.
     """
 
     MARK_DELAY = 0.05
 
     def __init__(self) -> None:
-        #: (item, message, the request's future on its last message, else None)
-        self._pending: list[tuple[Dispatch, bytes, asyncio.Future[bool] | None]] = []
-        self._flusher: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self._marks: dict[str | None, list[uuid.UUID]] = {}  # broker epoch → task ids to mark
-        self._marker: asyncio.Task[None] | None = None
-
-    async def publish(self, messages: list[tuple[Dispatch, bytes]]) -> bool:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        for i, (item, message) in enumerate(messages):
-            # Resolved with the request's last message: by then all of them were sent (one batch).
-            self._pending.append((item, message, done if i == len(messages) - 1 else None))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
-        return await done  # a client hanging up cancels only its own future, never the flush
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                sent = await self.send([(item, message) for item, message, _ in batch])
-                for _, _, done in batch:
-                    if done is not None and not done.done():
-                        done.set_result(sent)
-        finally:
-            self._flusher = None
+        self._marker: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
 
     async def send(self, batch: list[tuple[Dispatch, bytes]]) -> bool:
         """One LPUSH per queue for ``batch`` now, then its outbox marks later; False if not sent."""
@@ -275,15 +239,15 @@ class _PublishBatcher:
                 self._marker = asyncio.get_running_loop().create_task(self._mark())
 
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PublishBatcher] = weakref.WeakKeyDictionary()
+_publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Publisher] = weakref.WeakKeyDictionary()
 
 
 async def aclose() -> None:
     """Close this event loop's Redis client (the ASGI lifespan calls this on shutdown)."""
     loop = asyncio.get_running_loop()
-    batcher = _batchers.pop(loop, None)
-    if batcher is not None:
-        await batcher.mark_now()
+    publisher = _publishers.pop(loop, None)
+    if publisher is not None:
+        await publisher.mark_now()
     client = _aclients.pop(loop, None)
     if client is not None:
         await client.aclose()

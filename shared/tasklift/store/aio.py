@@ -283,19 +283,6 @@ _MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = repo.positional(repo.MARK_PUBLISHED_SQL)
 _INSERT_TASKS, _INSERT_TASKS_ARGS = repo.positional(repo.INSERT_TASKS_SQL)
 
 
-async def insert_task(task: repo.NewTask) -> asyncpg.Record:
-    """:func:`tasklift.store.repository.insert_task` on asyncpg, committed with the submits beside it.
-
-    The submits that arrive while a connection is being found share ONE statement
-    (:data:`~tasklift.store.repository.INSERT_TASKS_SQL`) and so one round trip and one commit
-    (group commit): the server writes and flushes its log once for all of them. Each caller
-    still returns only once its own row is durable; if the statement fails, every caller in it
-    gets the error and no task of the batch exists.
-    """
-    result: asyncpg.Record = await gathered("insert", insert_many).call(task)
-    return result
-
-
 async def get_task(task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:
     """:func:`tasklift.store.repository.get_task` on asyncpg, read with the reads beside it.
 
