@@ -193,8 +193,8 @@ class _Publisher:
         self._marks: dict[str | None, list[uuid.UUID]] = {}  # broker epoch → task ids to mark
         self._marker: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
 
-    async def send(self, batch: list[tuple[Dispatch, bytes]]) -> bool:
-        """One LPUSH per queue for ``batch`` now, then its outbox marks later; False if not sent."""
+    async def send(self, batch: list[tuple[Dispatch, bytes]]) -> None:
+        """One LPUSH per queue for ``batch`` now, then its outbox marks later (none if not sent)."""
         queues: dict[str, list[bytes]] = {}
         for item, message in batch:
             queues.setdefault(item.queue, []).append(message)
@@ -210,9 +210,8 @@ class _Publisher:
                     await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the tasks
             log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
-            return False
+            return
         self._mark_later([item.task_id for item, _ in batch], await abroker_epoch())
-        return True
 
     async def mark_now(self) -> None:
         """Wait for the pending marks (shutdown: before the database pool closes; ≤ MARK_DELAY)."""

@@ -333,13 +333,10 @@ class _Gathered(Generic[Item, Result]):
         self._pending.append((item, done))
         if not self._gathering:
             self._gathering = self._due = True
-            self._start(loop)
+            statement = loop.create_task(self._run())
+            self._statements.add(statement)
+            statement.add_done_callback(self._statements.discard)
         return await done
-
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        statement = loop.create_task(self._run())
-        self._statements.add(statement)
-        statement.add_done_callback(self._statements.discard)
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         batch, self._pending, self._gathering = self._pending, [], False
