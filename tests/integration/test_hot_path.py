@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -318,7 +320,7 @@ def lpush_calls(broker: redis.Redis) -> int:
     return int(broker.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
 
 
-async def test_submits_together_share_one_insert_and_one_lpush_and_resume_only_once_their_message_is_queued(
+async def test_submits_together_share_one_insert_and_one_lpush_and_their_outbox_rows_are_marked(
     tasklift_env: dict[str, str], db: sa.Engine
 ) -> None:
     broker = redis.Redis.from_url(get_settings().redis_url or "")
@@ -330,21 +332,108 @@ async def test_submits_together_share_one_insert_and_one_lpush_and_resume_only_o
     lpushes = lpush_calls(broker)
     ids = [uuid.uuid4() for _ in range(6)]
 
-    async def submit(task_id: uuid.UUID) -> bool:
-        row = await dispatch.asubmit(*submission(task_id))
-        assert row["id"] == task_id and row["status"] == "PENDING"
-        queued = [json.loads(raw)["headers"]["id"] for raw in broker.lrange("tasklift.cpu", 0, -1)]
-        return str(task_id) in queued  # already on the broker when its caller resumes
-
-    assert await asyncio.gather(*(submit(t) for t in ids)) == [True] * 6
+    rows = await asyncio.gather(*(dispatch.asubmit(*submission(t)) for t in ids))
+    assert [(row["id"], row["status"]) for row in rows] == [(t, "PENDING") for t in ids]
     assert [sql for sql in statements if "INSERT" in sql] == [aio._INSERT_TASKS]
+    await dispatch.aclose()  # Redis's answer read, the outbox marks written, now
     assert lpush_calls(broker) - lpushes == 1
     received = [json.loads(raw)["headers"]["id"] for raw in reversed(broker.lrange("tasklift.cpu", 0, -1))]
     assert received == [str(t) for t in ids]  # in submit order, from the end workers take from
-    await dispatch.aclose()  # the outbox marks, now
     with db.connect() as conn_:
         marked = conn_.execute(sa.text("SELECT count(*) FROM task_outbox WHERE published_at IS NOT NULL")).scalar_one()
     assert marked == 6
+
+
+class HeldAnswers:
+    """A TCP proxy in front of Redis that passes commands on at once and holds Redis's answers while
+    :attr:`passing` is clear: what a submit waits for, and what it does not, becomes visible."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.target = urllib.parse.urlsplit(redis_url)
+        self.passing = asyncio.Event()
+        self.passing.set()
+        self.commands = bytearray()  # everything the clients sent, as Redis received it
+        self.url = ""
+
+    async def __aenter__(self) -> HeldAnswers:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.passing.set()
+        self.server.close()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection(self.target.hostname, self.target.port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, answers: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if answers:
+                        await self.passing.wait()
+                    else:
+                        self.commands += data
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(client_r, redis_w, False), pump(redis_r, client_w, True), return_exceptions=True)
+
+
+def unpublished(db: sa.Engine) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM task_outbox WHERE published_at IS NULL")).scalar_one())
+
+
+async def through(proxy: HeldAnswers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point this loop's Redis client at ``proxy``, with one connection open (handshake answered)."""
+    monkeypatch.setenv("TASKLIFT_REDIS_URL", proxy.url)
+    get_settings.cache_clear()
+    await dispatch.aclose()
+    assert await dispatch.abroker_epoch(max_age=0)
+
+
+async def test_submits_resume_once_their_lpush_is_written_and_are_marked_only_once_redis_answered(
+    tasklift_env: dict[str, str], db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = redis.Redis.from_url(tasklift_env["TASKLIFT_REDIS_URL"])
+    await warm_pool(1)
+    async with HeldAnswers(tasklift_env["TASKLIFT_REDIS_URL"]) as proxy:
+        await through(proxy, monkeypatch)
+        proxy.passing.clear()
+        ids = [uuid.uuid4() for _ in range(4)]
+        # Well within the 2 s a wait for Redis's answer would take to time out:
+        rows = await asyncio.wait_for(asyncio.gather(*(dispatch.asubmit(*submission(t)) for t in ids)), 1)
+        assert [row["id"] for row in rows] == ids  # answered while Redis's answer is still held
+        assert proxy.commands.count(b"LPUSH") == 1  # written before the callers resumed
+        deadline = time.monotonic() + 5
+        while broker.llen("tasklift.cpu") < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert broker.llen("tasklift.cpu") == 4
+        await asyncio.sleep(dispatch._Publisher.MARK_DELAY * 4)
+        assert unpublished(db) == 4  # not marked: Redis has not confirmed them yet
+        proxy.passing.set()
+        await dispatch.aclose()  # the confirmation read, the marks written
+    assert unpublished(db) == 0
+
+
+async def test_a_publish_redis_never_confirms_leaves_the_outbox_rows_for_the_dispatcher(
+    tasklift_env: dict[str, str], db: sa.Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await warm_pool(1)
+    monkeypatch.setattr(dispatch._Publisher, "TIMEOUT", 0.3)
+    async with HeldAnswers(tasklift_env["TASKLIFT_REDIS_URL"]) as proxy:
+        await through(proxy, monkeypatch)
+        proxy.passing.clear()
+        ids = [uuid.uuid4() for _ in range(3)]
+        rows = await asyncio.wait_for(asyncio.gather(*(dispatch.asubmit(*submission(t)) for t in ids)), 5)
+        assert [row["id"] for row in rows] == ids
+        with caplog.at_level(logging.WARNING, logger="tasklift.queue.dispatch"):
+            await asyncio.wait_for(dispatch.aclose(), 5)  # the confirmation times out
+    assert "publish not confirmed" in caplog.text
+    assert unpublished(db) == 3  # the dispatcher sends them again; the claim drops a duplicate
 
 
 async def test_a_submit_whose_caller_gives_up_after_its_statement_went_out_is_still_published(

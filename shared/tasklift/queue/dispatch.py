@@ -76,7 +76,9 @@ def _abroker() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _aclients.get(loop)
     if client is None:
-        client = _aclients[loop] = aioredis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
+        # No socket timeout: with one, redis-py writes every command through asyncio.wait_for, a
+        # task and a turn of the loop each. The callers bound their waits with asyncio.timeout.
+        client = _aclients[loop] = aioredis.Redis.from_url(redis_url(), socket_timeout=None, socket_connect_timeout=2)
     return client
 
 
@@ -111,8 +113,9 @@ async def abroker_epoch(max_age: float = 2.0) -> str | None:
     if (cached := _cached_epoch(now, max_age)) is not None:
         return cached
     try:
-        return _remember_epoch(now, await _abroker().info("server"))
-    except redis.RedisError as exc:
+        async with asyncio.timeout(2):
+            return _remember_epoch(now, await _abroker().info("server"))
+    except (redis.RedisError, TimeoutError) as exc:
         log.debug("could not read the broker epoch: %s", exc)
         return None
 
@@ -157,10 +160,11 @@ async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
     """Commit a new task, then publish it and mark it published (:func:`publish_after_commit`).
 
     The submits in flight together share one INSERT (one commit), and the moment it commits, one
-    LPUSH per queue carries all of their messages; only then do their callers resume. So a 202
-    still means "durable and (normally) on the broker", with one round trip to each store per
-    batch and none of the callers' turns in between. The message (and its producer span) is made
-    before the INSERT, under the caller's span. Returns the task's row.
+    LPUSH per queue carrying all of their messages is written to Redis; only then do their callers
+    resume. So a 202 means "durable, and (normally) on its way to the broker", with one round trip
+    to PostgreSQL per batch, none to Redis (its answer is read afterwards, see :class:`_Publisher`)
+    and none of the callers' turns in between. The message (and its producer span) is made before
+    the INSERT, under the caller's span. Returns the task's row.
     """
     with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
         message = wire.task_message(item.task_id, item.queue, item.task_type, trace_headers)
@@ -181,42 +185,77 @@ class _Publisher:
 
     A batch goes out as one LPUSH per queue: ``LPUSH q m1 m2 m3`` leaves the list as three
     separate LPUSHes would, so workers (popping from the other end) still take the messages in
-    submit order. Once a batch is on the broker, its outbox rows are marked published by one
-    UPDATE, on the loop, after a short pause that lets further batches join it
-    (:data:`MARK_DELAY`): a lost mark only means a duplicate delivery later, which the claim
-    drops, so nobody waits for it.
+    submit order. :meth:`send` returns once the commands are written to Redis's socket; Redis's
+    replies are read by a task of their own (:meth:`_confirm`), so the submits that wait for
+    :meth:`send` do not also wait a round trip and a turn of the busy event loop for an answer
+    that changes nothing for them: their tasks are committed with their outbox rows, and a
+    message that never arrives is sent again by the dispatcher. Once Redis has confirmed a
+    batch, its outbox rows are marked published by one UPDATE, on the loop, after a short pause
+    that lets further batches join it (:data:`MARK_DELAY`): a lost mark only means a duplicate
+    delivery later, which the claim drops, so nobody waits for it.
     """
 
     MARK_DELAY = 0.05
+    #: Seconds to write a batch to Redis, and again for Redis to confirm it.
+    TIMEOUT = 2.0
 
     def __init__(self) -> None:
         self._marks: dict[str | None, list[uuid.UUID]] = {}  # broker epoch → task ids to mark
         self._marker: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
+        self._confirming: set[asyncio.Task[None]] = set()  # held, as above
 
     async def send(self, batch: list[tuple[Dispatch, bytes]]) -> None:
-        """One LPUSH per queue for ``batch`` now, then its outbox marks later (none if not sent)."""
+        """Write one LPUSH per queue for ``batch`` now; its confirmation and outbox marks follow."""
         queues: dict[str, list[bytes]] = {}
         for item, message in batch:
             queues.setdefault(item.queue, []).append(message)
+        pool = _abroker().connection_pool
         try:
-            client = _abroker()
-            if len(queues) == 1:
-                [(queue, messages)] = queues.items()
-                await client.lpush(queue, *messages)
-            else:
-                async with client.pipeline(transaction=False) as pipe:
-                    for queue, messages in queues.items():
-                        pipe.lpush(queue, *messages)
-                    await pipe.execute()
+            async with asyncio.timeout(self.TIMEOUT):
+                conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the tasks
             log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
             return
-        self._mark_later([item.task_id for item, _ in batch], await abroker_epoch())
+        try:
+            async with asyncio.timeout(self.TIMEOUT):  # (the client has no socket timeout: no task per write)
+                commands = [("LPUSH", queue, *messages) for queue, messages in queues.items()]
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        except BaseException as exc:
+            await conn.disconnect(nowait=True)
+            await pool.release(conn)
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
+            return
+        confirm = asyncio.get_running_loop().create_task(
+            self._confirm(pool, conn, len(commands), [item.task_id for item, _ in batch])
+        )
+        self._confirming.add(confirm)
+        confirm.add_done_callback(self._confirming.discard)
+
+    async def _confirm(self, pool: Any, conn: Any, replies: int, task_ids: list[uuid.UUID]) -> None:
+        """Read Redis's answers to one :meth:`send`, then have its outbox rows marked."""
+        try:
+            for _ in range(replies):
+                if await conn.read_response(timeout=self.TIMEOUT) is None:
+                    raise TimeoutError(f"no answer from Redis within {self.TIMEOUT:g} s")
+        except BaseException as exc:
+            await conn.disconnect(nowait=True)
+            await pool.release(conn)
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("publish not confirmed, the dispatcher will send again from the outbox: %s", exc)
+            return
+        await pool.release(conn)
+        self._mark_later(task_ids, await abroker_epoch())
 
     async def mark_now(self) -> None:
-        """Wait for the pending marks (shutdown: before the database pool closes; ≤ MARK_DELAY)."""
-        while self._marker is not None:
-            await self._marker
+        """Wait for the pending confirmations and marks (shutdown: before the pools close)."""
+        while self._confirming or self._marker is not None:
+            if self._confirming:
+                await asyncio.wait(set(self._confirming))
+            elif self._marker is not None:
+                await self._marker
 
     def _mark_later(self, task_ids: list[uuid.UUID], epoch: str | None) -> None:
         self._marks.setdefault(epoch, []).extend(task_ids)
