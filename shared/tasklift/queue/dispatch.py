@@ -221,11 +221,7 @@ class _Publisher:
                 commands = [("LPUSH", queue, *messages) for queue, messages in queues.items()]
                 await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
         except BaseException as exc:
-            await conn.disconnect(nowait=True)
-            await pool.release(conn)
-            if not isinstance(exc, Exception):
-                raise
-            log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
+            await self._drop(pool, conn, exc, "publish failed")
             return
         confirm = asyncio.get_running_loop().create_task(
             self._confirm(pool, conn, len(commands), [item.task_id for item, _ in batch])
@@ -240,14 +236,20 @@ class _Publisher:
                 if await conn.read_response(timeout=self.TIMEOUT) is None:
                     raise TimeoutError(f"no answer from Redis within {self.TIMEOUT:g} s")
         except BaseException as exc:
-            await conn.disconnect(nowait=True)
-            await pool.release(conn)
-            if not isinstance(exc, Exception):
-                raise
-            log.warning("publish not confirmed, the dispatcher will send again from the outbox: %s", exc)
+            await self._drop(pool, conn, exc, "publish not confirmed")
             return
         await pool.release(conn)
         self._mark_later(task_ids, await abroker_epoch())
+
+    @staticmethod
+    async def _drop(pool: Any, conn: Any, exc: BaseException, what: str) -> None:
+        """Close ``conn`` (never reuse a connection whose exchange broke off) and give it back; log
+        ``exc``, or raise it again if it is not an error (a cancellation)."""
+        await conn.disconnect(nowait=True)
+        await pool.release(conn)
+        if not isinstance(exc, Exception):
+            raise exc
+        log.warning("%s, the dispatcher will send the tasks from the outbox: %s", what, exc)
 
     async def mark_now(self) -> None:
         """Wait for the pending confirmations and marks (shutdown: before the pools close)."""
