@@ -51,13 +51,14 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from opentelemetry import baggage, metrics, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
@@ -372,14 +373,33 @@ def tracer() -> trace.Tracer:
     return state.tracer
 
 
-@contextmanager
-def span(name: str, **attributes: Any) -> Iterator[trace.Span]:
+class _Entered(Generic[T]):
+    """A context manager that only hands out ``value`` (the quiet paths' stand-in for a span's)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __enter__(self) -> T:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def span(name: str, **attributes: Any) -> AbstractContextManager[trace.Span]:
     """A child span of the current one (claim, finish, …), or a root; when :func:`quiet`, the current span."""
     if quiet():
         current = trace.get_current_span()
         if current.get_span_context().is_valid:  # a child would only differ by an id nobody sees
-            yield current
-            return
+            return _Entered(current)
+    return _span(name, attributes)
+
+
+@contextmanager
+def _span(name: str, attributes: Mapping[str, Any]) -> Iterator[trace.Span]:
+    if quiet():
         root = _unrecorded(None)  # a root still starts a trace: its id goes on log lines and rows
         token = otel_context.attach(trace.set_span_in_context(root))
         try:
@@ -439,9 +459,22 @@ def trace_id() -> str | None:
 
 def traceparent() -> str | None:
     """The current span as a W3C ``traceparent`` header value (stored in ``tasks.traceparent``)."""
-    carrier: dict[str, str] = {}
-    _W3C.inject(carrier)
-    return carrier.get("traceparent")
+    return _traceparent_of(trace.get_current_span().get_span_context())
+
+
+def trace_ids() -> tuple[str | None, str | None]:
+    """(:func:`trace_id`, :func:`traceparent`) of the current span, looked up once."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None, None
+    return format(context.trace_id, "032x"), _traceparent_of(context)
+
+
+def _traceparent_of(context: SpanContext) -> str | None:
+    """``context`` as W3C ``traceparent``: the value TraceContextTextMapPropagator.inject writes."""
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 def annotate(**attributes: Any) -> None:
@@ -516,22 +549,58 @@ def _parse_traceparent(value: str | None) -> trace.SpanContext | None:
     return context if context.is_valid else None
 
 
-@contextmanager
-def publishing(task_id: object, queue: str, stored_traceparent: str | None = None) -> Iterator[dict[str, str]]:
-    """The producer span of one Celery message; yields the headers that carry its context.
+_DEFAULT_TEXTMAP: list[object] = []  #: the global propagator when it was found to be the default
+
+
+def _w3c_only(context: Context) -> bool:
+    """True if ``propagate.inject`` in ``context`` would write just ``traceparent`` (and ``tracestate``).
+
+    That is the case with the default propagators (W3C trace context and baggage, as
+    ``OTEL_PROPAGATORS`` is unset) and no baggage in ``context``; any other configuration takes
+    the propagator's own path.
+    """
+    textmap = propagate.get_global_textmap()
+    if not (_DEFAULT_TEXTMAP and _DEFAULT_TEXTMAP[0] is textmap):
+        kinds = [type(p) for p in getattr(textmap, "_propagators", ())]
+        if kinds != [TraceContextTextMapPropagator, W3CBaggagePropagator]:
+            return False
+        _DEFAULT_TEXTMAP[:] = [textmap]
+    return not baggage.get_all(context)
+
+
+def _w3c_headers(context: SpanContext) -> dict[str, str]:
+    headers = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"}
+    if context.trace_state:
+        headers["tracestate"] = context.trace_state.to_header()
+    return headers
+
+
+def publishing(
+    task_id: object, queue: str, stored_traceparent: str | None = None
+) -> AbstractContextManager[dict[str, str]]:
+    """The producer span of one Celery message; entering it gives the headers that carry its context.
 
     The parent is the task's stored traceparent when given (the dispatcher, a retry: one trace
     per task), else the current span (an inline publish right after the submit commits). A current
     span of another trace (say, the retry request) is linked.
     """
     stored = _parse_traceparent(stored_traceparent)
-    if quiet():
-        here = otel_context.get_current()
-        above = stored if stored is not None else trace.get_current_span(here).get_span_context()
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(_unrecorded(above), here))
-        yield carrier  # (no span, so nothing in it logs on the span's behalf: no task_id binding)
-        return
+    if not quiet():
+        return _publishing(task_id, queue, stored)
+    # No span, so nothing logs on the span's behalf (no task_id binding); the headers are those of
+    # a dropped producer span, as the SDK would make it.
+    here = otel_context.get_current()
+    above = stored if stored is not None else trace.get_current_span(here).get_span_context()
+    producer = _unrecorded(above)
+    if _w3c_only(here):  # what propagate.inject would write, without its lookups
+        return _Entered(_w3c_headers(producer.get_span_context()))
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(producer, here))
+    return _Entered(carrier)
+
+
+@contextmanager
+def _publishing(task_id: object, queue: str, stored: SpanContext | None) -> Iterator[dict[str, str]]:
     parent = None
     links = []
     if stored is not None:

@@ -215,6 +215,19 @@ async def test_quiet_spans_continue_the_callers_trace_into_the_row_and_the_messa
     assert stored.split("-")[1] == caller_trace
 
 
+async def test_quiet_spans_pass_the_callers_tracestate_and_baggage_on_in_the_message(quiet: None) -> None:
+    route = next(r for r in routes.ROUTES if r.name == "submit_task")
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for baggage in ("user=42", None):
+        extra = {"baggage": baggage} if baggage else {}
+        resp = await routes.handle(route, submit_request(traceparent=caller, tracestate="vendor=abc", **extra))
+        assert resp.status == 202
+        raw = redis.Redis.from_url(get_settings().redis_url or "").rpop("tasklift.cpu")
+        headers = json.loads(raw or b"null")["headers"]
+        assert headers["tracestate"] == "vendor=abc"
+        assert headers.get("baggage") == baggage  # what the W3C baggage propagator writes, or nothing
+
+
 async def test_quiet_spans_start_a_new_trace_for_each_request_without_one(quiet: None) -> None:
     route = next(r for r in routes.ROUTES if r.name == "submit_task")
     traces = []

@@ -7,6 +7,7 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 import redis
 
 from tasklift.queue import wire
@@ -52,9 +53,32 @@ def test_the_message_equals_what_celery_send_task_produces(tasklift_env: dict[st
     assert ours["properties"]["delivery_tag"] != theirs["properties"]["delivery_tag"]  # unique per message
 
 
-def test_every_message_has_its_own_delivery_tag() -> None:
+def test_every_message_has_its_own_delivery_tag_in_a_uuids_format() -> None:
     tags = {
         json.loads(wire.task_message(uuid.uuid4(), "q", "vector_processing"))["properties"]["delivery_tag"]
         for _ in range(50)
     }
     assert len(tags) == 50
+    assert all(str(uuid.UUID(tag)) == tag for tag in tags)
+
+
+@pytest.mark.parametrize(
+    "queue",
+    ["tasklift.cpu", 'a "quoted" \\ queue ü', "\x01delivery_tag\x01"],  # the last one is named like a stand-in
+)
+@pytest.mark.parametrize("headers", [None, {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}])
+def test_the_message_bytes_are_its_dict_for_any_queue_and_headers(queue: str, headers: dict[str, str] | None) -> None:
+    task_id = uuid.uuid4()
+    ours = json.loads(wire.task_message(task_id, queue, "vector_processing", headers))
+    expected = wire.message_dict(task_id, queue, "vector_processing", headers)
+    for message in (ours, expected):
+        uuid.UUID(message["properties"].pop("delivery_tag"))
+    assert ours == expected
+    assert list(ours["headers"]) == list(expected["headers"])  # Celery's key order, extra headers last
+    assert list(ours["properties"]) == list(expected["properties"])
+
+
+def test_extra_headers_that_need_escaping_survive() -> None:
+    headers = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": 'v="1",w=\\2'}
+    message = json.loads(wire.task_message(uuid.uuid4(), "q", "vector_processing", headers))
+    assert {k: message["headers"][k] for k in headers} == headers

@@ -8,7 +8,7 @@ enforced while reading, so an oversized body is refused without buffering all of
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sse_starlette import EventSourceResponse
-from starlette.routing import request_response
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from tasklift.events.hub import close_hub, get_hub
 from tasklift.http import routes
@@ -44,28 +45,46 @@ PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, or a 413 :class:`Problem` as soon as it exceeds ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+    return await receive_body(request.scope, request.receive, limit)
+
+
+async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """:func:`read_body` on the ASGI scope and ``receive`` (what Starlette's ``Request.stream`` reads)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
+            break
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
             raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
-    return bytes(body)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def to_neutral(request: Request, body: bytes) -> HttpRequest:
-    """Starlette request → :class:`HttpRequest`, read straight from the ASGI scope.
+    """Starlette request → :class:`HttpRequest` (:func:`scope_to_neutral` of its scope)."""
+    return scope_to_neutral(request.scope, body)
+
+
+def scope_to_neutral(scope: Scope, body: bytes) -> HttpRequest:
+    """An ASGI request → :class:`HttpRequest`, read straight from the scope.
 
     The same values as Starlette's ``request.url.path`` / ``base_url`` / ``query_params`` (the
     scheme and host after uvicorn's proxy-headers handling), without building URL objects per
     request (``tests/unit/test_asgi_request.py`` holds the two side by side).
     """
-    scope = request.scope
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     scheme = scope.get("scheme", "http")
     host = headers.get("host")
@@ -81,7 +100,7 @@ def to_neutral(request: Request, body: bytes) -> HttpRequest:
         query=dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {},
         body=body,
         base_url=f"{scheme}://{host}{root}".rstrip("/"),
-        path_params=dict(request.path_params),
+        path_params=dict(scope.get("path_params", {})),
     )
 
 
@@ -130,24 +149,54 @@ def to_starlette(resp: HttpResponse) -> Response:
     return Response(content=resp.body, status_code=resp.status, headers=resp.headers)
 
 
-class _PlainRoute(APIRoute):
-    """A core route: documented by FastAPI (OpenAPI, /docs), served as a plain Starlette route.
+def raw_headers(resp: HttpResponse) -> list[tuple[bytes, bytes]]:
+    """The ASGI headers Starlette's ``Response`` would send for ``resp`` (security headers added)."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in with_security_headers(resp.headers).items()]
+    if not (resp.status < 200 or resp.status in (204, 304)) and all(k != b"content-length" for k, _ in raw):
+        raw.append((b"content-length", b"%d" % len(resp.body)))
+    return raw
 
-    The endpoint takes the raw Request and returns a Response; every rule, body limits included,
-    lives in the handlers (the same on every host). FastAPI's per-request machinery around it
-    (dependency solving, two exit stacks, response validation) had nothing to do but still cost
-    ~20 µs a request, so the route calls the endpoint directly, as Starlette's own routes do.
+
+class _PlainRoute(APIRoute):
+    """A core route: documented by FastAPI (OpenAPI, /docs), served as a plain ASGI app.
+
+    Every rule, body limits included, lives in the handlers (the same on every host), and every
+    error becomes a problem response there. So nothing FastAPI or Starlette wrap around an endpoint
+    (dependency solving, exit stacks, response validation, a Request object, the exception-handler
+    lookup, a Response object) has anything to do: together they cost ~30 µs a request. The route
+    runs :func:`_asgi` instead, which reads the body, calls the handler and sends its response.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
-        self.app = request_response(endpoint)
+        self.app = _asgi(endpoint.tasklift_route)  # type: ignore[attr-defined]  # set by _endpoint
+
+
+def _asgi(route: routes.Route) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """``route`` as an ASGI app: the request → :func:`routes.handle` → the response."""
+    reads_body = route.name == "submit_task"  # only POST /tasks has a body; it may be large (blob storage)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await receive_body(scope, receive, get_settings().submit_body_limit) if reads_body else b""
+        except Problem as problem:
+            resp = problem_response(problem, scope["path"])
+        else:
+            resp = await routes.handle(route, scope_to_neutral(scope, body))
+        if resp.stream is not None:
+            await to_starlette(resp)(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": resp.status, "headers": raw_headers(resp)})
+        await send({"type": "http.response.body", "body": resp.body})
+
+    return app
 
 
 def _endpoint(route: routes.Route) -> Any:
+    """What FastAPI documents for ``route`` (its name and docstring; :func:`_asgi` serves it)."""
+
     async def endpoint(request: Request) -> Response:
         try:
-            # Only POST /tasks has a body; it may be large (its input then goes to blob storage).
             body = await read_body(request, get_settings().submit_body_limit) if route.name == "submit_task" else b""
         except Problem as problem:
             return to_starlette(problem_response(problem, request.url.path))
@@ -155,6 +204,7 @@ def _endpoint(route: routes.Route) -> Any:
 
     endpoint.__name__ = route.name
     endpoint.__doc__ = route.handler.__doc__
+    endpoint.tasklift_route = route  # type: ignore[attr-defined]  # for _PlainRoute
     return endpoint
 
 

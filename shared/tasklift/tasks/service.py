@@ -271,6 +271,7 @@ def new_task(
     task_id: uuid.UUID, owner: str, ttype: TaskType, task_input: dict[str, Any], metadata: dict[str, Any]
 ) -> repo.NewTask:
     """The row a submit inserts, in the current trace (the dispatcher and the worker continue it)."""
+    trace_id, traceparent = telemetry.trace_ids()
     return repo.NewTask(
         task_id=task_id,
         owner=owner,
@@ -279,8 +280,8 @@ def new_task(
         input=task_input,
         metadata=metadata,
         max_retries=ttype.retries,
-        trace_id=telemetry.trace_id(),
-        traceparent=telemetry.traceparent(),
+        trace_id=trace_id,
+        traceparent=traceparent,
         dispatch_grace=get_settings().dispatch_grace_seconds,
     )
 
