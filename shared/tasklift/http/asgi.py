@@ -31,7 +31,7 @@ from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, Task
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.queue import dispatch
 from tasklift.security.guard import PUBLIC_ROUTES
-from tasklift.security.headers import SecurityHeadersMiddleware, with_security_headers
+from tasklift.security.headers import SecurityHeadersMiddleware, security_headers, with_security_headers
 from tasklift.security.redaction import install_redaction
 from tasklift.settings import get_settings
 from tasklift.store import aio
@@ -149,10 +149,16 @@ def to_starlette(resp: HttpResponse) -> Response:
     return Response(content=resp.body, status_code=resp.status, headers=resp.headers)
 
 
+#: :func:`security_headers` of every path but /docs, as ASGI headers.
+_SECURITY_RAW = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in security_headers().items())
+
+
 def raw_headers(resp: HttpResponse) -> list[tuple[bytes, bytes]]:
-    """The ASGI headers Starlette's ``Response`` would send for ``resp`` (security headers added)."""
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in with_security_headers(resp.headers).items()]
-    if not (resp.status < 200 or resp.status in (204, 304)) and all(k != b"content-length" for k, _ in raw):
+    """The ASGI headers Starlette's ``Response`` sends for ``to_starlette(resp)`` (not for /docs)."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()]
+    names = {name for name, _ in raw}
+    raw += [header for header in _SECURITY_RAW if header[0] not in names]
+    if not (resp.status < 200 or resp.status in (204, 304)) and b"content-length" not in names:
         raw.append((b"content-length", b"%d" % len(resp.body)))
     return raw
 
