@@ -472,8 +472,10 @@ def trace_ids() -> tuple[str | None, str | None]:
 
 def _traceparent_of(context: SpanContext) -> str | None:
     """``context`` as W3C ``traceparent``: the value TraceContextTextMapPropagator.inject writes."""
-    if not context.is_valid:
-        return None
+    return _format_traceparent(context) if context.is_valid else None
+
+
+def _format_traceparent(context: SpanContext) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
@@ -569,7 +571,7 @@ def _w3c_only(context: Context) -> bool:
 
 
 def _w3c_headers(context: SpanContext) -> dict[str, str]:
-    headers = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"}
+    headers = {"traceparent": _format_traceparent(context)}
     if context.trace_state:
         headers["tracestate"] = context.trace_state.to_header()
     return headers
