@@ -14,10 +14,8 @@ platform's response. Every rule lives in the core. Connections are made once per
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from tasklift.http import routes
-from tasklift.http.asgi import read_body, to_neutral, to_starlette
-from tasklift.http.problems import Problem, problem_response
-from tasklift.settings import get_settings
+from tasklift.http import asgi, routes
+from tasklift.http.asgi import to_neutral, to_starlette
 
 # Anonymous at the platform: tasklift authenticates callers itself (function keys would be a second scheme).
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -25,12 +23,11 @@ ROUTES = {route.name: route for route in routes.ROUTES}
 
 
 async def serve(name: str, req: Request) -> Response:
-    """Hand ``req`` to the core route ``name``; its answer comes back as the extension's response."""
-    try:  # the body cap is enforced while reading, as on the ASGI host
-        body = await read_body(req, get_settings().submit_body_limit) if name == "submit_task" else b""
-    except Problem as problem:
-        return to_starlette(problem_response(problem, req.url.path))
-    return to_starlette(await routes.handle(ROUTES[name], to_neutral(req, body)))
+    """Hand ``req`` to the core route ``name``; its answer comes back as the extension's response.
+
+    The body cap is enforced while reading, as on the ASGI host (:func:`tasklift.http.asgi.serve`).
+    """
+    return await asgi.serve(ROUTES[name], req)
 
 
 @app.route(route="tasks", methods=[func.HttpMethod.POST])

@@ -198,15 +198,24 @@ def _asgi(route: routes.Route) -> Callable[[Scope, Receive, Send], Awaitable[Non
     return app
 
 
+async def serve(route: routes.Route, request: Request) -> Response:
+    """``route`` for a Starlette request: what hosts that hand over one (Azure Functions) call.
+
+    The same steps as :func:`_asgi`, in Starlette's types: the body read under its cap, the
+    handler, the response.
+    """
+    try:
+        body = await read_body(request, get_settings().submit_body_limit) if route.name == "submit_task" else b""
+    except Problem as problem:
+        return to_starlette(problem_response(problem, request.url.path))
+    return to_starlette(await routes.handle(route, to_neutral(request, body)))
+
+
 def _endpoint(route: routes.Route) -> Any:
-    """What FastAPI documents for ``route`` (its name and docstring; :func:`_asgi` serves it)."""
+    """The endpoint FastAPI documents for ``route`` (its name and docstring); :func:`_asgi` serves it."""
 
     async def endpoint(request: Request) -> Response:
-        try:
-            body = await read_body(request, get_settings().submit_body_limit) if route.name == "submit_task" else b""
-        except Problem as problem:
-            return to_starlette(problem_response(problem, request.url.path))
-        return to_starlette(await routes.handle(route, to_neutral(request, body)))
+        return await serve(route, request)
 
     endpoint.__name__ = route.name
     endpoint.__doc__ = route.handler.__doc__
