@@ -61,9 +61,9 @@ PROFILE_FOCUS: list[bk.Focus] = [
     ("result rows → RowMapping", "sqlalchemy/engine/result.py", "mappings"),
     # the HTTP side (event loop)
     ("uvicorn run_asgi (whole request on the loop)", "uvicorn/protocols/http/httptools_impl.py", "run_asgi"),
-    ("tasklift asgi endpoint", "tasklift/http/asgi.py", "endpoint"),
-    ("  to_neutral (request → HttpRequest)", "tasklift/http/asgi.py", "to_neutral"),
-    ("  read_body", "tasklift/http/asgi.py", "read_body"),
+    ("tasklift asgi route app", "tasklift/http/asgi.py", "_answer"),
+    ("  scope_to_neutral (request → HttpRequest)", "tasklift/http/asgi.py", "scope_to_neutral"),
+    ("  receive_body", "tasklift/http/asgi.py", "receive_body"),
     ("  task_resource + JSON", "tasklift/http/types.py", "json_response"),
     ("anyio to_thread.run_sync (hand-off)", "anyio/to_thread.py", "run_sync"),
 ]

@@ -43,13 +43,8 @@ STATIC = Path(__file__).parent / "static"
 PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or a 413 :class:`Problem` as soon as it exceeds ``limit`` bytes."""
-    return await receive_body(request.scope, request.receive, limit)
-
-
 async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """:func:`read_body` on the ASGI scope and ``receive`` (what Starlette's ``Request.stream`` reads)."""
+    """The request body from ASGI ``receive``, or a 413 :class:`Problem` as soon as it exceeds ``limit`` bytes."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:
@@ -178,17 +173,23 @@ class _PlainRoute(APIRoute):
         self.app = _asgi(endpoint.tasklift_route)  # type: ignore[attr-defined]  # set by _endpoint
 
 
+async def _answer(route: routes.Route, scope: Scope, receive: Receive) -> HttpResponse:
+    """``route``'s answer to the request in ``scope``: its body read under the cap, then the handler."""
+    try:
+        # Only POST /tasks has a body; it may be large (its input then goes to blob storage).
+        body = (
+            await receive_body(scope, receive, get_settings().submit_body_limit) if route.name == "submit_task" else b""
+        )
+    except Problem as problem:
+        return problem_response(problem, scope["path"])
+    return await routes.handle(route, scope_to_neutral(scope, body))
+
+
 def _asgi(route: routes.Route) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """``route`` as an ASGI app: the request → :func:`routes.handle` → the response."""
-    reads_body = route.name == "submit_task"  # only POST /tasks has a body; it may be large (blob storage)
+    """``route`` as an ASGI app: :func:`_answer`, sent as the two ASGI messages (or a stream)."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            body = await receive_body(scope, receive, get_settings().submit_body_limit) if reads_body else b""
-        except Problem as problem:
-            resp = problem_response(problem, scope["path"])
-        else:
-            resp = await routes.handle(route, scope_to_neutral(scope, body))
+        resp = await _answer(route, scope, receive)
         if resp.stream is not None:
             await to_starlette(resp)(scope, receive, send)
             return
@@ -199,16 +200,8 @@ def _asgi(route: routes.Route) -> Callable[[Scope, Receive, Send], Awaitable[Non
 
 
 async def serve(route: routes.Route, request: Request) -> Response:
-    """``route`` for a Starlette request: what hosts that hand over one (Azure Functions) call.
-
-    The same steps as :func:`_asgi`, in Starlette's types: the body read under its cap, the
-    handler, the response.
-    """
-    try:
-        body = await read_body(request, get_settings().submit_body_limit) if route.name == "submit_task" else b""
-    except Problem as problem:
-        return to_starlette(problem_response(problem, request.url.path))
-    return to_starlette(await routes.handle(route, to_neutral(request, body)))
+    """``route`` for a Starlette request (what Azure Functions hands over): :func:`_answer` in its types."""
+    return to_starlette(await _answer(route, request.scope, request.receive))
 
 
 def _endpoint(route: routes.Route) -> Any:
