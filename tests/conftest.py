@@ -44,6 +44,7 @@ TEST_SETTINGS = {
     "TASKLIFT_REAPER_INTERVAL_SECONDS": "0.5",
     "TASKLIFT_DISPATCH_INTERVAL_SECONDS": "0.2",
     "TASKLIFT_DISPATCH_GRACE_SECONDS": "1",
+    "TASKLIFT_OUTBOX_VERIFY_SECONDS": "1",
     "TASKLIFT_CANCEL_GRACE_SECONDS": "2",
     "TASKLIFT_SOFT_SHUTDOWN_SECONDS": "5",
     "TASKLIFT_LOG_LEVEL": "INFO",
@@ -293,9 +294,7 @@ def client(api: str) -> Iterator[httpx.Client]:
         yield http
 
 
-def wait_for_status(
-    http: httpx.Client, task_id: str, statuses: set[str] | str, timeout: float = 30
-) -> dict[str, Any]:
+def wait_for_status(http: httpx.Client, task_id: str, statuses: set[str] | str, timeout: float = 30) -> dict[str, Any]:
     """Poll GET /tasks/{id} until its status is one of ``statuses``; returns the resource."""
     wanted = {statuses} if isinstance(statuses, str) else statuses
     deadline = time.monotonic() + timeout

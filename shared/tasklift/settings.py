@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(5, gt=0, description="How often the reaper looks for expired leases")
     dispatch_interval_seconds: float = Field(1, gt=0, description="How often the dispatcher drains the outbox")
     dispatch_grace_seconds: float = Field(5, gt=0, description="Outbox rows older than this are re-published")
+    outbox_verify_seconds: float = Field(
+        30,
+        gt=0,
+        description="A task marked sent this long ago that no worker has claimed is looked for in Redis, and sent"
+        " again if Redis no longer holds it (also at once after a Redis restart)",
+    )
     max_redispatches: int = Field(5, ge=0, description="Lease expiries a task survives before it is FAILED")
     cancel_grace_seconds: float = Field(10, ge=0, description="After this, a task that ignores cancel is terminated")
     db_retry_seconds: float = Field(

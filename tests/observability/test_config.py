@@ -88,8 +88,6 @@ def test_sql_client_spans_are_made_only_when_spans_leave_the_process(exporter: s
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     if exporter:
         env["OTEL_TRACES_EXPORTER"] = exporter
-    probe = (
-        "from tasklift import telemetry; telemetry.configure('api'); print(telemetry._state.clients_traced)"
-    )
+    probe = "from tasklift import telemetry; telemetry.configure('api'); print(telemetry._state.clients_traced)"
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(traced)

@@ -82,3 +82,21 @@ def test_flaky(ctx: TaskContext, inp: Flaky) -> dict[str, int]:
     if ctx.attempt <= inp.fail_times:
         raise RetryableError(f"transient failure on attempt {ctx.attempt}")
     return {"attempt": ctx.attempt}
+
+
+class FlakyEffect(TaskInput):
+    key: str
+    fail_times: int = Field(1, ge=0)
+
+
+@task("test_flaky_effect", input=FlakyEffect, queue="io", retries=5, backoff_base=0.01, backoff_max=0.05)
+def test_flaky_effect(ctx: TaskContext, inp: FlakyEffect) -> dict[str, str]:
+    """Fails at once, retryably, on its first ``fail_times`` attempts; then writes its effect like test_effect."""
+    if ctx.attempt <= inp.fail_times:
+        raise RetryableError(f"instant failure on attempt {ctx.attempt}")
+    with ctx.transaction() as conn:
+        conn.execute(
+            text("INSERT INTO test_effects (task_id, key, attempt) VALUES (:t, :k, :a)"),
+            {"t": str(ctx.task_id), "k": inp.key, "a": ctx.attempt},
+        )
+    return {"key": inp.key}

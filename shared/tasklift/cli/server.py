@@ -85,11 +85,16 @@ def worker(
     celery_app.worker_main(
         [
             "worker",
-            "--queues", queues or f"{settings.cpu_queue},{settings.io_queue}",
-            "--concurrency", str(concurrency or settings.worker_concurrency),
-            "--pool", pool,
-            "--loglevel", settings.log_level.upper(),
-            "--hostname", "tasklift@%h",
+            "--queues",
+            queues or f"{settings.cpu_queue},{settings.io_queue}",
+            "--concurrency",
+            str(concurrency or settings.worker_concurrency),
+            "--pool",
+            pool,
+            "--loglevel",
+            settings.log_level.upper(),
+            "--hostname",
+            "tasklift@%h",
             "--without-gossip",
             "--without-mingle",
         ]  # fmt: skip

@@ -28,6 +28,8 @@ from sqlalchemy import Engine
 from tasklift import telemetry
 from tasklift.queue import wire
 from tasklift.queue.app import redis_url
+from tasklift.queue.reconcile import reconcile
+from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
 
@@ -45,6 +47,12 @@ class Dispatch:
     queue: str
     task_type: str
     traceparent: str | None = None  #: the task's stored W3C traceparent; None = the current span
+    intent_seq: int = 1  #: the outbox intent this message carries out (1: the submit's)
+
+    @property
+    def intent(self) -> tuple[uuid.UUID, int]:
+        """What a mark of this message names: the task and its intent (:func:`repo.mark_published`)."""
+        return self.task_id, self.intent_seq
 
 
 def publish(item: Dispatch) -> None:
@@ -129,7 +137,7 @@ def publish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
     except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the task
         log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
         return False
-    _marker_for(os.getpid()).add(engine, [i.task_id for i in items], broker_epoch())
+    _marker_for(os.getpid()).add(engine, [i.intent for i in items], broker_epoch())
     return True
 
 
@@ -200,7 +208,7 @@ class _Publisher:
     TIMEOUT = 2.0
 
     def __init__(self) -> None:
-        self._marks: dict[str | None, list[uuid.UUID]] = {}  # broker epoch → task ids to mark
+        self._marks: dict[str | None, list[tuple[uuid.UUID, int]]] = {}  # broker epoch → intents to mark
         self._marker: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self._confirming: set[asyncio.Task[None]] = set()  # held, as above
 
@@ -224,12 +232,12 @@ class _Publisher:
             await self._drop(pool, conn, exc, "publish failed")
             return
         confirm = asyncio.get_running_loop().create_task(
-            self._confirm(pool, conn, len(commands), [item.task_id for item, _ in batch])
+            self._confirm(pool, conn, len(commands), [item.intent for item, _ in batch])
         )
         self._confirming.add(confirm)
         confirm.add_done_callback(self._confirming.discard)
 
-    async def _confirm(self, pool: Any, conn: Any, replies: int, task_ids: list[uuid.UUID]) -> None:
+    async def _confirm(self, pool: Any, conn: Any, replies: int, sent: list[tuple[uuid.UUID, int]]) -> None:
         """Read Redis's answers to one :meth:`send`, then have its outbox rows marked."""
         try:
             for _ in range(replies):
@@ -239,7 +247,7 @@ class _Publisher:
             await self._drop(pool, conn, exc, "publish not confirmed")
             return
         await pool.release(conn)
-        self._mark_later(task_ids, await abroker_epoch())
+        self._mark_later(sent, await abroker_epoch())
 
     @staticmethod
     async def _drop(pool: Any, conn: Any, exc: BaseException, what: str) -> None:
@@ -259,8 +267,8 @@ class _Publisher:
             elif self._marker is not None:
                 await self._marker
 
-    def _mark_later(self, task_ids: list[uuid.UUID], epoch: str | None) -> None:
-        self._marks.setdefault(epoch, []).extend(task_ids)
+    def _mark_later(self, sent: list[tuple[uuid.UUID, int]], epoch: str | None) -> None:
+        self._marks.setdefault(epoch, []).extend(sent)
         if self._marker is None:
             self._marker = asyncio.get_running_loop().create_task(self._mark())
 
@@ -268,11 +276,11 @@ class _Publisher:
         try:
             await asyncio.sleep(self.MARK_DELAY)  # let the next batches join this UPDATE
             marks, self._marks = self._marks, {}
-            for epoch, task_ids in marks.items():
+            for epoch, sent in marks.items():
                 try:
-                    await aio.mark_published(task_ids, epoch)
+                    await aio.mark_published(sent, epoch)
                 except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the claim dedupes
-                    log.warning("could not mark %d tasks published (they may be sent twice): %s", len(task_ids), exc)
+                    log.warning("could not mark %d tasks published (they may be sent twice): %s", len(sent), exc)
         finally:
             self._marker = None
             if self._marks:  # marks that arrived while this UPDATE ran
@@ -306,13 +314,13 @@ class PublishedMarker(threading.Thread):
         super().__init__(name="tasklift-outbox-marker", daemon=True)
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._pending: list[tuple[Engine, uuid.UUID, str | None]] = []
+        self._pending: list[tuple[Engine, tuple[uuid.UUID, int], str | None]] = []
         self.start()
         atexit.register(self.flush)
 
-    def add(self, engine: Engine, task_ids: list[uuid.UUID], epoch: str | None) -> None:
+    def add(self, engine: Engine, sent: list[tuple[uuid.UUID, int]], epoch: str | None) -> None:
         with self._lock:
-            self._pending.extend((engine, task_id, epoch) for task_id in task_ids)
+            self._pending.extend((engine, intent, epoch) for intent in sent)
         self._wake.set()
 
     def run(self) -> None:
@@ -325,9 +333,9 @@ class PublishedMarker(threading.Thread):
     def flush(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
-        groups: dict[tuple[Engine, str | None], list[uuid.UUID]] = {}
-        for engine, task_id, epoch in batch:
-            groups.setdefault((engine, epoch), []).append(task_id)
+        groups: dict[tuple[Engine, str | None], list[tuple[uuid.UUID, int]]] = {}
+        for engine, intent, epoch in batch:
+            groups.setdefault((engine, epoch), []).append(intent)
         for (engine, epoch), ids in groups.items():
             try:
                 with engine.begin() as conn:
@@ -346,21 +354,38 @@ def dispatch_due(engine: Engine, limit: int = 500) -> int:
     """Publish outbox rows whose time has come. Returns how many were published."""
     epoch = broker_epoch()
     with engine.begin() as conn:
-        if epoch is not None:
-            lost = repo.republish_lost_epochs(conn, epoch)
-            if lost:
-                log.warning("redis restarted (run_id %s): re-sending %d unclaimed tasks", epoch, lost)
-    with engine.begin() as conn:
         rows = repo.take_due_outbox(conn, limit)
-        sent: list[uuid.UUID] = []
+        sent: list[tuple[uuid.UUID, int]] = []
         for row in rows:
+            item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
             try:
-                publish(Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"]))
+                publish(item)
             except Exception as exc:  # noqa: BLE001
                 log.warning("dispatcher: broker unavailable, will retry: %s", exc)
                 break
-            sent.append(row["task_id"])
+            sent.append(item.intent)
         if sent:
             # Marked in the same transaction that locked the rows: a crash before commit re-sends.
             repo.mark_published(conn, sent, epoch)
     return len(sent)
+
+
+class Dispatcher:
+    """The reaper's outbox job: sends the due intents each round (:func:`dispatch_due`), and looks in
+    Redis for intents marked sent but unclaimed (:func:`tasklift.queue.reconcile.reconcile`) every
+    ``outbox_verify_seconds``, and at once when it first sees a Redis run (a restart may have lost
+    messages, or kept them all in its append-only file)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._epoch: str | None = None  # the Redis run last looked at
+        self._next_look = 0.0
+
+    def round(self) -> int:
+        """One dispatcher round; returns how many messages it sent."""
+        epoch, now = broker_epoch(), time.monotonic()
+        if epoch is not None and (epoch != self._epoch or now >= self._next_look):
+            every = get_settings().outbox_verify_seconds
+            reconcile(self.engine, _broker(), epoch, older_than=every)
+            self._epoch, self._next_look = epoch, now + every
+        return dispatch_due(self.engine)

@@ -1,8 +1,9 @@
 """The reaper: one loop that keeps every accepted task moving.
 
 - **Dispatcher** (every ``dispatch_interval_seconds``): publishes outbox rows nobody published (a
-  crash or broker outage after commit) and retries whose back-off has elapsed; re-sends messages
-  that a Redis restart may have lost.
+  crash or broker outage after commit) and retries whose back-off has elapsed; re-sends the
+  messages of unclaimed tasks that Redis no longer holds (after a restart that lost them, or a
+  mark that went wrong), looking every ``outbox_verify_seconds`` (``tasklift.queue.reconcile``).
 - **Lease reaper** (every ``reaper_interval_seconds``): a RUNNING task whose lease expired (worker
   killed, machine lost) goes back to PENDING and is re-dispatched, within a budget, else FAILED.
 - **Cancel enforcer**: a RUNNING task that ignored its cancel flag for ``cancel_grace_seconds`` is
@@ -24,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
 from tasklift.queue.app import celery_app
-from tasklift.queue.dispatch import dispatch_due
+from tasklift.queue.dispatch import Dispatcher
 from tasklift.queue.runner import get_publisher
 from tasklift.settings import get_settings
 from tasklift.store import repository as repo
@@ -77,11 +78,11 @@ def cleanup() -> int:
         return repo.purge_expired_idempotency_keys(conn)
 
 
-def sweep(now: float, due: dict[str, float]) -> None:
+def sweep(now: float, due: dict[str, float], dispatcher: Dispatcher) -> None:
     """Run every job whose time has come (``due`` holds the next run time of each)."""
     settings = get_settings()
     jobs = (
-        ("dispatch", settings.dispatch_interval_seconds, lambda: dispatch_due(get_engine())),
+        ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
         ("leases", settings.reaper_interval_seconds, reap_expired_leases),
         ("cancels", settings.reaper_interval_seconds, enforce_cancels),
         ("cleanup", CLEANUP_INTERVAL, cleanup),
@@ -106,8 +107,9 @@ def run_forever(stop: threading.Event | None = None) -> None:
     """Sweep until ``stop`` is set (or forever)."""
     stop = stop or threading.Event()
     due: dict[str, float] = {}
+    dispatcher = Dispatcher(get_engine())
     log.info("reaper started")
     while not stop.is_set():
-        sweep(time.monotonic(), due)
+        sweep(time.monotonic(), due, dispatcher)
         stop.wait(min(get_settings().dispatch_interval_seconds, get_settings().reaper_interval_seconds))
     log.info("reaper stopped")

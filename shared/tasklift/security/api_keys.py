@@ -82,9 +82,7 @@ def create_key(conn: Connection, name: str, *, admin: bool = False, principal: s
 
 def revoke_key(conn: Connection, name: str) -> RowMapping | None:
     """Revoke the key named ``name`` (idempotent); None if there is no such key."""
-    conn.execute(
-        update(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)).values(revoked_at=func.now())
-    )
+    conn.execute(update(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)).values(revoked_at=func.now()))
     return conn.execute(select(api_keys).where(api_keys.c.name == name)).mappings().first()
 
 

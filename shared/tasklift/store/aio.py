@@ -436,8 +436,8 @@ async def _get_many(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list
     return [by_id.get(task_id) for task_id in task_ids]
 
 
-async def mark_published(task_ids: list[uuid.UUID], broker_epoch: str | None) -> None:
+async def mark_published(sent: list[tuple[uuid.UUID, int]], broker_epoch: str | None) -> None:
     """:func:`tasklift.store.repository.mark_published` on asyncpg (one statement, autocommit)."""
-    values = {"ids": task_ids, "epoch": broker_epoch}
+    values = {"ids": [task_id for task_id, _ in sent], "seqs": [seq for _, seq in sent], "epoch": broker_epoch}
     args = [values[name] for name in _MARK_PUBLISHED_ARGS]
     await run(lambda conn: conn.execute(_MARK_PUBLISHED, *args))

@@ -234,24 +234,31 @@ def insert_task(conn: Connection, task: NewTask) -> tuple[RowMapping, Event]:
     return row, Event(str(task.task_id), 1, "status", first_event_data())
 
 
-#: Record that the messages for ``:ids`` reached the broker (identified by its run id, ``:epoch``).
+#: Record that the messages of the intents ``(:ids[i], :seqs[i])`` reached the broker (identified by
+#: its run id, ``:epoch``). Only the intent that was sent is marked: an intent re-armed since (a
+#: retry that failed before the mark arrived) keeps ``published_at`` NULL and is dispatched.
 #: Shared by the sync path below and the API's asyncpg path (:func:`tasklift.store.aio.mark_published`).
-MARK_PUBLISHED_SQL = (
-    "UPDATE task_outbox SET published_at = now(), broker_epoch = :epoch WHERE task_id = ANY(CAST(:ids AS uuid[]))"
-)
+MARK_PUBLISHED_SQL = """
+UPDATE task_outbox AS o SET published_at = now(), broker_epoch = :epoch
+FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[])) AS sent(task_id, intent_seq)
+WHERE o.task_id = sent.task_id AND o.intent_seq = sent.intent_seq
+"""
 _MARK_PUBLISHED = text(MARK_PUBLISHED_SQL)
 
 
-def mark_published(conn: Connection, task_ids: Sequence[uuid.UUID], broker_epoch: str | None) -> None:
-    """Record that the messages for ``task_ids`` reached the broker (:data:`MARK_PUBLISHED_SQL`)."""
-    conn.execute(_MARK_PUBLISHED, {"ids": [str(task_id) for task_id in task_ids], "epoch": broker_epoch})
+def mark_published(conn: Connection, sent: Sequence[tuple[uuid.UUID, int]], broker_epoch: str | None) -> None:
+    """Record that the messages of the intents ``sent`` (task id, intent seq) reached the broker."""
+    conn.execute(
+        _MARK_PUBLISHED,
+        {"ids": [str(task_id) for task_id, _ in sent], "seqs": [seq for _, seq in sent], "epoch": broker_epoch},
+    )
 
 
 def take_due_outbox(conn: Connection, limit: int = 500) -> list[RowMapping]:
     """Lock unpublished outbox rows whose time has come (SKIP LOCKED: dispatchers never collide)."""
     return list(
         conn.execute(
-            select(outbox.c.task_id, outbox.c.queue, tasks.c.task_type, tasks.c.traceparent)
+            select(outbox.c.task_id, outbox.c.intent_seq, outbox.c.queue, tasks.c.task_type, tasks.c.traceparent)
             .join(tasks, tasks.c.id == outbox.c.task_id)
             .where(outbox.c.published_at.is_(None), outbox.c.available_at <= func.now())
             .order_by(outbox.c.available_at)
@@ -261,18 +268,55 @@ def take_due_outbox(conn: Connection, limit: int = 500) -> list[RowMapping]:
     )
 
 
-def republish_lost_epochs(conn: Connection, current_epoch: str) -> int:
-    """Make messages published to a Redis that has since restarted due again (they may be gone)."""
-    result = conn.execute(
-        update(outbox)
-        .where(
-            outbox.c.published_at.is_not(None),
-            outbox.c.broker_epoch.is_not(None),
-            outbox.c.broker_epoch != current_epoch,
-        )
-        .values(published_at=None, available_at=func.now())
+def sent_unclaimed(conn: Connection, epoch: str, older_than: float, limit: int = 10_000) -> list[RowMapping]:
+    """Intents marked sent that no worker has claimed yet (the claim deletes the row), and that were
+    sent to another Redis run (``epoch``) or more than ``older_than`` seconds ago: their messages
+    should still be in Redis; :mod:`tasklift.queue.reconcile` looks."""
+    return list(
+        conn.execute(
+            select(outbox.c.task_id, outbox.c.intent_seq, outbox.c.queue, outbox.c.published_at)
+            .where(
+                outbox.c.published_at.is_not(None),
+                or_(
+                    outbox.c.broker_epoch.is_distinct_from(epoch),
+                    outbox.c.published_at < func.now() - _seconds(older_than),
+                ),
+            )
+            .order_by(outbox.c.published_at)
+            .limit(limit)
+        ).mappings()
     )
-    return result.rowcount or 0
+
+
+#: The intents of :func:`sent_unclaimed` as (task id, intent seq, published_at): matched exactly, so
+#: an intent that was claimed, re-armed or re-sent since it was read is left as it is.
+_SENT_ROWS = """
+FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[]), CAST(:sent_at AS timestamptz[]))
+    AS seen(task_id, intent_seq, published_at)
+WHERE o.task_id = seen.task_id AND o.intent_seq = seen.intent_seq AND o.published_at = seen.published_at
+"""
+_CONFIRM_SENT = text(f"UPDATE task_outbox AS o SET published_at = now(), broker_epoch = :epoch {_SENT_ROWS}")
+_REARM_SENT = text(
+    f"UPDATE task_outbox AS o SET published_at = NULL, broker_epoch = NULL, available_at = now() {_SENT_ROWS}"
+)
+
+
+def _sent_params(rows: Sequence[RowMapping]) -> dict[str, Any]:
+    return {
+        "ids": [str(r["task_id"]) for r in rows],
+        "seqs": [r["intent_seq"] for r in rows],
+        "sent_at": [r["published_at"] for r in rows],
+    }
+
+
+def confirm_sent(conn: Connection, rows: Sequence[RowMapping], epoch: str) -> int:
+    """These intents' messages are still in Redis (run ``epoch``): check them again later."""
+    return conn.execute(_CONFIRM_SENT, {**_sent_params(rows), "epoch": epoch}).rowcount or 0
+
+
+def rearm_sent(conn: Connection, rows: Sequence[RowMapping]) -> int:
+    """These intents' messages are gone from Redis: due for the dispatcher now."""
+    return conn.execute(_REARM_SENT, _sent_params(rows)).rowcount or 0
 
 
 # --- reads --------------------------------------------------------------------------------------
@@ -657,17 +701,20 @@ def requeue(
         {"status": TaskStatus.PENDING.value, "error": error, "lease_expires_at": None, "worker": None},
     )
     if done:
-        _insert_outbox(conn, task_id, done[0]["queue"], delay)
+        _insert_outbox(conn, done, delay)
     return done
 
 
-def _insert_outbox(conn: Connection, task_id: uuid.UUID, queue: str, delay: float) -> None:
+def _insert_outbox(conn: Connection, done: tuple[RowMapping, Event], delay: float) -> None:
+    """A new dispatch intent for the transition ``done`` just made (named by its event's seq)."""
+    row, event = done
+    due = func.now() + _seconds(delay)
     conn.execute(
         pg_insert(outbox)
-        .values(task_id=task_id, queue=queue, available_at=func.now() + _seconds(delay))
+        .values(task_id=row["id"], queue=row["queue"], available_at=due, intent_seq=event.seq)
         .on_conflict_do_update(
             index_elements=[outbox.c.task_id],
-            set_={"available_at": func.now() + _seconds(delay), "published_at": None, "broker_epoch": None},
+            set_={"available_at": due, "published_at": None, "broker_epoch": None, "intent_seq": event.seq},
         )
     )
 
@@ -690,7 +737,7 @@ def reopen(conn: Connection, task_id: uuid.UUID, retries: int) -> tuple[RowMappi
         },
     )
     if done:
-        _insert_outbox(conn, task_id, done[0]["queue"], 0)
+        _insert_outbox(conn, done, 0)
     return done
 
 
@@ -743,7 +790,7 @@ def recover_expired(
         },
     )
     if done:
-        _insert_outbox(conn, task_id, row["queue"], 0)
+        _insert_outbox(conn, done, 0)
     return done
 
 

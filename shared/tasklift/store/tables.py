@@ -92,9 +92,7 @@ class TaskEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
-    __table_args__ = (
-        Index("ix_task_events_logs", "task_id", "seq", postgresql_where=text("kind = 'log'")),
-    )
+    __table_args__ = (Index("ix_task_events_logs", "task_id", "seq", postgresql_where=text("kind = 'log'")),)
 
 
 class Outbox(Base):
@@ -104,7 +102,9 @@ class Outbox(Base):
     inline right after commit and marks ``published_at``; the dispatcher only takes rows still
     unpublished after a grace period, or retries whose back-off has elapsed. ``broker_epoch`` is the
     Redis ``run_id`` the message went to, so messages lost with a Redis restart can be re-sent.
-    The worker deletes the row when it claims the task.
+    ``intent_seq`` is the task's event sequence number when this intent was written (1 for the
+    submit; a retry, re-dispatch or manual retry writes a new one): a mark of a sent message names
+    its intent, so it never lands on a newer one. The worker deletes the row when it claims the task.
     """
 
     __tablename__ = "task_outbox"
@@ -116,10 +116,12 @@ class Outbox(Base):
     available_at: Mapped[datetime] = mapped_column(server_default=func.now())
     published_at: Mapped[datetime | None]
     broker_epoch: Mapped[str | None] = mapped_column(Text)
+    intent_seq: Mapped[int] = mapped_column(BigInteger, server_default="1")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
         Index("ix_task_outbox_unpublished", "available_at", postgresql_where=text("published_at IS NULL")),
+        Index("ix_task_outbox_published", "published_at", postgresql_where=text("published_at IS NOT NULL")),
     )
 
 

@@ -245,7 +245,6 @@ class TaskService:
             return self.cancel(owner, task_id)
         raise Conflict(f"task {task_id} already finished with {status.value}; it cannot be cancelled")
 
-
     # --- retry ----------------------------------------------------------------------------------
 
     def retry(self, owner: str | None, task_id: str) -> RowMapping:
@@ -259,7 +258,8 @@ class TaskService:
             done = repo.reopen(conn, row["id"], ttype.retries)
         if done is None:
             raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {row['status']}")
-        publish_after_commit(engine, [Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"])])
+        intent = Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"], intent_seq=done[1].seq)
+        publish_after_commit(engine, [intent])
         self.publish([done[1]])
         return done[0]
 
