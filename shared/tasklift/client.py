@@ -83,6 +83,7 @@ class TaskliftClient:
 
     def _check(self, resp: httpx.Response) -> httpx.Response:
         if resp.status_code >= 400:
+            resp.read()  # a streamed answer (GET …/stream) has not read its problem body yet
             try:
                 problem = resp.json()
             except ValueError:

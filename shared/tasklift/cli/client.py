@@ -58,7 +58,12 @@ def submit(
             return
         typer.echo(task.task_id)
         if follow:
-            raise typer.Exit(_follow(client, task.task_id))
+            try:
+                code = _follow(client, task.task_id)
+            except TaskliftError as exc:
+                _fail(exc)
+                return
+            raise typer.Exit(code)
 
 
 def _follow(client: TaskliftClient, task_id: str) -> int:
