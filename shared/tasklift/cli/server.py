@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ import typer
 from rich.table import Table
 
 from tasklift.cli.base import app, console
+from tasklift.cli.supervise import Supervisor
 from tasklift.settings import get_settings
 
 
@@ -113,15 +113,18 @@ def reaper() -> None:
     run_forever(stop)
 
 
-def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    from tasklift.embedded import _child_setup
+def _check_task_modules() -> None:
+    """Fail at once, in one line, when TASKLIFT_TASK_MODULES names a module that does not import."""
+    from tasklift.tasks.registry import load_task_types
 
-    return subprocess.Popen(
-        [sys.executable, "-m", "tasklift.cli", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=lambda: _child_setup(None, None, signal.SIGTERM),  # noqa: PLW1509
-    )
+    try:
+        load_task_types()
+    except ImportError as exc:
+        console.print(
+            f"[red]TASKLIFT_TASK_MODULES={get_settings().task_modules} cannot be imported[/red]: {exc}."
+            " Start `tasklift dev` in the folder that holds the module, or add its folder to PYTHONPATH."
+        )
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -133,7 +136,7 @@ def dev(
     auth: bool = typer.Option(False, "--auth", help="Require credentials (API keys: `tasklift keys create`)"),
 ) -> None:
     """Run everything locally: PostgreSQL, Redis, migrations, worker pool, reaper and API."""
-    from tasklift.embedded import EmbeddedPostgres, EmbeddedRedis, stop_process
+    from tasklift.embedded import EmbeddedPostgres, EmbeddedRedis
     from tasklift.security import dev_state
 
     settings = get_settings()
@@ -148,16 +151,21 @@ def dev(
     env.setdefault("TASKLIFT_STREAM_SIGNING_KEY", dev_state.ensure_signing_key(data))
     env.setdefault("TASKLIFT_LOG_FORMAT", "console")
     env.setdefault("TASKLIFT_SOFT_SHUTDOWN_SECONDS", "10")
+    # Like uvicorn's --app-dir: modules of the folder you start in (your task types) are importable.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH")) if p)
+    sys.path.insert(0, os.getcwd())
+    _check_task_modules()
+    if (running := dev_state.read_live_state(data)) is not None:
+        console.print(
+            f"[red]another `tasklift dev` (pid {running['pid']}) is already running on {data}[/red]:"
+            " stop it first, or give this one its own --data-dir"
+        )
+        raise typer.Exit(1)
     engines: list[EmbeddedPostgres | EmbeddedRedis] = []
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
     rows: list[tuple[str, str]] = []
-    stopping = threading.Event()
-
-    def shutdown(*_: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, shutdown)
-    signal.signal(signal.SIGTERM, shutdown)
+    supervisor = Supervisor(console)
+    signal.signal(signal.SIGINT, supervisor.on_signal)
+    signal.signal(signal.SIGTERM, supervisor.on_signal)
     try:
         if settings.database_url:
             rows.append(("PostgreSQL", f"{settings.database_url.split('@')[-1]} (external)"))
@@ -181,10 +189,10 @@ def dev(
         api_port = port or default_ports[host]
         # `tasklift keys` finds this stack's (migrated) database through this file while it runs.
         dev_state.write_state(data, database_url=env["TASKLIFT_DATABASE_URL"], api_port=api_port)
-        children.append(("worker", _child(["worker", "--concurrency", str(concurrency)], env)))
-        children.append(("reaper", _child(["reaper"], env)))
+        supervisor.start("worker", ["worker", "--concurrency", str(concurrency)], env)
+        supervisor.start("reaper", ["reaper"], env)
         api_args = ["api"] if host == "asgi" else ["emulate", host, "--host", settings.api_host]
-        children.append(("api", _child([*api_args, "--port", str(api_port)], env)))
+        supervisor.start("api", [*api_args, "--port", str(api_port)], env)
         rows += [
             ("Worker pool", f"{concurrency} processes on {settings.cpu_queue}, {settings.io_queue}"),
             ("Reaper", "outbox dispatcher, lease reaper, cleanup"),
@@ -199,16 +207,10 @@ def dev(
         else:
             console.print("[green]authentication is ON[/green]: create a key with `tasklift keys create --name NAME`")
         console.print("Press Ctrl-C to stop everything.")
-        while not stopping.wait(0.5):
-            for name, proc in children:
-                if proc.poll() is not None:
-                    console.print(f"[red]{name} exited with {proc.returncode}; stopping[/red]")
-                    stopping.set()
+        supervisor.watch()
     finally:
-        console.print("stopping…")
         dev_state.clear_state(data)
-        for _name, proc in reversed(children):  # API first, then reaper, then workers
-            stop_process(proc, signal.SIGTERM, timeout=30)
+        supervisor.stop(grace=float(env["TASKLIFT_SOFT_SHUTDOWN_SECONDS"]))  # API, reaper, then workers
         for engine in reversed(engines):
             engine.stop()
         console.print("[green]stopped; data kept in[/green] " + str(data))
