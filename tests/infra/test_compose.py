@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -66,12 +67,27 @@ def test_flower_is_only_in_the_ops_profile_and_bound_to_loopback() -> None:
     assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"])
 
 
-def test_jaeger_receives_otlp_and_every_tasklift_process_exports_to_it() -> None:
-    """Jaeger publishes OTLP 4317/4318 and the UI; tasklift services point OTEL at it."""
+def test_jaeger_receives_otlp_http_and_every_tasklift_process_exports_traces_to_it() -> None:
+    """Jaeger publishes OTLP/HTTP and the UI, not the gRPC port; tasklift sends it traces, never metrics."""
     services = tools.load_compose()["services"]
     ports = {str(p).rsplit(":", 1)[-1] for p in services["jaeger"]["ports"]}
-    assert {"4317", "4318", "16686"} <= ports
+    assert ports == {"4318", "16686"}  # 4317 is OTLP gRPC, which tasklift refuses to export over
     for name in ("migrate", "api", "worker", "reaper"):
+        env = services[name]["environment"]
         # tasklift exports OTLP over HTTP (protobuf): Jaeger's 4318, not the gRPC port.
-        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", name
-        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf", name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", name
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf", name
+        # Jaeger answers 404 to /v1/metrics: metrics stay on the API's GET /metrics.
+        assert env["OTEL_METRICS_EXPORTER"] == "none", name
+
+
+def test_compose_comments_claim_no_grpc_export() -> None:
+    """No comment says tasklift exports over gRPC (telemetry refuses OTEL_EXPORTER_OTLP_PROTOCOL=grpc)."""
+    for line in tools.COMPOSE.read_text().splitlines():
+        if "grpc" in line.lower():
+            assert re.search(r"\bnot\b|refuses", line), line
+
+
+def test_the_worker_sends_task_events_so_flower_shows_tasks() -> None:
+    """The compose worker runs with --events (Celery task events): without them Flower lists nothing."""
+    assert "--events" in tools.load_compose()["services"]["worker"]["command"]

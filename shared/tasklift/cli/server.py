@@ -76,6 +76,9 @@ def worker(
     queues: str = typer.Option(None, help="Comma-separated queues (default: the cpu and io queues)"),
     concurrency: int = typer.Option(None, help="Child processes (default TASKLIFT_WORKER_CONCURRENCY)"),
     pool: str = typer.Option("prefork", help="Celery pool: prefork, threads or solo"),
+    events: bool = typer.Option(
+        False, "--events", "-E", help="Send Celery task events (what Flower and `celery events` show)"
+    ),
 ) -> None:
     """Run a Celery worker for tasklift's queues."""
     from tasklift.queue.app import celery_app
@@ -97,6 +100,7 @@ def worker(
             "tasklift@%h",
             "--without-gossip",
             "--without-mingle",
+            *(["--task-events"] if events else []),
         ]  # fmt: skip
     )
 
