@@ -198,7 +198,7 @@ class RedisMonitor:
         self.url = url
         self.commands: list[dict[str, Any]] = []
         self._stop = threading.Event()
-        self._client = redis.Redis.from_url(url)
+        self._client = redis.Redis.from_url(url, socket_timeout=None)  # redis-py 8 reads time out after 5 s by default
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
