@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,12 +22,14 @@ import sqlalchemy as sa
 
 from tests.conftest import wait_for_status
 from tests.faults.conftest import wait_for
+from tests.observability.collector import OtlpReceiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 WINDOW = 5  #: TASKLIFT_SOFT_SHUTDOWN_SECONDS for the worker under test
 SHORT = 3.0  #: finishes inside the window (started just before SIGTERM)
 LONG = 20.0  #: outlives the window by far
+WORKER = "tasklift-worker"  #: the worker's OpenTelemetry service name
 
 
 def _row(db: sa.Engine, task_id: str) -> sa.RowMapping:
@@ -48,11 +51,20 @@ def _effects(db: sa.Engine, task_id: str) -> list[int]:
         )
 
 
+@pytest.fixture
+def otlp() -> Iterator[OtlpReceiver]:
+    """A real OTLP/HTTP receiver: the worker's metrics (tasklift.tasks.handbacks) arrive there."""
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
 def test_sigterm_finishes_what_fits_the_window_and_hands_back_the_rest(
-    client: httpx.Client, db: sa.Engine, start_worker, start_reaper
+    client: httpx.Client, db: sa.Engine, start_worker, start_reaper, otlp: OtlpReceiver
 ) -> None:
     start_reaper()
-    worker = start_worker(concurrency=2, env={"TASKLIFT_SOFT_SHUTDOWN_SECONDS": str(WINDOW)})
+    telemetry = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_METRIC_EXPORT_INTERVAL": "500"}
+    worker = start_worker(concurrency=2, env={"TASKLIFT_SOFT_SHUTDOWN_SECONDS": str(WINDOW), **telemetry})
     long_id = client.post("/tasks", json={"task_type": "test_effect", "key": "long", "seconds": LONG}).json()
     short_id = client.post("/tasks", json={"task_type": "test_effect", "key": "short", "seconds": SHORT}).json()
     long_id, short_id = long_id["task_id"], short_id["task_id"]
@@ -87,6 +99,10 @@ def test_sigterm_finishes_what_fits_the_window_and_hands_back_the_rest(
     assert handed and handed[-1]["status"] == "PENDING", kinds
     assert any(kind == "log" and "handed back" in data["message"] for kind, data in kinds), kinds
     assert "handed back (soft shutdown over)" in worker.output()
+    handbacks = otlp.wait_for(
+        lambda r: [p.value for p in r.points if p.metric == "tasklift.tasks.handbacks" and p.service == WORKER]
+    )
+    assert handbacks[-1] == 1, handbacks  # cumulative: the last export holds the total
 
     # Another worker finishes it, once, as attempt 2 (the outbox re-queued it; no lease had to expire).
     start_worker(concurrency=1)
@@ -104,3 +120,20 @@ def test_sigterm_on_an_idle_worker_exits_at_once(db: sa.Engine, start_worker) ->
     worker.popen.send_signal(signal.SIGTERM)
     wait_for(lambda: worker.popen.poll() is not None, 20, "the idle worker to exit")
     assert time.monotonic() - sent < 10
+
+
+def test_a_task_that_ignores_cancel_still_frees_its_slot_under_the_remap(
+    client: httpx.Client, db: sa.Engine, start_worker, start_reaper
+) -> None:
+    """Under REMAP_SIGTERM pool processes ignore SIGTERM: the reaper's terminate must use the worker's
+    own signal, or a cancelled task that ignores its flag would hold its slot until it ends."""
+    start_reaper()
+    start_worker(concurrency=1)
+    stuck = client.post("/tasks", json={"task_type": "test_sleep", "seconds": 60, "steps": 1, "check_cancel": False})
+    stuck_id = stuck.json()["task_id"]
+    wait_for_status(client, stuck_id, "RUNNING")
+    assert client.delete(f"/tasks/{stuck_id}").status_code == 202
+    wait_for_status(client, stuck_id, "CANCELLED", timeout=15)
+    after = client.post("/tasks", json={"task_type": "test_noop"}).json()["task_id"]
+    assert wait_for_status(client, after, "SUCCESS", timeout=20)["status"] == "SUCCESS"  # long before 60 s
+    assert _row(db, stuck_id)["status"] == "CANCELLED"  # the refused hand-back changed nothing
