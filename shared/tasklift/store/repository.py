@@ -712,22 +712,20 @@ def hand_back(conn: Connection, task_id: uuid.UUID, attempt: int, *, window: flo
     overrides a newer owner. Not a failure and not a lost lease: ``handbacks`` counts it (the retry
     budget counts ``attempts - redispatches - handbacks``), and the intent is due at once.
     """
-    done = _transition(
-        conn,
-        task_id,
-        _fenced(attempt),
-        {
-            "status": TaskStatus.PENDING.value,
-            "handbacks": tasks.c.handbacks + 1,
-            "lease_expires_at": None,
-            "worker": None,
-            "error": {
-                "type": "HandedBack",
-                "message": f"the worker shut down; attempt {attempt} ran past its {window:g} s soft shutdown"
-                " and was re-queued (not a failure)",
-            },
-        },
-    )
+    error = {
+        "type": "HandedBack",
+        "message": f"the worker shut down; attempt {attempt} ran past its {window:g} s soft shutdown"
+        " and was re-queued (not a failure)",
+    }
+    return _requeue_now(conn, task_id, attempt, {"handbacks": tasks.c.handbacks + 1, "error": error})
+
+
+def _requeue_now(
+    conn: Connection, task_id: uuid.UUID, attempt: int, values: dict[str, Any]
+) -> tuple[RowMapping, Event] | None:
+    """RUNNING ``attempt`` → PENDING with ``values``, lease and worker cleared, its intent due at once."""
+    changes = {"status": TaskStatus.PENDING.value, "lease_expires_at": None, "worker": None, **values}
+    done = _transition(conn, task_id, _fenced(attempt), changes)
     if done:
         _insert_outbox(conn, done, 0)
     return done
@@ -810,21 +808,8 @@ def recover_expired(
             "message": f"the worker stopped heartbeating {row['redispatches'] + 1} times; giving up",
         }
         return finish(conn, task_id, attempt, TaskStatus.FAILED, error=error)
-    done = _transition(
-        conn,
-        task_id,
-        _fenced(attempt),
-        {
-            "status": TaskStatus.PENDING.value,
-            "redispatches": tasks.c.redispatches + 1,
-            "lease_expires_at": None,
-            "worker": None,
-            "error": {"type": "LeaseExpired", "message": "the worker stopped heartbeating; re-dispatched"},
-        },
-    )
-    if done:
-        _insert_outbox(conn, done, 0)
-    return done
+    error = {"type": "LeaseExpired", "message": "the worker stopped heartbeating; re-dispatched"}
+    return _requeue_now(conn, task_id, attempt, {"redispatches": tasks.c.redispatches + 1, "error": error})
 
 
 def overdue_cancels(conn: Connection, grace: float, limit: int = 200) -> list[RowMapping]:
