@@ -5,7 +5,7 @@ routing-table lookups in Redis, kombu's message assembly) for a message whose sh
 one task name, one string argument. So tasklift builds the same bytes itself: task protocol 2, JSON
 body, base64 body encoding, exactly as kombu's Redis transport stores them (``LPUSH <queue>``; the
 worker pops from the same list). Fields follow Celery's ``amqp.as_task_v2`` and kombu's
-``Channel.basic_publish``; ``tests/unit/test_wire.py`` compares the result with what Celery itself
+``Channel.basic_publish``; ``tests/integration/test_wire.py`` compares the result with what Celery itself
 produces, so a Celery upgrade that changes the format fails there first.
 
 The message's ``delivery_info`` names the default exchange (``""``) and the queue as routing key,

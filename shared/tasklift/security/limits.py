@@ -14,7 +14,7 @@ Unfinished tasks (PENDING + RUNNING) are counted in PostgreSQL, the truth, on a 
 
 When Redis cannot be reached the rate and stream limits are skipped (fail open) for a few seconds
 at a time: Redis is also the broker, and accepted tasks must keep being accepted while it is away
-(DESIGN.md "losing Redis loses no accepted task"). The anonymous principal of development mode is
+(docs/reliability.md: losing Redis loses no accepted task). The anonymous principal of development mode is
 not limited at all: every caller shares it, so a per-principal limit would be a global one.
 """
 

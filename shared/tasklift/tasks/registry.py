@@ -57,7 +57,7 @@ _imported: set[str] = set()
 def task(
     name: str,
     *,
-    input: type[BaseModel],  # noqa: A002 - the authoring API in DESIGN.md names it `input`
+    input: type[BaseModel],  # noqa: A002 - the authoring API (README, docs/architecture.md) names it `input`
     queue: QueueKind = "cpu",
     timeout: float = 3600.0,
     retries: int = 0,
