@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     cors_allow_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call the API cross-origin (JSON list)"
     )
+    # --- bounds on what a client sends (docs/security.md); a value over a limit is a 4xx -------
+    max_json_depth: int = Field(
+        32, ge=2, le=200, description="Deepest nesting of arrays and objects in a request body (the body is 1)"
+    )
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 

@@ -15,6 +15,7 @@ from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.security.guard import guard
 from tasklift.store import aio
+from tasklift.store import repository as repo
 from tasklift.tasks.service import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,12 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
 async def handle(route: Route, req: HttpRequest) -> HttpResponse:
     """Run ``route`` for ``req``; every error becomes problem+json (never a stack trace)."""
     try:
+        for name, value in req.query.items():
+            if "\x00" in value:  # PostgreSQL text cannot hold NUL; no parameter means one
+                raise InvalidInput(
+                    f"the query parameter {name} contains NUL",
+                    [{"loc": ["query", name], "msg": "text with NUL (\\u0000)"}],
+                )
         return await guard(route, req)  # authenticate, apply the limits, then run route.handler
     except Problem as problem:
         return problem_response(problem, req.path)
@@ -79,7 +86,11 @@ async def handle(route: Route, req: HttpRequest) -> HttpResponse:
         return problem_response(Problem(422, exc.detail, errors=exc.errors, slug="invalid-input"), req.path)
     except Conflict as exc:
         return problem_response(Problem(409, exc.detail, headers={"Retry-After": "1"}, slug="conflict"), req.path)
-    except (DBAPIError, aio.DatabaseError):
+    except (DBAPIError, aio.DatabaseError) as exc:
+        if repo.refused_value(exc):  # a value PostgreSQL cannot take: the request's fault, not an outage
+            log.warning("the store refused a value of %s %s: %s", req.method, req.path, exc)
+            problem = Problem(400, "the task store refused a value of this request", slug="invalid-value")
+            return problem_response(problem, req.path)
         log.exception("database unavailable while serving %s %s", req.method, req.path)
         problem = Problem(503, "the task store is unavailable; try again", headers={"Retry-After": "5"})
         return problem_response(problem, req.path)
