@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     progress_interval_seconds: float = Field(0.1, ge=0, description="Progress ticks closer than this are coalesced")
     sse_ping_seconds: float = Field(15, gt=0, description="Interval of ': ping' comments on idle streams")
     sse_retry_ms: int = Field(2000, ge=0, description="retry: sent to EventSource clients")
+    stream_resync_seconds: float = Field(
+        2,
+        gt=0,
+        le=5,
+        description="How often the API checks PostgreSQL (one query) for events its streams missed on Redis;"
+        " a missed event reaches its streams within twice this",
+    )
     sse_window_seconds: float | None = Field(
         None, gt=0, description="Bounded-window SSE for buffering hosts; unset = live streaming"
     )

@@ -125,6 +125,7 @@ async def _events(plan: StreamPlan) -> AsyncGenerator[bytes, None]:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:
                         return
+                sub.seen = cursor.last  # what the hub's database check compares with the stored log
                 if not await sub.wait(timeout):
                     if deadline is None:
                         yield PING

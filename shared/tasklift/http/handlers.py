@@ -248,6 +248,7 @@ async def _wait_for_change(row: Any, seconds: float) -> Any:
     async with await get_hub().subscribe(str(row["id"])) as sub:
         current = await aio.get_task(row["id"]) or row
         if current["last_seq"] == row["last_seq"]:
+            sub.seen = current["last_seq"]  # a missed publish wakes it by the hub's database check
             await sub.get(seconds)
             current = await aio.get_task(row["id"]) or current
     return current
