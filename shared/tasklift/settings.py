@@ -168,6 +168,17 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(
         32, ge=2, le=200, description="Deepest nesting of arrays and objects in a request body (the body is 1)"
     )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request line + headers a server reads (431 and close beyond)"
+    )
+    max_header_count: int = Field(100, ge=8, description="Most request headers a request may carry (431 beyond)")
+    header_timeout_seconds: float = Field(
+        10, gt=0, description="A request head not complete this long after it began is answered 408 and closed"
+    )
+    body_timeout_seconds: float = Field(
+        60, gt=0, description="A request body not complete this long after its head is closed"
+    )
+    keep_alive_seconds: float = Field(5, gt=0, description="An idle keep-alive connection is closed after this")
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -385,7 +385,7 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(405)
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        problem = Problem(405, f"{request.method} is not allowed on {request.url.path}")
-        return to_starlette(problem_response(problem, request.url.path))
+        allow = (getattr(exc, "headers", None) or {}).get("Allow")  # Starlette's, for the dashboard's paths
+        return to_starlette(routes.not_allowed(request.method, request.url.path, allow))
 
     return app

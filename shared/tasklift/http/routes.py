@@ -14,6 +14,7 @@ from tasklift.http import handlers
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.security.guard import guard
+from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
 from tasklift.tasks.service import Conflict, InvalidInput, NotFound
@@ -67,10 +68,26 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
     return False if path_known else None
 
 
+def allowed_methods(path: str) -> str:
+    """The ``Allow`` header of a 405 on ``path``: every method the route table serves there."""
+    methods = sorted({route.method for route in ROUTES if route.pattern.match(path)})
+    return ", ".join(methods)
+
+
+def not_allowed(method: str, path: str, allow: str | None = None) -> HttpResponse:
+    """405 problem+json with ``Allow`` (RFC 9110 §15.5.6: a 405 must list the allowed methods);
+    ``allow`` for a path outside the route table (the dashboard's)."""
+    allow = allowed_methods(path) or allow or ""
+    problem = Problem(405, f"{method} is not allowed on {path}", headers={"Allow": allow})
+    return problem_response(problem, path)
+
+
 @telemetry.traced_request  # the server span of every host, continuing an incoming W3C traceparent
 async def handle(route: Route, req: HttpRequest) -> HttpResponse:
     """Run ``route`` for ``req``; every error becomes problem+json (never a stack trace)."""
     try:
+        if len(req.headers) > (most := get_settings().max_header_count):
+            raise Problem(431, f"a request may carry at most {most} headers (max_header_count)")
         for name, value in req.query.items():
             if "\x00" in value:  # PostgreSQL text cannot hold NUL; no parameter means one
                 raise InvalidInput(
@@ -105,7 +122,7 @@ async def dispatch(req: HttpRequest) -> HttpResponse:
     if found is None:
         return problem_response(Problem(404, f"no endpoint at {req.path}", slug="not-found"), req.path)
     if found is False:
-        return problem_response(Problem(405, f"{req.method} is not allowed on {req.path}"), req.path)
+        return not_allowed(req.method, req.path)
     assert not isinstance(found, bool)
     route, params = found
     req.path_params = params
