@@ -171,6 +171,13 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Largest request line + headers a server reads (431 and close beyond)"
     )
+    stream_token_key_check_seconds: float = Field(
+        10,
+        ge=0,
+        le=60,
+        description="How long an API key is taken as active for its stream tokens before it is re-checked:"
+        " a revoked key's stream links stop opening streams within this",
+    )
     max_header_count: int = Field(100, ge=8, description="Most request headers a request may carry (431 beyond)")
     header_timeout_seconds: float = Field(
         10, gt=0, description="A request head not complete this long after it began is answered 408 and closed"
