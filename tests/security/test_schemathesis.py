@@ -84,4 +84,4 @@ def test_text_postgresql_cannot_store_is_422_not_503(alice: httpx.Client, text: 
     escaped = text.encode("unicode_escape").decode().replace("\\x00", "\\u0000")
     body = '{"task_type": "test_noop", "metadata": {"note": "' + escaped + '"}}'
     resp = alice.post("/tasks", content=body, headers={"Content-Type": "application/json"})
-    assert resp.status_code == 422 and resp.json()["errors"][0]["loc"] == ["body"]
+    assert resp.status_code == 422 and resp.json()["errors"][0]["loc"] == ["body", "metadata", "note"]
