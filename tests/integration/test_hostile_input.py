@@ -189,6 +189,11 @@ def test_an_integer_field_takes_only_an_integer(client: httpx.Client, db: sa.Eng
     assert stored_tasks(db) == 0
 
 
+def test_an_integral_number_is_an_integer_as_in_json_schema(client: httpx.Client) -> None:
+    created = client.post("/tasks", content=b'{"duration": 2.0}', headers={"Content-Type": "application/json"})
+    assert created.status_code == 202, created.text
+
+
 # --- whatever was accepted is readable everywhere ---------------------------------------------------
 
 

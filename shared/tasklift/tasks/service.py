@@ -321,9 +321,7 @@ def parse_submission(body: Any) -> tuple[TaskType, dict[str, Any], dict[str, Any
         fields["metadata"] = metadata
     fields = {k: v for k, v in fields.items() if k in declared or v is not None}
     try:
-        # Strict, as the published JSON Schema reads: "duration": true or "0" is not an integer.
-        # JSON-mode strictness still takes a string for a date, a UUID or an enum (JSON has none).
-        model = ttype.input_model.model_validate_json(jsoncodec.dumps(fields), strict=True)
+        model = _validate_strictly(ttype, fields)
     except ValidationError as exc:
         errors = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]
         raise InvalidInput(f"invalid input for task type {ttype.name}", errors) from None
@@ -333,6 +331,32 @@ def parse_submission(body: Any) -> tuple[TaskType, dict[str, Any], dict[str, Any
             f"{claims.REF} is reserved for blob references", [{"loc": ["body", claims.REF], "msg": "reserved name"}]
         )
     return ttype, task_input, metadata
+
+
+def _validate_strictly(ttype: TaskType, fields: dict[str, Any]) -> Any:
+    """``fields`` validated as the published JSON Schema reads them: ``"duration": true`` or ``"0"``
+    is not an integer (pydantic's strict JSON mode, which still takes a string for a date, a UUID
+    or an enum: JSON has none), but ``1.0`` is one, as JSON Schema's ``integer`` says. Only a body
+    strict mode refuses is looked at again for such numbers: valid bodies pay nothing more."""
+    given = jsoncodec.dumps(fields)
+    try:
+        return ttype.input_model.model_validate_json(given, strict=True)
+    except ValidationError:
+        integral = jsoncodec.dumps(_integral_floats_as_ints(fields))
+        if integral == given:  # no such number: the first answer stands
+            raise
+        return ttype.input_model.model_validate_json(integral, strict=True)
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """``value`` with every float that has no fractional part as an int (JSON Schema's integers)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    return value
 
 
 def request_fingerprint(body: Any) -> str:
