@@ -103,8 +103,10 @@ class HttpFunction:
     @property
     def starlette_path(self) -> str:
         """The route template in Starlette's syntax (constraints dropped, catch-all as a path)."""
-        path = re.sub(r"\{\*(\w+)\}", r"{\1:path}", self.route)
-        return "/" + re.sub(r"\{(\w+)(?::[^}]*)?\??\}", r"{\1}", path).lstrip("/")
+        # Constraints first, then the catch-all, which matches any depth and the site root too
+        # (azure-functions-host#1102: routePrefix "" plus a {*segments} route takes "/").
+        path = re.sub(r"\{(\w+)(?::[^}]*)?\??\}", r"{\1}", self.route)
+        return "/" + re.sub(r"\{\*(\w+)\}", r"{\1:path}", path).lstrip("/")
 
 
 def load_function_app(app_dir: Path) -> func.FunctionApp:

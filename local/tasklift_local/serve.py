@@ -30,5 +30,5 @@ def serve(app: Starlette, host: str, port: int, banner: str) -> None:
     log.info("%s listening on http://%s:%d", banner, host, port)
     from tasklift.http.serving import uvicorn_options  # bounded heads, read timeouts (docs/security.md)
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="auto",
                 timeout_graceful_shutdown=10, **uvicorn_options())  # fmt: skip

@@ -55,7 +55,11 @@ def aws(
     from tasklift_local.serve import find_functions_dir, serve
 
     _configure_logging()
-    emulator = AwsEmulator(template or find_functions_dir("aws", "template.yaml") / "template.yaml")
+    # The libraries every tasklift function imports, loaded once by the fork server (none reads settings).
+    emulator = AwsEmulator(
+        template or find_functions_dir("aws", "template.yaml") / "template.yaml",
+        preload=("tasklift.http.asgi", "mangum"),
+    )
     for endpoint in emulator.endpoints:
         route = endpoint.route
         logging.getLogger("tasklift_local").info("%-24s %s %s", route.function, route.method, route.path)

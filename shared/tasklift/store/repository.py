@@ -705,6 +705,39 @@ def requeue(
     return done
 
 
+def hand_back(conn: Connection, task_id: uuid.UUID, attempt: int, *, window: float) -> tuple[RowMapping, Event] | None:
+    """RUNNING → PENDING for an attempt still running when its worker's soft shutdown ended.
+
+    Fenced like every worker write (the attempt must still hold the task), so a hand-back never
+    overrides a newer owner. Not a failure and not a lost lease: ``handbacks`` counts it (the retry
+    budget counts ``attempts - redispatches - handbacks``), and the intent is due at once.
+    """
+    done = _transition(
+        conn,
+        task_id,
+        _fenced(attempt),
+        {
+            "status": TaskStatus.PENDING.value,
+            "handbacks": tasks.c.handbacks + 1,
+            "lease_expires_at": None,
+            "worker": None,
+            "error": {
+                "type": "HandedBack",
+                "message": f"the worker shut down; attempt {attempt} ran past its {window:g} s soft shutdown"
+                " and was re-queued (not a failure)",
+            },
+        },
+    )
+    if done:
+        _insert_outbox(conn, done, 0)
+    return done
+
+
+def failures(row: Mapping[str, Any]) -> int:
+    """Attempts that ended in an error: neither a re-dispatch (lost lease) nor a hand-back."""
+    return int(row["attempts"] - row["redispatches"] - row["handbacks"])
+
+
 def _insert_outbox(conn: Connection, done: tuple[RowMapping, Event], delay: float) -> None:
     """A new dispatch intent for the transition ``done`` just made (named by its event's seq)."""
     row, event = done
@@ -732,8 +765,8 @@ def reopen(conn: Connection, task_id: uuid.UUID, retries: int) -> tuple[RowMappi
             "error": None,
             "result": None,
             "completed_at": None,
-            # Automatic retries count failures as attempts - redispatches; the budget restarts here.
-            "max_retries": tasks.c.attempts - tasks.c.redispatches + retries,
+            # Automatic retries count failures (see failures()); the budget restarts here.
+            "max_retries": tasks.c.attempts - tasks.c.redispatches - tasks.c.handbacks + retries,
         },
     )
     if done:
