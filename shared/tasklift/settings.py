@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     progress_interval_seconds: float = Field(0.1, ge=0, description="Progress ticks closer than this are coalesced")
     sse_ping_seconds: float = Field(15, gt=0, description="Interval of ': ping' comments on idle streams")
     sse_retry_ms: int = Field(2000, ge=0, description="retry: sent to EventSource clients")
+    stream_resync_seconds: float = Field(
+        2,
+        gt=0,
+        le=5,
+        description="How often the API checks PostgreSQL (one query) for events its streams missed on Redis;"
+        " a missed event reaches its streams within twice this",
+    )
     sse_window_seconds: float | None = Field(
         None, gt=0, description="Bounded-window SSE for buffering hosts; unset = live streaming"
     )
@@ -157,6 +164,29 @@ class Settings(BaseSettings):
     cors_allow_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call the API cross-origin (JSON list)"
     )
+    # --- bounds on what a client sends (docs/security.md); a value over a limit is a 4xx -------
+    max_json_depth: int = Field(
+        32, ge=2, le=200, description="Deepest nesting of arrays and objects in a request body (the body is 1)"
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request line + headers a server reads (431 and close beyond)"
+    )
+    stream_token_key_check_seconds: float = Field(
+        10,
+        ge=0,
+        le=60,
+        description="How long an API key is taken as active for its stream tokens before it is re-checked:"
+        " a revoked key's stream links stop opening streams within this",
+    )
+    max_header_count: int = Field(100, ge=8, description="Most request headers a request may carry (431 beyond)")
+    header_timeout_seconds: float = Field(
+        10, gt=0, description="A request head not complete this long after it began is answered 408 and closed"
+    )
+    body_timeout_seconds: float = Field(
+        60, gt=0, description="A request body not complete this long after its head is closed"
+    )
+    keep_alive_seconds: float = Field(5, gt=0, description="An idle keep-alive connection is closed after this")
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 

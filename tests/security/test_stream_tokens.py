@@ -104,3 +104,22 @@ def test_anonymous_development_links_carry_no_token(configure: Callable[..., Non
     configure(anonymous="true")
     task = submit(client_for())
     assert task["links"]["stream"] == f"/tasks/{task['task_id']}/stream"
+
+
+def test_a_revoked_keys_stream_links_stop_opening_streams_within_the_check_period(
+    configure: Callable[..., None], secure_api: str, alice: httpx.Client, bob: httpx.Client, db
+) -> None:
+    import sqlalchemy as sa
+
+    configure(stream_token_key_check_seconds=1)
+    task = submit(alice, task_type="test_noop")
+    theirs = submit(bob, task_type="test_noop")
+    link = secure_api + task["links"]["stream"]
+    assert _first_event(link)[0] == 200  # checked: the key is active (and cached as such)
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE api_keys SET revoked_at = now() WHERE name = 'alice'"))
+    deadline = time.monotonic() + 1 + 2  # the check period, and slack for a loaded machine
+    while (status := _first_event(link)[0]) == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status == 401, "the revoked key's link still opened its stream after the check period"
+    assert _first_event(secure_api + theirs["links"]["stream"])[0] == 200  # bob's key is not revoked

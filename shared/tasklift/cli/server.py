@@ -54,6 +54,7 @@ def api(
     """Serve the HTTP API (ASGI, uvicorn)."""
     import uvicorn
 
+    from tasklift.http.serving import uvicorn_options
     from tasklift.logs import dict_config
 
     settings = get_settings()
@@ -68,6 +69,7 @@ def api(
         access_log=False,
         timeout_graceful_shutdown=10,
         log_config=dict_config(settings.log_format, settings.log_level),  # uvicorn's own lines in our format too
+        **uvicorn_options(settings),  # bounded request heads, head/body read timeouts (docs/security.md)
     )
 
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import math
+import uuid
 from collections import deque
 from typing import Any, Final
 
@@ -59,12 +60,15 @@ class Subscription:
     timer per stream that is re-armed lazily (at most once per timeout), not one per event.
     """
 
-    __slots__ = ("hub", "task_id", "maxsize", "_items", "_waiter", "_deadline", "_timer", "_timer_at")
+    __slots__ = ("hub", "task_id", "maxsize", "seen", "_items", "_waiter", "_deadline", "_timer", "_timer_at")
 
     def __init__(self, hub: EventHub, task_id: str, maxsize: int) -> None:
         self.hub = hub
         self.task_id = task_id
         self.maxsize = maxsize
+        #: The last sequence number its reader has (set before it waits): the hub's database check
+        #: resyncs a subscription still behind the stored log a whole check period later.
+        self.seen = -1
         self._items: deque[Event | _Marker] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._deadline = 0.0  #: loop time at which the current wait() times out
@@ -160,9 +164,11 @@ class Subscription:
 class EventHub:
     """Fans Redis pub/sub messages out to this process's subscriptions."""
 
-    def __init__(self, redis_url: str, *, queue_size: int = 256) -> None:
+    def __init__(self, redis_url: str, *, queue_size: int = 256, check_seconds: float | None = None) -> None:
         self._url = redis_url
         self._queue_size = queue_size
+        self._check_seconds = check_seconds
+        self._checker: asyncio.Task[None] | None = None
         self._watchers: dict[str, set[Subscription]] = {}
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
@@ -223,6 +229,39 @@ class EventHub:
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._run(), name="tasklift-event-hub")
+        if self._check_seconds is not None and (self._checker is None or self._checker.done()):
+            self._checker = asyncio.get_running_loop().create_task(self._check(), name="tasklift-event-hub-check")
+
+    async def _check(self) -> None:
+        """Every ``check_seconds``: ONE query for the latest sequence number of every watched task;
+        a subscription still behind what was stored one period earlier is sent :data:`RESYNC`.
+
+        Redis pub/sub is a wake-up that can be lost without anyone noticing (a frozen Redis times
+        the worker's PUBLISH out while the API's subscription stays open, so no reconnect-resync
+        ever happens). This check does not depend on Redis: a missed event, the terminal one
+        included, reaches its streams within two periods (plus one replay read). Comparing with
+        the previous round's numbers leaves an event one period to arrive live, so a publish
+        still in flight causes no replay.
+        """
+        from tasklift.store import aio
+
+        assert self._check_seconds is not None
+        previous: dict[str, int] = {}
+        while not self._closed:
+            await asyncio.sleep(self._check_seconds)
+            if not self._watchers:
+                previous = {}
+                continue
+            try:
+                latest = await aio.run(lambda conn: _last_seqs(conn, list(self._watchers)))
+            except aio.DatabaseError as exc:  # the store is down: streams stall; the next round tries again
+                log.debug("event hub check failed: %s", exc)
+                continue
+            for task_id, seq in previous.items():
+                for sub in tuple(self._watchers.get(task_id, ())):
+                    if 0 <= sub.seen < seq and not sub.qsize():  # -1: still reading its start
+                        sub.deliver(RESYNC)
+            previous = latest
 
     async def _connect(self) -> None:
         self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=2, health_check_interval=30)
@@ -292,13 +331,26 @@ class EventHub:
                 sub.deliver(STOP)
 
     async def close(self) -> None:
-        """Stop the reader and drop the connection."""
+        """Stop the reader and the check, and drop the connection."""
         self._closed = True
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._checker
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
         await self._disconnect()
+
+
+_LAST_SEQS = "SELECT id::text, last_seq FROM tasks WHERE id = ANY($1::uuid[])"
+
+
+async def _last_seqs(conn: Any, task_ids: list[str]) -> dict[str, int]:
+    """The latest event sequence number of each of ``task_ids`` (by primary key: one index scan each)."""
+    ids = [uuid.UUID(t) for t in task_ids]
+    return {row[0]: row[1] for row in await conn.fetch(_LAST_SEQS, ids)}
 
 
 _hubs: dict[int, EventHub] = {}
@@ -307,11 +359,13 @@ _hubs: dict[int, EventHub] = {}
 def get_hub() -> EventHub:
     """The hub of the running event loop (one per process in practice)."""
     from tasklift.queue.app import redis_url
+    from tasklift.settings import get_settings
 
     loop = asyncio.get_running_loop()
     hub = _hubs.get(id(loop))
     if hub is None or hub._closed:
-        hub = _hubs[id(loop)] = EventHub(redis_url())
+        check = get_settings().stream_resync_seconds
+        hub = _hubs[id(loop)] = EventHub(redis_url(), check_seconds=check)
     return hub
 
 

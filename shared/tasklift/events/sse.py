@@ -38,9 +38,17 @@ def encode_event(event: Event) -> bytes:
     if event.encoded is None:
         # sort_keys: the same event reads identically whether it came live (Redis) or replayed (JSONB).
         data = json.dumps(event.payload(), separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True)
+        if not data.isascii():  # characters str.splitlines() (and so many SSE readers) split on, escaped
+            data = data.translate(_LINE_BREAKS)
         object.__setattr__(event, "encoded", f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode())
     assert event.encoded is not None
     return event.encoded
+
+
+#: Characters other than CR and LF that ``str.splitlines()`` breaks lines at and JSON leaves raw
+#: (NEL, LINE and PARAGRAPH SEPARATOR): a ``data:`` line holding one would be cut in two by such a
+#: reader. Inside JSON strings, their ``\\u`` escapes read back the same.
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def encode_retry(ms: int) -> bytes:
@@ -117,6 +125,7 @@ async def _events(plan: StreamPlan) -> AsyncGenerator[bytes, None]:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:
                         return
+                sub.seen = cursor.last  # what the hub's database check compares with the stored log
                 if not await sub.wait(timeout):
                     if deadline is None:
                         yield PING

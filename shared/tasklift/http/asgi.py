@@ -14,10 +14,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response, Security
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 from sse_starlette import EventSourceResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
@@ -35,6 +36,7 @@ from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
+from tasklift.tasks.states import TaskStatus
 
 PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
 
@@ -254,6 +256,87 @@ _DOCS: dict[str, dict[str, Any]] = {
 }
 
 
+def _param(name: str, where: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "schema": schema, "description": description}
+
+
+_TASK_ID = _param("task_id", "path", {"type": "string"}, "The task's id (a UUID; any other value names no task: 404)")
+_EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+
+
+def _parameters(route_name: str) -> list[dict[str, Any]]:
+    """The path, query and header parameters of one operation, as its handler reads them."""
+    settings = get_settings()
+    table: dict[str, list[dict[str, Any]]] = {
+        "submit_task": [
+            _param(
+                "Idempotency-Key",
+                "header",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                "Resending the same key and body returns the original 202 (Idempotent-Replayed: true)",
+            )
+        ],
+        "list_tasks": [
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "Page size"),
+            _param("status", "query", {"type": "string", "enum": [s.value for s in TaskStatus]}, "Only this status"),
+            _param("task_type", "query", {"type": "string"}, "Only this task type"),
+            _param(
+                "created_after",
+                "query",
+                {"type": "string", "format": "date-time"},
+                "Only tasks created after this RFC 3339 time (no offset: UTC)",
+            ),
+            _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page (opaque; 422 if forged)"),
+        ],
+        "get_task": [
+            _TASK_ID,
+            _param(
+                "wait",
+                "query",
+                {"type": "number", "exclusiveMinimum": 0, "maximum": settings.max_long_poll_seconds},
+                "Long poll: answer at the task's next change or after this many seconds",
+            ),
+            _param("If-None-Match", "header", {"type": "string"}, "An ETag of this task: 304 while it is current"),
+        ],
+        "cancel_task": [_TASK_ID],
+        "retry_task": [_TASK_ID],
+        "task_result": [_TASK_ID],
+        "task_logs": [
+            _TASK_ID,
+            _param("after", "query", {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0}, "After seq"),
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "At most"),
+        ],
+        "stream_task": [
+            _TASK_ID,
+            _param("Last-Event-ID", "header", _EVENT_ID, "Resume after this event id (EventSource sends it)"),
+            _param("last_event_id", "query", _EVENT_ID, "The same as Last-Event-ID, for clients that cannot send it"),
+        ],
+    }
+    return table.get(route_name, [])
+
+
+#: Documented only: the guard (tasklift.security.guard) checks credentials on every host; _PlainRoute
+#: never runs FastAPI dependencies. These put the security schemes and each operation's security
+#: requirement into /openapi.json.
+_SECURITY = [
+    Security(
+        HTTPBearer(scheme_name="bearer", auto_error=False, description="An API key (tl_…) or an OIDC access token")
+    ),
+    Security(APIKeyHeader(name="X-API-Key", scheme_name="apiKey", auto_error=False, description="An API key (tl_…)")),
+]
+_STREAM_SECURITY = [
+    *_SECURITY,
+    Security(
+        APIKeyQuery(
+            name="access_token",
+            scheme_name="streamToken",
+            auto_error=False,
+            description="links.stream's short-lived token",
+        )
+    ),
+]
+
+
 def _submit_body_schema() -> dict[str, Any]:
     variants = []
     for ttype in all_task_types():
@@ -334,10 +417,21 @@ def create_app() -> FastAPI:
         telemetry={"tracing": False, "operation_spans": False, "metrics": False, "logs": False},
     )
     for route in routes.ROUTES:
-        extra = {"openapi_extra": {"requestBody": _submit_body_schema()}} if route.name == "submit_task" else {}
-        docs = {"response_class": Response, **_DOCS.get(route.name, {}), **extra}
+        openapi_extra: dict[str, Any] = {}
+        if route.name == "submit_task":
+            openapi_extra["requestBody"] = _submit_body_schema()
+        if parameters := _parameters(route.name):
+            openapi_extra["parameters"] = parameters
+        docs = {"response_class": Response, **_DOCS.get(route.name, {})}
+        if openapi_extra:
+            docs["openapi_extra"] = openapi_extra
+        # routes.handle: too many headers (431), a NUL in a query parameter (422), the store down (503).
+        docs["responses"] = {431: PROBLEM, 503: PROBLEM, **docs.get("responses", {})}
+        if parameters:
+            docs["responses"][422] = PROBLEM
         if route.name not in PUBLIC_ROUTES:  # tasklift.security.guard: no credentials, or over a limit
-            docs["responses"] = {**docs.get("responses", {}), 401: PROBLEM, 429: PROBLEM}
+            docs["responses"] = {**docs["responses"], 400: PROBLEM, 401: PROBLEM, 429: PROBLEM}
+            docs["dependencies"] = _STREAM_SECURITY if route.name == "stream_task" else _SECURITY
         app.router.add_api_route(
             route.template,
             _endpoint(route),
@@ -376,8 +470,8 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(405)
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        problem = Problem(405, f"{request.method} is not allowed on {request.url.path}")
-        return to_starlette(problem_response(problem, request.url.path))
+        allow = (getattr(exc, "headers", None) or {}).get("Allow")  # Starlette's, for the dashboard's paths
+        return to_starlette(routes.not_allowed(request.method, request.url.path, allow))
 
     return app
 

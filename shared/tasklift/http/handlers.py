@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+import sys
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -30,7 +32,7 @@ from tasklift.store import aio
 from tasklift.store import repository as repo
 from tasklift.store.db import get_engine
 from tasklift.tasks.registry import all_task_types
-from tasklift.tasks.service import InvalidInput, TaskService
+from tasklift.tasks.service import InvalidInput, TaskService, utc_instant
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ def _json_body(req: HttpRequest) -> Any:
     content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise Problem(415, f"send the body as application/json, not {content_type}", slug="unsupported-media-type")
-    limit = get_settings().submit_body_limit  # large inputs go to blob storage (docs/large-payloads.md)
+    settings = get_settings()
+    limit = settings.submit_body_limit  # large inputs go to blob storage (docs/large-payloads.md)
     if len(req.body) > limit:
         raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
     try:
@@ -56,13 +59,10 @@ def _json_body(req: HttpRequest) -> Any:
         body = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads does
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN / Infinity
         raise Problem(400, f"the body is not valid JSON: {exc}", slug="malformed-json") from None
-    # In UTF-8 JSON (no NUL bytes), NUL and lone surrogates can only arrive as \u escapes.
-    if (b"\\u" in req.body or b"\x00" in req.body) and _has_unstorable_text(body):
-        # Valid JSON that PostgreSQL cannot store would otherwise fail at INSERT as a 503.
-        raise InvalidInput(
-            "strings must not contain NUL (\\u0000) or unpaired surrogates",
-            [{"loc": ["body"], "msg": "text with NUL or an unpaired surrogate"}],
-        )
+    except RecursionError:  # nested far deeper than any limit: the parser itself gave up
+        raise _too_deep(["body"], settings.max_json_depth) from None
+    if _may_be_unstorable(req.body, settings.max_json_depth):
+        _check_storable(body, settings.max_json_depth)
     return body
 
 
@@ -73,30 +73,95 @@ def _not_json(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_constant=_not_json)  # made once: json.loads(…, parse_constant=) makes one a call
 
+#: An event id: ASCII digits, at most 18 of them (every one fits PostgreSQL's bigint).
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
-def _has_unstorable_text(value: Any) -> bool:
-    """True if any key or string holds NUL or an unpaired surrogate (JSONB refuses both)."""
-    stack = [value]
+#: A number beyond a double (~1.8e308) needs a positive exponent of three digits, or 210 digits
+#: before its point (with an exponent of at most 99): only bodies with one of these are walked.
+_HUGE_NUMBER = re.compile(rb"[eE]\+?0*[0-9]{3}|[0-9]{210}")
+
+
+def _may_be_unstorable(raw: bytes, max_depth: int) -> bool:
+    """Whether ``raw`` could break a bound :func:`_check_storable` enforces (byte scans only).
+
+    Almost every body passes none of these at C speed, so the walk over the parsed value runs only
+    for the bodies that might need it. In UTF-8 JSON, NUL and lone surrogates can only arrive as
+    ``\\u`` escapes; nesting deeper than ``max_depth`` needs more than ``max_depth`` brackets.
+    """
+    return (
+        b"\\u" in raw
+        or b"\x00" in raw
+        or raw.count(b"[") + raw.count(b"{") > max_depth
+        or _HUGE_NUMBER.search(raw) is not None
+    )
+
+
+def _check_storable(value: Any, max_depth: int) -> None:
+    """Raise :class:`InvalidInput` naming the first value PostgreSQL could not store or we could not
+    read back: nesting deeper than ``max_depth``, a number beyond a double (1e400 parses as
+    infinity, JSONB refuses it), a key or string with NUL or an unpaired surrogate (JSONB refuses
+    both). Checked before anything is stored, so nothing stored is ever unreadable."""
+    stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(value, 1, ("body",))]
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-            texts = list(item)
-        elif isinstance(item, list):
-            stack.extend(item)
-            continue
+        item, depth, loc = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                raise _too_deep(list(loc), max_depth)
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if _bad_text(key):
+                        raise _unstorable_text([*loc, key])
+                    stack.append((child, depth + 1, (*loc, key)))
+            else:
+                stack.extend((child, depth + 1, (*loc, index)) for index, child in enumerate(item))
         elif isinstance(item, str):
-            texts = [item]
-        else:
-            continue
-        for text in texts:
-            if "\x00" in text:
-                return True
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
+            if _bad_text(item):
+                raise _unstorable_text(list(loc))
+        elif isinstance(item, int | float) and not isinstance(item, bool) and not _finite_double(item):
+            raise _out_of_range(list(loc))
+
+
+_MAX_DOUBLE = sys.float_info.max
+
+
+def _finite_double(number: float) -> bool:
+    """A float that is finite, or an integer that is one as a double (JSON readers take it as one)."""
+    return math.isfinite(number) if isinstance(number, float) else abs(number) <= _MAX_DOUBLE
+
+
+def _bad_text(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
+
+
+def _printable(loc: list[Any]) -> list[Any]:
+    return [part if isinstance(part, int) else part.encode("utf-8", "backslashreplace").decode() for part in loc]
+
+
+def _too_deep(loc: list[Any], max_depth: int) -> InvalidInput:
+    return InvalidInput(
+        f"the body nests arrays and objects deeper than max_json_depth ({max_depth} levels)",
+        [{"loc": _printable(loc), "msg": f"nested deeper than max_json_depth={max_depth}", "limit": "max_json_depth"}],
+    )
+
+
+def _out_of_range(loc: list[Any]) -> InvalidInput:
+    return InvalidInput(
+        "numbers must be finite and within the range of a double (about ±1.8e308)",
+        [{"loc": _printable(loc), "msg": "a number beyond a double (it would be infinity)", "limit": "finite_number"}],
+    )
+
+
+def _unstorable_text(loc: list[Any]) -> InvalidInput:
+    return InvalidInput(
+        "strings must not contain NUL (\\u0000) or unpaired surrogates",
+        [{"loc": _printable(loc), "msg": "text with NUL or an unpaired surrogate", "limit": "storable_text"}],
+    )
 
 
 def _int_query(req: HttpRequest, name: str, default: int, low: int, high: int) -> int:
@@ -127,10 +192,10 @@ async def submit_task(req: HttpRequest) -> HttpResponse:
     """POST /tasks: validate, commit durably, publish, answer 202 with the task."""
     body = _json_body(req)
     key = req.header("idempotency-key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+    if key is not None and (not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or "\x00" in key):
         raise InvalidInput(
-            "Idempotency-Key must be 1 to 255 characters",
-            [{"loc": ["header", "Idempotency-Key"], "msg": "1 to 255 characters"}],
+            "Idempotency-Key must be 1 to 255 characters, none of them NUL",
+            [{"loc": ["header", "Idempotency-Key"], "msg": "1 to 255 characters, no NUL"}],
         )
     try:
         outcome = await _service().submit_async(req.principal, body, key)
@@ -183,6 +248,7 @@ async def _wait_for_change(row: Any, seconds: float) -> Any:
     async with await get_hub().subscribe(str(row["id"])) as sub:
         current = await aio.get_task(row["id"]) or row
         if current["last_seq"] == row["last_seq"]:
+            sub.seen = current["last_seq"]  # a missed publish wakes it by the hub's database check
             await sub.get(seconds)
             current = await aio.get_task(row["id"]) or current
     return current
@@ -193,10 +259,11 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
     raw_id = req.header("last-event-id") or req.query.get("last_event_id")
     last_event_id: int | None = None
     if raw_id:
-        if not raw_id.strip().isdigit():
+        # ASCII digits only ("²".isdigit() is true, int("²") fails), and within a bigint.
+        if _EVENT_ID.fullmatch(raw_id.strip()) is None:
             raise InvalidInput(
                 "Last-Event-ID must be an event id this stream sent (a non-negative integer)",
-                [{"loc": ["header", "Last-Event-ID"], "msg": "a non-negative integer"}],
+                [{"loc": ["header", "Last-Event-ID"], "msg": "a non-negative integer below 2**63"}],
             )
         last_event_id = int(raw_id)
     service = _service()
@@ -225,11 +292,11 @@ async def list_tasks(req: HttpRequest) -> HttpResponse:
     created_after = None
     if raw := req.query.get("created_after"):
         try:
-            created_after = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            created_after = utc_instant(raw)
         except ValueError:
             raise InvalidInput(
                 "created_after must be an RFC 3339 time",
-                [{"loc": ["query", "created_after"], "msg": "an RFC 3339 time"}],
+                [{"loc": ["query", "created_after"], "msg": "an RFC 3339 time (years 1 to 9999 in UTC)"}],
             ) from None
 
     owner = owner_scope(req)

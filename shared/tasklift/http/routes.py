@@ -14,7 +14,9 @@ from tasklift.http import handlers
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.security.guard import guard
+from tasklift.settings import get_settings
 from tasklift.store import aio
+from tasklift.store import repository as repo
 from tasklift.tasks.service import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,32 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None | bool:
     return False if path_known else None
 
 
+def allowed_methods(path: str) -> str:
+    """The ``Allow`` header of a 405 on ``path``: every method the route table serves there."""
+    methods = sorted({route.method for route in ROUTES if route.pattern.match(path)})
+    return ", ".join(methods)
+
+
+def not_allowed(method: str, path: str, allow: str | None = None) -> HttpResponse:
+    """405 problem+json with ``Allow`` (RFC 9110 §15.5.6: a 405 must list the allowed methods);
+    ``allow`` for a path outside the route table (the dashboard's)."""
+    allow = allowed_methods(path) or allow or ""
+    problem = Problem(405, f"{method} is not allowed on {path}", headers={"Allow": allow})
+    return problem_response(problem, path)
+
+
 @telemetry.traced_request  # the server span of every host, continuing an incoming W3C traceparent
 async def handle(route: Route, req: HttpRequest) -> HttpResponse:
     """Run ``route`` for ``req``; every error becomes problem+json (never a stack trace)."""
     try:
+        if len(req.headers) > (most := get_settings().max_header_count):
+            raise Problem(431, f"a request may carry at most {most} headers (max_header_count)")
+        for name, value in req.query.items():
+            if "\x00" in value:  # PostgreSQL text cannot hold NUL; no parameter means one
+                raise InvalidInput(
+                    f"the query parameter {name} contains NUL",
+                    [{"loc": ["query", name], "msg": "text with NUL (\\u0000)"}],
+                )
         return await guard(route, req)  # authenticate, apply the limits, then run route.handler
     except Problem as problem:
         return problem_response(problem, req.path)
@@ -79,7 +103,11 @@ async def handle(route: Route, req: HttpRequest) -> HttpResponse:
         return problem_response(Problem(422, exc.detail, errors=exc.errors, slug="invalid-input"), req.path)
     except Conflict as exc:
         return problem_response(Problem(409, exc.detail, headers={"Retry-After": "1"}, slug="conflict"), req.path)
-    except (DBAPIError, aio.DatabaseError):
+    except (DBAPIError, aio.DatabaseError) as exc:
+        if repo.refused_value(exc):  # a value PostgreSQL cannot take: the request's fault, not an outage
+            log.warning("the store refused a value of %s %s: %s", req.method, req.path, exc)
+            problem = Problem(400, "the task store refused a value of this request", slug="invalid-value")
+            return problem_response(problem, req.path)
         log.exception("database unavailable while serving %s %s", req.method, req.path)
         problem = Problem(503, "the task store is unavailable; try again", headers={"Retry-After": "5"})
         return problem_response(problem, req.path)
@@ -94,7 +122,7 @@ async def dispatch(req: HttpRequest) -> HttpResponse:
     if found is None:
         return problem_response(Problem(404, f"no endpoint at {req.path}", slug="not-found"), req.path)
     if found is False:
-        return problem_response(Problem(405, f"{req.method} is not allowed on {req.path}"), req.path)
+        return not_allowed(req.method, req.path)
     assert not isinstance(found, bool)
     route, params = found
     req.path_params = params

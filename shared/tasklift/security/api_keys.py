@@ -102,4 +102,14 @@ def authenticate_key(conn: Connection, secret: str) -> Identity | None:
     last_used = row["last_used_at"]
     if last_used is None or (datetime.now(UTC) - last_used).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         conn.execute(update(ApiKey).where(ApiKey.id == row["id"]).values(last_used_at=func.now()))
-    return Identity(row["principal"], admin=row["admin"], method="api-key")
+    return Identity(row["principal"], admin=row["admin"], method="api-key", key_id=str(row["id"]))
+
+
+def key_active(conn: Connection, key_id: str) -> bool:
+    """Whether the key with this id exists and is not revoked (what a stream token re-checks)."""
+    try:
+        wanted = uuid.UUID(key_id)
+    except ValueError:
+        return False
+    revoked = conn.execute(select(api_keys.c.revoked_at).where(api_keys.c.id == wanted)).first()
+    return revoked is not None and revoked[0] is None

@@ -31,6 +31,8 @@ class Identity:
     task_id: str | None = None
     #: how the caller proved who it is: ``api-key``, ``oidc``, ``stream-token`` or ``anonymous``
     method: str = "anonymous"
+    #: the API key it authenticated with (its id): stream tokens carry it, so revoking the key ends them
+    key_id: str | None = None
 
     @property
     def is_anonymous(self) -> bool:

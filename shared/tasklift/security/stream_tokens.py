@@ -3,8 +3,10 @@
 A browser's ``EventSource`` cannot send an ``Authorization`` header, so the task resource's
 ``links.stream`` carries a token instead of the caller's credentials. It is an HMAC-SHA256
 signature over (task id, principal, expiry) and grants exactly one thing: opening that task's
-stream until it expires (``stream_token_ttl_seconds``, default 10 minutes). It is checked when a
-stream opens; a stream already open runs on. An API key or bearer token never appears in a URL.
+stream until it expires (``stream_token_ttl_seconds``, default 10 minutes), and, when issued to an
+API key, while that key is not revoked (re-checked at most ``stream_token_key_check_seconds``
+after the last check, default 10 s). It is checked when a stream opens; a stream already open runs
+on. An API key or bearer token never appears in a URL.
 
 Format: ``v1.<kid>.<payload>.<signature>`` (base64url), where ``kid`` names the signing key so
 that rotation works: sign with ``stream_signing_key``, also accept ``stream_signing_previous_keys``
@@ -43,6 +45,7 @@ class StreamGrant:
     task_id: str
     principal: str
     expires_at: int
+    key_id: str | None = None  #: the API key the link was issued to (revoking it ends the link)
 
 
 def _b64(raw: bytes) -> str:
@@ -76,12 +79,23 @@ def _sign(key: bytes, message: str) -> str:
     return _b64(hmac.new(key, message.encode(), hashlib.sha256).digest())
 
 
-def issue(task_id: str, principal: str, settings: Settings | None = None, *, now: float | None = None) -> str:
-    """A token that opens ``task_id``'s stream as ``principal`` for ``stream_token_ttl_seconds``."""
+def issue(
+    task_id: str,
+    principal: str,
+    settings: Settings | None = None,
+    *,
+    now: float | None = None,
+    api_key: str | None = None,
+) -> str:
+    """A token that opens ``task_id``'s stream as ``principal`` for ``stream_token_ttl_seconds``;
+    with ``api_key`` (an API key's id), only while that key is not revoked."""
     settings = settings or get_settings()
     key = _signing_keys(settings)[0]
     expires = int(now if now is not None else time.time()) + settings.stream_token_ttl_seconds
-    payload = _b64(json.dumps({"t": task_id, "p": principal, "e": expires}, separators=(",", ":")).encode())
+    claims: dict[str, object] = {"t": task_id, "p": principal, "e": expires}
+    if api_key is not None:
+        claims["k"] = api_key
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     message = f"{VERSION}.{key_id(key)}.{payload}"
     return f"{message}.{_sign(key, message)}"
 
@@ -98,19 +112,48 @@ def verify(token: str, task_id: str, settings: Settings | None = None, *, now: f
         raise BadStreamToken("bad signature")
     try:
         claims = json.loads(_unb64(payload))
-        grant = StreamGrant(str(claims["t"]), str(claims["p"]), int(claims["e"]))
-    except (ValueError, KeyError, TypeError):
+        api_key = claims.get("k")
+        grant = StreamGrant(
+            str(claims["t"]), str(claims["p"]), int(claims["e"]), None if api_key is None else str(api_key)
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise BadStreamToken("malformed payload") from None
     if grant.expires_at <= (now if now is not None else time.time()):
         raise BadStreamToken("expired")
     if grant.task_id != task_id:
         raise BadStreamToken("issued for another task")
+    if grant.key_id is not None and not _key_active(grant.key_id, settings.stream_token_key_check_seconds):
+        raise BadStreamToken("its API key has been revoked")
     return grant
+
+
+#: key id → (monotonic time of the check, active): one lookup per key per check period, not per stream.
+_key_checks: dict[str, tuple[float, bool]] = {}
+
+
+def _key_active(key_id: str, cache_seconds: float) -> bool:
+    """Whether the API key ``key_id`` is active, as the database said at most ``cache_seconds`` ago.
+
+    Blocking (it may read PostgreSQL): :func:`verify` runs in the guard's worker thread.
+    """
+    from tasklift.security.api_keys import key_active
+    from tasklift.store.db import get_engine
+
+    checked = _key_checks.get(key_id)
+    clock = time.monotonic()
+    if checked is not None and clock - checked[0] < cache_seconds:
+        return checked[1]
+    with get_engine().connect() as conn:
+        active = key_active(conn, key_id)
+    if len(_key_checks) > 10_000:  # keys are few; forged ids cannot grow this (the token is signed)
+        _key_checks.clear()
+    _key_checks[key_id] = (clock, active)
+    return active
 
 
 def grant_identity(grant: StreamGrant) -> Identity:
     """The identity a stream token stands for: its principal, limited to its task."""
-    return Identity(grant.principal, task_id=grant.task_id, method="stream-token")
+    return Identity(grant.principal, task_id=grant.task_id, method="stream-token", key_id=grant.key_id)
 
 
 def stream_link(task_id: str) -> str:
@@ -119,4 +162,4 @@ def stream_link(task_id: str) -> str:
     identity = current_identity()
     if identity is None or identity.is_anonymous:
         return path
-    return f"{path}?access_token={issue(task_id, identity.principal)}"
+    return f"{path}?access_token={issue(task_id, identity.principal, api_key=identity.key_id)}"

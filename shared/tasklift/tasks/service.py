@@ -12,14 +12,14 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from pydantic import ValidationError
 from sqlalchemy import Engine, RowMapping
 
-from tasklift import telemetry
+from tasklift import jsoncodec, telemetry
 from tasklift.blobs import claims
 from tasklift.queue.dispatch import Dispatch, asubmit, publish_after_commit, submit_turn
 from tasklift.settings import get_settings
@@ -321,7 +321,7 @@ def parse_submission(body: Any) -> tuple[TaskType, dict[str, Any], dict[str, Any
         fields["metadata"] = metadata
     fields = {k: v for k, v in fields.items() if k in declared or v is not None}
     try:
-        model = ttype.input_model.model_validate(fields)
+        model = _validate_strictly(ttype, fields)
     except ValidationError as exc:
         errors = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]
         raise InvalidInput(f"invalid input for task type {ttype.name}", errors) from None
@@ -331,6 +331,32 @@ def parse_submission(body: Any) -> tuple[TaskType, dict[str, Any], dict[str, Any
             f"{claims.REF} is reserved for blob references", [{"loc": ["body", claims.REF], "msg": "reserved name"}]
         )
     return ttype, task_input, metadata
+
+
+def _validate_strictly(ttype: TaskType, fields: dict[str, Any]) -> Any:
+    """``fields`` validated as the published JSON Schema reads them: ``"duration": true`` or ``"0"``
+    is not an integer (pydantic's strict JSON mode, which still takes a string for a date, a UUID
+    or an enum: JSON has none), but ``1.0`` is one, as JSON Schema's ``integer`` says. Only a body
+    strict mode refuses is looked at again for such numbers: valid bodies pay nothing more."""
+    given = jsoncodec.dumps(fields)
+    try:
+        return ttype.input_model.model_validate_json(given, strict=True)
+    except ValidationError:
+        integral = jsoncodec.dumps(_integral_floats_as_ints(fields))
+        if integral == given:  # no such number: the first answer stands
+            raise
+        return ttype.input_model.model_validate_json(integral, strict=True)
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """``value`` with every float that has no fractional part as an int (JSON Schema's integers)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    return value
 
 
 def request_fingerprint(body: Any) -> str:
@@ -354,6 +380,20 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, tid = raw.split("|")
-        return datetime.fromisoformat(created), uuid.UUID(tid)
+        return utc_instant(created), uuid.UUID(tid)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("malformed cursor", [{"loc": ["query", "cursor"], "msg": "malformed"}]) from None
+
+
+def utc_instant(text: str) -> datetime:
+    """An RFC 3339 / ISO 8601 time as an aware UTC datetime (no offset = UTC), or ValueError.
+
+    Python reads offsets up to ±23:59 and years 1 to 9999 in any offset; PostgreSQL refuses
+    offsets beyond ±15:59 and Python cannot shift a year-1 or year-9999 edge into UTC. Normalised
+    here, every value that parses is one PostgreSQL takes (a forged cursor included).
+    """
+    value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
