@@ -36,6 +36,8 @@ def serve(app: Starlette, host: str, port: int, banner: str) -> None:
 
 def serve_workers(factory: str, workers: int, host: str, port: int, banner: str) -> None:
     """Serve the app ``factory`` (an import string) from ``workers`` processes sharing one socket."""
+    from tasklift.http.serving import uvicorn_options
+
     log.info("%s listening on http://%s:%d", banner, host, port)
     uvicorn.run(factory, factory=True, workers=workers, host=host, port=port, log_level="warning",
                 access_log=False, lifespan="auto", timeout_graceful_shutdown=10, **uvicorn_options())  # fmt: skip
