@@ -1,6 +1,7 @@
 """``tasklift emulate azure|aws``: host the function handlers locally the way the clouds do.
 
-The emulators live in the ``tasklift_local`` package (local/tasklift_local); they serve the real
+The emulators live in the ``tasklift-local`` distribution (local/, not part of a production
+install of tasklift; without it these commands say how to install it); they serve the real
 ``functions/azure/function_app.py`` and the Lambda handlers of ``functions/aws/template.yaml``
 and enforce each platform's limits. See docs/hosts.md.
 """
@@ -9,13 +10,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import ModuleType
 
 import typer
 
 from tasklift.cli.base import app
+from tasklift.extras import EMULATORS, require
 
 emulate = typer.Typer(no_args_is_help=True, help="Host the Azure Functions or AWS Lambda handlers locally.")
 app.add_typer(emulate, name="emulate")
+
+
+def _emulator_module(kind: str) -> ModuleType:
+    """``tasklift_local.<kind>``, or :class:`tasklift.extras.MissingExtra` naming how to install it."""
+    return require(f"tasklift_local.{kind}", install=EMULATORS, what="tasklift-local (the host emulators)")
 
 
 def _configure_logging() -> None:
@@ -34,11 +42,11 @@ def azure(
     app_dir: Path = typer.Option(None, help="The script root: the folder with function_app.py and host.json"),
 ) -> None:
     """Serve functions/azure/function_app.py as the Azure Functions host does (routes from host.json)."""
-    from tasklift_local.azure import AzureEmulator
+    azure_emulator = _emulator_module("azure")
     from tasklift_local.serve import find_functions_dir, serve
 
     _configure_logging()
-    emulator = AzureEmulator(app_dir or find_functions_dir("azure", "function_app.py"))
+    emulator = azure_emulator.AzureEmulator(app_dir or find_functions_dir("azure", "function_app.py"))
     for fn in emulator.functions:
         logging.getLogger("tasklift_local").info("%-16s %s %s", fn.name, ",".join(fn.methods), emulator.url_of(fn))
     serve(emulator.app(), host, port, f"Azure Functions emulator ({emulator.app_dir})")
@@ -51,11 +59,11 @@ def aws(
     template: Path = typer.Option(None, help="The SAM template (default functions/aws/template.yaml)"),
 ) -> None:
     """Serve the Lambda handlers of a SAM template behind an emulated API Gateway HTTP API."""
-    from tasklift_local.aws import AwsEmulator
+    aws_emulator = _emulator_module("aws")
     from tasklift_local.serve import find_functions_dir, serve
 
     _configure_logging()
-    emulator = AwsEmulator(template or find_functions_dir("aws", "template.yaml") / "template.yaml")
+    emulator = aws_emulator.AwsEmulator(template or find_functions_dir("aws", "template.yaml") / "template.yaml")
     for endpoint in emulator.endpoints:
         route = endpoint.route
         logging.getLogger("tasklift_local").info("%-24s %s %s", route.function, route.method, route.path)
