@@ -21,11 +21,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
 # uv (the pinned release, .ci/tools/uv.txt) only reads the lock here; it stays out of the image.
 COPY .ci/tools/uv.txt /tmp/uv.txt
-RUN python -m pip install --no-cache-dir -r /tmp/uv.txt
-
-RUN python -m venv /opt/venv
+RUN python -m pip install --no-cache-dir -r /tmp/uv.txt \
+    && python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
@@ -41,6 +42,8 @@ COPY local/tasklift_local/ local/tasklift_local/
 # built as wheels by the locked build backend (in a venv of its own, left behind in this stage) and
 # installed as regular packages: the final stage copies /opt/venv and nothing from /src.
 ARG TASKLIFT_EXTRAS=server,azure
+# ${extras} is split into words on purpose: one --extra option per name.
+# hadolint ignore=SC2086
 RUN extras=$(echo "${TASKLIFT_EXTRAS}" | tr ',' '\n' | sed '/^$/d; s/^/--extra /' | tr '\n' ' ') \
     && uv export --quiet --frozen --no-emit-workspace --all-packages ${extras} \
          --format requirements-txt --output-file /tmp/requirements.txt \

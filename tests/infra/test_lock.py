@@ -7,7 +7,9 @@ install what the lock says, hash-checked; local/lock.sh re-locks. These checks r
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -74,3 +76,35 @@ def test_the_lock_holds_the_releases_the_suite_passes_with() -> None:
     assert versions["sqlalchemy"].startswith("2.0.")
     assert int(versions["redis"].split(".")[0]) < 8
     assert "fastapi-offline" in versions and "celery" in versions
+
+
+def test_the_azure_requirements_are_the_locked_pins_and_tasklift_from_wheels() -> None:
+    exported = uv(
+        "export", "--quiet", "--frozen", "--no-header", "--no-hashes", "--no-annotate", "--no-emit-workspace",
+        "--package", "tasklift", "--extra", "azure", "--format", "requirements-txt",
+    )  # fmt: skip
+    lines = (tools.REPO / "functions" / "azure" / "requirements.txt").read_text().splitlines(keepends=True)
+    body = [line for line in lines if not line.startswith("# ")]
+    assert body[:2] == ["--find-links wheels\n", "tasklift==0.1.0\n"]
+    assert "".join(body[2:]) == exported, "functions/azure/requirements.txt is stale: run local/lock.sh"
+    assert not packages("".join(body)) & DEV_ONLY
+
+
+def test_the_azure_requirements_install_from_any_folder_once_the_wheel_is_built(tmp_path: Path) -> None:
+    """As docs/hosts.md says: build the wheel into wheels/, then pip resolves the file from anywhere
+    (the remote build runs in the app folder; this runs from another one)."""
+    app = tmp_path / "app"
+    shutil.copytree(tools.REPO / "functions" / "azure", app, ignore=shutil.ignore_patterns("wheels", "__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(app / "wheels"), str(tools.REPO)]
+    subprocess.run(build, check=True, capture_output=True, timeout=300)
+    report = tmp_path / "report.json"
+    install = [*pip, "install", "--dry-run", "--no-deps", "--ignore-installed", "--report", str(report)]
+    result = subprocess.run(
+        [*install, "-r", str(app / "requirements.txt")], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    installs = json.loads(report.read_text())["install"]
+    chosen = {item["metadata"]["name"]: item["download_info"]["url"] for item in installs}
+    assert chosen["tasklift"] == (app / "wheels" / "tasklift-0.1.0-py3-none-any.whl").as_uri()
+    assert "azure-functions" in chosen and not set(chosen) & DEV_ONLY
