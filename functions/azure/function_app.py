@@ -11,10 +11,13 @@ platform's response. Every rule lives in the core. Connections are made once per
 (the core caches its engine and service per process), not per call.
 """
 
+from functools import cache
+
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
+from fastapi import FastAPI
 
-from tasklift.http import asgi, routes
+from tasklift.http import asgi, pages, routes
 from tasklift.http.asgi import to_neutral, to_starlette
 
 # Anonymous at the platform: tasklift authenticates callers itself (function keys would be a second scheme).
@@ -87,8 +90,18 @@ async def readyz(req: Request) -> Response:
     return await serve("readyz", req)
 
 
+@cache
+def pages_app() -> FastAPI:
+    """The ASGI app, built once per worker process, for the pages only (see :func:`not_found`)."""
+    return asgi.create_app()
+
+
 @app.route(route="{*path}", methods=list(func.HttpMethod))
 async def not_found(req: Request) -> Response:
-    # Any other path or method: the core's 404/405 problem+json instead of the host's empty 404.
-    # The host matches literal routes before this catch-all (ASP.NET route precedence).
+    # The dashboard (/), Swagger UI (/docs), ReDoc (/redoc), /openapi.json and their assets: the
+    # ASGI app's own answer, so every host serves the same pages. Any other path or method: the
+    # core's 404/405 problem+json instead of the host's empty 404. The host matches literal routes
+    # before this catch-all (ASP.NET route precedence).
+    if pages.is_page(req.url.path):
+        return await asgi.answer_with_app(pages_app(), req)
     return to_starlette(await routes.dispatch(to_neutral(req, b"")))

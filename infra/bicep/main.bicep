@@ -108,7 +108,6 @@ param workerPools object = {
     concurrency: 2
     minReplicas: 0
     maxReplicas: 10
-    listLength: 2
   }
   io: {
     cpu: '1.0'
@@ -116,7 +115,6 @@ param workerPools object = {
     concurrency: 8
     minReplicas: 1
     maxReplicas: 10
-    listLength: 8
   }
 }
 
@@ -352,12 +350,10 @@ module workers 'modules/workers.bicep' = {
     storageAccountName: data.outputs.storageAccountName
     image: image
     containerRegistryServer: containerRegistryServer
-    redisHostName: data.outputs.redisHostName
-    redisSslPort: data.outputs.redisSslPort
     secretUris: data.outputs.secretUris
     taskliftEnv: concat(taskliftEnv, workerEnv)
     terminationGraceSeconds: terminationGraceSeconds
-    // One pool per queue; `queue` feeds both the worker's --queues and the KEDA listName.
+    // One pool per queue; `queue` feeds both the worker's --queues and the KEDA load query.
     pools: {
       cpu: union(workerPools.cpu, {
         queue: cpuQueue

@@ -26,7 +26,6 @@ param workerPools = {
     concurrency: 2
     minReplicas: 0
     maxReplicas: 10
-    listLength: 2
   }
   io: {
     cpu: '1.0'
@@ -34,7 +33,6 @@ param workerPools = {
     concurrency: 8
     minReplicas: 1
     maxReplicas: 10
-    listLength: 8
   }
 }
 param softShutdownSeconds = 300

@@ -177,14 +177,12 @@ module "workers" {
   image                                  = var.image
   container_registry_id                  = var.container_registry_id
   container_registry_server              = var.container_registry_server
-  redis_hostname                         = module.data.redis_hostname
-  redis_ssl_port                         = module.data.redis_ssl_port
   secret_ids                             = module.data.secret_ids
   tasklift_env                           = merge(local.tasklift_env, local.worker_env)
   termination_grace_seconds              = local.termination_grace_seconds
   application_insights_connection_string = module.observability.application_insights_connection_string
 
-  # One pool per queue; `queue` feeds both the worker's --queues and the KEDA listName.
+  # One pool per queue; `queue` feeds both the worker's --queues and the KEDA load query.
   pools = {
     cpu = merge(var.worker_pools.cpu, { queue = local.cpu_queue })
     io  = merge(var.worker_pools.io, { queue = local.io_queue })

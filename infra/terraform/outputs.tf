@@ -41,7 +41,7 @@ output "vnet_id" {
 }
 
 output "redis_address" {
-  description = "host:port of the TLS endpoint, for the AKS ConfigMap (REDIS_ADDRESS, read by KEDA)."
+  description = "host:port of the TLS endpoint of Azure Cache for Redis."
   value       = "${module.data.redis_hostname}:${module.data.redis_ssl_port}"
 }
 

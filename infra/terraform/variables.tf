@@ -194,7 +194,7 @@ variable "worker_platform" {
 }
 
 variable "worker_pools" {
-  description = "One Container App per Celery queue. listLength is the KEDA target backlog per replica; concurrency is prefork processes per replica (TASKLIFT_WORKER_CONCURRENCY). docs/sizing.md derives them."
+  description = "One Container App per Celery queue. concurrency is prefork processes per replica (TASKLIFT_WORKER_CONCURRENCY) and the KEDA target load (running + due tasks) per replica. docs/sizing.md derives them."
   type = object({
     cpu = object({
       cpu          = number
@@ -202,7 +202,6 @@ variable "worker_pools" {
       concurrency  = number
       min_replicas = number
       max_replicas = number
-      list_length  = number
     })
     io = object({
       cpu          = number
@@ -210,12 +209,11 @@ variable "worker_pools" {
       concurrency  = number
       min_replicas = number
       max_replicas = number
-      list_length  = number
     })
   })
   default = {
-    cpu = { cpu = 2, memory = "4Gi", concurrency = 2, min_replicas = 0, max_replicas = 10, list_length = 2 }
-    io  = { cpu = 1, memory = "2Gi", concurrency = 8, min_replicas = 1, max_replicas = 10, list_length = 8 }
+    cpu = { cpu = 2, memory = "4Gi", concurrency = 2, min_replicas = 0, max_replicas = 10 }
+    io  = { cpu = 1, memory = "2Gi", concurrency = 8, min_replicas = 1, max_replicas = 10 }
   }
 }
 

@@ -21,8 +21,12 @@ a function that raises                              500, empty body
 no function for the method and route                404, empty body
 =================================================  ==========================================
 
+FUNCTIONS_WORKER_PROCESS_COUNT worker processes (default 1) each load ``function_app.py`` and
+share the port, as the host spreads invocations over its language workers; module state is per
+process, as it is there.
+
 Deliberate divergences: auth levels are not checked (Core Tools doesn't either when running
-locally); every function runs in this one process, as one worker process would run them.
+locally); connections are spread over the workers by the kernel, not per invocation.
 """
 
 from __future__ import annotations
@@ -62,6 +66,15 @@ DEFAULT_FUNCTION_TIMEOUT = 300.0  #: host.json functionTimeout default on the Co
 DEFAULT_BODY_LIMIT = 104_857_600  #: FUNCTIONS_REQUEST_BODY_SIZE_LIMIT default (100 MB)
 MAX_URL_BYTES = 4096  #: "the URL length is limited to 4 KB (4,096 bytes)"
 ALL_METHODS = [m.value for m in func.HttpMethod]
+MAX_WORKER_PROCESSES = 10  #: "FUNCTIONS_WORKER_PROCESS_COUNT ... The maximum value allowed is 10"
+
+
+def worker_process_count() -> int:
+    """FUNCTIONS_WORKER_PROCESS_COUNT: the language worker processes per host (default 1, at most 10)."""
+    raw = os.environ.get("FUNCTIONS_WORKER_PROCESS_COUNT", "1")
+    if not raw.isdecimal() or not 1 <= int(raw) <= MAX_WORKER_PROCESSES:
+        raise ValueError(f"FUNCTIONS_WORKER_PROCESS_COUNT must be 1-{MAX_WORKER_PROCESSES}, not {raw!r}")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -107,8 +120,10 @@ class HttpFunction:
     @property
     def starlette_path(self) -> str:
         """The route template in Starlette's syntax (constraints dropped, catch-all as a path)."""
-        path = re.sub(r"\{\*(\w+)\}", r"{\1:path}", self.route)
-        return "/" + re.sub(r"\{(\w+)(?::[^}]*)?\??\}", r"{\1}", path).lstrip("/")
+        # Constraints first, then the catch-all, which matches any depth and the site root too
+        # (azure-functions-host#1102: routePrefix "" plus a {*segments} route takes "/").
+        path = re.sub(r"\{(\w+)(?::[^}]*)?\??\}", r"{\1}", self.route)
+        return "/" + re.sub(r"\{\*(\w+)\}", r"{\1:path}", path).lstrip("/")
 
 
 def load_function_app(app_dir: Path) -> func.FunctionApp:

@@ -28,5 +28,12 @@ def find_functions_dir(kind: str, marker: str) -> Path:
 def serve(app: Starlette, host: str, port: int, banner: str) -> None:
     """Serve ``app`` until Ctrl-C / SIGTERM."""
     log.info("%s listening on http://%s:%d", banner, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="auto",
                 timeout_graceful_shutdown=10)  # fmt: skip
+
+
+def serve_workers(factory: str, workers: int, host: str, port: int, banner: str) -> None:
+    """Serve the app ``factory`` (an import string) from ``workers`` processes sharing one socket."""
+    log.info("%s listening on http://%s:%d", banner, host, port)
+    uvicorn.run(factory, factory=True, workers=workers, host=host, port=port, log_level="warning",
+                access_log=False, lifespan="auto", timeout_graceful_shutdown=10)  # fmt: skip

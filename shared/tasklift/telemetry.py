@@ -721,7 +721,13 @@ class _Instruments:
             meter,
             "tasklift.tasks.finished",
             "{task}",
-            "Task attempts ended, by task_type and outcome (SUCCESS, FAILED, CANCELLED, RETRY)",
+            "Task attempts ended, by task_type and outcome (SUCCESS, FAILED, CANCELLED, RETRY, HANDBACK)",
+        )
+        self.handbacks = _Tally(
+            meter,
+            "tasklift.tasks.handbacks",
+            "{task}",
+            "Running attempts re-queued at the end of a worker's soft shutdown, by task_type",
         )
         self.run_duration = meter.create_histogram(
             "tasklift.task.run.duration",
@@ -810,6 +816,11 @@ def task_finished(task_type: str, outcome: str) -> None:
     if started is not None:
         instruments.run_duration.record(time.monotonic() - started, attributes)
     trace.get_current_span().set_attribute("tasklift.outcome", outcome)
+
+
+def task_handed_back(task_type: str) -> None:
+    """Count an attempt handed back to the queue by a worker's soft shutdown."""
+    _metrics().handbacks.add(1, {"task_type": task_type})
 
 
 def reaper_acted(action: str, count: int) -> None:

@@ -139,7 +139,8 @@ def open_dashboard(browser: Any, request: pytest.FixtureRequest) -> Iterator[Cal
         page.on("pageerror", lambda exc: board.errors.append(f"uncaught: {exc}"))
 
         def note_request(request: Any) -> None:
-            if not (request.url.startswith(board.base_url) or request.url.startswith("data:")):
+            # data: and the page's own blob: URLs (ReDoc's search worker) never leave the origin.
+            if not request.url.startswith((board.base_url, "data:", f"blob:{board.base_url}/")):
                 board.foreign_requests.append(request.url)
 
         page.on("request", note_request)

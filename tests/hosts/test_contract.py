@@ -120,6 +120,22 @@ def test_task_types_health_and_readiness_answer(http: httpx.Client) -> None:
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
 
 
+def test_every_host_serves_the_dashboard_the_api_docs_and_the_openapi_document(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json")
+    assert spec.status_code == 200 and spec.headers["content-type"] == "application/json"
+    assert {"/tasks", "/tasks/{task_id}", "/tasks/{task_id}/stream"} <= set(spec.json()["paths"])
+    for page, marker in (("/", 'src="/static/app.js"'), ("/docs", "swagger-ui-bundle.js"), ("/redoc", "<redoc")):
+        resp = http.get(page)
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html"), page
+        assert marker in resp.text, page
+        assert "frame-ancestors 'none'" in resp.headers["content-security-policy"], page
+    for asset in ("/static/app.js", "/docs/assets/swagger-ui-bundle.js", "/docs/assets/redoc.standalone.js"):
+        resp = http.get(asset)
+        assert resp.status_code == 200 and len(resp.content) > 1_000, asset
+    assert_problem(http.get("/docs/assets/nothing-here.js"), 404)
+    assert_problem(http.post("/docs"), 405)
+
+
 def test_a_task_submitted_through_azure_is_the_same_task_through_aws(
     start_host: Callable[..., Host], start_worker
 ) -> None:

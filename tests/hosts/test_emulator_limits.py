@@ -162,13 +162,14 @@ def test_aws_answers_500_when_a_handler_raises_and_404_without_a_route(aws_lambd
     assert missing.status_code == 404 and missing.json() == {"message": "Not Found"}
 
 
-def test_aws_applies_plain_template_variables_and_leaves_references_to_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
+def test_aws_runs_each_function_in_its_own_process_with_the_template_variables(
+    aws_lambdas: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("PROBE_FROM_TEMPLATE", raising=False)
-    monkeypatch.delenv("PROBE_FROM_REF", raising=False)
-    emulator = AwsEmulator(APPS / "lambdas" / "template.yaml")
-    emulator.close()
     import os
 
-    assert os.environ["PROBE_FROM_TEMPLATE"] == "plain" and "PROBE_FROM_REF" not in os.environ
+    first = aws_lambdas.get("/echo/a").json()
+    expected = {"PROBE_FROM_TEMPLATE": "plain", "PROBE_FROM_REF": None, "AWS_LAMBDA_FUNCTION_NAME": "EchoFunction"}
+    assert first["env"] == expected
+    # Not this process (the emulator's): a Lambda environment of its own, kept warm between calls.
+    assert first["pid"] != os.getpid() and "PROBE_FROM_TEMPLATE" not in os.environ
+    assert aws_lambdas.get("/echo/b").json()["pid"] == first["pid"]

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -25,8 +26,8 @@ from tasklift.queue import dispatch
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift_local.azure import HttpFunction, index_functions, load_function_app
-from tasklift_local.cfn import http_api_routes
-from tasklift_local.lambda_runtime import LambdaContext, execution_environments
+from tasklift_local.cfn import http_api_routes, load_template
+from tasklift_local.lambda_runtime import LambdaContext
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 EVENTS = Path(__file__).parent / "events"
@@ -59,7 +60,8 @@ def lambda_handler(tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    environment = execution_environments(1)  # a thread with its own event loop, like Lambda's main thread
+    # A thread with its own event loop, like Lambda's main thread (the emulator runs a process per function).
+    environment = ThreadPoolExecutor(1, initializer=lambda: asyncio.set_event_loop(asyncio.new_event_loop()))
 
     def invoke(event: dict[str, Any], function: str = "ApiFunction") -> dict[str, Any]:
         return environment.submit(module.handler, event, LambdaContext(function, 512, 29)).result(30)  # type: ignore[no-any-return]
@@ -136,9 +138,11 @@ def test_v2_event_for_an_unknown_route_is_a_404_problem(lambda_handler: Any) -> 
 
 def test_the_sam_template_declares_one_function_per_core_route_plus_a_fallback() -> None:
     routes = http_api_routes(FUNCTIONS / "aws" / "template.yaml")
-    assert_one_function_per_route({(r.method, r.path) for r in routes if r.path != "/{proxy+}"})
-    assert [r.method for r in routes if r.path == "/{proxy+}"] == ["ANY"]
-    assert len({r.function for r in routes}) == len(routes), "one function per endpoint"
+    fallback = {"/{proxy+}", "/"}  # every other path, and the site root (the dashboard) a greedy path misses
+    assert_one_function_per_route({(r.method, r.path) for r in routes if r.path not in fallback})
+    assert sorted((r.method, r.path) for r in routes if r.path in fallback) == [("ANY", "/"), ("ANY", "/{proxy+}")]
+    assert len({r.function for r in routes if r.path in fallback}) == 1, "one fallback function"
+    assert len({r.function for r in routes}) == len(routes) - 1, "one function per endpoint"
     stream = next(r for r in routes if r.path.endswith("/stream"))
     assert float(stream.environment["TASKLIFT_SSE_WINDOW_SECONDS"]) < stream.timeout < 30  # inside API Gateway's cut
     module = ast.parse((FUNCTIONS / "aws" / "handlers.py").read_text())
@@ -150,6 +154,18 @@ def test_the_sam_template_declares_one_function_per_core_route_plus_a_fallback()
         if isinstance(t, ast.Name)
     }
     assert {r.handler.removeprefix("handlers.") for r in routes} <= names
+
+
+def test_every_lambda_function_verifies_stream_links_with_one_shared_key() -> None:
+    # Each function is its own process: without one key in the template, a link signed by the
+    # submit function is refused (401) by the stream function, which made up a key of its own.
+    template = load_template(FUNCTIONS / "aws" / "template.yaml")
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["TASKLIFT_STREAM_SIGNING_KEY"] == {"Ref": "StreamSigningKey"}
+    assert template["Parameters"]["StreamSigningKey"]["NoEcho"] is True
+    for resource in template["Resources"].values():
+        own = ((resource.get("Properties") or {}).get("Environment") or {}).get("Variables", {})
+        assert "TASKLIFT_STREAM_SIGNING_KEY" not in own, "one key for every function"
 
 
 # --- Azure Functions ------------------------------------------------------------------------------

@@ -226,8 +226,9 @@ def test_bicep_container_apps_use_key_vault_secrets_and_secret_refs() -> None:
     secrets_block = re.search(r"^var secrets = \[(.*?)^\]", workers, re.M | re.S)
     assert secrets_block
     assert "value:" not in secrets_block.group(1)
-    assert len(re.findall(r"keyVaultUrl:", secrets_block.group(1))) == 3
-    assert len(re.findall(r"identity: identity\.id", secrets_block.group(1))) == 3
+    # database-url and redis-url (KEDA scales on PostgreSQL now: no redis-password here).
+    assert len(re.findall(r"keyVaultUrl:", secrets_block.group(1))) == 2
+    assert len(re.findall(r"identity: identity\.id", secrets_block.group(1))) == 2
     refs = {n: kind for n, kind, _ in tools.bicep_env_entries(tools.BICEP / "modules" / "workers.bicep")}
     assert refs["TASKLIFT_DATABASE_URL"] == refs["TASKLIFT_REDIS_URL"] == "secretRef"
 

@@ -10,21 +10,24 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
-from tasklift.embedded import free_port
+from tasklift.embedded import free_port, wait_for_port
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def _dev(tmp_path: Path, env: dict[str, str], *args: str, log: str = "dev.log") -> subprocess.Popen[bytes]:
+def _dev(
+    tmp_path: Path, env: dict[str, str], *args: str, log: str = "dev.log", port: int = 0
+) -> subprocess.Popen[bytes]:
     full = {**os.environ, **env, "TASKLIFT_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "300"}
     full["PYTHONPATH"] = f"{REPO}:{REPO / 'shared'}"
     with open(tmp_path / log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "tasklift.cli", "dev", "--port", str(free_port()), *args],
+            [sys.executable, "-m", "tasklift.cli", "dev", "--port", str(port or free_port()), *args],
             env=full, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,
         )  # fmt: skip
 
@@ -84,3 +87,26 @@ def test_task_modules_of_the_folder_dev_starts_in_are_importable(tmp_path: Path,
     finally:
         dev.send_signal(signal.SIGINT)
         dev.wait(60)
+
+
+def test_under_dev_on_aws_a_stream_of_a_long_task_answers_in_windows_not_500(tmp_path: Path, tasklift_env) -> None:
+    # The template's TASKLIFT_SSE_WINDOW_SECONDS (20 s) must reach the stream function under `dev`
+    # too: a live stream through Mangum is buffered until API Gateway's 30 s cut, which answers 500.
+    port = free_port()
+    dev = _dev(tmp_path, tasklift_env, "--host", "aws", port=port)
+    try:
+        _wait_for(tmp_path / "dev.log", "Press Ctrl-C to stop everything", timeout=120)
+        wait_for_port(port, 60)
+        url = f"http://127.0.0.1:{port}"
+        task = httpx.post(f"{url}/tasks", json={"task_type": "test_sleep", "seconds": 60, "steps": 60}, timeout=30)
+        assert task.status_code == 202, task.text
+        started = time.monotonic()
+        stream = httpx.get(f"{url}/tasks/{task.json()['task_id']}/stream", timeout=60)
+        took = time.monotonic() - started
+        assert stream.status_code == 200, stream.text
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert "retry:" in stream.text and "event: status" in stream.text
+        assert took < 29, f"the window ended after {took:.1f} s"
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.wait(90)

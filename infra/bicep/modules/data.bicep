@@ -350,7 +350,7 @@ resource redisUrl 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
-// The KEDA redis scaler authenticates with the bare password (trigger parameter "password").
+// The bare Redis password, for clients that take it apart from the URL (KEDA scales on PostgreSQL).
 resource redisPassword 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: 'tasklift-redis-password'

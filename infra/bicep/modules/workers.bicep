@@ -1,4 +1,4 @@
-// Celery workers (one Container App per queue, KEDA `redis` scale rule on the Celery list), the
+// Celery workers (one Container App per queue, KEDA `postgresql` scale rule on the pool's load), the
 // reaper (exactly one replica) and the migration job, in a VNet-integrated, internal-only Container
 // Apps environment. Same design as infra/terraform/modules/workers.
 
@@ -14,11 +14,7 @@ param storageAccountName string
 param image string
 param containerRegistryServer string
 
-@description('Host name and TLS port of Azure Cache for Redis (KEDA connects there).')
-param redisHostName string
-param redisSslPort int
-
-@description('Versionless Key Vault secret URIs: databaseUrl, redisUrl, redisPassword.')
+@description('Versionless Key Vault secret URIs: databaseUrl, redisUrl (redisPassword is not used here).')
 param secretUris object
 
 @description('Non-secret TASKLIFT_* settings as [{name, value}].')
@@ -28,7 +24,7 @@ param taskliftEnv array
 @maxValue(600)
 param terminationGraceSeconds int
 
-@description('Pool per queue: {queue, cpu (string), memory, concurrency, minReplicas, maxReplicas, listLength}.')
+@description('Pool per queue: {queue, cpu (string), memory, concurrency, minReplicas, maxReplicas}.')
 param pools object
 
 var roles = {
@@ -123,12 +119,11 @@ var secrets = [
     keyVaultUrl: secretUris.redisUrl
     identity: identity.id
   }
-  {
-    name: 'redis-password'
-    keyVaultUrl: secretUris.redisPassword
-    identity: identity.id
-  }
 ]
+
+// tasklift.store.scaling.POOL_LOAD_QUERY, byte for byte (tests/infra/test_queues.py): the pool's
+// RUNNING tasks + its PENDING tasks that are due. {queue} is replaced by the pool's queue.
+var poolLoadQuery = '''SELECT (SELECT count(*) FROM tasks WHERE status = 'RUNNING' AND queue = '{queue}') + (SELECT count(*) FROM task_outbox WHERE queue = '{queue}' AND (intent_seq = 1 OR published_at IS NOT NULL OR available_at <= now()))'''
 
 var secretEnv = [
   {
@@ -177,8 +172,9 @@ resource workerApps 'Microsoft.App/containerApps@2025-01-01' = [
         registries: registries
       }
       template: {
-        // SIGTERM (scale-in, new revision) starts Celery's warm shutdown; running tasks get
-        // TASKLIFT_SOFT_SHUTDOWN_SECONDS, the platform waits this long before SIGKILL.
+        // SIGTERM (scale-in, new revision) starts the worker's soft shutdown: running tasks get
+        // TASKLIFT_SOFT_SHUTDOWN_SECONDS, then are handed back to the queue (PENDING, not failed);
+        // the platform waits this long before SIGKILL.
         terminationGracePeriodSeconds: terminationGraceSeconds
         containers: [
           {
@@ -211,28 +207,25 @@ resource workerApps 'Microsoft.App/containerApps@2025-01-01' = [
         scale: {
           minReplicas: pool.value.minReplicas
           maxReplicas: pool.value.maxReplicas
-          // Look every 15 s; keep the last replica 10 minutes after the backlog is gone.
+          // Poll every 15 s; back to zero only after five minutes in which nothing ran or waited.
           pollingInterval: 15
-          cooldownPeriod: 600
+          cooldownPeriod: 300
           rules: [
             {
-              // Desired replicas = ceil(LLEN(queue) / listLength); the list holds only messages no
-              // worker has taken yet (prefetch 1 + acks_late).
-              name: 'redis-${pool.key}'
+              // Desired replicas = ceil(load / concurrency), load = the pool's RUNNING + due PENDING
+              // tasks from PostgreSQL: a pool never reads idle while one of its tasks runs.
+              name: 'postgresql-${pool.key}'
               custom: {
-                type: 'redis'
+                type: 'postgresql'
                 metadata: {
-                  address: '${redisHostName}:${redisSslPort}'
-                  listName: pool.value.queue
-                  listLength: string(pool.value.listLength)
-                  activationListLength: '0'
-                  enableTLS: 'true'
-                  databaseIndex: '0'
+                  query: replace(poolLoadQuery, '{queue}', pool.value.queue)
+                  targetQueryValue: string(pool.value.concurrency)
+                  activationTargetQueryValue: '0'
                 }
                 auth: [
                   {
-                    secretRef: 'redis-password'
-                    triggerParameter: 'password'
+                    secretRef: 'database-url'
+                    triggerParameter: 'connection'
                   }
                 ]
               }

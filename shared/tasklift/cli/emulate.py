@@ -9,8 +9,10 @@ and enforce each platform's limits. See docs/hosts.md.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import typer
 
@@ -35,21 +37,48 @@ def _configure_logging() -> None:
     telemetry.configure("api")
 
 
+#: The environment variable that hands the script root to each worker process.
+_APP_DIR_ENV = "TASKLIFT_LOCAL_AZURE_APP_DIR"
+
+
 @emulate.command("azure")
 def azure(
     host: str = typer.Option("127.0.0.1", help="Interface to bind"),
     port: int = typer.Option(7071, help="Port (Core Tools' default is 7071)"),
     app_dir: Path = typer.Option(None, help="The script root: the folder with function_app.py and host.json"),
 ) -> None:
-    """Serve functions/azure/function_app.py as the Azure Functions host does (routes from host.json)."""
+    """Serve functions/azure/function_app.py as the Azure Functions host does (routes from host.json).
+
+    FUNCTIONS_WORKER_PROCESS_COUNT (1-10, default 1) language worker processes share the port, as
+    the host spreads invocations over that many Python workers, each with its own module state.
+    """
     azure_emulator = _emulator_module("azure")
-    from tasklift_local.serve import find_functions_dir, serve
+    from tasklift_local.serve import find_functions_dir, serve, serve_workers
 
     _configure_logging()
-    emulator = azure_emulator.AzureEmulator(app_dir or find_functions_dir("azure", "function_app.py"))
+    root = (app_dir or find_functions_dir("azure", "function_app.py")).resolve()
+    try:
+        workers = azure_emulator.worker_process_count()
+    except ValueError as exc:
+        typer.echo(f"tasklift emulate azure: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if workers > 1:
+        os.environ[_APP_DIR_ENV] = str(root)
+        banner = f"Azure Functions emulator ({root}, {workers} worker processes)"
+        serve_workers("tasklift.cli.emulate:azure_worker_app", workers, host, port, banner)
+        return
+    emulator = azure_emulator.AzureEmulator(root)
     for fn in emulator.functions:
         logging.getLogger("tasklift_local").info("%-16s %s %s", fn.name, ",".join(fn.methods), emulator.url_of(fn))
     serve(emulator.app(), host, port, f"Azure Functions emulator ({emulator.app_dir})")
+
+
+def azure_worker_app() -> Any:
+    """One language worker process of ``tasklift emulate azure`` (uvicorn's factory, in each process)."""
+    from tasklift_local.azure import AzureEmulator
+
+    _configure_logging()
+    return AzureEmulator(Path(os.environ[_APP_DIR_ENV])).app()
 
 
 @emulate.command("aws")
@@ -63,7 +92,11 @@ def aws(
     from tasklift_local.serve import find_functions_dir, serve
 
     _configure_logging()
-    emulator = aws_emulator.AwsEmulator(template or find_functions_dir("aws", "template.yaml") / "template.yaml")
+    # The libraries every tasklift function imports, loaded once by the fork server (none reads settings).
+    emulator = aws_emulator.AwsEmulator(
+        template or find_functions_dir("aws", "template.yaml") / "template.yaml",
+        preload=("tasklift.http.asgi", "mangum"),
+    )
     for endpoint in emulator.endpoints:
         route = endpoint.route
         logging.getLogger("tasklift_local").info("%-24s %s %s", route.function, route.method, route.path)

@@ -80,7 +80,19 @@ def worker(
         False, "--events", "-E", help="Send Celery task events (what Flower and `celery events` show)"
     ),
 ) -> None:
-    """Run a Celery worker for tasklift's queues."""
+    """Run a Celery worker for tasklift's queues.
+
+    SIGTERM (docker stop, a Kubernetes or Container Apps scale-in) starts Celery's soft cold
+    shutdown: no new tasks, running ones get TASKLIFT_SOFT_SHUTDOWN_SECONDS, then each is handed
+    back to the queue. Celery's default SIGTERM (a warm shutdown) would wait for a task however long
+    it runs, until the platform's SIGKILL. REMAP_SIGTERM set in the environment (even empty) wins.
+    """
+    # billiard reads REMAP_SIGTERM when it is first imported: set it before Celery is.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    from billiard.common import REMAP_SIGTERM
+
+    if os.environ["REMAP_SIGTERM"] != REMAP_SIGTERM:
+        raise RuntimeError("billiard was imported before `tasklift worker` could set REMAP_SIGTERM")
     from tasklift.queue.app import celery_app
 
     settings = get_settings()

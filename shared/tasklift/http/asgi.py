@@ -10,22 +10,20 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
-from fastapi.staticfiles import StaticFiles
 from sse_starlette import EventSourceResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from tasklift.events.hub import close_hub, get_hub
-from tasklift.http import routes
+from tasklift.http import pages, routes
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -37,8 +35,6 @@ from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
-
-STATIC = Path(__file__).parent / "static"
 
 PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
 
@@ -331,7 +327,7 @@ def create_app() -> FastAPI:
         version="1",
         description="Long-running operations behind HTTP: submit (202), poll, stream (SSE), cancel.",
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # tasklift.http.pages serves /docs and /redoc from packaged assets, not a CDN
         redoc_url=None,
         # FastAPI >= 0.16x traces requests itself; routes.handle already opens the server span on
         # every host (tasklift/telemetry.py), so a second one here would only duplicate it.
@@ -351,12 +347,7 @@ def create_app() -> FastAPI:
             **docs,
         )
 
-    # The dashboard: static files, no build step (GET / and /static/*).
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/", include_in_schema=False)
-    async def dashboard() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    pages.add_pages(app)  # the dashboard (GET /), Swagger UI (/docs) and ReDoc (/redoc), all served locally
 
     # Outermost last: the security headers also go on CORS preflight answers and on errors.
     settings = get_settings()
@@ -389,3 +380,52 @@ def create_app() -> FastAPI:
         return to_starlette(problem_response(problem, request.url.path))
 
     return app
+
+
+async def answer_with_app(app: Callable[[Scope, Receive, Send], Awaitable[None]], request: Request) -> Response:
+    """``request`` answered in process by the ASGI ``app``, buffered.
+
+    For hosts whose functions cannot mount an ASGI app: the Azure catch-all serves the dashboard,
+    /docs, /redoc and /openapi.json this way (:mod:`tasklift.http.pages`), so they are the same
+    bytes on every host. Only for answers that end (pages, documents), never for streams.
+    """
+    body = await request.body()
+    url = request.url
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": url.scheme,
+        "path": url.path,
+        "raw_path": url.path.encode(),
+        "query_string": url.query.encode(),
+        "root_path": "",
+        "headers": request.headers.raw,
+        "client": (request.client.host, request.client.port) if request.client else None,
+        "server": (url.hostname or "localhost", url.port or (443 if url.scheme == "https" else 80)),
+    }
+    start: dict[str, Any] = {}
+    chunks: list[bytes] = []
+    request_sent, response_done = False, anyio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await response_done.wait()  # as a server does: the client "leaves" once the answer is complete
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                response_done.set()
+
+    await app(scope, receive, send)
+    response = Response(content=b"".join(chunks), status_code=start.get("status", 500))
+    response.raw_headers = list(start.get("headers", []))  # the app's own headers, as it sent them
+    return response

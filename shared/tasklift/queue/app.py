@@ -49,7 +49,9 @@ def celery_config() -> dict[str, object]:
         "broker_connection_max_retries": None,
         "task_default_queue": settings.cpu_queue,
         "task_create_missing_queues": True,
-        # Celery >= 5.5: on SIGTERM keep running the current task this long before handing it back.
+        # Celery >= 5.5 soft shutdown, which `tasklift worker` puts on SIGTERM (REMAP_SIGTERM=SIGQUIT,
+        # cli/server.py): stop taking tasks, let running ones go on this long, then cancel them; the
+        # pool process hands its task back to the queue (queue/runner.py). An idle worker exits at once.
         "worker_soft_shutdown_timeout": float(settings.soft_shutdown_seconds),
         "worker_enable_soft_shutdown_on_idle": False,
         "worker_hijack_root_logger": False,
@@ -107,6 +109,14 @@ def _fresh_connections(**_: object) -> None:
     from tasklift.store.db import reset_engine
 
     reset_engine()
+
+
+@signals.worker_process_init.connect
+def _hand_back_on_cold_shutdown(**_: object) -> None:
+    """A pool process hands its running task back when the soft shutdown ends (queue/runner.py)."""
+    from tasklift.queue.runner import shutdown_cancel
+
+    shutdown_cancel.pool_process = True
 
 
 @signals.worker_process_init.connect

@@ -65,7 +65,10 @@ def enforce_cancels() -> int:
     for task_id in terminated:
         log.warning("task %s ignored its cancel flag; terminating it", task_id)
         try:
-            celery_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+            # signal=None: the worker uses its own TERM_SIGNAME. Under `tasklift worker`'s remap that is
+            # SIGQUIT (pool processes ignore SIGTERM then), which interrupts the task; its hand-back
+            # is refused, as every write of it is: the task is CANCELLED already.
+            celery_app.control.revoke(task_id, terminate=True, signal=None)
         except Exception as exc:  # noqa: BLE001 - its writes are fenced anyway: status is CANCELLED
             log.warning("revoke of %s failed: %s", task_id, exc)
     get_publisher().publish(events)

@@ -10,12 +10,14 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from billiard.common import TERM_SIGNAL
 from billiard.exceptions import SoftTimeLimitExceeded
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
@@ -120,6 +122,66 @@ def flush_task_events(timeout: float = 5.0) -> None:
     found = _task_publisher
     if found is not None and found[0] == os.getpid() and not found[1].flush(timeout):
         log.warning("task events still unsent after %g s; listeners will catch up from the database", timeout)
+
+
+# --- soft shutdown: hand a still-running attempt back --------------------------------------------
+#
+# `tasklift worker` maps SIGTERM to Celery's cold shutdown (REMAP_SIGTERM=SIGQUIT, cli/server.py):
+# the worker stops taking tasks, lets running ones go on for worker_soft_shutdown_timeout
+# (TASKLIFT_SOFT_SHUTDOWN_SECONDS), then cancels each one by sending its pool process billiard's
+# TERM_SIGNAL (SIGQUIT under the remap), whose handler there exits the process (SystemExit).
+# tasklift's handler, put in front of billiard's, turns it into HandBack inside the task function
+# instead, and the runner records the hand-back; outside a task it defers to billiard's handler.
+
+
+class HandBack(BaseException):  # noqa: N818 - like KeyboardInterrupt: task code must not swallow it
+    """The worker's soft shutdown is over while this attempt runs: hand the task back to the queue."""
+
+
+class ShutdownCancel:
+    """This process's handling of the cancel signal (one per prefork pool process)."""
+
+    def __init__(self) -> None:
+        self.pool_process = False  #: set in a prefork pool process (worker_process_init)
+        self.installed = False
+        self.previous: Any = None  #: billiard's handler, installed after worker_process_init
+        self.in_execute = False  #: between claim and recorded outcome
+        self.in_task = False  #: inside the task function: only then is HandBack raised
+        self.requested = False  #: the signal came outside the task function: hand back before it starts
+
+    def install(self) -> None:
+        """Put the handler in front of billiard's: at the first task of a pool process, after billiard
+        set its own. Only when SIGTERM is remapped: otherwise Celery cancels with SIGTERM, which must
+        go on killing at once (the reaper's cancel enforcement revokes with SIGTERM)."""
+        self.installed = True
+        if self.pool_process and TERM_SIGNAL != signal.SIGTERM:
+            self.previous = signal.signal(TERM_SIGNAL, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.in_task:
+            raise HandBack()
+        if self.in_execute:  # claiming, or recording the outcome: let that finish
+            self.requested = True
+            return
+        if callable(self.previous):
+            self.previous(signum, frame)
+        elif self.previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def call(self, ttype: TaskType, ctx: TaskContext, inp: Any) -> Any:
+        """Run the task function, where the cancel signal raises :class:`HandBack`."""
+        self.in_task = True
+        try:
+            if self.requested:
+                raise HandBack()
+            return ttype.func(ctx, inp)
+        finally:
+            self.in_task = False
+
+
+shutdown_cancel = ShutdownCancel()
+os.register_at_fork(after_in_child=shutdown_cancel.__init__)
 
 
 class ClaimFailed(Exception):  # noqa: N818
@@ -273,6 +335,16 @@ def to_jsonable(value: Any) -> Any:
 @telemetry.traced_run  # the consumer span: its parent travels in the message headers
 def execute(task_id_str: str, worker: str) -> None:
     """Claim and run one delivery of ``tasklift.run``."""
+    if not shutdown_cancel.installed:
+        shutdown_cancel.install()
+    shutdown_cancel.in_execute = True
+    try:
+        _execute(task_id_str, worker)
+    finally:
+        shutdown_cancel.in_execute = False
+
+
+def _execute(task_id_str: str, worker: str) -> None:
     settings = get_settings()
     # Claim, heartbeat, progress, log lines and the outcome are one statement each (autocommit);
     # ctx.transaction() and a retry's requeue need real transactions (the default engine).
@@ -332,8 +404,10 @@ def _run(ctx: TaskContext, ttype: TaskType, row: Any) -> Any:
         # Claim check: a large input comes back from blob storage before validation, so the task
         # function sees the same input either way; a large result goes there before it is recorded.
         inp = ttype.input_model.model_validate(claims.check_out(row["input"]))
-        value = to_jsonable(ttype.func(ctx, inp))
+        value = to_jsonable(shutdown_cancel.call(ttype, ctx, inp))
         result = claims.check_in(value, claims.result_key(ctx.task_id, ctx.attempt))
+    except HandBack:
+        return lambda: _hand_back(ctx)
     except Cancelled:
         return lambda: _finish(ctx, TaskStatus.CANCELLED)
     except LeaseLost:
@@ -399,8 +473,30 @@ def _recorded_outcome(ctx: TaskContext, status: TaskStatus, result: Any, error: 
     return retry_transient(read)
 
 
+def _hand_back(ctx: TaskContext) -> None:
+    """RUNNING → PENDING, due at once (fenced by the attempt): another worker finishes the task."""
+    window = get_settings().soft_shutdown_seconds
+    note = f"attempt {ctx.attempt} handed back: its worker shut down after a {window} s soft shutdown"
+    with contextlib.suppress(LeaseLost):
+        ctx.flush()
+
+    def record() -> Any:
+        with _span("tasklift.finish", outcome="HANDBACK"), get_engine().begin() as conn:
+            done = repo.hand_back(conn, ctx.task_id, ctx.attempt, window=window)
+            return done, repo.append_log(conn, ctx.task_id, None, "WARNING", note) if done else None
+
+    done, log_event = retry_transient(record)
+    if done is None:
+        log.warning("task %s attempt %s: hand-back refused (lease lost)", ctx.task_id, ctx.attempt)
+        return
+    log.warning("task %s attempt %s handed back (soft shutdown over)", ctx.task_id, ctx.attempt)
+    ctx.announce([done[1], *([log_event] if log_event else [])])
+    telemetry.task_handed_back(ctx.task_type)
+    telemetry.task_finished(ctx.task_type, "HANDBACK")
+
+
 def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseException) -> None:
-    failures = row["attempts"] - row["redispatches"]
+    failures = repo.failures(row)
     if isinstance(exc, ttype.retry_on) and failures <= row["max_retries"]:
         delay = retry_delay(ttype, failures)
         ctx.flush()

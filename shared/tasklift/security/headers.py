@@ -3,8 +3,8 @@
 One Content-Security-Policy serves the API and the dashboard at ``/``: the dashboard loads only
 its own ``/static`` script and style, an inline SVG icon (``data:``) and talks to its own origin
 (fetch and EventSource are ``connect-src``). ``frame-ancestors 'none'`` (which a ``<meta>`` CSP
-cannot express) stops click-jacking. ``/docs`` is FastAPI's Swagger UI, which loads its bundle
-from a CDN and starts it with an inline script, so that page alone gets a looser policy.
+cannot express) stops click-jacking. ``/docs`` (Swagger UI) and ``/redoc`` come from packaged copies
+too (tasklift.http.pages); they only get inline styles and a blob: worker beyond the dashboard's policy.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+#: Swagger UI (/docs) and ReDoc (/redoc), served from packaged copies: scripts only from our origin,
+#: as on the dashboard. Both set element styles and ReDoc injects <style> tags (styled-components),
+#: so styles may be inline; ReDoc's search index runs in a worker it builds from a blob: URL.
 DOCS_CSP = (
-    "default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+    "worker-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
 )
 
 BASE_HEADERS = {
@@ -34,7 +36,7 @@ BASE_HEADERS = {
 
 def security_headers(path: str = "") -> dict[str, str]:
     """The headers every response to ``path`` carries."""
-    policy = DOCS_CSP if path == "/docs" or path.startswith("/docs/") else CSP
+    policy = DOCS_CSP if path in ("/docs", "/redoc") or path.startswith("/docs/") else CSP
     return {**BASE_HEADERS, "Content-Security-Policy": policy}
 
 

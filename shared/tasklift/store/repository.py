@@ -705,6 +705,37 @@ def requeue(
     return done
 
 
+def hand_back(conn: Connection, task_id: uuid.UUID, attempt: int, *, window: float) -> tuple[RowMapping, Event] | None:
+    """RUNNING → PENDING for an attempt still running when its worker's soft shutdown ended.
+
+    Fenced like every worker write (the attempt must still hold the task), so a hand-back never
+    overrides a newer owner. Not a failure and not a lost lease: ``handbacks`` counts it (the retry
+    budget counts ``attempts - redispatches - handbacks``), and the intent is due at once.
+    """
+    error = {
+        "type": "HandedBack",
+        "message": f"the worker shut down; attempt {attempt} ran past its {window:g} s soft shutdown"
+        " and was re-queued (not a failure)",
+    }
+    return _requeue_now(conn, task_id, attempt, {"handbacks": tasks.c.handbacks + 1, "error": error})
+
+
+def _requeue_now(
+    conn: Connection, task_id: uuid.UUID, attempt: int, values: dict[str, Any]
+) -> tuple[RowMapping, Event] | None:
+    """RUNNING ``attempt`` → PENDING with ``values``, lease and worker cleared, its intent due at once."""
+    changes = {"status": TaskStatus.PENDING.value, "lease_expires_at": None, "worker": None, **values}
+    done = _transition(conn, task_id, _fenced(attempt), changes)
+    if done:
+        _insert_outbox(conn, done, 0)
+    return done
+
+
+def failures(row: Mapping[str, Any]) -> int:
+    """Attempts that ended in an error: neither a re-dispatch (lost lease) nor a hand-back."""
+    return int(row["attempts"] - row["redispatches"] - row["handbacks"])
+
+
 def _insert_outbox(conn: Connection, done: tuple[RowMapping, Event], delay: float) -> None:
     """A new dispatch intent for the transition ``done`` just made (named by its event's seq)."""
     row, event = done
@@ -732,8 +763,8 @@ def reopen(conn: Connection, task_id: uuid.UUID, retries: int) -> tuple[RowMappi
             "error": None,
             "result": None,
             "completed_at": None,
-            # Automatic retries count failures as attempts - redispatches; the budget restarts here.
-            "max_retries": tasks.c.attempts - tasks.c.redispatches + retries,
+            # Automatic retries count failures (see failures()); the budget restarts here.
+            "max_retries": tasks.c.attempts - tasks.c.redispatches - tasks.c.handbacks + retries,
         },
     )
     if done:
@@ -777,21 +808,8 @@ def recover_expired(
             "message": f"the worker stopped heartbeating {row['redispatches'] + 1} times; giving up",
         }
         return finish(conn, task_id, attempt, TaskStatus.FAILED, error=error)
-    done = _transition(
-        conn,
-        task_id,
-        _fenced(attempt),
-        {
-            "status": TaskStatus.PENDING.value,
-            "redispatches": tasks.c.redispatches + 1,
-            "lease_expires_at": None,
-            "worker": None,
-            "error": {"type": "LeaseExpired", "message": "the worker stopped heartbeating; re-dispatched"},
-        },
-    )
-    if done:
-        _insert_outbox(conn, done, 0)
-    return done
+    error = {"type": "LeaseExpired", "message": "the worker stopped heartbeating; re-dispatched"}
+    return _requeue_now(conn, task_id, attempt, {"redispatches": tasks.c.redispatches + 1, "error": error})
 
 
 def overdue_cancels(conn: Connection, grace: float, limit: int = 200) -> list[RowMapping]:

@@ -57,6 +57,8 @@ class Task(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     max_retries: Mapped[int] = mapped_column(Integer, server_default="0")
     redispatches: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: attempts handed back by a worker's soft shutdown (re-queued, neither a failure nor a lost lease)
+    handbacks: Mapped[int] = mapped_column(Integer, server_default="0")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     cancel_requested_at: Mapped[datetime | None]
     lease_expires_at: Mapped[datetime | None]
@@ -76,6 +78,8 @@ class Task(Base):
         Index("ix_tasks_running_lease", "lease_expires_at", postgresql_where=text("status = 'RUNNING'")),
         # Submit counts a principal's unfinished tasks (max_active_tasks); only those rows are indexed.
         Index("ix_tasks_active_owner", "owner", postgresql_where=text("status IN ('PENDING', 'RUNNING')")),
+        # The autoscaler counts each queue's running tasks (tasklift/store/scaling.py).
+        Index("ix_tasks_running_queue", "queue", postgresql_where=text("status = 'RUNNING'")),
     )
 
 
@@ -122,6 +126,8 @@ class Outbox(Base):
     __table_args__ = (
         Index("ix_task_outbox_unpublished", "available_at", postgresql_where=text("published_at IS NULL")),
         Index("ix_task_outbox_published", "published_at", postgresql_where=text("published_at IS NOT NULL")),
+        # The autoscaler counts each queue's due intents (tasklift/store/scaling.py).
+        Index("ix_task_outbox_queue_due", "queue", "available_at"),
     )
 
 

@@ -248,7 +248,7 @@ locals {
   secrets = {
     database-url = "postgresql://${azurerm_postgresql_flexible_server.this.administrator_login}:${urlencode(random_password.postgres.result)}@${azurerm_postgresql_flexible_server.this.fqdn}:5432/${azurerm_postgresql_flexible_server_database.tasklift.name}?sslmode=require"
     redis-url    = "rediss://:${urlencode(azurerm_redis_cache.this.primary_access_key)}@${azurerm_redis_cache.this.hostname}:${azurerm_redis_cache.this.ssl_port}/0?ssl_cert_reqs=required"
-    # The KEDA redis scaler authenticates with the bare password (trigger parameter "password").
+    # The bare password (the AKS route's Key Vault mirror carries it; KEDA scales on PostgreSQL).
     redis-password = azurerm_redis_cache.this.primary_access_key
     # Stream links: the signing key, and the keys still accepted while rotating (a JSON list).
     stream-signing-key           = random_password.stream_signing_key.result

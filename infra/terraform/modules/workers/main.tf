@@ -1,7 +1,7 @@
 # The Celery worker pool and the reaper on Azure Container Apps, in a VNet-integrated environment
 # with an internal load balancer (nothing here takes inbound traffic). One container app per queue,
-# each scaled by KEDA's `redis` scaler on the length of its Celery list; the reaper is a single
-# always-on replica; migrations are a manually triggered Container Apps job.
+# each scaled by KEDA's `postgresql` scaler on its pool's load (running + due tasks); the reaper is
+# a single always-on replica; migrations are a manually triggered Container Apps job.
 
 resource "azurerm_user_assigned_identity" "this" {
   name                = "id-${var.name}-workers"
@@ -63,7 +63,11 @@ resource "azurerm_container_app_environment" "this" {
 
 locals {
   # Secrets are Key Vault references resolved by the platform with the user-assigned identity.
-  secret_names = ["database-url", "redis-url", "redis-password"]
+  secret_names = ["database-url", "redis-url"]
+
+  # tasklift.store.scaling.POOL_LOAD_QUERY, byte for byte (tests/infra/test_queues.py): the pool's
+  # RUNNING tasks + its PENDING tasks that are due. {queue} is replaced by the pool's queue.
+  pool_load_query = "SELECT (SELECT count(*) FROM tasks WHERE status = 'RUNNING' AND queue = '{queue}') + (SELECT count(*) FROM task_outbox WHERE queue = '{queue}' AND (intent_seq = 1 OR published_at IS NOT NULL OR available_at <= now()))"
 
   plain_env = merge(var.tasklift_env, {
     APPLICATIONINSIGHTS_CONNECTION_STRING = var.application_insights_connection_string
@@ -105,32 +109,28 @@ resource "azurerm_container_app" "worker" {
     min_replicas = each.value.min_replicas
     max_replicas = each.value.max_replicas
 
-    # SIGTERM (scale-in, new revision) starts Celery's warm shutdown: running tasks get
-    # TASKLIFT_SOFT_SHUTDOWN_SECONDS; the platform waits this long (soft shutdown + margin) before
-    # SIGKILL. A task still running then is re-delivered (acks_late) or reclaimed by the reaper.
+    # SIGTERM (scale-in, new revision) starts the worker's soft shutdown: no new tasks, running ones
+    # get TASKLIFT_SOFT_SHUTDOWN_SECONDS, then each is handed back to the queue (PENDING, not
+    # failed). The platform waits this long (soft shutdown + margin) before SIGKILL.
     termination_grace_period_seconds = var.termination_grace_seconds
 
-    # KEDA: look at the list every 15 s; hold the last replica 10 minutes after the backlog is
-    # gone before scaling to zero (tasks already pulled from the list are still running then).
+    # KEDA: poll every 15 s; back to zero only after five minutes in which nothing ran or waited.
     polling_interval_in_seconds = 15
-    cooldown_period_in_seconds  = 600
+    cooldown_period_in_seconds  = 300
 
-    # Desired replicas = ceil(LLEN(queue) / listLength). The list holds only messages no worker
-    # has taken yet (prefetch 1 + acks_late), so listLength is the backlog one replica may carry.
+    # Desired replicas = ceil(load / concurrency), load = the pool's RUNNING + due PENDING tasks
+    # from PostgreSQL: a pool never reads idle while one of its tasks runs. docs/sizing.md.
     custom_scale_rule {
-      name             = "redis-${each.key}"
-      custom_rule_type = "redis"
+      name             = "postgresql-${each.key}"
+      custom_rule_type = "postgresql"
       metadata = {
-        address              = "${var.redis_hostname}:${var.redis_ssl_port}"
-        listName             = each.value.queue
-        listLength           = tostring(each.value.list_length)
-        activationListLength = "0"
-        enableTLS            = "true"
-        databaseIndex        = "0"
+        query                      = replace(local.pool_load_query, "{queue}", each.value.queue)
+        targetQueryValue           = tostring(each.value.concurrency)
+        activationTargetQueryValue = "0"
       }
       authentication {
-        secret_name       = "redis-password"
-        trigger_parameter = "password"
+        secret_name       = "database-url"
+        trigger_parameter = "connection"
       }
     }
 

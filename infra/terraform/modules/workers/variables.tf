@@ -51,16 +51,8 @@ variable "container_registry_server" {
   nullable = true
 }
 
-variable "redis_hostname" {
-  type = string
-}
-
-variable "redis_ssl_port" {
-  type = number
-}
-
 variable "secret_ids" {
-  description = "Versionless Key Vault secret IDs: database-url, redis-url, redis-password."
+  description = "Versionless Key Vault secret IDs: database-url, redis-url."
   type        = map(string)
 }
 
@@ -85,7 +77,7 @@ variable "application_insights_connection_string" {
 }
 
 variable "pools" {
-  description = "Worker pool per queue: cpu/memory per replica, Celery concurrency, replica bounds, KEDA listLength, and the queue (Redis list) name."
+  description = "Worker pool per queue: cpu/memory per replica, Celery concurrency (also the KEDA target load per replica), replica bounds, and the queue name."
   type = map(object({
     queue        = string
     cpu          = number
@@ -93,12 +85,11 @@ variable "pools" {
     concurrency  = number
     min_replicas = number
     max_replicas = number
-    list_length  = number
   }))
 
   validation {
-    condition     = alltrue([for p in values(var.pools) : p.min_replicas <= p.max_replicas && p.max_replicas >= 1 && p.list_length >= 1])
-    error_message = "Each pool needs min_replicas <= max_replicas, max_replicas >= 1 and list_length >= 1."
+    condition     = alltrue([for p in values(var.pools) : p.min_replicas <= p.max_replicas && p.max_replicas >= 1 && p.concurrency >= 1])
+    error_message = "Each pool needs min_replicas <= max_replicas, max_replicas >= 1 and concurrency >= 1."
   }
 }
 

@@ -1,5 +1,6 @@
 """Lambda handlers for the AWS emulator's limit tests."""
 
+import os
 import time
 
 
@@ -11,7 +12,8 @@ def echo(event, context):
         "remaining": context.get_remaining_time_in_millis(),
         "aws_request_id": context.aws_request_id,
     }
-    return {"event": event, "context": ctx}
+    env = {k: os.environ.get(k) for k in ("PROBE_FROM_TEMPLATE", "PROBE_FROM_REF", "AWS_LAMBDA_FUNCTION_NAME")}
+    return {"event": event, "context": ctx, "env": env, "pid": os.getpid()}
 
 
 def slow(event, context):
