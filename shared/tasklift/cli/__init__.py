@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 from tasklift.cli.base import app
+from tasklift.extras import MissingExtra
 
 COMMAND_MODULES = (
     "tasklift.cli.server",
@@ -21,4 +23,8 @@ def main() -> None:
     """Entry point of the ``tasklift`` console script."""
     for module in COMMAND_MODULES:
         importlib.import_module(module)
-    app()
+    try:
+        app()
+    except MissingExtra as exc:  # an optional dependency the command needs: one line, no traceback
+        print(f"tasklift: {exc}", file=sys.stderr)
+        sys.exit(1)

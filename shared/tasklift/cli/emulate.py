@@ -1,6 +1,7 @@
 """``tasklift emulate azure|aws``: host the function handlers locally the way the clouds do.
 
-The emulators live in the ``tasklift_local`` package (local/tasklift_local); they serve the real
+The emulators live in the ``tasklift-local`` distribution (local/, not part of a production
+install of tasklift; without it these commands say how to install it); they serve the real
 ``functions/azure/function_app.py`` and the Lambda handlers of ``functions/aws/template.yaml``
 and enforce each platform's limits. See docs/hosts.md.
 """
@@ -10,14 +11,21 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import typer
 
 from tasklift.cli.base import app
+from tasklift.extras import EMULATORS, require
 
 emulate = typer.Typer(no_args_is_help=True, help="Host the Azure Functions or AWS Lambda handlers locally.")
 app.add_typer(emulate, name="emulate")
+
+
+def _emulator_module(kind: str) -> ModuleType:
+    """``tasklift_local.<kind>``, or :class:`tasklift.extras.MissingExtra` naming how to install it."""
+    return require(f"tasklift_local.{kind}", install=EMULATORS, what="tasklift-local (the host emulators)")
 
 
 def _configure_logging() -> None:
@@ -44,13 +52,13 @@ def azure(
     FUNCTIONS_WORKER_PROCESS_COUNT (1-10, default 1) language worker processes share the port, as
     the host spreads invocations over that many Python workers, each with its own module state.
     """
-    from tasklift_local.azure import AzureEmulator, worker_process_count
+    azure_emulator = _emulator_module("azure")
     from tasklift_local.serve import find_functions_dir, serve, serve_workers
 
     _configure_logging()
     root = (app_dir or find_functions_dir("azure", "function_app.py")).resolve()
     try:
-        workers = worker_process_count()
+        workers = azure_emulator.worker_process_count()
     except ValueError as exc:
         typer.echo(f"tasklift emulate azure: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -59,7 +67,7 @@ def azure(
         banner = f"Azure Functions emulator ({root}, {workers} worker processes)"
         serve_workers("tasklift.cli.emulate:azure_worker_app", workers, host, port, banner)
         return
-    emulator = AzureEmulator(root)
+    emulator = azure_emulator.AzureEmulator(root)
     for fn in emulator.functions:
         logging.getLogger("tasklift_local").info("%-16s %s %s", fn.name, ",".join(fn.methods), emulator.url_of(fn))
     serve(emulator.app(), host, port, f"Azure Functions emulator ({emulator.app_dir})")
@@ -80,12 +88,12 @@ def aws(
     template: Path = typer.Option(None, help="The SAM template (default functions/aws/template.yaml)"),
 ) -> None:
     """Serve the Lambda handlers of a SAM template behind an emulated API Gateway HTTP API."""
-    from tasklift_local.aws import AwsEmulator
+    aws_emulator = _emulator_module("aws")
     from tasklift_local.serve import find_functions_dir, serve
 
     _configure_logging()
     # The libraries every tasklift function imports, loaded once by the fork server (none reads settings).
-    emulator = AwsEmulator(
+    emulator = aws_emulator.AwsEmulator(
         template or find_functions_dir("aws", "template.yaml") / "template.yaml",
         preload=("tasklift.http.asgi", "mangum"),
     )
