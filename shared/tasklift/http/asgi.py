@@ -25,11 +25,11 @@ from starlette.types import Receive, Scope, Send
 
 from tasklift.events.hub import close_hub, get_hub
 from tasklift.http import pages, routes
+from tasklift.http.guard import PUBLIC_ROUTES
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.queue import dispatch
-from tasklift.security.guard import PUBLIC_ROUTES
 from tasklift.security.headers import SecurityHeadersMiddleware, security_headers, with_security_headers
 from tasklift.security.redaction import install_redaction
 from tasklift.settings import get_settings
@@ -315,7 +315,7 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
     return table.get(route_name, [])
 
 
-#: Documented only: the guard (tasklift.security.guard) checks credentials on every host; _PlainRoute
+#: Documented only: the guard (tasklift.http.guard) checks credentials on every host; _PlainRoute
 #: never runs FastAPI dependencies. These put the security schemes and each operation's security
 #: requirement into /openapi.json.
 _SECURITY = [
@@ -429,7 +429,7 @@ def create_app() -> FastAPI:
         docs["responses"] = {431: PROBLEM, 503: PROBLEM, **docs.get("responses", {})}
         if parameters:
             docs["responses"][422] = PROBLEM
-        if route.name not in PUBLIC_ROUTES:  # tasklift.security.guard: no credentials, or over a limit
+        if route.name not in PUBLIC_ROUTES:  # tasklift.http.guard: no credentials, or over a limit
             docs["responses"] = {**docs["responses"], 400: PROBLEM, 401: PROBLEM, 429: PROBLEM}
             docs["dependencies"] = _STREAM_SECURITY if route.name == "stream_task" else _SECURITY
         app.router.add_api_route(

@@ -11,9 +11,9 @@ from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
 from tasklift.http import handlers
+from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
-from tasklift.security.guard import guard
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
@@ -94,7 +94,7 @@ async def handle(route: Route, req: HttpRequest) -> HttpResponse:
                     f"the query parameter {name} contains NUL",
                     [{"loc": ["query", name], "msg": "text with NUL (\\u0000)"}],
                 )
-        return await guard(route, req)  # authenticate, apply the limits, then run route.handler
+        return await guard(route.name, route.handler, req)  # authenticate, apply the limits, then run it
     except Problem as problem:
         return problem_response(problem, req.path)
     except NotFound as exc:

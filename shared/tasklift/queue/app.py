@@ -87,9 +87,6 @@ def create_celery_app() -> Celery:
 
 celery_app = create_celery_app()
 
-# Register tasklift.run on the app (the module imports celery_app from here).
-import tasklift.queue.worker_tasks  # noqa: E402,F401
-
 #: Celery's per-task INFO lines ("Task … received", "Task … succeeded in …"): tasklift records
 #: every transition as an event in PostgreSQL, so they only repeat it, at ~60 µs each as JSON.
 PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")

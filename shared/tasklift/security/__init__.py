@@ -1,6 +1,6 @@
 """Authentication, tenant isolation, limits and outbound-request (SSRF) defence.
 
-- :mod:`~tasklift.security.guard`: the gate in :func:`tasklift.http.routes.handle` (every host);
+- :mod:`~tasklift.http.guard`: the gate in :func:`tasklift.http.routes.handle` (every host);
 - :mod:`~tasklift.security.identity`: the caller, and whose tasks it may see;
 - :mod:`~tasklift.security.api_keys`, :mod:`~tasklift.security.oidc`: the two credentials;
 - :mod:`~tasklift.security.stream_tokens`: signed, task-scoped links for EventSource;

@@ -3,7 +3,7 @@
 The handlers receive a host-neutral :class:`~tasklift.http.types.HttpRequest` whose ``principal``
 names the owner of the tasks it submits. Whether that caller may see *other* principals' tasks
 (an admin, or a stream token for one task) is carried beside it in a context variable that
-:func:`tasklift.security.guard.guard` sets around the handler, so the handlers and the resource
+:func:`tasklift.http.guard.guard` sets around the handler, so the handlers and the resource
 renderer can ask without every signature growing a parameter.
 """
 

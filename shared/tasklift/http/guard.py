@@ -19,8 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 
@@ -34,8 +33,8 @@ from tasklift.security.oidc import InvalidToken, IssuerUnavailable, verifier_for
 from tasklift.settings import Settings, get_settings
 from tasklift.store.db import get_engine
 
-if TYPE_CHECKING:
-    from tasklift.http.routes import Route
+#: A route's handler, as the route table holds it.
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +45,24 @@ STREAM_ROUTE = "stream_task"
 REALM = 'Bearer realm="tasklift"'
 
 
-async def guard(route: Route, req: HttpRequest) -> HttpResponse:
-    """Authenticate ``req``, apply the limits, and run ``route.handler`` as that caller.
+async def guard(name: str, handler: Handler, req: HttpRequest) -> HttpResponse:
+    """Authenticate ``req``, apply the limits, and run the route ``name``'s ``handler`` as that caller.
 
     Raises:
         Problem: 401 without valid credentials, 429 over a limit, 503 if the token issuer is down.
     """
-    if route.name in PUBLIC_ROUTES:
-        return await route.handler(req)
+    if name in PUBLIC_ROUTES:
+        return await handler(req)
     settings = get_settings()
-    stream_token = route.name == STREAM_ROUTE and req.query.get("access_token")
+    stream_token = name == STREAM_ROUTE and req.query.get("access_token")
     if settings.anonymous and not stream_token and _credential(req) is None:
         identity, slot = ANONYMOUS, None  # no credential to look up and no limits: no thread needed
     else:
-        identity, slot = await anyio.to_thread.run_sync(admit, route.name, req, settings)
+        identity, slot = await anyio.to_thread.run_sync(admit, name, req, settings)
     req.principal = identity.principal
     try:
         with acting_as(identity):
-            response = await route.handler(req)
+            response = await handler(req)
     except BaseException:
         if slot is not None:
             with anyio.CancelScope(shield=True):
