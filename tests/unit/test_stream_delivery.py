@@ -254,39 +254,6 @@ def test_a_full_buffer_turns_into_resync_but_stop_stays_stop() -> None:
     assert sub.take_all() == [STOP]
 
 
-async def test_event_stream_responses_send_without_a_cancel_scope_unless_a_send_timeout_is_set(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import anyio
-    from sse_starlette.sse import SendTimeoutError
-
-    from tasklift.http.asgi import EventStreamResponse
-
-    message = {"type": "http.response.body", "body": b"id: 1\n\n", "more_body": True}
-    sent: list[dict[str, Any]] = []
-
-    async def send(msg: dict[str, Any]) -> None:
-        sent.append(msg)
-
-    real_move_on_after = anyio.move_on_after
-    scopes = []
-
-    def counting_move_on_after(*args: Any, **kw: Any) -> Any:
-        scopes.append(args)
-        return real_move_on_after(*args, **kw)
-
-    monkeypatch.setattr(anyio, "move_on_after", counting_move_on_after)
-    await EventStreamResponse(iter([]))._send_with_timeout(send, message)
-    assert sent == [message] and scopes == []
-
-    async def stuck(msg: dict[str, Any]) -> None:
-        await asyncio.sleep(10)
-
-    with pytest.raises(SendTimeoutError):  # a configured timeout still applies
-        await EventStreamResponse(iter([]), send_timeout=0.05)._send_with_timeout(stuck, message)
-    assert scopes == [(0.05,)]
-
-
 async def test_the_api_lifespan_tunes_the_garbage_collector() -> None:
     import gc
 

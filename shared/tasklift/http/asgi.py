@@ -97,22 +97,6 @@ def scope_to_neutral(scope: Scope, body: bytes) -> HttpRequest:
     )
 
 
-class EventStreamResponse(EventSourceResponse):
-    """sse-starlette's response without its per-send cancel scope when there is no send timeout.
-
-    ``EventSourceResponse`` wraps every send in ``anyio.move_on_after(send_timeout)``; with no
-    timeout that scope does nothing but still costs an anyio cancel scope per chunk (enter, exit,
-    task-state bookkeeping). A slow client still blocks only its own stream: the hub never waits
-    for it (its bounded buffer overflows into a RESYNC replay instead).
-    """
-
-    async def _send_with_timeout(self, send: Any, message: Any) -> None:
-        if self.send_timeout is None:
-            await send(message)
-        else:
-            await super()._send_with_timeout(send, message)
-
-
 def to_starlette(resp: HttpResponse) -> Response:
     """:class:`HttpResponse` → Starlette response (streaming when the handler streams).
 
@@ -129,7 +113,7 @@ def to_starlette(resp: HttpResponse) -> Response:
                 await shutdown.wait()
                 get_hub().drain()
 
-            return EventStreamResponse(
+            return EventSourceResponse(
                 resp.stream,
                 status_code=resp.status,
                 headers=resp.headers,
