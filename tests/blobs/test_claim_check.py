@@ -258,7 +258,7 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
     result = claims.check_in(value, claims.result_key(task_id, 1))
     assert claims.is_ref(result)
 
-    real_finish, tries = repo.finish_prepared, []
+    real_finish, tries = repo.finish, []
 
     def commit_then_lose_the_reply(*args: Any, **kwargs: Any) -> Any:
         tries.append(real_finish(*args, **kwargs))
@@ -266,7 +266,7 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
             raise OperationalError("UPDATE tasks …", {}, Exception("server closed the connection unexpectedly"))
         return tries[-1]
 
-    monkeypatch.setattr(repo, "finish_prepared", commit_then_lose_the_reply)
+    monkeypatch.setattr(repo, "finish", commit_then_lose_the_reply)
     ctx = TaskContext(
         task_id=task_id,
         attempt=1,

@@ -18,17 +18,13 @@ from tasklift.store import repository as repo
 from tasklift.store.db import get_autocommit_engine, get_engine, is_transient, retry_transient
 from tasklift.tasks.states import TaskStatus
 
-#: How claims and outcomes are written: "prepared" is the worker's path (a prepared statement on the
-#: raw DBAPI connection), "plain" the same without server-side preparation (the worker's path when
-#: TASKLIFT_DB_STATEMENT_CACHE_SIZE=0, behind PgBouncer), "sqlalchemy" the same SQL text through
-#: SQLAlchemy (reaper, tests). All three must behave exactly alike.
-PATHS = ("prepared", "plain", "sqlalchemy")
-_path = "prepared"
+#: How claims and outcomes are written: "prepared" is a server-side prepared statement per
+#: connection (the default), "plain" the same SQL text without it (TASKLIFT_DB_STATEMENT_CACHE_SIZE=0,
+#: behind PgBouncer). Both must behave exactly alike.
+PATHS = ("prepared", "plain")
 
 
 def _use_path(path: str, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
-    global _path
-    _path = path
     if path == "plain":
         monkeypatch.setenv("TASKLIFT_DB_STATEMENT_CACHE_SIZE", "0")
         get_settings.cache_clear()
@@ -40,11 +36,11 @@ def writer(request: pytest.FixtureRequest, tasklift_env: dict[str, str], monkeyp
     return _use_path(request.param, monkeypatch)
 
 
-@pytest.fixture(params=PATHS[:2])
+@pytest.fixture(params=PATHS)
 def prepared_writer(
     request: pytest.FixtureRequest, tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> sa.Engine:
-    """The worker's paths only (the tests comparing them with SQLAlchemy's)."""
+    """The worker's autocommit engine, on each path."""
     return _use_path(request.param, monkeypatch)
 
 
@@ -87,15 +83,11 @@ def assert_recorded(db: sa.Engine, event: repo.Event) -> None:
 
 
 def claim(writer: sa.Engine, task_id: uuid.UUID, worker: str = "w1") -> Any:
-    if _path != "sqlalchemy":
-        return repo.claim_prepared(writer, task_id, worker, lease=30)
     with writer.connect() as conn:
         return repo.claim(conn, task_id, worker, lease=30)
 
 
 def finish(writer: sa.Engine, task_id: uuid.UUID, attempt: int, status: TaskStatus, **kwargs: Any) -> Any:
-    if _path != "sqlalchemy":
-        return repo.finish_prepared(writer, task_id, attempt, status, **kwargs)
     with writer.connect() as conn:
         return repo.finish(conn, task_id, attempt, status, **kwargs)
 
@@ -410,64 +402,6 @@ def test_a_heartbeat_thread_asleep_after_idling_wakes_for_the_next_task(
     time.sleep(0.5)  # no task for longer than IDLE_SECONDS: the thread waits to be notified
     assert beats._asleep
     beat_once(submit())
-
-
-def stored_types(db: sa.Engine, task_id: uuid.UUID) -> tuple[Any, ...]:
-    """What a row holds beyond its Python values: SQL NULL vs JSON null, and the event's JSON."""
-    with db.connect() as conn:
-        return tuple(
-            conn.execute(
-                sa.text(
-                    "SELECT status, attempts, worker, jsonb_typeof(result), result, jsonb_typeof(error), error,"
-                    " jsonb_typeof(progress), progress, lease_expires_at IS NULL, completed_at IS NULL,"
-                    " (SELECT data FROM task_events e WHERE e.task_id = t.id ORDER BY seq DESC LIMIT 1)"
-                    " FROM tasks t WHERE id = :t"
-                ),
-                {"t": task_id},
-            ).one()
-        )
-
-
-@pytest.mark.parametrize(
-    ("status", "kwargs"),
-    [
-        (TaskStatus.SUCCESS, {"result": {"n": [1, 2.5, "x"], "s": "é%s%%"}, "progress": {"percent": 100.0}}),
-        (TaskStatus.SUCCESS, {"result": None}),
-        (TaskStatus.SUCCESS, {"result": "text"}),
-        (TaskStatus.SUCCESS, {"result": {claims.REF: {"key": "k", "size": 9}}}),
-        (TaskStatus.FAILED, {"error": None}),
-        (TaskStatus.FAILED, {"error": {"type": "Boom", "message": "it's 100%"}}),
-        (TaskStatus.CANCELLED, {}),
-    ],
-)
-def test_the_worker_path_stores_and_returns_exactly_what_the_sqlalchemy_path_does(
-    prepared_writer: sa.Engine, db: sa.Engine, status: TaskStatus, kwargs: dict[str, Any]
-) -> None:
-    writer = prepared_writer
-    ours, theirs = submit(), submit()
-    mine = claim(writer, ours)
-    with writer.connect() as conn:
-        reference = repo.claim(conn, theirs, "w1", lease=30)
-    assert mine is not None and reference is not None
-    assert dict(mine[0]).keys() == dict(reference[0]).keys()
-    different = {"id", "created_at", "updated_at", "started_at", "lease_expires_at"}
-    assert {k: v for k, v in mine[0].items() if k not in different} == {
-        k: v for k, v in dict(reference[0]).items() if k not in different
-    }
-    assert type(mine[0]["id"]) is type(reference[0]["id"])
-    assert (mine[1].seq, mine[1].kind, mine[1].data) == (reference[1].seq, reference[1].kind, reference[1].data)
-    done = finish(writer, ours, 1, status, **kwargs)
-    with writer.connect() as conn:
-        expected = repo.finish(conn, theirs, 1, status, **kwargs)
-    assert done is not None and expected is not None
-    assert dict(done[0]) | {"id": None} == dict(expected[0]) | {"id": None}
-    data = {k: v for k, v in done[1].data.items() if k != "result_url"}
-    assert data == {k: v for k, v in expected[1].data.items() if k != "result_url"}
-    mine_stored, theirs_stored = stored_types(db, ours), stored_types(db, theirs)
-    if "result_url" in done[1].data:  # the URL names the task
-        mine_stored, theirs_stored = mine_stored[:-1], theirs_stored[:-1]
-    assert mine_stored == theirs_stored
-    assert_recorded(db, done[1])
 
 
 def test_the_worker_path_rides_out_a_lost_connection_and_a_forgotten_statement(

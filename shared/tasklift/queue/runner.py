@@ -357,8 +357,8 @@ def _execute(task_id_str: str, worker: str) -> None:
         return
 
     def claim() -> Any:
-        with _span("tasklift.claim"):
-            return repo.claim_prepared(writer, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
+        with _span("tasklift.claim"), writer.connect() as conn:
+            return repo.claim(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
 
     try:
         claimed = retry_transient(claim)
@@ -432,10 +432,8 @@ def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: 
         progress = {**(progress or {"current": None, "total": None, "message": None}), "percent": 100.0}
 
     def record() -> Any:
-        with _span("tasklift.finish", outcome=status.value):
-            return repo.finish_prepared(
-                get_autocommit_engine(), ctx.task_id, ctx.attempt, status, result=result, error=error, progress=progress
-            )
+        with _span("tasklift.finish", outcome=status.value), get_autocommit_engine().connect() as conn:
+            return repo.finish(conn, ctx.task_id, ctx.attempt, status, result=result, error=error, progress=progress)
 
     done = retry_transient(record)
     if done is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -12,11 +11,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from opentelemetry import trace
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
-from sqlalchemy.sql.expression import Executable
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from tasklift.settings import Settings, get_settings
@@ -136,29 +133,23 @@ def reset_engine() -> None:
 
 
 class Prepared:
-    """One SQL statement for :func:`execute_prepared`: the worker's hot single-statement writes.
+    """One SQL statement the worker runs on every task (the claim, the outcome): :func:`run_prepared`.
 
-    The same SQL text as the SQLAlchemy path (``:name`` parameters), run on the pooled DBAPI
-    connection: no statement compilation, cache key, parameter processing or result wrapping per
-    call (~0.15 ms of CPU each). Unless ``TASKLIFT_DB_STATEMENT_CACHE_SIZE`` is 0 (PgBouncer in
-    transaction mode, which cannot keep a session's SQL-level prepared statements), it is also a
-    server-side prepared statement: PostgreSQL parses and plans it once per connection instead of
-    once per call. ``types`` gives each parameter's PostgreSQL type; ``jsonb`` parameters are
-    passed as Python values and serialized here as SQLAlchemy's JSONB type does (``None`` becomes
-    JSON ``null``).
-
-    ``traced`` is the same statement for SQLAlchemy: it runs instead while the current span is
-    recorded (an exporter is configured and the trace sampled), so that the SQL instrumentation,
-    which hooks SQLAlchemy's execution, still shows the statement as a client span.
+    The same SQL text with ``:name`` parameters, run through SQLAlchemy's ``Connection`` as driver
+    SQL: no statement compilation, cache key or parameter processing per call. Unless
+    ``TASKLIFT_DB_STATEMENT_CACHE_SIZE`` is 0 (PgBouncer in transaction mode, which cannot keep a
+    session's SQL-level prepared statements), it is a server-side prepared statement: PostgreSQL
+    parses and plans it once per connection instead of once per call. ``types`` gives each
+    parameter's PostgreSQL type; ``jsonb`` parameters are passed as Python values and serialized
+    here as SQLAlchemy's JSONB type does (``None`` becomes JSON ``null``).
     """
 
-    def __init__(self, name: str, sql: str, types: Mapping[str, str], traced: Executable) -> None:
+    def __init__(self, name: str, sql: str, types: Mapping[str, str]) -> None:
         from tasklift.store.repository import positional
 
         numbered, names = positional(sql)
         self.name = name
         self.sql = sql
-        self.traced = traced
         self.names = names
         self.json = frozenset(n for n in names if types[n] == "jsonb")
         self.prepare_sql = f"PREPARE {name} ({', '.join(types[n] for n in names)}) AS {numbered}"
@@ -171,80 +162,37 @@ class Prepared:
         return tuple(json.dumps(params[n]) if n in self.json else params[n] for n in names)
 
 
-#: SQLSTATEs of a prepared statement the server does not have / already has.
-_NOT_PREPARED, _ALREADY_PREPARED = "26000", "42P05"
+#: SQLSTATE of a prepared statement the server does not have.
+_NOT_PREPARED = "26000"
 
 
-def _run_prepared(cursor: Any, prepared: set[str], statement: Prepared, params: Mapping[str, Any]) -> None:
-    if statement.name not in prepared:
-        _prepare(cursor, statement)
-        prepared.add(statement.name)
-    args = statement.args(params, statement.names)
-    try:
-        cursor.execute(statement.execute_sql, args)
-    except Exception as exc:
-        if getattr(exc, "pgcode", None) != _NOT_PREPARED:
-            raise
-        # The session lost it (DEALLOCATE/DISCARD ALL): autocommit, so nothing else was undone.
-        _prepare(cursor, statement)
-        cursor.execute(statement.execute_sql, args)
+def run_prepared(conn: Connection, statement: Prepared, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Run ``statement`` on ``conn``; its first row as a dict (the driver's values), or None.
 
-
-def _prepare(cursor: Any, statement: Prepared) -> None:
-    try:
-        cursor.execute(statement.prepare_sql)
-    except Exception as exc:
-        if getattr(exc, "pgcode", None) != _ALREADY_PREPARED:  # same name, always the same text
-            raise
-
-
-def execute_prepared(engine: Engine, statement: Prepared, params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Run ``statement`` on a pooled connection of ``engine``, an autocommit one (the statement is
-    its own transaction, committed when this returns); its first row as a dict, or None.
-
-    Errors are raised as SQLAlchemy's (``DBAPIError`` subclasses; ``connection_invalidated`` and
-    the connection dropped from the pool when it was lost), so :func:`retry_transient` and callers
-    treat them exactly as errors of the SQLAlchemy path.
+    Through SQLAlchemy's ``Connection`` like any other statement, so its events (the OpenTelemetry
+    SQL instrumentation), its error wrapping and its invalidation of a lost connection apply, with
+    tracing on or off. Which statements a connection has prepared is kept in the pooled
+    connection's ``info``, which SQLAlchemy clears when it replaces the DBAPI connection.
     """
-    if trace.get_current_span().is_recording():
-        with engine.connect() as conn:
-            found = conn.execute(statement.traced, dict(params)).mappings().first()
+    if get_settings().db_statement_cache_size <= 0:
+        result = conn.exec_driver_sql(statement.plain_sql, statement.args(params, statement.plain_names))
+        found = result.mappings().first()
         return None if found is None else dict(found)
-    fairy = engine.raw_connection()  # the pool's checkout, and its idle ping, as engine.connect()
-    dbapi_connection = fairy.dbapi_connection
-    assert dbapi_connection is not None  # a checked-out connection has one
-    cursor = None
+    prepared: set[str] = conn.connection.info.setdefault("tasklift_prepared", set())
+    args = statement.args(params, statement.names)
+    if statement.name not in prepared:
+        conn.exec_driver_sql(statement.prepare_sql)
+        prepared.add(statement.name)
     try:
-        cursor = dbapi_connection.cursor()
-        if get_settings().db_statement_cache_size > 0:
-            # The record's info is cleared when its DBAPI connection is replaced; checked anyway.
-            known = fairy.info.get("tasklift_prepared")
-            if known is None or known[0] is not dbapi_connection:
-                known = fairy.info["tasklift_prepared"] = (dbapi_connection, set())
-            _run_prepared(cursor, known[1], statement, params)
-        else:
-            cursor.execute(statement.plain_sql, statement.args(params, statement.plain_names))
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        return dict(zip([column[0] for column in cursor.description], row, strict=True))
-    except engine.dialect.loaded_dbapi.Error as exc:
-        disconnect = engine.dialect.is_disconnect(exc, dbapi_connection, cursor)
-        if disconnect:  # what SQLAlchemy's Connection does: this one and all older ones are reconnected
-            engine.pool._invalidate(fairy, exc)
-        raise DBAPIError.instance(
-            statement.sql,
-            dict(params),
-            exc,
-            engine.dialect.loaded_dbapi.Error,
-            connection_invalidated=disconnect,
-            dialect=engine.dialect,
-        ) from exc
-    finally:
-        if cursor is not None:
-            with contextlib.suppress(Exception):  # a lost connection's cursor: the connection is dropped anyway
-                cursor.close()
-        fairy.close()  # back to the pool
+        found = conn.exec_driver_sql(statement.execute_sql, args).mappings().first()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) != _NOT_PREPARED or not conn.connection.dbapi_connection.autocommit:
+            raise  # (a lost connection is invalidated: the first test keeps it untouched)
+        # The session lost it (DEALLOCATE/DISCARD ALL); autocommit, so nothing else was undone.
+        conn.rollback()
+        conn.exec_driver_sql(statement.prepare_sql)
+        found = conn.exec_driver_sql(statement.execute_sql, args).mappings().first()
+    return None if found is None else dict(found)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -15,9 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     Connection,
-    Engine,
     Float,
     Integer,
     RowMapping,
@@ -36,7 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklift.blobs import claims
-from tasklift.store.db import Prepared, execute_prepared
+from tasklift.store.db import Prepared, run_prepared
 from tasklift.store.tables import idempotency_keys, outbox, task_events, tasks
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
@@ -428,8 +426,7 @@ _TASK_ID = bindparam("task_id", type_=UUID(as_uuid=True))
 _ATTEMPT = bindparam("attempt", type_=Integer)
 _LEASE = bindparam("lease", type_=Float)
 
-#: The claim: one statement (see above). The runner executes it as a prepared statement on the raw
-#: DBAPI connection (:func:`claim_prepared`); :func:`claim` runs the same text through SQLAlchemy.
+#: The claim: one statement (see above), a prepared statement on the worker's connection.
 CLAIM_SQL = f"""
 WITH r AS (
     UPDATE tasks
@@ -446,31 +443,16 @@ WITH r AS (
     DELETE FROM task_outbox WHERE task_id = :task_id AND EXISTS (SELECT FROM r)
 )
 SELECT {_TASK_COLUMNS} FROM r"""
-_CLAIM = text(CLAIM_SQL).bindparams(_TASK_ID, _LEASE, bindparam("worker", type_=Text)).columns(*tasks.c)
+_CLAIM = Prepared("tasklift_claim", CLAIM_SQL, {"task_id": "uuid", "lease": "float8", "worker": "text"})
 
 
-def claim(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) -> tuple[RowMapping, Event] | None:
+def claim(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) -> tuple[dict[str, Any], Event] | None:
     """PENDING → RUNNING with a new attempt and lease; None if another delivery got there first.
 
     One statement: the status event is appended and the outbox row deleted only if the CAS won.
+    On the worker's autocommit connection it is its own transaction, committed when this returns.
     """
-    row = conn.execute(_CLAIM, {"task_id": task_id, "worker": worker, "lease": lease}).mappings().first()
-    if row is None:
-        return None
-    return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
-
-
-_CLAIM_PREPARED = Prepared(
-    "tasklift_claim", CLAIM_SQL, {"task_id": "uuid", "lease": "float8", "worker": "text"}, traced=_CLAIM
-)
-
-
-def claim_prepared(
-    engine: Engine, task_id: uuid.UUID, worker: str, lease: float
-) -> tuple[dict[str, Any], Event] | None:
-    """:func:`claim` as a prepared statement on a connection of ``engine`` (an autocommit engine:
-    the statement is its own transaction). The worker's path; the row is a plain dict."""
-    row = execute_prepared(engine, _CLAIM_PREPARED, {"task_id": task_id, "worker": worker, "lease": lease})
+    row = run_prepared(conn, _CLAIM, {"task_id": task_id, "worker": worker, "lease": lease})
     if row is None:
         return None
     return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
@@ -572,7 +554,7 @@ _FINISH_COLUMNS = (
     tasks.c.result, tasks.c.error, tasks.c.task_type, tasks.c.queue, tasks.c.last_seq,
 )  # fmt: skip
 _FINISH_NAMES = ", ".join(column.name for column in _FINISH_COLUMNS)
-#: The outcome: one statement (see above); :func:`finish_prepared` runs it as a prepared statement.
+#: The outcome: one statement (see above), a prepared statement like the claim.
 FINISH_SQL = f"""
 WITH r AS (
     UPDATE tasks
@@ -590,45 +572,7 @@ WITH r AS (
     FROM r
 )
 SELECT {_FINISH_NAMES} FROM r"""
-_FINISH = (
-    text(FINISH_SQL)
-    .bindparams(
-        _TASK_ID,
-        _ATTEMPT,
-        bindparam("status", type_=Text),
-        bindparam("result", type_=JSONB),
-        bindparam("error", type_=JSONB),
-        bindparam("set_progress", type_=Boolean),
-        bindparam("progress", type_=JSONB),
-        bindparam("extra", type_=JSONB),
-    )
-    .columns(*_FINISH_COLUMNS)
-)
-
-
-def finish(
-    conn: Connection,
-    task_id: uuid.UUID,
-    attempt: int,
-    status: TaskStatus,
-    *,
-    result: Any = None,
-    error: dict[str, Any] | None = None,
-    progress: dict[str, Any] | None = None,
-) -> tuple[RowMapping, Event] | None:
-    """RUNNING → SUCCESS | FAILED | CANCELLED for the attempt holding the lease.
-
-    One statement; the returned row has the columns :func:`status_data` needs plus ``task_type``,
-    ``queue`` and ``last_seq``.
-    """
-    params = _finish_params(task_id, attempt, status, result, error, progress)
-    row = conn.execute(_FINISH, params).mappings().first()
-    if row is None:
-        return None
-    return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
-
-
-_FINISH_PREPARED = Prepared(
+_FINISH = Prepared(
     "tasklift_finish",
     FINISH_SQL,
     {
@@ -641,12 +585,11 @@ _FINISH_PREPARED = Prepared(
         "progress": "jsonb",
         "extra": "jsonb",
     },
-    traced=_FINISH,
 )
 
 
-def finish_prepared(
-    engine: Engine,
+def finish(
+    conn: Connection,
     task_id: uuid.UUID,
     attempt: int,
     status: TaskStatus,
@@ -655,9 +598,13 @@ def finish_prepared(
     error: dict[str, Any] | None = None,
     progress: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Event] | None:
-    """:func:`finish` as a prepared statement on a connection of ``engine`` (an autocommit engine:
-    committed, durably, when this returns). The worker's path; the row is a plain dict."""
-    row = execute_prepared(engine, _FINISH_PREPARED, _finish_params(task_id, attempt, status, result, error, progress))
+    """RUNNING → SUCCESS | FAILED | CANCELLED for the attempt holding the lease.
+
+    One statement; the returned row has the columns :func:`status_data` needs plus ``task_type``,
+    ``queue`` and ``last_seq``. On the worker's autocommit connection it is committed, durably,
+    when this returns; the reaper runs it inside its own transaction.
+    """
+    row = run_prepared(conn, _FINISH, _finish_params(task_id, attempt, status, result, error, progress))
     if row is None:
         return None
     return row, Event(str(task_id), row["last_seq"], "status", status_data(row))
