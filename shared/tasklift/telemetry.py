@@ -908,12 +908,17 @@ def _running() -> dict[tuple[tuple[str, str], ...], float]:
     return {(("lease", state),): n for state, n in counts.items()}
 
 
-def _open_streams() -> dict[tuple[tuple[str, str], ...], float]:
-    import sys
+#: What the tasklift.streams.open gauge adds up: each registered by the module that owns the streams.
+_stream_counts: list[Callable[[], int]] = []
 
-    hub_module = sys.modules.get("tasklift.events.hub")
-    hubs = list(getattr(hub_module, "_hubs", {}).values()) if hub_module else []
-    return {(): float(sum(hub.subscriptions for hub in hubs))}
+
+def count_open_streams(source: Callable[[], int]) -> None:
+    """Report ``source()`` (streams and long polls this process serves) in ``tasklift.streams.open``."""
+    _stream_counts.append(source)
+
+
+def _open_streams() -> dict[tuple[tuple[str, str], ...], float]:
+    return {(): float(sum(source() for source in _stream_counts))}
 
 
 _queue_depth_reading = _Cached(_queue_depths)

@@ -28,6 +28,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from tasklift import telemetry
 from tasklift.events.bus import CHANNEL_PREFIX, channel
 from tasklift.store.repository import Event
 
@@ -354,6 +355,7 @@ async def _last_seqs(conn: Any, task_ids: list[str]) -> dict[str, int]:
 
 
 _hubs: dict[int, EventHub] = {}
+telemetry.count_open_streams(lambda: sum(hub.subscriptions for hub in tuple(_hubs.values())))
 
 
 def get_hub() -> EventHub:
