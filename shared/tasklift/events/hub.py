@@ -97,10 +97,6 @@ class Subscription:
     def qsize(self) -> int:
         return len(self._items)
 
-    def get_nowait(self) -> Event | _Marker | None:
-        """The next queued item, or None when nothing is queued."""
-        return self._items.popleft() if self._items else None
-
     def take_all(self) -> list[Event | _Marker]:
         """Everything queued now, oldest first (at most ``maxsize`` items)."""
         items = list(self._items)
@@ -181,10 +177,6 @@ class EventHub:
         self._pending: set[asyncio.Task[None]] = set()
         # Held so that id(loop) in _hubs cannot be reused by a later loop while this hub exists.
         self.loop = asyncio.get_running_loop()
-
-    @property
-    def watched_tasks(self) -> int:
-        return len(self._watchers)
 
     @property
     def subscriptions(self) -> int:

@@ -63,7 +63,7 @@ class Submitted:
 
 
 @dataclass
-class Cancelled:
+class CancelOutcome:
     """Outcome of a cancel: ``done`` (now CANCELLED) or ``requested`` (the worker will stop)."""
 
     task: RowMapping
@@ -221,7 +221,7 @@ class TaskService:
 
     # --- cancel ---------------------------------------------------------------------------------
 
-    def cancel(self, owner: str | None, task_id: str) -> Cancelled:
+    def cancel(self, owner: str | None, task_id: str) -> CancelOutcome:
         """Cancel a task: PENDING ends at once; RUNNING gets the durable cancel flag.
 
         Raises:
@@ -238,9 +238,9 @@ class TaskService:
         assert current is not None
         status = TaskStatus(current["status"])
         if status == TaskStatus.CANCELLED:
-            return Cancelled(current, done=True)
+            return CancelOutcome(current, done=True)
         if status == TaskStatus.RUNNING:
-            return Cancelled(current, done=False)
+            return CancelOutcome(current, done=False)
         if status == TaskStatus.PENDING:  # raced with a claim that then requeued; ask again
             return self.cancel(owner, task_id)
         raise Conflict(f"task {task_id} already finished with {status.value}; it cannot be cancelled")
