@@ -10,6 +10,7 @@ then, once they are healthy, migrate, then api/worker/reaper once it exited 0.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -138,10 +139,21 @@ class Stack:
         ).stdout
         return [line.split("\t") for line in out.splitlines() if line]
 
+    @functools.cached_property
     def api_key(self) -> str:
         """`compose exec -T api tasklift keys create --name ci | tail -n 1`, as docs/deploy.md says."""
         out = self.compose("exec", "-T", "api", "tasklift", "keys", "create", "--name", "ci").stdout
         return out.strip().splitlines()[-1]
 
     def down(self, *extra: str) -> None:
+        """`compose down`; first removes containers podman-compose does not know of (worker_2... of
+        `--scale`, which its `down` leaves running), so networks and volumes go too."""
+        known = {c for service in ("postgres", "redis", "jaeger", "migrate", *APP_SERVICES) for c in
+                 self.containers(service)[:1]}  # fmt: skip
+        everything = self.podman(
+            "ps", "-a", "--format", "{{.Names}}", "--filter", f"label=io.podman.compose.project={self.project}"
+        ).stdout.split()  # fmt: skip
+        extra_containers = sorted(set(everything) - known)
+        if extra_containers:
+            self.podman("rm", "-f", "-t", "30", *extra_containers, timeout=300)
         self.compose("down", *extra, timeout=300, check=False)
