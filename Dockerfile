@@ -8,8 +8,11 @@
 # Refresh both together on purpose (e.g. `docker buildx imagetools inspect python:3.12-slim-bookworm`),
 # never by letting the tag float.
 
+# BASE_IMAGE: CI builds on a local Debian base instead (registries are out of reach; .ci/compose-images).
+ARG BASE_IMAGE=python:3.12-slim-bookworm@sha256:34386ef0cb081344d7ec1c103ba398e6e9f64e9ab3a1509accc92a4e24a07258
+
 # --- builder: a venv with everything compiled ------------------------------------------------
-FROM python:3.12-slim-bookworm@sha256:34386ef0cb081344d7ec1c103ba398e6e9f64e9ab3a1509accc92a4e24a07258 AS builder
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -56,7 +59,7 @@ RUN extras=$(echo "${TASKLIFT_EXTRAS}" | tr ',' '\n' | sed '/^$/d; s/^/--extra /
     && python -m compileall -q /opt/venv
 
 # --- final: slim runtime, no compilers, non-root --------------------------------------------
-FROM python:3.12-slim-bookworm@sha256:34386ef0cb081344d7ec1c103ba398e6e9f64e9ab3a1509accc92a4e24a07258 AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="tasklift" \
       org.opencontainers.image.description="Long-running operations behind HTTP APIs: API/functions, Celery workers, reaper, migrations" \

@@ -11,9 +11,15 @@ def _stages() -> list[list[str]]:
     """Dockerfile instructions (continuation lines joined), split per FROM."""
     text = re.sub(r"\\\n", " ", tools.DOCKERFILE.read_text())
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    # ARGs before the first FROM (BASE_IMAGE) stand for their defaults in FROM lines.
+    defaults: dict[str, str] = {}
     stages: list[list[str]] = []
     for line in lines:
+        if not stages and line.upper().startswith("ARG ") and "=" in line:
+            name, _, value = line[4:].strip().partition("=")
+            defaults[name] = value
         if line.upper().startswith("FROM "):
+            line = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), line)
             stages.append([])
         if stages:
             stages[-1].append(line)
