@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from dataclasses import dataclass
 
 import psutil
+import pytest
 import sqlalchemy as sa
 
 TERMINAL = ("SUCCESS", "FAILED", "CANCELLED")
@@ -81,3 +85,20 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+@pytest.fixture
+def own_redis(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """A Redis of this test's own (it may be restarted or frozen), wired into this process's settings."""
+    from tasklift.embedded import EmbeddedRedis
+    from tasklift.settings import get_settings
+
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=False)
+    url = server.start()
+    monkeypatch.setenv("TASKLIFT_REDIS_URL", url)
+    get_settings.cache_clear()
+    yield server
+    if server.proc is not None:  # never leave it stopped (SIGSTOP), whatever failed
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.proc.pid, signal.SIGCONT)
+    server.stop()

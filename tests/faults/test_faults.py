@@ -21,7 +21,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tasklift.embedded import EmbeddedRedis, free_port
+from tasklift.embedded import free_port
 from tasklift.store import repository as repo
 from tasklift.store.db import get_engine
 from tests.conftest import wait_for_status
@@ -100,19 +100,6 @@ def test_a_crash_between_commit_and_publish_delays_but_never_loses(db, client, s
     counts = wait_until_terminal(db, ids, timeout=60)
     print(counts)
     assert counts.lost == 0 and counts.duplicated == 0 and counts.succeeded == 5
-
-
-@pytest.fixture
-def own_redis(tmp_path, monkeypatch: pytest.MonkeyPatch):
-    """A Redis of this test's own (so it can be restarted), wired into this process's settings."""
-    from tasklift.settings import get_settings
-
-    server = EmbeddedRedis(tmp_path / "redis", appendonly=False)
-    url = server.start()
-    monkeypatch.setenv("TASKLIFT_REDIS_URL", url)
-    get_settings.cache_clear()
-    yield server
-    server.stop()
 
 
 def test_a_redis_restart_without_persistence_under_load_loses_nothing(

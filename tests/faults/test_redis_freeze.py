@@ -18,7 +18,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tasklift.embedded import EmbeddedRedis, free_port
+from tasklift.embedded import free_port
 from tests.faults.conftest import running_count, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -26,21 +26,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 RESYNC_SECONDS = 2.0  #: the default stream_resync_seconds
 BOUND = 2 * RESYNC_SECONDS + 2.0  #: two check periods, plus a replay read on a loaded machine
 STREAMS = 5
-
-
-@pytest.fixture
-def own_redis(tmp_path, monkeypatch: pytest.MonkeyPatch):
-    """A Redis of this test's own (so it can be frozen without touching anyone else's)."""
-    from tasklift.settings import get_settings
-
-    server = EmbeddedRedis(tmp_path / "redis", appendonly=False)
-    url = server.start()
-    monkeypatch.setenv("TASKLIFT_REDIS_URL", url)
-    get_settings.cache_clear()
-    yield server
-    if server.proc is not None:
-        os.kill(server.proc.pid, signal.SIGCONT)  # never leave it stopped, whatever failed
-    server.stop()
 
 
 def completed_at(db: sa.Engine, task_ids: list[str]) -> dict[str, float]:
