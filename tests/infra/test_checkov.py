@@ -1,6 +1,6 @@
 """checkov passes over every deployment source, with only the skips .checkov.yaml justifies.
 
-checkov runs from its own venv (tests/infra/tools.py explains why); the first run installs it.
+checkov runs from its own venv, hash-pinned (tests/infra/tools.py explains why); the first run installs it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import yaml
 from tests.infra import tools
 
 FRAMEWORKS = {
+    # checkov's `cloudformation` framework reads SAM (AWS::Serverless::*, Globals); `serverless` is the
+    # Serverless Framework's serverless.yml.
+    "cloudformation": [tools.SAM_TEMPLATE],
     "terraform": [tools.TERRAFORM],
     "bicep": [tools.BICEP],
     "kubernetes": [tools.K8S],

@@ -9,11 +9,9 @@ fails the test.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -22,44 +20,20 @@ from tests.infra import tools
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-VALIDATORS = tools.REPO / ".ci" / "tools" / "validators"
+VALIDATORS = tools.VALIDATORS
 K8S_VENV = tools.REPO / ".venv-k8s"
 KUBERNETES_VERSION = "1.33"  #: a current release (AKS and EKS both offer it)
 CRD_GROUPS = ("keda.sh/", "secrets-store.csi.x-k8s.io/", "kustomize.config.k8s.io/")
 MANIFESTS = sorted(p for p in tools.K8S.rglob("*.yaml"))
 
 
-def _installed(root, stamp_of: str, install: list[list[str]]) -> None:
-    root.mkdir(exist_ok=True)
-    with (root / ".install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = root / ".installed"
-        if stamp.exists() and stamp.read_text() == stamp_of:
-            return
-        for command in install:
-            done = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=600)
-            if done.returncode != 0:
-                pytest.fail(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
-        stamp.write_text(stamp_of)
-
-
 def kubernetes_validate() -> str:
-    pins = VALIDATORS / "k8s.txt"
-    python = K8S_VENV / "bin" / "python"
-    steps = [] if python.exists() else [[sys.executable, "-m", "venv", str(K8S_VENV)]]
-    steps.append([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--require-hashes",
-                  "--no-deps", "-r", str(pins)])  # fmt: skip
-    _installed(K8S_VENV, pins.read_text(), steps)
-    return str(K8S_VENV / "bin" / "kubernetes-validate")
+    return str(tools.venv_with(K8S_VENV, VALIDATORS / "k8s.txt") / "kubernetes-validate")
 
 
 def keda_validator() -> list[str]:
-    npm, node = shutil.which("npm"), shutil.which("node")
-    if not (npm and node):
-        pytest.fail("node and npm are needed for the KEDA schema check (.ci/run installs them)", pytrace=False)
-    lock = (VALIDATORS / "package-lock.json").read_text()
-    _installed(VALIDATORS, lock, [[npm, "ci", "--silent", "--no-audit", "--no-fund"]])
-    return [node, str(VALIDATORS / "keda-validate.js")]
+    tools.node_validators()
+    return [str(shutil.which("node")), str(VALIDATORS / "keda-validate.js")]
 
 
 def test_every_core_manifest_passes_strict_validation() -> None:

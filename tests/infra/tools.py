@@ -2,8 +2,8 @@
 
 checkov and python-hcl2 both install a top-level module called ``hcl2`` (checkov ships its own fork),
 so checkov cannot share the test venv. It lives in ``.venv-checkov/`` at the repository root (ignored
-by git), created with ``python -m venv`` + ``pip install checkov`` the first time a test needs it.
-A failed install fails the test: a security scan that silently does not run proves nothing.
+by git), installed from the hashed pins in ``.ci/tools/validators/checkov.txt`` the first time a test
+needs it. A failed install fails the test: a security scan that silently does not run proves nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,14 +24,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
+SAM_TEMPLATE = REPO / "functions" / "aws" / "template.yaml"
 TERRAFORM = REPO / "infra" / "terraform"
 BICEP = REPO / "infra" / "bicep"
 K8S = REPO / "infra" / "k8s"
 CHECKOV_CONFIG = REPO / ".checkov.yaml"
 CHECKOV_VENV = REPO / ".venv-checkov"
 
-#: checkov major version the skip list in .checkov.yaml was reviewed against.
-CHECKOV_REQUIREMENT = "checkov>=3.2,<4"
+VALIDATORS = REPO / ".ci" / "tools" / "validators"
 
 TASKLIFT_NAME = re.compile(r"\bTASKLIFT_[A-Z0-9_]+\b")
 
@@ -146,24 +147,53 @@ def strip_bicep_comments(text: str) -> str:
 # --- checkov ------------------------------------------------------------------------------------
 
 
-def checkov_executable() -> Path:
-    """Path of checkov in its own venv, creating the venv on first use (lock-protected for xdist)."""
-    bindir = "Scripts" if os.name == "nt" else "bin"
-    exe = CHECKOV_VENV / bindir / "checkov"
-    CHECKOV_VENV.mkdir(exist_ok=True)
-    with (CHECKOV_VENV / ".install.lock").open("w") as lock:
+def install_once(root: Path, stamp_of: str, steps: list[list[str]]) -> None:
+    """Run the install ``steps`` in ``root`` unless ``root/.installed`` already holds ``stamp_of``.
+
+    The stamp is the pin file's text, so a changed pin reinstalls; a lock file serialises xdist workers.
+    A failed step fails the test: a validator that silently does not run proves nothing.
+    """
+    import pytest
+
+    root.mkdir(exist_ok=True)
+    with (root / ".install.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not exe.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(CHECKOV_VENV)], check=True)
-            pip = CHECKOV_VENV / bindir / "pip"
-            result = subprocess.run(
-                [str(pip), "install", "--disable-pip-version-check", "--quiet", CHECKOV_REQUIREMENT],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"installing {CHECKOV_REQUIREMENT} failed:\n{result.stdout}\n{result.stderr}")
-    return exe
+        stamp = root / ".installed"
+        if stamp.exists() and stamp.read_text() == stamp_of:
+            return
+        for command in steps:
+            done = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=900)
+            if done.returncode != 0:
+                pytest.fail(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
+        stamp.write_text(stamp_of)
+
+
+def venv_with(venv: Path, pins: Path) -> Path:
+    """``venv`` holding exactly the hashed closure in ``pins`` (pip --require-hashes --no-deps); its bin/."""
+    python = venv / "bin" / "python"
+    steps = [] if python.exists() else [[sys.executable, "-m", "venv", str(venv)]]
+    steps.append([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--require-hashes",
+                  "--no-deps", "-r", str(pins)])  # fmt: skip
+    install_once(venv, pins.read_text(), steps)
+    return venv / "bin"
+
+
+def node_validators() -> Path:
+    """``.ci/tools/validators/node_modules`` from its package-lock (``npm ci``, peers left out: only the
+    schemas are used), installed on first use; .ci/run installs node and npm."""
+    import pytest
+
+    npm = shutil.which("npm")
+    if not (npm and shutil.which("node")):
+        pytest.fail("node and npm are needed for the npm-pinned validators (.ci/run installs them)", pytrace=False)
+    lock = (VALIDATORS / "package-lock.json").read_text()
+    install_once(VALIDATORS, lock, [[npm, "ci", "--omit=peer", "--silent", "--no-audit", "--no-fund"]])
+    return VALIDATORS / "node_modules"
+
+
+def checkov_executable() -> Path:
+    """checkov from its hashed pins (.ci/tools/validators/checkov.txt) in .venv-checkov, installed on first use."""
+    return venv_with(CHECKOV_VENV, VALIDATORS / "checkov.txt") / "checkov"
 
 
 def run_checkov(framework: str, *targets: Path) -> dict[str, Any]:
