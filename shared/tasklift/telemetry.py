@@ -14,10 +14,10 @@ The trace of a task, whichever host served the request and whichever process ran
 A message published later by the outbox dispatcher (after a crash, a broker outage or a retry's
 back-off) parents its producer span on the task's stored traceparent, so it joins the same trace.
 
-Configuration is the standard ``OTEL_*`` environment only. With none set, nothing is exported and
-spans are not recorded: the request and task spans still carry trace ids (so every task gets one,
-stored and returned by the API, and log lines carry it) but skip all processing, and the
-per-statement database and outbound httpx client spans are not made at all:
+Configuration is the standard ``OTEL_*`` environment only. With none set, nothing is exported, but
+the spans are made all the same, by the same SDK tracer and instrumentors (asyncpg, SQLAlchemy,
+httpx in workers): a deployment that exports runs the code the tests and benchmarks ran. Every task
+gets a trace id, stored and returned by the API, and log lines carry it:
 
 - ``OTEL_SDK_DISABLED=true``: no SDK at all (trace ids only from an incoming traceparent).
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the per-signal ``…_TRACES_/…_METRICS_ENDPOINT``): export
@@ -46,7 +46,6 @@ import dataclasses
 import functools
 import logging
 import os
-import random
 import threading
 import time
 import weakref
@@ -54,15 +53,13 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry import baggage, metrics, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tasklift import logs
@@ -103,7 +100,6 @@ class _State:
     registry: CollectorRegistry | None = None
     clients_traced: bool = False  #: SQL/httpx instrumentation installed (survives fork)
     tracer: trace.Tracer | None = None  #: made once: get_tracer costs ~70 µs per call
-    sampler: QuietClientRoots | None = None
 
 
 _lock = threading.Lock()
@@ -150,8 +146,7 @@ def _build(state: _State) -> None:
 
     resource = _resource(state.role)
     span_exporters = _span_exporters()
-    state.sampler = QuietClientRoots(_env_sampler(), recording=bool(span_exporters))
-    provider = TracerProvider(resource=resource, sampler=state.sampler)
+    provider = TracerProvider(resource=resource, sampler=QuietClientRoots(_env_sampler()))
     for exporter in span_exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -169,10 +164,7 @@ def _build(state: _State) -> None:
     metrics.set_meter_provider(meter_provider)
     state.tracer_provider, state.meter_provider = provider, meter_provider
 
-    if span_exporters:
-        # With nothing leaving the process, the request/task spans still give every task its trace
-        # id, but per-statement client spans would cost ~0.1 ms each for nobody.
-        _trace_clients(state)
+    _trace_clients(state)
 
 
 def _trace_clients(state: _State) -> None:
@@ -191,14 +183,11 @@ def _trace_clients(state: _State) -> None:
 
 
 def add_span_processor(processor: Any) -> None:
-    """Send this process's spans to ``processor`` too, client spans included (tests, embedders)."""
+    """Send this process's spans to ``processor`` too (tests, embedders)."""
     configure()
     state = _state
     assert state is not None and state.tracer_provider is not None, "OpenTelemetry SDK disabled"
     state.tracer_provider.add_span_processor(processor)
-    if state.sampler is not None:
-        state.sampler.recording = True
-    _trace_clients(state)
 
 
 def _resource(role: str) -> Any:
@@ -328,15 +317,12 @@ def tracer_provider() -> TracerProvider | None:
 class QuietClientRoots(Sampler):
     """A sampler that drops client spans without a parent, else defers to ``delegate``.
 
-    While ``recording`` is off (no span exporter or processor: nothing would ever see a span) it
-    drops everything. Dropped spans still get trace and span ids and still propagate, so every task
-    keeps its trace id and every log line its ``trace_id``; they just skip attribute handling and
-    the processors (~40 µs per span saved on every request).
+    Heartbeats, reaper sweeps and probes query the database outside any request or task; as roots
+    their spans would bury the task traces. ``delegate`` is what ``OTEL_TRACES_SAMPLER`` asks for.
     """
 
-    def __init__(self, delegate: Sampler, recording: bool = True) -> None:
+    def __init__(self, delegate: Sampler) -> None:
         self._delegate = delegate
-        self.recording = recording
 
     def should_sample(
         self,
@@ -348,8 +334,6 @@ class QuietClientRoots(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: Any = None,
     ) -> SamplingResult:
-        if not self.recording:
-            return SamplingResult(Decision.DROP)
         if kind == SpanKind.CLIENT and not trace.get_current_span(parent_context).get_span_context().is_valid:
             return SamplingResult(Decision.DROP)
         return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
@@ -373,74 +357,9 @@ def tracer() -> trace.Tracer:
     return state.tracer
 
 
-class _Entered(Generic[T]):
-    """A context manager that only hands out ``value`` (the quiet paths' stand-in for a span's)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: T) -> None:
-        self.value = value
-
-    def __enter__(self) -> T:
-        return self.value
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def span(name: str, **attributes: Any) -> AbstractContextManager[trace.Span]:
-    """A child span of the current one (claim, finish, …), or a root; when :func:`quiet`, the current span."""
-    if quiet():
-        current = trace.get_current_span()
-        if current.get_span_context().is_valid:  # a child would only differ by an id nobody sees
-            return _Entered(current)
-    return _span(name, attributes)
-
-
-@contextmanager
-def _span(name: str, attributes: Mapping[str, Any]) -> Iterator[trace.Span]:
-    if quiet():
-        root = _unrecorded(None)  # a root still starts a trace: its id goes on log lines and rows
-        token = otel_context.attach(trace.set_span_in_context(root))
-        try:
-            yield root
-        finally:
-            otel_context.detach(token)
-        return
-    with tracer().start_as_current_span(name, attributes=_attrs(attributes)) as current:
-        yield current
-
-
-def quiet() -> bool:
-    """True when spans exist only for their ids: the SDK is on, but nothing records or exports them.
-
-    That is the default (no ``OTEL_*`` exporter configured). The hot paths then skip the SDK's span
-    machinery (~10 µs a span) and make what the SDK would make of a span its sampler drops: a
-    non-recording span with fresh ids in the parent's trace (:func:`_unrecorded`). Trace ids are
-    stored, propagated and logged exactly as before; only spans nobody could see are skipped.
-    """
-    state = _state
-    if state is None or state.pid != os.getpid():
-        configure()
-        state = _state
-        assert state is not None
-    return state.sampler is not None and not state.sampler.recording
-
-
-_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
-
-
-def _unrecorded(parent: SpanContext | None) -> trace.NonRecordingSpan:
-    """A dropped span as the SDK makes it: the parent's trace (or a new one), a new span id, unsampled."""
-    # The SDK's RandomIdGenerator draws from the same generator (random.getrandbits); 0 is invalid.
-    if parent is not None and parent.is_valid:
-        trace_id, trace_state = parent.trace_id, parent.trace_state
-    else:
-        trace_id, trace_state = random.getrandbits(128) or 1, None
-    span_id = random.getrandbits(64) or 1
-    return trace.NonRecordingSpan(
-        SpanContext(trace_id, span_id, is_remote=False, trace_flags=_UNSAMPLED, trace_state=trace_state)
-    )
+    """A child span of the current one (claim, finish, …), or a root, with ``tasklift.*`` attributes."""
+    return tracer().start_as_current_span(name, attributes=_attrs(attributes))
 
 
 def _attrs(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -471,19 +390,17 @@ def trace_ids() -> tuple[str | None, str | None]:
 
 
 def _traceparent_of(context: SpanContext) -> str | None:
-    """``context`` as W3C ``traceparent``: the value TraceContextTextMapPropagator.inject writes."""
-    return _format_traceparent(context) if context.is_valid else None
-
-
-def _format_traceparent(context: SpanContext) -> str:
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    """``context`` as W3C ``traceparent`` (what ``tasks.traceparent`` holds, whatever OTEL_PROPAGATORS says)."""
+    if not context.is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=trace.set_span_in_context(trace.NonRecordingSpan(context)))
+    return carrier["traceparent"]
 
 
 def annotate(**attributes: Any) -> None:
     """Put ``tasklift.*`` attributes on the current span; ``task_id``/``attempt`` also go on log lines."""
-    current = trace.get_current_span()
-    if current.is_recording():
-        current.set_attributes(_attrs(attributes))
+    trace.get_current_span().set_attributes(_attrs(attributes))
     logs.bind(task_id=attributes.get("task_id"), attempt=attributes.get("attempt"))
 
 
@@ -515,22 +432,12 @@ def traced_request(handle: Handle) -> Handle:
     async def wrapper(route: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
         if route.name in UNTRACED_ROUTES:
             return await handle(route, req, *args, **kwargs)
-        if quiet():
-            headers = req.headers
-            incoming = propagate.extract(headers) if "traceparent" in headers or "baggage" in headers else Context()
-            parent = trace.get_current_span(incoming).get_span_context()
-            token = otel_context.attach(trace.set_span_in_context(_unrecorded(parent), incoming))
-            try:
-                with logs.bound(task_id=req.path_params.get("task_id")):
-                    return await handle(route, req, *args, **kwargs)
-            finally:
-                otel_context.detach(token)
         attributes = {"http.request.method": req.method, "http.route": route.template, "url.path": req.path}
         with (
             logs.bound(task_id=req.path_params.get("task_id")),
+            continued(req.headers),
             tracer().start_as_current_span(
                 f"{req.method} {route.template}",
-                context=propagate.extract(req.headers),
                 kind=SpanKind.SERVER,
                 attributes=attributes,
             ) as current,
@@ -544,37 +451,24 @@ def traced_request(handle: Handle) -> Handle:
     return wrapper  # type: ignore[return-value]
 
 
+@contextmanager
+def continued(carrier: Mapping[str, str]) -> Iterator[None]:
+    """Make the trace context and baggage that ``carrier`` (request or message headers) holds current.
+
+    ``start_as_current_span(context=...)`` would take the parent span from it but drop its baggage.
+    """
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def _parse_traceparent(value: str | None) -> trace.SpanContext | None:
     if not value:
         return None
     context = trace.get_current_span(_W3C.extract({"traceparent": value})).get_span_context()
     return context if context.is_valid else None
-
-
-_DEFAULT_TEXTMAP: list[object] = []  #: the global propagator when it was found to be the default
-
-
-def _w3c_only(context: Context) -> bool:
-    """True if ``propagate.inject`` in ``context`` would write just ``traceparent`` (and ``tracestate``).
-
-    That is the case with the default propagators (W3C trace context and baggage, as
-    ``OTEL_PROPAGATORS`` is unset) and no baggage in ``context``; any other configuration takes
-    the propagator's own path.
-    """
-    textmap = propagate.get_global_textmap()
-    if not (_DEFAULT_TEXTMAP and _DEFAULT_TEXTMAP[0] is textmap):
-        kinds = [type(p) for p in getattr(textmap, "_propagators", ())]
-        if kinds != [TraceContextTextMapPropagator, W3CBaggagePropagator]:
-            return False
-        _DEFAULT_TEXTMAP[:] = [textmap]
-    return not baggage.get_all(context)
-
-
-def _w3c_headers(context: SpanContext) -> dict[str, str]:
-    headers = {"traceparent": _format_traceparent(context)}
-    if context.trace_state:
-        headers["tracestate"] = context.trace_state.to_header()
-    return headers
 
 
 def publishing(
@@ -587,18 +481,7 @@ def publishing(
     span of another trace (say, the retry request) is linked.
     """
     stored = _parse_traceparent(stored_traceparent)
-    if not quiet():
-        return _publishing(task_id, queue, stored)
-    # No span, so nothing logs on the span's behalf (no task_id binding); the headers are those of
-    # a dropped producer span, as the SDK would make it.
-    here = otel_context.get_current()
-    above = stored if stored is not None else trace.get_current_span(here).get_span_context()
-    producer = _unrecorded(above)
-    if _w3c_only(here):  # what propagate.inject would write, without its lookups
-        return _Entered(_w3c_headers(producer.get_span_context()))
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(producer, here))
-    return _Entered(carrier)
+    return _publishing(task_id, queue, stored)
 
 
 @contextmanager
@@ -669,9 +552,9 @@ def traced_run(execute: Callable[..., T]) -> Callable[..., T]:
         try:
             with (
                 logs.bound(task_id=task_id),
+                continued(carrier),
                 tracer().start_as_current_span(
                     f"{queue or 'tasklift.run'} process",
-                    context=propagate.extract(carrier) if carrier else None,
                     kind=SpanKind.CONSUMER,
                     attributes=attributes,
                 ),
@@ -794,13 +677,12 @@ def task_started(row: Mapping[str, Any]) -> None:
     _run_started.set(time.monotonic())
     logs.bind(attempt=row["attempts"])  # task_id is bound by traced_run
     current = trace.get_current_span()
-    if current.is_recording():  # else attributes and links are dropped anyway: skip making them
-        current.set_attributes(
-            _attrs({"attempt": row["attempts"], "task_type": row["task_type"], "queue": row.get("queue")})
-        )
-        stored = _parse_traceparent(row.get("traceparent"))
-        if stored is not None and current.get_span_context().trace_id != stored.trace_id:
-            current.add_link(stored, {"tasklift.link": "submit"})  # a message without trace headers
+    current.set_attributes(
+        _attrs({"attempt": row["attempts"], "task_type": row["task_type"], "queue": row.get("queue")})
+    )
+    stored = _parse_traceparent(row.get("traceparent"))
+    if stored is not None and current.get_span_context().trace_id != stored.trace_id:
+        current.add_link(stored, {"tasklift.link": "submit"})  # a message without trace headers
     created, started = row.get("created_at"), row.get("started_at")
     if row["attempts"] == 1 and created is not None and started is not None:
         attributes = {"task_type": row["task_type"], "queue": row.get("queue") or ""}

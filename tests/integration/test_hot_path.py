@@ -1,4 +1,4 @@
-"""The API's hot path on real PostgreSQL and Redis: the asyncpg pool, batched publishes, quiet spans."""
+"""The API's hot path on real PostgreSQL and Redis: the asyncpg pool and batched publishes."""
 
 from __future__ import annotations
 
@@ -8,16 +8,12 @@ import logging
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 import sqlalchemy as sa
 
-from tasklift import telemetry
-from tasklift.http import routes
-from tasklift.http.types import HttpRequest
 from tasklift.queue import dispatch
 from tasklift.queue.dispatch import Dispatch
 from tasklift.settings import get_settings
@@ -166,77 +162,6 @@ async def test_concurrent_submits_reach_each_queue_in_order_and_their_outbox_row
         rows = conn.execute(sa.text("SELECT published_at IS NOT NULL, broker_epoch FROM task_outbox")).all()
     assert rows and all(published and stored == epoch for published, stored in rows)
     assert len(rows) == len(ids)
-
-
-# --- spans nobody records ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def quiet(tasklift_env: dict[str, str]) -> Iterator[None]:
-    """This process as it runs by default: the SDK on, no exporter (another test may have added one)."""
-    telemetry.configure()
-    sampler = telemetry._state.sampler if telemetry._state else None
-    assert sampler is not None, "these tests need the OpenTelemetry SDK on"
-    recording, sampler.recording = sampler.recording, False
-    yield
-    sampler.recording = recording
-
-
-def submit_request(**headers: str) -> HttpRequest:
-    return HttpRequest(
-        "POST",
-        "/tasks",
-        headers={"content-type": "application/json", **headers},
-        body=b'{"task_type": "test_noop"}',
-        base_url="http://testserver",
-        path_params={},
-    )
-
-
-def message_traceparent(queue: str = "tasklift.cpu") -> list[str]:
-    raw = redis.Redis.from_url(get_settings().redis_url or "").rpop(queue)
-    assert raw is not None
-    return str(json.loads(raw)["headers"]["traceparent"]).split("-")
-
-
-async def test_quiet_spans_continue_the_callers_trace_into_the_row_and_the_message(quiet: None, db: sa.Engine) -> None:
-    assert telemetry.quiet()
-    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    route = next(r for r in routes.ROUTES if r.name == "submit_task")
-    resp = await routes.handle(route, submit_request(traceparent=f"00-{caller_trace}-{caller_span}-01"))
-    assert resp.status == 202
-    task = json.loads(resp.body)
-    assert task["trace_id"] == caller_trace
-    version, trace_id, span_id, flags = message_traceparent()
-    assert (version, trace_id, flags) == ("00", caller_trace, "00")  # same trace; not recorded, so not sampled
-    assert span_id not in (caller_span, "0" * 16)  # a span of our own under the caller's
-    with db.connect() as conn:
-        stored = conn.execute(sa.text("SELECT traceparent FROM tasks")).scalar_one()
-    assert stored.split("-")[1] == caller_trace
-
-
-async def test_quiet_spans_pass_the_callers_tracestate_and_baggage_on_in_the_message(quiet: None) -> None:
-    route = next(r for r in routes.ROUTES if r.name == "submit_task")
-    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    for baggage in ("user=42", None):
-        extra = {"baggage": baggage} if baggage else {}
-        resp = await routes.handle(route, submit_request(traceparent=caller, tracestate="vendor=abc", **extra))
-        assert resp.status == 202
-        raw = redis.Redis.from_url(get_settings().redis_url or "").rpop("tasklift.cpu")
-        headers = json.loads(raw or b"null")["headers"]
-        assert headers["tracestate"] == "vendor=abc"
-        assert headers.get("baggage") == baggage  # what the W3C baggage propagator writes, or nothing
-
-
-async def test_quiet_spans_start_a_new_trace_for_each_request_without_one(quiet: None) -> None:
-    route = next(r for r in routes.ROUTES if r.name == "submit_task")
-    traces = []
-    for _ in range(2):
-        task = json.loads((await routes.handle(route, submit_request())).body)
-        assert len(task["trace_id"]) == 32 and int(task["trace_id"], 16) != 0
-        assert message_traceparent()[1] == task["trace_id"]
-        traces.append(task["trace_id"])
-    assert traces[0] != traces[1]
 
 
 # --- submits together: one statement -------------------------------------------------------------
