@@ -8,6 +8,7 @@ names; ``tests/infra`` proves they do not drift. Unset ``database_url`` / ``redi
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -200,3 +201,15 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def redis_url() -> str:
+    """The configured Redis URL (broker and pub/sub).
+
+    Read from the environment too, not only from :func:`get_settings`: the embedded engine exports
+    ``TASKLIFT_REDIS_URL`` once it has started, after the settings may have been read.
+    """
+    url = get_settings().redis_url or os.environ.get("TASKLIFT_REDIS_URL")
+    if not url:
+        raise RuntimeError("TASKLIFT_REDIS_URL is not set; `tasklift dev` starts an embedded Redis and sets it")
+    return url

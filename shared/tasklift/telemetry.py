@@ -746,8 +746,7 @@ class _Cached:
 def _queue_depths() -> dict[tuple[tuple[str, str], ...], float]:
     import redis
 
-    from tasklift.queue.app import redis_url
-    from tasklift.settings import get_settings
+    from tasklift.settings import get_settings, redis_url
 
     settings = get_settings()
     queues = (settings.cpu_queue, settings.io_queue)

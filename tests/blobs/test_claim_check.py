@@ -243,7 +243,7 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
 
     from tasklift.events.bus import EventPublisher
     from tasklift.queue import runner
-    from tasklift.queue.app import redis_url
+    from tasklift.settings import redis_url
     from tasklift.store import repository as repo
     from tasklift.store.db import get_autocommit_engine, get_engine
     from tasklift.tasks.context import TaskContext

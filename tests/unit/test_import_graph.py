@@ -97,3 +97,39 @@ def test_no_module_level_import_cycle() -> None:
     graph = import_graph()
     assert "tasklift.http.guard" in graph["tasklift.http.routes"]  # the walk sees real imports
     assert cycles(graph) == []
+
+
+def all_imports(path: Path) -> set[str]:
+    """Every ``tasklift.*`` module ``path`` imports, at module level or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("tasklift")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tasklift"):
+            found.add(str(node.module))
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+#: Lower layers that must not reach up: telemetry is set up by every process and reads nothing above
+#: it; events and security sit beside the queue, not on it (settings.redis_url is what they share).
+FORBIDDEN = {
+    "tasklift.telemetry": ("tasklift.queue",),
+    "tasklift.events": ("tasklift.queue",),
+    "tasklift.security": ("tasklift.queue",),
+}
+
+
+def test_telemetry_events_and_security_do_not_import_upward_even_lazily() -> None:
+    offences = []
+    for name, path in _modules().items():
+        for package, banned in FORBIDDEN.items():
+            if name == package or name.startswith(package + "."):
+                offences += [(name, imported) for imported in sorted(all_imports(path)) if imported.startswith(banned)]
+    assert offences == []
+
+
+def test_the_layer_check_sees_a_lazy_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from tasklift.queue.app import celery_app\n")
+    assert "tasklift.queue.app" in all_imports(module)

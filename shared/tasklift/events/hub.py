@@ -352,8 +352,7 @@ telemetry.count_open_streams(lambda: sum(hub.subscriptions for hub in tuple(_hub
 
 def get_hub() -> EventHub:
     """The hub of the running event loop (one per process in practice)."""
-    from tasklift.queue.app import redis_url
-    from tasklift.settings import get_settings
+    from tasklift.settings import get_settings, redis_url
 
     loop = asyncio.get_running_loop()
     hub = _hubs.get(id(loop))

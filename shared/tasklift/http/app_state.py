@@ -6,7 +6,7 @@ import os
 from functools import cache
 
 from tasklift.events.bus import EventPublisher
-from tasklift.queue.app import redis_url
+from tasklift.settings import redis_url
 from tasklift.tasks.service import TaskService
 
 

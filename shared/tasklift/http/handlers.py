@@ -25,9 +25,8 @@ from tasklift.events.sse import StreamPlan, stream_events
 from tasklift.http.problems import Problem
 from tasklift.http.resources import etag, retry_after, task_resource
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
-from tasklift.queue.app import redis_url
 from tasklift.security.identity import owner_scope
-from tasklift.settings import get_settings
+from tasklift.settings import get_settings, redis_url
 from tasklift.store import aio
 from tasklift.store import repository as repo
 from tasklift.store.db import get_engine

@@ -8,19 +8,10 @@ Celery's result backend is disabled: status is always read from PostgreSQL.
 from __future__ import annotations
 
 import logging
-import os
 
 from celery import Celery, signals
 
-from tasklift.settings import get_settings
-
-
-def redis_url() -> str:
-    """The configured Redis URL (the embedded engine exports it before workers start)."""
-    url = get_settings().redis_url or os.environ.get("TASKLIFT_REDIS_URL")
-    if not url:
-        raise RuntimeError("TASKLIFT_REDIS_URL is not set; `tasklift dev` starts an embedded Redis and sets it")
-    return url
+from tasklift.settings import get_settings, redis_url
 
 
 def celery_config() -> dict[str, object]:

@@ -27,9 +27,8 @@ from sqlalchemy import Engine
 
 from tasklift import telemetry
 from tasklift.queue import wire
-from tasklift.queue.app import redis_url
 from tasklift.queue.reconcile import reconcile
-from tasklift.settings import get_settings
+from tasklift.settings import get_settings, redis_url
 from tasklift.store import aio
 from tasklift.store import repository as repo
 

@@ -25,8 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from tasklift import telemetry
 from tasklift.blobs import claims
 from tasklift.events.bus import EventPublisher
-from tasklift.queue.app import redis_url
-from tasklift.settings import get_settings
+from tasklift.settings import get_settings, redis_url
 from tasklift.store import repository as repo
 from tasklift.store.db import get_autocommit_engine, get_engine, retry_transient
 from tasklift.store.repository import Event

@@ -32,7 +32,7 @@ import pybreaker
 import redis
 from sqlalchemy import Connection, func, select, text
 
-from tasklift.queue.app import redis_url
+from tasklift.settings import redis_url
 from tasklift.store.tables import tasks
 
 log = logging.getLogger(__name__)
