@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
 from tasklift import telemetry
-from tasklift.queue import wire
+from tasklift.queue import _compat
 from tasklift.queue.reconcile import reconcile
 from tasklift.settings import get_settings, redis_url
 from tasklift.store import aio
@@ -57,12 +57,12 @@ class Dispatch:
 def publish(item: Dispatch) -> None:
     """Send ``tasklift.run(task_id)`` with Celery's task id equal to ours. Raises on broker errors.
 
-    One LPUSH of the message Celery would send (:mod:`tasklift.queue.wire`); no retry here: the
+    One LPUSH of the message Celery would send (:mod:`tasklift.queue._compat`); no retry here: the
     outbox retries, and a blocking retry would stall the HTTP response.
     """
     with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
         # trace_headers: the W3C traceparent; the worker's span continues the task's trace.
-        _broker().lpush(item.queue, wire.task_message(item.task_id, item.queue, item.task_type, trace_headers))
+        _broker().lpush(item.queue, _compat.task_message(item.task_id, item.queue, item.task_type, trace_headers))
 
 
 @cache
@@ -174,7 +174,7 @@ async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
     the INSERT, under the caller's span. Returns the task's row.
     """
     with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
-        message = wire.task_message(item.task_id, item.queue, item.task_type, trace_headers)
+        message = _compat.task_message(item.task_id, item.queue, item.task_type, trace_headers)
     return await _submits().call(_Submit(task, item, message))
 
 
