@@ -248,10 +248,10 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
     from tasklift.store.db import get_autocommit_engine, get_engine
     from tasklift.tasks.context import TaskContext
     from tasklift.tasks.states import TaskStatus
+    from tests.support.store import insert_tasks, new_task
 
     task_id = uuid.uuid4()
-    with get_engine().begin() as conn:
-        repo.insert_task(conn, repo.NewTask(task_id, "anonymous", "test_noop", "cpu", {}, {}, 0, None, 60))
+    insert_tasks(new_task("test_noop", "cpu", task_id=task_id))
     with get_autocommit_engine().connect() as conn:
         assert repo.claim(conn, task_id, "w1", 60) is not None
     value = {"rows": ["x" * 1024] * 2048}  # 2 MiB: over the blob threshold

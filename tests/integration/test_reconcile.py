@@ -19,6 +19,7 @@ from tasklift.settings import get_settings
 from tasklift.store import repository as repo
 from tasklift.store.db import get_engine
 from tests.conftest import wait_for_status
+from tests.support.store import insert_tasks, new_task
 
 
 def test_a_message_sent_through_celery_is_found_in_its_queue_list(tasklift_env, redis_server) -> None:
@@ -43,11 +44,7 @@ def test_a_message_a_worker_holds_unacknowledged_is_found(client: httpx.Client, 
 
 def _sent_task(conn: sa.Connection, epoch: str, seconds_ago: float) -> uuid.UUID:
     """A task whose outbox row says 'sent to Redis run ``epoch``', whether or not anything was sent."""
-    task_id = uuid.uuid4()
-    repo.insert_task(conn, repo.NewTask(
-        task_id=task_id, owner="anonymous", task_type="test_noop", queue=get_settings().cpu_queue, input={},
-        metadata={}, max_retries=0, trace_id=None, dispatch_grace=60,
-    ))  # fmt: skip
+    [task_id] = insert_tasks(new_task("test_noop", get_settings().cpu_queue))
     conn.execute(
         sa.text(
             "UPDATE task_outbox SET broker_epoch = :e, published_at = now() - make_interval(secs => :s)"

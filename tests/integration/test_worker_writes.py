@@ -17,6 +17,7 @@ from tasklift.settings import get_settings
 from tasklift.store import repository as repo
 from tasklift.store.db import get_autocommit_engine, get_engine, is_transient, retry_transient
 from tasklift.tasks.states import TaskStatus
+from tests.support.store import insert_tasks, new_task
 
 #: How claims and outcomes are written: "prepared" is a server-side prepared statement per
 #: connection (the default), "plain" the same SQL text without it (TASKLIFT_DB_STATEMENT_CACHE_SIZE=0,
@@ -46,21 +47,7 @@ def prepared_writer(
 
 def submit(task_id: uuid.UUID | None = None) -> uuid.UUID:
     task_id = task_id or uuid.uuid4()
-    with get_engine().begin() as conn:
-        repo.insert_task(
-            conn,
-            repo.NewTask(
-                task_id=task_id,
-                owner="anonymous",
-                task_type="test_noop",
-                queue="cpu",
-                input={},
-                metadata={},
-                max_retries=0,
-                trace_id=None,
-                dispatch_grace=60,
-            ),
-        )
+    insert_tasks(new_task("test_noop", "cpu", task_id=task_id))
     return task_id
 
 

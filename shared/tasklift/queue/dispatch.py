@@ -164,8 +164,14 @@ async def _publish_submits(submits: list[_Submit], _rows: list[Any]) -> None:
     await _publisher().send([(submit.item, submit.message) for submit in submits])
 
 
+def _message(item: Dispatch) -> bytes:
+    """The message Celery would send for ``item``, with its producer span (under the caller's)."""
+    with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
+        return wire.task_message(item.task_id, item.queue, item.task_type, trace_headers)
+
+
 async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
-    """Commit a new task, then publish it and mark it published (:func:`publish_after_commit`).
+    """Commit a new task, then publish it and mark it published (:func:`apublish`'s path).
 
     The submits in flight together share one INSERT (one commit), and the moment it commits, one
     LPUSH per queue carrying all of their messages is written to Redis; only then do their callers
@@ -174,9 +180,18 @@ async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
     and none of the callers' turns in between. The message (and its producer span) is made before
     the INSERT, under the caller's span. Returns the task's row.
     """
-    with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
-        message = wire.task_message(item.task_id, item.queue, item.task_type, trace_headers)
-    return await _submits().call(_Submit(task, item, message))
+    return await _submits().call(_Submit(task, item, _message(item)))
+
+
+async def apublish(items: Iterable[Dispatch]) -> None:
+    """Publish tasks committed on the event loop, and have them marked: the API's one publish.
+
+    The same publisher as :func:`asubmit`'s batches (:class:`_Publisher`); on a broker failure
+    the tasks stay in the outbox for the dispatcher. Never raises for the broker.
+    """
+    batch = [(item, _message(item)) for item in items]
+    if batch:
+        await _publisher().send(batch)
 
 
 def _submits() -> Any:

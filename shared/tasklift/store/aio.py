@@ -61,9 +61,7 @@ _FAILED = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.Postgr
 _LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionResetError, BrokenPipeError)
 
 #: Each running loop's pool, made once (a task, so that callers arriving together share it).
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[asyncpg.Pool]] = (
-    weakref.WeakKeyDictionary()
-)
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[asyncpg.Pool]] = weakref.WeakKeyDictionary()
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -149,6 +147,10 @@ _MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = repo.positional(repo.MARK_PUBLISHED_SQL)
 
 
 _INSERT_TASKS, _INSERT_TASKS_ARGS = repo.positional(repo.INSERT_TASKS_SQL)
+_DELETE_EXPIRED_KEY, _ = repo.positional(repo.DELETE_EXPIRED_KEY_SQL)  # ($1 owner, $2 key)
+_INSERT_KEY, _ = repo.positional(repo.INSERT_KEY_SQL)  # ($1 owner, $2 key, $3 request_hash, $4 ttl)
+_GET_KEY, _ = repo.positional(repo.GET_KEY_SQL)  # ($1 owner, $2 key)
+_COMPLETE_KEY, _COMPLETE_KEY_ARGS = repo.positional(repo.COMPLETE_KEY_SQL)
 
 
 async def get_task(task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:
@@ -296,6 +298,30 @@ async def insert_many(conn: asyncpg.Connection, tasks: list[repo.NewTask]) -> li
             raise
     by_id = {row["id"]: row for row in rows}
     return [by_id[task.task_id] for task in tasks]
+
+
+async def submit_with_key(
+    task: repo.NewTask, key: str, request_hash: str, ttl: float
+) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+    """Reserve the Idempotency-Key ``key`` of ``task.owner``, insert ``task`` and bind the key to it,
+    in ONE transaction; returns ``(task row, None)``.
+
+    If a live record of the key exists, nothing is written and ``(None, record)`` is returned (its
+    ``request_hash`` and ``task_id``, None while the first request is in flight): the caller decides
+    between a replay and a conflict. The insert is :func:`insert_many`'s statement.
+    """
+
+    async def transaction(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+        async with conn.transaction():
+            await conn.execute(_DELETE_EXPIRED_KEY, task.owner, key)
+            if await conn.fetchval(_INSERT_KEY, task.owner, key, request_hash, float(ttl)) is None:
+                return None, await conn.fetchrow(_GET_KEY, task.owner, key)
+            [row] = await insert_many(conn, [task])
+            values = {"owner": task.owner, "key": key, "task_id": task.task_id}
+            await conn.execute(_COMPLETE_KEY, *[values[name] for name in _COMPLETE_KEY_ARGS])
+            return row, None
+
+    return await run(transaction)
 
 
 async def _get_many(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list[asyncpg.Record | None]:

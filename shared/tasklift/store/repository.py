@@ -106,26 +106,12 @@ def _transition(
 
 _TASK_COLUMNS = ", ".join(c.name for c in tasks.c)
 
-#: Submit in ONE statement, one round trip: the task, its first event and its dispatch intent (the
-#: outbox row). The event and outbox rows are data-modifying CTEs; PostgreSQL runs each exactly
-#: once and checks their foreign keys at the end of the statement. Shared by the sync path below
-#: and the API's asyncpg path (:mod:`tasklift.store.aio`), so the two cannot drift.
-INSERT_TASK_SQL = f"""
-WITH first_event AS (
-    INSERT INTO task_events (task_id, seq, kind, data) VALUES (:id, 1, 'status', :first_event) RETURNING seq
-), dispatch_intent AS (
-    INSERT INTO task_outbox (task_id, queue, available_at)
-    VALUES (:id, :queue, now() + make_interval(secs => :dispatch_grace)) RETURNING task_id
-)
-INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_retries, trace_id, traceparent, last_seq)
-VALUES (:id, :owner, :task_type, :queue, 'PENDING', :input, :metadata, :max_retries, :trace_id, :traceparent, 1)
-RETURNING {_TASK_COLUMNS}
-"""
-#: :data:`INSERT_TASK_SQL` for many tasks in one statement (one round trip, one commit): the API
-#: submits the requests that arrive together this way (:mod:`tasklift.store.aio`). The tasks come
-#: as ONE JSON array of records (cheaper for the client to encode than nine parallel arrays); the
-#: rows it writes are exactly those of INSERT_TASK_SQL (``tests/integration/test_hot_path.py``
-#: compares the two).
+#: Submit in ONE statement, one round trip: the tasks, their first events and their dispatch
+#: intents (outbox rows). The event and outbox rows are data-modifying CTEs; PostgreSQL runs each
+#: exactly once and checks their foreign keys at the end of the statement. The API submits the
+#: requests that arrive together in one such statement (:mod:`tasklift.store.aio`); a submit with
+#: an Idempotency-Key runs it for its one task inside the key's transaction. The tasks come as ONE
+#: JSON array of records (cheaper for the client to encode than nine parallel arrays).
 INSERT_TASKS_SQL = f"""
 WITH new AS (
     SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS t(
@@ -149,8 +135,6 @@ GET_OWNED_TASK_SQL = f"{GET_TASK_SQL} AND owner = :owner"
 GET_TASKS_SQL = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))"
 
 _ID = bindparam("id", type_=UUID(as_uuid=True))
-_JSONB = [bindparam(name, type_=JSONB) for name in ("first_event", "input", "metadata")]
-_INSERT_TASK = text(INSERT_TASK_SQL).bindparams(_ID, *_JSONB).columns(*tasks.c)
 _GET_TASK = text(GET_TASK_SQL).bindparams(_ID).columns(*tasks.c)
 _GET_OWNED_TASK = text(GET_OWNED_TASK_SQL).bindparams(_ID).columns(*tasks.c)
 
@@ -174,7 +158,7 @@ def first_event_data() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class NewTask:
-    """A task about to be inserted by :data:`INSERT_TASK_SQL` (sync or asyncpg)."""
+    """A task about to be inserted by :data:`INSERT_TASKS_SQL`."""
 
     task_id: uuid.UUID
     owner: str
@@ -208,28 +192,6 @@ class NewTask:
             "first_event": first_event_data(),
             "dispatch_grace": float(max(t.dispatch_grace for t in tasks)),
         }
-
-    def params(self) -> dict[str, Any]:
-        """The named parameters of :data:`INSERT_TASK_SQL`."""
-        return {
-            "id": self.task_id,
-            "first_event": first_event_data(),
-            "queue": self.queue,
-            "dispatch_grace": float(self.dispatch_grace),
-            "owner": self.owner,
-            "task_type": self.task_type,
-            "input": self.input,
-            "metadata": self.metadata,
-            "max_retries": self.max_retries,
-            "trace_id": self.trace_id,
-            "traceparent": self.traceparent,
-        }
-
-
-def insert_task(conn: Connection, task: NewTask) -> tuple[RowMapping, Event]:
-    """Insert a PENDING task, its first event and its dispatch intent (:data:`INSERT_TASK_SQL`)."""
-    row = conn.execute(_INSERT_TASK, task.params()).mappings().one()
-    return row, Event(str(task.task_id), 1, "status", first_event_data())
 
 
 #: Record that the messages of the intents ``(:ids[i], :seqs[i])`` reached the broker (identified by
@@ -413,7 +375,7 @@ def request_cancel(conn: Connection, task_id: uuid.UUID) -> tuple[RowMapping, Ev
 #
 # The worker's hot statements are written once as SQL and compiled once per process: a task's claim
 # and its outcome are ONE statement each (the compare-and-set UPDATE, the event INSERT and, for the
-# claim, the outbox DELETE as data-modifying CTEs, like insert_task), so a caller may run them in
+# claim, the outbox DELETE as data-modifying CTEs, like INSERT_TASKS_SQL), so a caller may run them in
 # autocommit: one round trip, atomic, no BEGIN/COMMIT. A CAS that loses changes nothing: the CTEs
 # that append the event and delete the outbox row read the UPDATE's RETURNING, which is empty.
 
@@ -778,37 +740,20 @@ def overdue_cancels(conn: Connection, grace: float, limit: int = 200) -> list[Ro
 # --- idempotency --------------------------------------------------------------------------------
 
 
-def reserve_idempotency_key(conn: Connection, owner: str, key: str, request_hash: str, ttl: float) -> RowMapping | None:
-    """Insert the key if new (returns None), else return the existing live record."""
-    conn.execute(
-        delete(idempotency_keys).where(
-            idempotency_keys.c.owner == owner,
-            idempotency_keys.c.key == key,
-            idempotency_keys.c.expires_at < func.now(),
-        )
-    )
-    inserted = conn.execute(
-        pg_insert(idempotency_keys)
-        .values(owner=owner, key=key, request_hash=request_hash, expires_at=func.now() + _seconds(ttl))
-        .on_conflict_do_nothing()
-        .returning(idempotency_keys.c.key)
-    ).first()
-    if inserted is not None:
-        return None
-    return (
-        conn.execute(select(idempotency_keys).where(idempotency_keys.c.owner == owner, idempotency_keys.c.key == key))
-        .mappings()
-        .first()
-    )
-
-
-def complete_idempotency_key(conn: Connection, owner: str, key: str, task_id: uuid.UUID) -> None:
-    """Bind the key to the task it created."""
-    conn.execute(
-        update(idempotency_keys)
-        .where(idempotency_keys.c.owner == owner, idempotency_keys.c.key == key)
-        .values(task_id=task_id)
-    )
+#: Reserving an Idempotency-Key, in the submit's transaction (:func:`tasklift.store.aio.submit_with_key`):
+#: an expired record of the key is deleted, then the key inserted unless a live record holds it
+#: (a concurrent request with the same key waits here for the other's transaction); if nothing was
+#: inserted, the live record is read (the statement after the INSERT sees what the other committed).
+DELETE_EXPIRED_KEY_SQL = "DELETE FROM idempotency_keys WHERE owner = :owner AND key = :key AND expires_at < now()"
+INSERT_KEY_SQL = """
+INSERT INTO idempotency_keys (owner, key, request_hash, expires_at)
+VALUES (:owner, :key, :request_hash, now() + make_interval(secs => :ttl))
+ON CONFLICT DO NOTHING RETURNING key"""
+GET_KEY_SQL = (
+    "SELECT owner, key, request_hash, task_id, expires_at FROM idempotency_keys WHERE owner = :owner AND key = :key"
+)
+#: Bind the key to the task it created (same transaction as the INSERT).
+COMPLETE_KEY_SQL = "UPDATE idempotency_keys SET task_id = :task_id WHERE owner = :owner AND key = :key"
 
 
 def purge_expired_idempotency_keys(conn: Connection) -> int:
