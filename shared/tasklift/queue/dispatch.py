@@ -30,7 +30,7 @@ from tasklift.queue import wire
 from tasklift.queue.app import redis_url
 from tasklift.queue.reconcile import reconcile
 from tasklift.settings import get_settings
-from tasklift.store import aio
+from tasklift.store import aio, outbox
 from tasklift.store import repository as repo
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Dispatch:
 
     @property
     def intent(self) -> tuple[uuid.UUID, int]:
-        """What a mark of this message names: the task and its intent (:func:`repo.mark_published`)."""
+        """What a mark of this message names: the task and its intent (:func:`outbox.mark_published`)."""
         return self.task_id, self.intent_seq
 
 
@@ -355,7 +355,7 @@ class PublishedMarker(threading.Thread):
             try:
                 with engine.begin() as conn:
                     conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    repo.mark_published(conn, ids, epoch)
+                    outbox.mark_published(conn, ids, epoch)
             except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the claim dedupes
                 log.warning("could not mark %d tasks published (they may be sent twice): %s", len(ids), exc)
 
@@ -369,7 +369,7 @@ def dispatch_due(engine: Engine, limit: int = 500) -> int:
     """Publish outbox rows whose time has come. Returns how many were published."""
     epoch = broker_epoch()
     with engine.begin() as conn:
-        rows = repo.take_due_outbox(conn, limit)
+        rows = outbox.take_due_outbox(conn, limit)
         sent: list[tuple[uuid.UUID, int]] = []
         for row in rows:
             item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
@@ -381,7 +381,7 @@ def dispatch_due(engine: Engine, limit: int = 500) -> int:
             sent.append(item.intent)
         if sent:
             # Marked in the same transaction that locked the rows: a crash before commit re-sends.
-            repo.mark_published(conn, sent, epoch)
+            outbox.mark_published(conn, sent, epoch)
     return len(sent)
 
 

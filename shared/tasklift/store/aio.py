@@ -39,8 +39,9 @@ from sqlalchemy.engine import make_url
 
 from tasklift.jsoncodec import json_text
 from tasklift.settings import get_settings
+from tasklift.store import outbox
 from tasklift.store import repository as repo
-from tasklift.store.db import database_url
+from tasklift.store.db import database_url, positional
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -142,15 +143,15 @@ async def close_pools() -> None:
 
 # --- the statements ------------------------------------------------------------------------------
 
-_GET_TASKS, _ = repo.positional(repo.GET_TASKS_SQL)  # ($1 ids)
-_MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = repo.positional(repo.MARK_PUBLISHED_SQL)
+_GET_TASKS, _ = positional(repo.GET_TASKS_SQL)  # ($1 ids)
+_MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = positional(outbox.MARK_PUBLISHED_SQL)
 
 
-_INSERT_TASKS, _INSERT_TASKS_ARGS = repo.positional(repo.INSERT_TASKS_SQL)
-_DELETE_EXPIRED_KEY, _ = repo.positional(repo.DELETE_EXPIRED_KEY_SQL)  # ($1 owner, $2 key)
-_INSERT_KEY, _ = repo.positional(repo.INSERT_KEY_SQL)  # ($1 owner, $2 key, $3 request_hash, $4 ttl)
-_GET_KEY, _ = repo.positional(repo.GET_KEY_SQL)  # ($1 owner, $2 key)
-_COMPLETE_KEY, _COMPLETE_KEY_ARGS = repo.positional(repo.COMPLETE_KEY_SQL)
+_INSERT_TASKS, _INSERT_TASKS_ARGS = positional(repo.INSERT_TASKS_SQL)
+_DELETE_EXPIRED_KEY, _ = positional(repo.DELETE_EXPIRED_KEY_SQL)  # ($1 owner, $2 key)
+_INSERT_KEY, _ = positional(repo.INSERT_KEY_SQL)  # ($1 owner, $2 key, $3 request_hash, $4 ttl)
+_GET_KEY, _ = positional(repo.GET_KEY_SQL)  # ($1 owner, $2 key)
+_COMPLETE_KEY, _COMPLETE_KEY_ARGS = positional(repo.COMPLETE_KEY_SQL)
 
 
 async def get_task(task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:
@@ -331,7 +332,7 @@ async def _get_many(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list
 
 
 async def mark_published(sent: list[tuple[uuid.UUID, int]], broker_epoch: str | None) -> None:
-    """:func:`tasklift.store.repository.mark_published` on asyncpg (one statement, autocommit)."""
+    """:func:`tasklift.store.outbox.mark_published` on asyncpg (one statement, autocommit)."""
     values = {"ids": [task_id for task_id, _ in sent], "seqs": [seq for _, seq in sent], "epoch": broker_epoch}
     args = [values[name] for name in _MARK_PUBLISHED_ARGS]
     await run(lambda conn: conn.execute(_MARK_PUBLISHED, *args))
