@@ -43,15 +43,15 @@ PROFILE_FOCUS: list[bk.Focus] = [
     # the submit path
     ("TaskService.submit", "tasklift/tasks/service.py", "TaskService.submit"),
     ("  parse_submission (validation)", "tasklift/tasks/service.py", "parse_submission"),
-    ("  repo.insert_task", "tasklift/store/repository.py", "insert_task"),
-    ("  publish_after_commit", "tasklift/queue/dispatch.py", "publish_after_commit"),
+    ("  aio.insert_many (gathered INSERT)", "tasklift/store/aio.py", "insert_many"),
+    ("  _Publisher.send (LPUSH)", "tasklift/queue/dispatch.py", "_Publisher.send"),
     ("    Celery send_task (kombu)", "celery/app/base.py", "send_task"),
     ("    broker_epoch (INFO, cached 2 s)", "tasklift/queue/dispatch.py", "broker_epoch"),
-    ("    repo.mark_published", "tasklift/store/repository.py", "mark_published"),
+    ("    aio.mark_published", "tasklift/store/aio.py", "mark_published"),
     ("  EventPublisher.publish (PUBLISH)", "tasklift/events/bus.py", "publish"),
     # the read path
     ("TaskService.get", "tasklift/tasks/service.py", "TaskService.get"),
-    ("  repo.get_task", "tasklift/store/repository.py", "get_task"),
+    ("  aio.get_task (gathered SELECT)", "tasklift/store/aio.py", "get_task"),
     # SQLAlchemy / driver
     ("pool checkout", "sqlalchemy/pool/base.py", "_checkout"),
     ("  pool_pre_ping (SELECT 1 per checkout)", "sqlalchemy/engine/default.py", "_do_ping_w_event"),

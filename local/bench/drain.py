@@ -43,11 +43,11 @@ DEMO = {"ratio": 0.15, "tasklift": 73, "celery": 486}
 PROFILE_FOCUS: list[bk.Focus] = [
     ("celery trace (one task, whole)", "celery/app/trace.py", "trace_task"),
     ("  tasklift execute", "tasklift/queue/runner.py", "execute"),
-    ("    repo.claim", "tasklift/store/repository.py", "claim"),
+    ("    leases.take_lease", "tasklift/store/leases.py", "take_lease"),
     ("    heartbeat watch/unwatch", "tasklift/queue/runner.py", "Heartbeats.unwatch"),
     ("    telemetry span (claim, finish)", "tasklift/telemetry.py", "span"),
     ("    _finish", "tasklift/queue/runner.py", "_finish"),
-    ("      repo.finish", "tasklift/store/repository.py", "finish"),
+    ("      leases.finish", "tasklift/store/leases.py", "finish"),
     ("  prepared statement (round trip incl.)", "tasklift/store/db.py", "run_prepared"),
     ("publish thread (PUBLISH, off the task's path)", "tasklift/queue/runner.py", "DeferredPublisher._run"),
     ("pool checkout", "sqlalchemy/pool/base.py", "_checkout"),

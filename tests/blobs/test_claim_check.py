@@ -244,21 +244,21 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
     from tasklift.events.bus import EventPublisher
     from tasklift.queue import runner
     from tasklift.settings import redis_url
-    from tasklift.store import repository as repo
+    from tasklift.store import leases
     from tasklift.store.db import get_autocommit_engine, get_engine
     from tasklift.tasks.context import TaskContext
     from tasklift.tasks.states import TaskStatus
+    from tests.support.store import insert_tasks, new_task
 
     task_id = uuid.uuid4()
-    with get_engine().begin() as conn:
-        repo.insert_task(conn, repo.NewTask(task_id, "anonymous", "test_noop", "cpu", {}, {}, 0, None, 60))
+    insert_tasks(new_task("test_noop", "cpu", task_id=task_id))
     with get_autocommit_engine().connect() as conn:
-        assert repo.claim(conn, task_id, "w1", 60) is not None
+        assert leases.take_lease(conn, task_id, "w1", 60) is not None
     value = {"rows": ["x" * 1024] * 2048}  # 2 MiB: over the blob threshold
     result = claims.check_in(value, claims.result_key(task_id, 1))
     assert claims.is_ref(result)
 
-    real_finish, tries = repo.finish, []
+    real_finish, tries = leases.finish, []
 
     def commit_then_lose_the_reply(*args: Any, **kwargs: Any) -> Any:
         tries.append(real_finish(*args, **kwargs))
@@ -266,7 +266,7 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
             raise OperationalError("UPDATE tasks …", {}, Exception("server closed the connection unexpectedly"))
         return tries[-1]
 
-    monkeypatch.setattr(repo, "finish", commit_then_lose_the_reply)
+    monkeypatch.setattr(leases, "finish", commit_then_lose_the_reply)
     ctx = TaskContext(
         task_id=task_id,
         attempt=1,

@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -22,10 +21,9 @@ import redis
 import sqlalchemy as sa
 
 from tasklift.embedded import free_port
-from tasklift.store import repository as repo
-from tasklift.store.db import get_engine
 from tests.conftest import wait_for_status
 from tests.faults.conftest import pool_children, running_count, tally, wait_for, wait_until_terminal
+from tests.support.store import insert_tasks, new_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -83,16 +81,11 @@ def test_sigkill_of_the_whole_worker_recovers_in_lease_plus_reaper_interval(
 
 def test_a_crash_between_commit_and_publish_delays_but_never_loses(db, client, start_worker, start_reaper) -> None:
     """The state an API process leaves when it dies right after COMMIT: rows + outbox, no message."""
-    engine = get_engine()
-    ids = []
-    with engine.begin() as conn:
-        for i in range(5):
-            tid = uuid.uuid4()
-            repo.insert_task(conn, repo.NewTask(
-                task_id=tid, owner="anonymous", task_type="test_effect", queue="tasklift.io",
-                input={"key": f"k{i}", "seconds": 0}, metadata={}, max_retries=0, trace_id=None, dispatch_grace=0.5,
-            ))  # fmt: skip
-            ids.append(str(tid))
+    tasks = (
+        new_task("test_effect", "tasklift.io", input={"key": f"k{i}", "seconds": 0}, dispatch_grace=0.5)
+        for i in range(5)
+    )
+    ids = [str(tid) for tid in insert_tasks(*tasks)]
     start_worker()
     time.sleep(2)
     assert tally(db, ids).terminal == 0, "nothing was published, so nothing may have run yet"

@@ -23,9 +23,8 @@ import sqlalchemy as sa
 from tasklift.embedded import EmbeddedRedis, free_port
 from tasklift.queue import reconcile
 from tasklift.settings import get_settings
-from tasklift.store import repository as repo
-from tasklift.store.db import get_engine
 from tests.faults.conftest import wait_for, wait_until_terminal
+from tests.support.store import insert_tasks, new_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -67,14 +66,8 @@ def test_a_redis_restart_that_kept_its_queue_gets_no_second_copy(tmp_path, db, s
     broker = redis.Redis.from_url(server.url)
     queue = get_settings().io_queue
     ids = []
-    with get_engine().begin() as conn:  # committed tasks the dispatcher sends (no worker takes them)
-        for i in range(50):
-            task_id = uuid.uuid4()
-            repo.insert_task(conn, repo.NewTask(
-                task_id=task_id, owner="anonymous", task_type="test_effect", queue=queue,
-                input={"key": f"k{i}"}, metadata={}, max_retries=0, trace_id=None, dispatch_grace=0,
-            ))  # fmt: skip
-            ids.append(task_id)
+    # committed tasks the dispatcher sends (no worker takes them)
+    ids += insert_tasks(*(new_task("test_effect", queue, input={"key": f"k{i}"}, dispatch_grace=0) for i in range(50)))
     reaper = start_reaper(env=env)
     wait_for(lambda: broker.llen(queue) == 50, 30, "the dispatcher to send the 50 tasks")
     first_run = broker.info("server")["run_id"]

@@ -69,18 +69,18 @@ async def test_a_connection_the_server_killed_is_replaced_and_the_statement_stil
     assert second != first
 
 
-async def test_an_idle_connection_is_pinged_before_use_and_kept_when_it_answers(
-    tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+async def test_a_connection_unused_for_the_idle_lifetime_is_closed_and_a_new_one_made_on_demand(
+    tasklift_env: dict[str, str], db: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(aio, "IDLE_SECONDS", 0.3)  # read when the loop's pool is made
     first = await backend_pid()
-    monkeypatch.setattr(aio, "IDLE_PING_SECONDS", 0.0)  # every reuse now pings first
-    statements: list[str] = []
-    conn = aio.pool()._idle[-1]
-    conn.add_query_logger(lambda record: statements.append(record.query))
-    caplog.set_level(logging.INFO, logger="tasklift.store.aio")
-    assert await backend_pid() == first
-    assert statements[:1] == ["SELECT 1"]  # the ping (asyncpg logs simple queries)
-    assert "failed its ping" not in caplog.text
+    assert api_sessions(db) == 1
+    for _ in range(30):
+        if api_sessions(db) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert api_sessions(db) == 0  # the pool closed it (max_inactive_connection_lifetime)
+    assert await backend_pid() != first
 
 
 async def test_an_idle_connection_the_server_closed_is_dropped_before_use(
@@ -95,7 +95,7 @@ async def test_an_idle_connection_the_server_closed_is_dropped_before_use(
     assert "retrying on a new connection" not in caplog.text  # not even one failed statement
 
 
-async def test_a_cancelled_statement_never_returns_its_connection_and_frees_its_place(
+async def test_a_cancelled_statement_is_stopped_on_the_server_and_a_cancelled_waiter_takes_nothing(
     small_pool: int, db: sa.Engine
 ) -> None:
     holders = [
@@ -107,20 +107,24 @@ async def test_a_cancelled_statement_never_returns_its_connection_and_frees_its_
     await asyncio.sleep(0.3)
     assert not waiter.done()
     gone.cancel()
-    holders[0].cancel()  # mid-statement: that connection's state is unknown, so it is closed
+    holders[0].cancel()  # mid-statement: asyncpg asks the server to cancel it, then the place is free
     with pytest.raises(asyncio.CancelledError):
         await holders[0]
-    pid = await asyncio.wait_for(waiter, 10)  # on a new connection in the freed place
+    pid = await asyncio.wait_for(waiter, 10)
     assert pid > 0 and gone.cancelled()
     assert await asyncio.wait_for(backend_pid(), 10) == pid  # the cancelled waiter took nothing
     holders[1].cancel()
     await asyncio.gather(holders[1], return_exceptions=True)
+    with db.connect() as conn:
+        sleeping = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tasklift-api'"
+                " AND query LIKE '%pg_sleep(30)%' AND state = 'active'"
+            )
+        ).scalar_one()
+    assert sleeping == 0  # neither statement still runs its 30 s
     await aio.close_pools()
-    for _ in range(50):  # asyncpg sends the server a cancel request for an interrupted statement
-        if api_sessions(db) == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert api_sessions(db) == 0  # no session left behind, none still sleeping its 30 s
+    assert api_sessions(db) == 0  # no session left behind
 
 
 async def test_sql_errors_keep_the_connection_and_surface_as_database_errors(tasklift_env: dict[str, str]) -> None:
@@ -167,7 +171,7 @@ async def test_concurrent_submits_reach_each_queue_in_order_and_their_outbox_row
 # --- submits together: one statement -------------------------------------------------------------
 
 
-async def test_submits_that_arrive_together_share_one_statement_and_write_what_the_sync_path_writes(
+async def test_submits_that_arrive_together_share_one_statement_and_write_each_task_its_rows(
     tasklift_env: dict[str, str], db: sa.Engine
 ) -> None:
     from tasklift.store import repository as repo
@@ -175,9 +179,8 @@ async def test_submits_that_arrive_together_share_one_statement_and_write_what_t
     ttype, task_input, metadata = parse_submission({"task_type": "test_noop", "metadata": {"k": [1, 2**70]}})
     tasks = [new_task(uuid.uuid4(), f"owner-{i}", ttype, task_input, metadata) for i in range(6)]
     statements: list[str] = []
-    conn = await aio.pool().acquire()  # the one connection the batch will use; log what it runs
-    conn.add_query_logger(lambda record: statements.append(record.query))
-    aio.pool().release(conn)
+    async with (await aio.pool()).acquire() as conn:  # the one connection the batch will use; log what it runs
+        conn.add_query_logger(lambda record: statements.append(record.query))
     rows = await asyncio.gather(
         *(dispatch.asubmit(task, Dispatch(task.task_id, "tasklift.cpu", "test_noop")) for task in tasks)
     )
@@ -186,25 +189,20 @@ async def test_submits_that_arrive_together_share_one_statement_and_write_what_t
     inserts = [sql for sql in statements if "INSERT" in sql]  # (asyncpg also introspects types once)
     assert inserts == [aio._INSERT_TASKS]  # six submits, one statement
 
-    twin = new_task(uuid.uuid4(), "owner-0", ttype, task_input, metadata)
-    with db.begin() as sync:
-        repo.insert_task(sync, twin)
-
-    def stored(task_id: uuid.UUID) -> dict[str, object]:
-        with db.connect() as read:
-            row = dict(read.execute(sa.text("SELECT * FROM tasks WHERE id = :id"), {"id": task_id}).mappings().one())
+    with db.connect() as read:
+        for task in tasks:
+            row = read.execute(sa.text("SELECT * FROM tasks WHERE id = :id"), {"id": task.task_id}).mappings().one()
+            assert (row["status"], row["last_seq"], row["attempts"], row["metadata"]) == (
+                "PENDING", 1, 0, {"k": [1, 2**70]},
+            )  # fmt: skip
             events = read.execute(
-                sa.text("SELECT seq, kind, data FROM task_events WHERE task_id = :id"), {"id": task_id}
+                sa.text("SELECT seq, kind, data FROM task_events WHERE task_id = :id"), {"id": task.task_id}
             ).all()
+            assert [tuple(e) for e in events] == [(1, "status", repo.first_event_data())]
             outbox = read.execute(
-                sa.text("SELECT queue, published_at FROM task_outbox WHERE task_id = :id"), {"id": task_id}
+                sa.text("SELECT queue, published_at FROM task_outbox WHERE task_id = :id"), {"id": task.task_id}
             ).all()
-        for volatile in ("id", "created_at", "updated_at", "trace_id", "traceparent"):
-            row.pop(volatile)
-        return {"row": row, "events": events, "outbox": outbox}
-
-    assert stored(tasks[0].task_id) == stored(twin.task_id)
-    assert stored(tasks[0].task_id)["row"]["metadata"] == {"k": [1, 2**70]}  # type: ignore[index]
+            assert [row.queue for row in outbox] == ["tasklift.cpu"]
 
 
 async def test_a_statement_that_fails_fails_every_submit_in_it_and_writes_none_of_them(
@@ -230,9 +228,8 @@ async def test_reads_that_arrive_together_share_one_statement_and_each_gets_its_
         dispatch.asubmit(*submission(mine, owner="alice")), dispatch.asubmit(*submission(theirs, owner="bob"))
     )
     statements: list[str] = []
-    conn = await aio.pool().acquire()
-    conn.add_query_logger(lambda record: statements.append(record.query))
-    aio.pool().release(conn)
+    async with (await aio.pool()).acquire() as conn:
+        conn.add_query_logger(lambda record: statements.append(record.query))
     unknown = uuid.uuid4()
     rows = await asyncio.gather(
         aio.get_task(mine),
@@ -264,9 +261,8 @@ async def test_submits_together_share_one_insert_and_one_lpush_and_their_outbox_
     broker = redis.Redis.from_url(get_settings().redis_url or "")
     await warm_pool(1)
     statements: list[str] = []
-    conn = await aio.pool().acquire()
-    conn.add_query_logger(lambda record: statements.append(record.query))
-    aio.pool().release(conn)
+    async with (await aio.pool()).acquire() as conn:
+        conn.add_query_logger(lambda record: statements.append(record.query))
     lpushes = lpush_calls(broker)
     ids = [uuid.uuid4() for _ in range(6)]
 

@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from tasklift.queue import reconcile
 from tasklift.queue.app import celery_app
 from tasklift.settings import get_settings
-from tasklift.store import repository as repo
+from tasklift.store import leases, outbox
 from tasklift.store.db import get_engine
 from tests.conftest import wait_for_status
+from tests.support.store import insert_tasks, new_task
 
 
 def test_a_message_sent_through_celery_is_found_in_its_queue_list(tasklift_env, redis_server) -> None:
@@ -43,11 +44,7 @@ def test_a_message_a_worker_holds_unacknowledged_is_found(client: httpx.Client, 
 
 def _sent_task(conn: sa.Connection, epoch: str, seconds_ago: float) -> uuid.UUID:
     """A task whose outbox row says 'sent to Redis run ``epoch``', whether or not anything was sent."""
-    task_id = uuid.uuid4()
-    repo.insert_task(conn, repo.NewTask(
-        task_id=task_id, owner="anonymous", task_type="test_noop", queue=get_settings().cpu_queue, input={},
-        metadata={}, max_retries=0, trace_id=None, dispatch_grace=60,
-    ))  # fmt: skip
+    [task_id] = insert_tasks(new_task("test_noop", get_settings().cpu_queue))
     conn.execute(
         sa.text(
             "UPDATE task_outbox SET broker_epoch = :e, published_at = now() - make_interval(secs => :s)"
@@ -77,7 +74,7 @@ def test_reconcile_rearms_only_the_intents_whose_message_redis_lacks(tasklift_en
         rows = dict(conn.execute(query, {"e": epoch}).all())
     assert rows == {queued: True, lost: False, fresh: True, old_run: False}
     with get_engine().begin() as conn:
-        due = {row["task_id"] for row in repo.take_due_outbox(conn)}
+        due = {row["task_id"] for row in outbox.take_due_outbox(conn)}
     assert due == {lost, old_run}
 
 
@@ -86,11 +83,11 @@ def test_a_mark_never_lands_on_a_newer_intent(tasklift_env, db) -> None:
     with get_engine().begin() as conn:
         task_id = _sent_task(conn, "e", seconds_ago=0)
         conn.execute(sa.text("UPDATE task_outbox SET published_at = NULL WHERE task_id = :t"), {"t": task_id})
-        claimed = repo.claim(conn, task_id, "worker:1", lease=30)
+        claimed = leases.take_lease(conn, task_id, "worker:1", lease=30)
         assert claimed is not None
-        retry = repo.requeue(conn, task_id, 1, error={"type": "Boom"}, delay=0)
+        retry = leases.requeue(conn, task_id, 1, error={"type": "Boom"}, delay=0)
         assert retry is not None
-        repo.mark_published(conn, [(task_id, 1)], "e")  # the submit's intent, long gone
+        outbox.mark_published(conn, [(task_id, 1)], "e")  # the submit's intent, long gone
     with get_engine().begin() as conn:
-        due = repo.take_due_outbox(conn)
+        due = outbox.take_due_outbox(conn)
     assert [(row["task_id"], row["intent_seq"]) for row in due] == [(task_id, retry[1].seq)]

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import sqlalchemy as sa
 
-from tasklift.store import repository as repo
+from tasklift.store import leases
 from tasklift.store.db import get_engine
 from tests.conftest import wait_for_status
 
@@ -111,21 +111,21 @@ def test_writes_from_a_stale_attempt_are_refused(client: httpx.Client) -> None:
 
     tid = uuid.UUID(task_id)
     with engine.begin() as conn:
-        first = repo.claim(conn, tid, "w1", lease=30)
+        first = leases.take_lease(conn, tid, "w1", lease=30)
     assert first is not None and first[0]["attempts"] == 1
     with engine.begin() as conn:  # attempt 1 "dies"; its lease is taken over
         conn.execute(
             sa.text("UPDATE tasks SET lease_expires_at = now() - interval '1 s' WHERE id = :t"), {"t": task_id}
         )
-        assert repo.recover_expired(conn, tid, 1, max_redispatches=5) is not None
-        second = repo.claim(conn, tid, "w2", lease=30)
+        assert leases.recover_expired(conn, tid, 1, max_redispatches=5) is not None
+        second = leases.take_lease(conn, tid, "w2", lease=30)
     assert second is not None and second[0]["attempts"] == 2
     with engine.begin() as conn:
-        assert repo.record_progress(conn, tid, 1, {"percent": 50}, lease=30) is None
-        assert repo.finish(conn, tid, 1, TaskStatus.SUCCESS, result={"stale": True}) is None
-        assert repo.heartbeat(conn, tid, 1, lease=30) is None
-        assert repo.lock_for_attempt(conn, tid, 1) is False
-        assert repo.finish(conn, tid, 2, TaskStatus.SUCCESS, result={"fresh": True}) is not None
+        assert leases.record_progress(conn, tid, 1, {"percent": 50}, lease=30) is None
+        assert leases.finish(conn, tid, 1, TaskStatus.SUCCESS, result={"stale": True}) is None
+        assert leases.heartbeat(conn, tid, 1, lease=30) is None
+        assert leases.lock_for_attempt(conn, tid, 1) is False
+        assert leases.finish(conn, tid, 2, TaskStatus.SUCCESS, result={"fresh": True}) is not None
     assert client.get(f"/tasks/{task_id}").json()["result"] == {"fresh": True}
 
 

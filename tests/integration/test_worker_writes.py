@@ -14,9 +14,11 @@ import sqlalchemy as sa
 
 from tasklift.blobs import claims
 from tasklift.settings import get_settings
+from tasklift.store import leases
 from tasklift.store import repository as repo
 from tasklift.store.db import get_autocommit_engine, get_engine, is_transient, retry_transient
 from tasklift.tasks.states import TaskStatus
+from tests.support.store import insert_tasks, new_task
 
 #: How claims and outcomes are written: "prepared" is a server-side prepared statement per
 #: connection (the default), "plain" the same SQL text without it (TASKLIFT_DB_STATEMENT_CACHE_SIZE=0,
@@ -46,21 +48,7 @@ def prepared_writer(
 
 def submit(task_id: uuid.UUID | None = None) -> uuid.UUID:
     task_id = task_id or uuid.uuid4()
-    with get_engine().begin() as conn:
-        repo.insert_task(
-            conn,
-            repo.NewTask(
-                task_id=task_id,
-                owner="anonymous",
-                task_type="test_noop",
-                queue="cpu",
-                input={},
-                metadata={},
-                max_retries=0,
-                trace_id=None,
-                dispatch_grace=60,
-            ),
-        )
+    insert_tasks(new_task("test_noop", "cpu", task_id=task_id))
     return task_id
 
 
@@ -84,12 +72,12 @@ def assert_recorded(db: sa.Engine, event: repo.Event) -> None:
 
 def claim(writer: sa.Engine, task_id: uuid.UUID, worker: str = "w1") -> Any:
     with writer.connect() as conn:
-        return repo.claim(conn, task_id, worker, lease=30)
+        return leases.take_lease(conn, task_id, worker, lease=30)
 
 
 def finish(writer: sa.Engine, task_id: uuid.UUID, attempt: int, status: TaskStatus, **kwargs: Any) -> Any:
     with writer.connect() as conn:
-        return repo.finish(conn, task_id, attempt, status, **kwargs)
+        return leases.finish(conn, task_id, attempt, status, **kwargs)
 
 
 def test_a_claim_moves_pending_to_running_appends_its_event_and_deletes_the_outbox_row(
@@ -158,16 +146,16 @@ def test_an_outcome_is_fenced_by_the_attempt_and_records_the_event_it_returns(wr
             sa.text("UPDATE tasks SET lease_expires_at = now() - interval '1 s' WHERE id = :t"), {"t": task_id}
         )
     with get_engine().begin() as conn:
-        assert repo.recover_expired(conn, task_id, 1, max_redispatches=5) is not None
+        assert leases.recover_expired(conn, task_id, 1, max_redispatches=5) is not None
     assert claim(writer, task_id, worker="w2") is not None
     with writer.connect() as conn:
-        assert repo.record_progress(conn, task_id, 2, {"percent": 40.0, "message": "m"}, lease=30) is not None
+        assert leases.record_progress(conn, task_id, 2, {"percent": 40.0, "message": "m"}, lease=30) is not None
     before = stored(db, task_id)
     assert finish(writer, task_id, 1, TaskStatus.SUCCESS, result={"stale": True}) is None
     with writer.connect() as conn:
-        assert repo.record_progress(conn, task_id, 1, {"percent": 90.0}, lease=30) is None
-        assert repo.append_log(conn, task_id, 1, "INFO", "stale") is None
-        assert repo.heartbeat(conn, task_id, 1, lease=30) is None
+        assert leases.record_progress(conn, task_id, 1, {"percent": 90.0}, lease=30) is None
+        assert leases.append_log(conn, task_id, 1, "INFO", "stale") is None
+        assert leases.heartbeat(conn, task_id, 1, lease=30) is None
     assert stored(db, task_id) == before
     done = finish(writer, task_id, 2, TaskStatus.FAILED, error={"type": "Boom", "message": "no"})
     assert done is not None
@@ -231,17 +219,17 @@ def test_progress_and_log_lines_append_the_events_they_return(writer: sa.Engine,
     task_id = submit()
     claim(writer, task_id)
     with writer.connect() as conn:
-        moved = repo.record_progress(conn, task_id, 1, {"percent": 12.5, "current": 1, "total": 8}, lease=30)
+        moved = leases.record_progress(conn, task_id, 1, {"percent": 12.5, "current": 1, "total": 8}, lease=30)
         assert moved is not None and moved[1] is False
         assert_recorded(db, moved[0])
-        line = repo.append_log(conn, task_id, 1, "WARNING", "it's 'quoted' and \\ escaped")
+        line = leases.append_log(conn, task_id, 1, "WARNING", "it's 'quoted' and \\ escaped")
         assert line is not None and line.data == {
             "status": "RUNNING",
             "level": "WARNING",
             "message": "it's 'quoted' and \\ escaped",
         }
         assert_recorded(db, line)
-        unfenced = repo.append_log(conn, task_id, None, "INFO", "from the runner")
+        unfenced = leases.append_log(conn, task_id, None, "INFO", "from the runner")
         assert unfenced is not None and unfenced.seq == line.seq + 1
         assert_recorded(db, unfenced)
     assert stored(db, task_id)[0]["progress"] == {"percent": 12.5, "current": 1, "total": 8}
@@ -327,7 +315,7 @@ def test_a_claim_event_goes_out_with_the_outcome_or_alone_once_the_task_runs_on(
     beats.unwatch(ctx)
     assert received(0.5) == []  # held: the task ended before announce_after
     with writer.connect() as conn:
-        _, outcome = repo.finish(conn, short, 1, TaskStatus.SUCCESS, result=None)
+        _, outcome = leases.finish(conn, short, 1, TaskStatus.SUCCESS, result=None)
     ctx.announce([outcome])
     assert received(0.3) == [(2, "RUNNING"), (3, "SUCCESS")]
 

@@ -197,7 +197,7 @@ async def submit_task(req: HttpRequest) -> HttpResponse:
             [{"loc": ["header", "Idempotency-Key"], "msg": "1 to 255 characters, no NUL"}],
         )
     try:
-        outcome = await _service().submit_async(req.principal, body, key)
+        outcome = await _service().submit(req.principal, body, key)
     except BlobStoreError as exc:  # a large input could not be stored: no task was created
         log.warning("blob storage failed on submit: %s", exc)
         raise _blob_store_unavailable() from None
@@ -232,7 +232,7 @@ def _float_query(req: HttpRequest, name: str, low: float, high: float) -> float 
 async def get_task(req: HttpRequest) -> HttpResponse:
     """GET /tasks/{id}: the resource, with ETag / 304, an adaptive Retry-After and ``?wait=N`` long poll."""
     wait = _float_query(req, "wait", 0, get_settings().max_long_poll_seconds)
-    row = await _service().get_async(owner_scope(req), req.path_params["task_id"])
+    row = await _service().get(owner_scope(req), req.path_params["task_id"])
     client_tag = req.header("if-none-match")
     if wait and TaskStatus(row["status"]) not in TERMINAL and client_tag in (None, etag(row), "*"):
         row = await _wait_for_change(row, wait)
@@ -266,7 +266,7 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
             )
         last_event_id = int(raw_id)
     service = _service()
-    row = await anyio.to_thread.run_sync(service.get, owner_scope(req), req.path_params["task_id"])
+    row = await service.get(owner_scope(req), req.path_params["task_id"])
     settings = get_settings()
     plan = StreamPlan(
         task=row,
@@ -322,7 +322,7 @@ def _blob_store_unavailable() -> Problem:
 
 async def task_result(req: HttpRequest) -> HttpResponse:
     """GET /tasks/{id}/result: the result inline, a 303 to a short-lived signed URL, or streamed from blob storage."""
-    row = await anyio.to_thread.run_sync(_service().get, owner_scope(req), req.path_params["task_id"])
+    row = await _service().get(owner_scope(req), req.path_params["task_id"])
     status = TaskStatus(row["status"])
     if status != TaskStatus.SUCCESS:
         headers = {} if status in TERMINAL else {"Retry-After": str(get_settings().poll_retry_after_seconds)}

@@ -29,7 +29,7 @@ from tasklift import telemetry
 from tasklift.queue import _compat
 from tasklift.queue.reconcile import reconcile
 from tasklift.settings import get_settings, redis_url
-from tasklift.store import aio
+from tasklift.store import aio, outbox
 from tasklift.store import repository as repo
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Dispatch:
 
     @property
     def intent(self) -> tuple[uuid.UUID, int]:
-        """What a mark of this message names: the task and its intent (:func:`repo.mark_published`)."""
+        """What a mark of this message names: the task and its intent (:func:`outbox.mark_published`)."""
         return self.task_id, self.intent_seq
 
 
@@ -163,8 +163,14 @@ async def _publish_submits(submits: list[_Submit], _rows: list[Any]) -> None:
     await _publisher().send([(submit.item, submit.message) for submit in submits])
 
 
+def _message(item: Dispatch) -> bytes:
+    """The message Celery would send for ``item``, with its producer span (under the caller's)."""
+    with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
+        return _compat.task_message(item.task_id, item.queue, item.task_type, trace_headers)
+
+
 async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
-    """Commit a new task, then publish it and mark it published (:func:`publish_after_commit`).
+    """Commit a new task, then publish it and mark it published (:func:`apublish`'s path).
 
     The submits in flight together share one INSERT (one commit), and the moment it commits, one
     LPUSH per queue carrying all of their messages is written to Redis; only then do their callers
@@ -173,9 +179,18 @@ async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
     and none of the callers' turns in between. The message (and its producer span) is made before
     the INSERT, under the caller's span. Returns the task's row.
     """
-    with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
-        message = _compat.task_message(item.task_id, item.queue, item.task_type, trace_headers)
-    return await _submits().call(_Submit(task, item, message))
+    return await _submits().call(_Submit(task, item, _message(item)))
+
+
+async def apublish(items: Iterable[Dispatch]) -> None:
+    """Publish tasks committed on the event loop, and have them marked: the API's one publish.
+
+    The same publisher as :func:`asubmit`'s batches (:class:`_Publisher`); on a broker failure
+    the tasks stay in the outbox for the dispatcher. Never raises for the broker.
+    """
+    batch = [(item, _message(item)) for item in items]
+    if batch:
+        await _publisher().send(batch)
 
 
 def _submits() -> Any:
@@ -339,7 +354,7 @@ class PublishedMarker(threading.Thread):
             try:
                 with engine.begin() as conn:
                     conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    repo.mark_published(conn, ids, epoch)
+                    outbox.mark_published(conn, ids, epoch)
             except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the claim dedupes
                 log.warning("could not mark %d tasks published (they may be sent twice): %s", len(ids), exc)
 
@@ -353,7 +368,7 @@ def dispatch_due(engine: Engine, limit: int = 500) -> int:
     """Publish outbox rows whose time has come. Returns how many were published."""
     epoch = broker_epoch()
     with engine.begin() as conn:
-        rows = repo.take_due_outbox(conn, limit)
+        rows = outbox.take_due_outbox(conn, limit)
         sent: list[tuple[uuid.UUID, int]] = []
         for row in rows:
             item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
@@ -365,7 +380,7 @@ def dispatch_due(engine: Engine, limit: int = 500) -> int:
             sent.append(item.intent)
         if sent:
             # Marked in the same transaction that locked the rows: a crash before commit re-sends.
-            repo.mark_published(conn, sent, epoch)
+            outbox.mark_published(conn, sent, epoch)
     return len(sent)
 
 

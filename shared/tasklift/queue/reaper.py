@@ -28,6 +28,7 @@ from tasklift.queue.app import celery_app
 from tasklift.queue.dispatch import Dispatcher
 from tasklift.queue.runner import get_publisher
 from tasklift.settings import get_settings
+from tasklift.store import leases
 from tasklift.store import repository as repo
 from tasklift.store.db import get_engine
 from tasklift.tasks import retention
@@ -43,8 +44,8 @@ def reap_expired_leases() -> int:
     settings = get_settings()
     events = []
     with get_engine().begin() as conn:
-        for row in repo.expired_leases(conn):
-            done = repo.recover_expired(conn, row["id"], row["attempts"], max_redispatches=settings.max_redispatches)
+        for row in leases.expired_leases(conn):
+            done = leases.recover_expired(conn, row["id"], row["attempts"], max_redispatches=settings.max_redispatches)
             if done:
                 log.warning("task %s: lease expired (attempt %s) → %s", row["id"], row["attempts"], done[0]["status"])
                 events.append(done[1])
@@ -57,8 +58,8 @@ def enforce_cancels() -> int:
     settings = get_settings()
     events, terminated = [], []
     with get_engine().begin() as conn:
-        for row in repo.overdue_cancels(conn, settings.cancel_grace_seconds):
-            done = repo.finish(conn, row["id"], row["attempts"], TaskStatus.CANCELLED)
+        for row in leases.overdue_cancels(conn, settings.cancel_grace_seconds):
+            done = leases.finish(conn, row["id"], row["attempts"], TaskStatus.CANCELLED)
             if done:
                 events.append(done[1])
                 terminated.append(str(row["id"]))

@@ -29,7 +29,7 @@ import redis
 from kombu.transport.redis import Channel
 from sqlalchemy import Engine
 
-from tasklift.store import repository as repo
+from tasklift.store import outbox
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +86,15 @@ def reconcile(engine: Engine, broker: redis.Redis, epoch: str, older_than: float
     """Re-arm the intents sent to another Redis run, or more than ``older_than`` seconds ago, that
     no worker claimed and whose message Redis does not hold; confirm the others under ``epoch``."""
     with engine.connect() as conn:
-        rows = repo.sent_unclaimed(conn, epoch, older_than)
+        rows = outbox.sent_unclaimed(conn, epoch, older_than)
     if not rows:
         return Reconciled(0, 0)
     held = held_task_ids(broker, (row["queue"] for row in rows))
     present = [row for row in rows if str(row["task_id"]) in held]
     missing = [row for row in rows if str(row["task_id"]) not in held]
     with engine.begin() as conn:
-        confirmed = repo.confirm_sent(conn, present, epoch) if present else 0
-        resent = repo.rearm_sent(conn, missing) if missing else 0
+        confirmed = outbox.confirm_sent(conn, present, epoch) if present else 0
+        resent = outbox.rearm_sent(conn, missing) if missing else 0
     if resent:
         log.warning("dispatcher: %d tasks marked sent are not in Redis (run_id %s); sending them again", resent, epoch)
     return Reconciled(confirmed, resent)

@@ -1,7 +1,7 @@
-"""Execute one task attempt: claim (compare-and-set + lease), run with a TaskContext, record the end.
+"""Execute one task attempt: take its lease (a compare-and-set), run with a TaskContext, record the end.
 
 The runner holds no state between calls. Every write it makes is fenced by the attempt number the
-claim returned, so a worker whose lease was taken over cannot overwrite the new attempt's work.
+lease recorded, so a worker whose lease was taken over cannot overwrite the new attempt's work.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tasklift import telemetry
 from tasklift.blobs import claims
 from tasklift.events.bus import EventPublisher
 from tasklift.settings import get_settings, redis_url
+from tasklift.store import leases
 from tasklift.store import repository as repo
 from tasklift.store.db import get_autocommit_engine, get_engine, retry_transient
 from tasklift.store.repository import Event
@@ -182,8 +183,8 @@ shutdown_cancel = ShutdownCancel()
 os.register_at_fork(after_in_child=shutdown_cancel.__init__)
 
 
-class ClaimFailed(Exception):  # noqa: N818
-    """The database could not record a claim; the delivery must be requeued, not acked."""
+class LeaseNotRecorded(Exception):  # noqa: N818
+    """The database could not record the lease; the delivery must be requeued, not acked."""
 
 
 #: How long a claim's status event may wait to go out together with the next one (usually the
@@ -342,15 +343,15 @@ def _execute(task_id_str: str, worker: str) -> None:
         log.error("dropping a message with a malformed task id %r", task_id_str)
         return
 
-    def claim() -> Any:
-        with telemetry.span("tasklift.claim"), writer.connect() as conn:
-            return repo.claim(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
+    def take_lease() -> Any:
+        with telemetry.span("tasklift.claim"), writer.connect() as conn:  # (the span's name is part of the trace contract)
+            return leases.take_lease(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
 
     try:
-        claimed = retry_transient(claim)
+        claimed = retry_transient(take_lease)
     except DBAPIError as exc:
         # Never ack a delivery we could not record: the message goes back to the queue.
-        raise ClaimFailed(f"task {task_id}: the claim could not be recorded ({type(exc).__name__})") from exc
+        raise LeaseNotRecorded(f"task {task_id}: the lease could not be recorded ({type(exc).__name__})") from exc
     if claimed is None:
         # Already running elsewhere (live lease), finished, cancelled, or unknown: drop the duplicate.
         log.info("task %s: delivery dropped, it is not PENDING", task_id)
@@ -419,7 +420,7 @@ def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: 
 
     def record() -> Any:
         with telemetry.span("tasklift.finish", outcome=status.value), get_autocommit_engine().connect() as conn:
-            return repo.finish(conn, ctx.task_id, ctx.attempt, status, result=result, error=error, progress=progress)
+            return leases.finish(conn, ctx.task_id, ctx.attempt, status, result=result, error=error, progress=progress)
 
     done = retry_transient(record)
     if done is None:
@@ -466,8 +467,8 @@ def _hand_back(ctx: TaskContext) -> None:
 
     def record() -> Any:
         with telemetry.span("tasklift.finish", outcome="HANDBACK"), get_engine().begin() as conn:
-            done = repo.hand_back(conn, ctx.task_id, ctx.attempt, window=window)
-            return done, repo.append_log(conn, ctx.task_id, None, "WARNING", note) if done else None
+            done = leases.hand_back(conn, ctx.task_id, ctx.attempt, window=window)
+            return done, leases.append_log(conn, ctx.task_id, None, "WARNING", note) if done else None
 
     done, log_event = retry_transient(record)
     if done is None:
@@ -480,7 +481,7 @@ def _hand_back(ctx: TaskContext) -> None:
 
 
 def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseException) -> None:
-    failures = repo.failures(row)
+    failures = leases.failures(row)
     if isinstance(exc, ttype.retry_on) and failures <= row["max_retries"]:
         delay = retry_delay(ttype, failures)
         ctx.flush()
@@ -489,8 +490,8 @@ def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseExcepti
 
         def record() -> Any:
             with telemetry.span("tasklift.finish", outcome="RETRY"), get_engine().begin() as conn:
-                requeued = repo.requeue(conn, ctx.task_id, ctx.attempt, error=error, delay=delay)
-                return requeued, repo.append_log(conn, ctx.task_id, None, "WARNING", note) if requeued else None
+                requeued = leases.requeue(conn, ctx.task_id, ctx.attempt, error=error, delay=delay)
+                return requeued, leases.append_log(conn, ctx.task_id, None, "WARNING", note) if requeued else None
 
         done, log_event = retry_transient(record)
         if done is not None:

@@ -16,11 +16,11 @@ log = logging.getLogger(__name__)
 def run(self: Any, task_id: str) -> None:
     """Claim the task ``task_id`` and run it (a duplicate delivery is dropped at the claim)."""
     # Imported here: runner imports the app module, which imports this one to register the task.
-    from tasklift.queue.runner import ClaimFailed, execute
+    from tasklift.queue.runner import LeaseNotRecorded, execute
 
     try:
         execute(task_id, worker=str(self.request.hostname or "worker"))
-    except ClaimFailed as exc:
+    except LeaseNotRecorded as exc:
         # acks_late: rejecting with requeue puts the message back instead of acking a lost claim.
         log.warning("%s; the message goes back to the queue", exc)
         raise Reject(str(exc), requeue=True) from exc

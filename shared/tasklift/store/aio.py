@@ -1,27 +1,34 @@
-"""asyncpg on the API's event loop: the hot path (submit, read a task) without a thread hop.
+"""asyncpg on the API's event loop: the API's store (submit, read a task) without a thread hop.
 
-Everything else (workers, the reaper, the CLI, rarer endpoints) uses SQLAlchemy on psycopg2
-(:mod:`tasklift.store.db`). The API's two busiest requests, ``POST /tasks`` and
-``GET /tasks/{id}``, run here instead, on a small pool of this module's own (:class:`Pool`):
-the submits that arrive together share ONE statement and one commit
-(:data:`tasklift.store.repository.INSERT_TASKS_SQL`, which writes exactly the rows the sync
-path's ``INSERT_TASK_SQL`` writes), and so do the reads (``GET_TASK_SQL`` for many ids); see
-:class:`_Gathered`. Prepared statements, no worker thread, no statement building per call.
+The API's requests on the hot path, ``POST /tasks`` and ``GET /tasks/{id}``, run here on an
+:class:`asyncpg.Pool` (:func:`pool`); workers, the reaper and the CLI use SQLAlchemy
+(:mod:`tasklift.store.db`). The SQL text is the repository's (:mod:`tasklift.store.repository`):
+this module only runs it. The submits that arrive together share ONE statement and one commit
+(:data:`~tasklift.store.repository.INSERT_TASKS_SQL`), and so do the reads
+(:data:`~tasklift.store.repository.GET_TASKS_SQL` for many ids); see :class:`_Gathered`.
 
 A pool belongs to the event loop that made it (asyncpg connections are loop-bound), so there is
 one per running loop: uvicorn has one for the process; a host that runs a fresh loop per
-invocation gets a fresh pool. Like :func:`tasklift.store.db.make_engine`, a connection idle for
-more than :data:`~tasklift.store.db.IDLE_PING_SECONDS` is pinged before use, and a statement that
-fails on a connection lost meanwhile (PostgreSQL restarted) is tried once more on a new one.
+invocation gets a fresh pool. The pool is asyncpg's own, configured through its public options:
+
+- connections are made on demand up to ``db_pool_size`` (``min_size=0``) and closed after
+  :data:`IDLE_SECONDS` unused (``max_inactive_connection_lifetime``), so an idle API holds none and
+  a connection is never very old when it is reused;
+- ``init=`` sets the JSONB/JSON codecs once per connection;
+- ``reset=`` replaces asyncpg's default reset (``SELECT pg_advisory_unlock_all(); CLOSE ALL;
+  UNLISTEN *; RESET ALL``, one round trip per release) by nothing: the operations here use no
+  session state (no advisory locks, cursors, LISTEN or SET), and asyncpg still rolls back a
+  transaction left open before ``reset`` runs;
+- a connection the server closed (a PostgreSQL restart, ``pg_terminate_backend``) is replaced by
+  the pool on the next acquire; a statement that fails because its connection was lost meanwhile
+  is tried once more on another (:func:`run`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
-import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
@@ -32,11 +39,15 @@ from sqlalchemy.engine import make_url
 
 from tasklift.jsoncodec import json_text
 from tasklift.settings import get_settings
+from tasklift.store import outbox
 from tasklift.store import repository as repo
-from tasklift.store.db import IDLE_PING_SECONDS, database_url
+from tasklift.store.db import database_url, positional
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Seconds a pooled connection may stay unused before the pool closes it.
+IDLE_SECONDS = 60.0
 
 
 class DatabaseError(Exception):
@@ -47,22 +58,11 @@ class DatabaseError(Exception):
 
 
 _FAILED = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError)
-#: Of those, the ones worth one more try on a fresh connection (the pooled one died).
+#: Of those, the ones worth one more try on another connection (the pooled one died).
 _LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionResetError, BrokenPipeError)
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
-
-
-class _Connection(asyncpg.Connection):  # type: ignore[misc]
-    """A pooled connection that knows since when it has been idle."""
-
-    idle_since: float | None = None
-
-    def mark_idle(self) -> None:
-        self.idle_since = time.monotonic()
-
-    def idle_seconds(self) -> float:
-        return 0.0 if self.idle_since is None else time.monotonic() - self.idle_since
+#: Each running loop's pool, made once (a task, so that callers arriving together share it).
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[asyncpg.Pool]] = weakref.WeakKeyDictionary()
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -70,217 +70,88 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-class Pool:
-    """At most ``size`` connections of one event loop, handed out most-recently-used first.
-
-    Why not ``asyncpg.Pool``: its acquire/release machinery (a queue of holders, a timeout wrapper
-    and a shielded release task per call, and a reset round trip per release by default) cost
-    ~40 µs of CPU per request here, as much as the statement itself. What this path needs is small:
-    every operation is one autocommit statement, so a connection comes back clean and needs no
-    reset. What it keeps: connections are made on demand up to ``size``; callers beyond that wait
-    in FIFO order; a connection idle for more than :data:`IDLE_PING_SECONDS` is pinged before use
-    (it may predate a PostgreSQL restart); a connection that failed or whose operation was
-    interrupted is closed, never reused, and its place goes to the next waiter.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._idle: collections.deque[_Connection] = collections.deque()
-        #: Callers waiting for a connection; each gets one, or None = "a place is free: connect".
-        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
-        self._open = 0  # connections made and not yet discarded (idle + in use + connecting)
-        self._closed = False
-        self._closing: set[asyncio.Task[None]] = set()
-
-    async def acquire(self) -> _Connection:
-        """A connection for one operation; give it back with :meth:`release` or :meth:`discard`."""
-        while True:
-            if self._closed:
-                raise asyncpg.InterfaceError("the pool is closed")
-            if self._idle:
-                conn = self._idle.pop()
-            elif self._open < self.size:
-                conn = await self._connect()
-            else:
-                handed = await self._wait()
-                if handed is None:  # a place came free: make a connection in it
-                    self._open -= 1  # _connect counts it again
-                    handed = await self._connect()
-                conn = handed
-            if conn.is_closed():
-                self._forget()
-                continue
-            if conn.idle_seconds() > IDLE_PING_SECONDS:
-                try:
-                    await conn.execute("SELECT 1")
-                except _FAILED as exc:  # gone meanwhile (a restart, an idle timeout): take another
-                    log.info("dropping a pooled connection that failed its ping: %s", type(exc).__name__)
-                    self.discard(conn)
-                    continue
-                except BaseException:
-                    self.discard(conn)
-                    raise
-            return conn
-
-    async def _connect(self) -> _Connection:
-        self._open += 1
-        try:
-            return await _connect()
-        except BaseException:
-            self._forget()
-            raise
-
-    async def _wait(self) -> _Connection | None:
-        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():  # handed over just as we were cancelled
-                conn = waiter.result()
-                if conn is None:
-                    self._forget()  # the place reserved for us goes to the next waiter
-                else:
-                    self.release(conn)
-            raise
-
-    def release(self, conn: _Connection) -> None:
-        """Give back a connection whose operation completed (successfully or with an SQL error)."""
-        if self._closed or conn.is_closed():
-            self.discard(conn)
-            return
-        conn.mark_idle()
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
-        self._idle.append(conn)
-
-    def discard(self, conn: _Connection) -> None:
-        """Close a connection that must not be reused (lost, broken or interrupted mid-statement).
-
-        The close runs in the background and lets asyncpg first deliver the cancel request of an
-        interrupted statement, so the server stops it too; its place in the pool is free at once.
-        """
-        if not conn.is_closed():
-            closing = asyncio.get_running_loop().create_task(_close(conn))
-            self._closing.add(closing)  # held: the loop keeps only weak references to tasks
-            closing.add_done_callback(self._closing.discard)
-        self._forget()
-
-    def _forget(self) -> None:
-        """One connection fewer; a waiter, if any, may now connect in its place."""
-        self._open -= 1
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._open += 1  # reserved for that waiter (it subtracts it again to connect)
-                waiter.set_result(None)
-                return
-
-    async def close(self, timeout: float = 5) -> None:
-        """Close the idle connections now and the others as they come back."""
-        self._closed = True
-        idle, self._idle = list(self._idle), collections.deque()
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(asyncpg.InterfaceError("the pool is closed"))
-        self._waiters.clear()
-        for conn in idle:
-            await _close(conn, timeout)
-            self._open -= 1
-        if self._closing:
-            await asyncio.wait(list(self._closing), timeout=timeout)
+async def _init(conn: asyncpg.Connection) -> None:
+    """Each new connection: JSON and JSONB in and out as Python values (as SQLAlchemy's types do)."""
+    for name in ("jsonb", "json"):
+        await conn.set_type_codec(name, encoder=json_text, decoder=json.loads, schema="pg_catalog")
 
 
-async def _close(conn: _Connection, timeout: float = 5) -> None:
-    """Close gracefully (after any pending cancel request); drop the socket if that fails."""
-    try:
-        await conn.close(timeout=timeout)
-    except (TimeoutError, *_FAILED):
-        conn.terminate()  # the server is gone or slow
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Nothing to reset between uses: see the module docstring."""
 
 
-async def _connect() -> _Connection:
+async def _make_pool() -> asyncpg.Pool:
     settings = get_settings()
-    conn: _Connection = await asyncpg.connect(
+    made: asyncpg.Pool = await asyncpg.create_pool(
         asyncpg_dsn(database_url(settings)),
-        connection_class=_Connection,
-        timeout=5,
+        min_size=0,
+        max_size=settings.db_pool_size,
+        max_inactive_connection_lifetime=IDLE_SECONDS,
+        init=_init,
+        reset=_no_reset,
+        timeout=5,  # to connect
         statement_cache_size=settings.db_statement_cache_size,
         command_timeout=30,
         server_settings={"application_name": "tasklift-api"},
     )
-    try:
-        # JSONB in and out as Python values, as SQLAlchemy's JSONB type does on the sync path.
-        await conn.set_type_codec("jsonb", encoder=json_text, decoder=json.loads, schema="pg_catalog")
-    except BaseException:
-        conn.terminate()
-        raise
-    return conn
-
-
-def _made(loop: asyncio.AbstractEventLoop) -> Pool:
-    made = _pools.get(loop)
-    if made is None or made._closed:
-        made = _pools[loop] = Pool(get_settings().db_pool_size)
     return made
 
 
-def pool() -> Pool:
+async def pool() -> asyncpg.Pool:
     """This event loop's pool (made on first use; it connects lazily)."""
-    return _made(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    made = _pools.get(loop)
+    if made is None or (made.done() and (made.cancelled() or made.exception() is not None)):
+        made = _pools[loop] = loop.create_task(_make_pool())
+    return await made
 
 
 async def run(operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """``operation(conn)`` on a pooled connection; once more on a fresh one if the first was lost.
+    """``operation(conn)`` on a pooled connection; once more on another if the first was lost.
 
-    ``operation`` must leave the connection as it found it (one autocommit statement, or a
-    transaction it ends itself): connections are not reset between uses.
+    ``operation`` runs one autocommit statement, or a transaction it ends itself
+    (``async with conn.transaction()``).
     """
-    db = pool()
+    db = await pool()
     for attempt in (1, 2):
         try:
-            conn = await db.acquire()
-        except _FAILED as exc:
-            raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
-        try:
-            result = await operation(conn)
+            async with db.acquire() as conn:
+                return await operation(conn)
         except _LOST as exc:
-            db.discard(conn)
             if attempt == 2:
                 raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
             log.info("database connection lost (%s); retrying on a new connection", type(exc).__name__)
-            continue
         except _FAILED as exc:
-            if isinstance(exc, asyncpg.PostgresError) and not conn.is_in_transaction():
-                db.release(conn)  # the server refused the statement; the connection is fine
-            else:
-                db.discard(conn)
             raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
-        except BaseException:
-            db.discard(conn)  # interrupted mid-operation (cancelled): its state is unknown
-            raise
-        db.release(conn)
-        return result
     raise AssertionError("unreachable")
 
 
 async def close_pools() -> None:
     """Close this loop's pool (the ASGI lifespan calls this on shutdown)."""
     made = _pools.pop(asyncio.get_running_loop(), None)
-    if made is not None:
-        await made.close()
+    if made is None:
+        return
+    try:
+        db = await made
+    except Exception:  # noqa: BLE001 - it never opened: nothing to close
+        return
+    try:
+        await asyncio.wait_for(db.close(), 5)
+    except (TimeoutError, *_FAILED):
+        db.terminate()  # the server is gone or slow
 
 
 # --- the statements ------------------------------------------------------------------------------
 
-_GET_TASKS, _ = repo.positional(repo.GET_TASKS_SQL)  # ($1 ids)
-_MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = repo.positional(repo.MARK_PUBLISHED_SQL)
+_GET_TASKS, _ = positional(repo.GET_TASKS_SQL)  # ($1 ids)
+_MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = positional(outbox.MARK_PUBLISHED_SQL)
 
 
-_INSERT_TASKS, _INSERT_TASKS_ARGS = repo.positional(repo.INSERT_TASKS_SQL)
+_INSERT_TASKS, _INSERT_TASKS_ARGS = positional(repo.INSERT_TASKS_SQL)
+_DELETE_EXPIRED_KEY, _ = positional(repo.DELETE_EXPIRED_KEY_SQL)  # ($1 owner, $2 key)
+_INSERT_KEY, _ = positional(repo.INSERT_KEY_SQL)  # ($1 owner, $2 key, $3 request_hash, $4 ttl)
+_GET_KEY, _ = positional(repo.GET_KEY_SQL)  # ($1 owner, $2 key)
+_COMPLETE_KEY, _COMPLETE_KEY_ARGS = positional(repo.COMPLETE_KEY_SQL)
 
 
 async def get_task(task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:
@@ -430,6 +301,30 @@ async def insert_many(conn: asyncpg.Connection, tasks: list[repo.NewTask]) -> li
     return [by_id[task.task_id] for task in tasks]
 
 
+async def submit_with_key(
+    task: repo.NewTask, key: str, request_hash: str, ttl: float
+) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+    """Reserve the Idempotency-Key ``key`` of ``task.owner``, insert ``task`` and bind the key to it,
+    in ONE transaction; returns ``(task row, None)``.
+
+    If a live record of the key exists, nothing is written and ``(None, record)`` is returned (its
+    ``request_hash`` and ``task_id``, None while the first request is in flight): the caller decides
+    between a replay and a conflict. The insert is :func:`insert_many`'s statement.
+    """
+
+    async def transaction(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+        async with conn.transaction():
+            await conn.execute(_DELETE_EXPIRED_KEY, task.owner, key)
+            if await conn.fetchval(_INSERT_KEY, task.owner, key, request_hash, float(ttl)) is None:
+                return None, await conn.fetchrow(_GET_KEY, task.owner, key)
+            [row] = await insert_many(conn, [task])
+            values = {"owner": task.owner, "key": key, "task_id": task.task_id}
+            await conn.execute(_COMPLETE_KEY, *[values[name] for name in _COMPLETE_KEY_ARGS])
+            return row, None
+
+    return await run(transaction)
+
+
 async def _get_many(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list[asyncpg.Record | None]:
     rows = await conn.fetch(_GET_TASKS, list(set(task_ids)))
     by_id = {row["id"]: row for row in rows}
@@ -437,7 +332,7 @@ async def _get_many(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list
 
 
 async def mark_published(sent: list[tuple[uuid.UUID, int]], broker_epoch: str | None) -> None:
-    """:func:`tasklift.store.repository.mark_published` on asyncpg (one statement, autocommit)."""
+    """:func:`tasklift.store.outbox.mark_published` on asyncpg (one statement, autocommit)."""
     values = {"ids": [task_id for task_id, _ in sent], "seqs": [seq for _, seq in sent], "epoch": broker_epoch}
     args = [values[name] for name in _MARK_PUBLISHED_ARGS]
     await run(lambda conn: conn.execute(_MARK_PUBLISHED, *args))

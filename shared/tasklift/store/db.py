@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
@@ -132,6 +132,23 @@ def reset_engine() -> None:
         _engines.clear()
 
 
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with ``:name`` parameters as ``$n`` (asyncpg, PREPARE), and the names in ``$n`` order."""
+    names: list[str] = []
+
+    def number(found: re.Match[str]) -> str:
+        if found.group(1) not in names:
+            names.append(found.group(1))
+        return f"${names.index(found.group(1)) + 1}"
+
+    return re.sub(r"(?<![:\w]):(\w+)", number, sql), tuple(names)
+
+
+def interval(seconds: float) -> Any:
+    """``seconds`` as a PostgreSQL interval, in a SQLAlchemy expression (``make_interval``)."""
+    return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
 class Prepared:
     """One SQL statement the worker runs on every task (the claim, the outcome): :func:`run_prepared`.
 
@@ -145,8 +162,6 @@ class Prepared:
     """
 
     def __init__(self, name: str, sql: str, types: Mapping[str, str]) -> None:
-        from tasklift.store.repository import positional
-
         numbered, names = positional(sql)
         self.name = name
         self.sql = sql

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from tasklift.events.bus import Publisher
-from tasklift.store import repository as repo
+from tasklift.store import leases
 from tasklift.store.db import is_transient, retry_transient
 from tasklift.store.repository import Event
 
@@ -103,7 +103,7 @@ class TaskContext:
 
         def write() -> Event | None:
             with self._writer.begin() as conn:
-                return repo.append_log(conn, self.task_id, self.attempt, level.upper(), str(message))
+                return leases.append_log(conn, self.task_id, self.attempt, level.upper(), str(message))
 
         event = retry_transient(write)
         if event is None:
@@ -124,7 +124,7 @@ class TaskContext:
                     conn.execute(insert(done).values(task_id=ctx.task_id, ...))
         """
         with self._engine.begin() as conn:
-            if not repo.lock_for_attempt(conn, self.task_id, self.attempt):
+            if not leases.lock_for_attempt(conn, self.task_id, self.attempt):
                 self._lost()
                 raise LeaseLost(str(self.task_id))
             yield conn
@@ -152,7 +152,7 @@ class TaskContext:
             self._last_write = time.monotonic()
         try:
             with self._writer.begin() as conn:
-                done = repo.record_progress(conn, self.task_id, self.attempt, value, self._lease)
+                done = leases.record_progress(conn, self.task_id, self.attempt, value, self._lease)
         except DBAPIError as exc:
             if not is_transient(exc):
                 raise
@@ -188,7 +188,7 @@ class TaskContext:
             self.flush()
             return
         with self._writer.begin() as conn:
-            flag = repo.heartbeat(conn, self.task_id, self.attempt, self._lease)
+            flag = leases.heartbeat(conn, self.task_id, self.attempt, self._lease)
         if flag is None:
             self._lost()
         else:

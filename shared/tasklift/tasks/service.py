@@ -1,8 +1,10 @@
-"""The task service: submit, read, list, cancel, retry. Host-neutral and synchronous.
+"""The task service: submit, read, list, cancel, retry. Host-neutral.
 
-HTTP handlers call these from a thread; workers and the CLI call them directly. Errors are domain
-exceptions (:class:`NotFound`, :class:`Conflict`, :class:`InvalidInput`); the HTTP layer turns them
-into problem+json.
+:meth:`TaskService.submit` and :meth:`TaskService.get` are async, on the API's asyncpg store
+(:mod:`tasklift.store.aio`); the rarer operations (list, logs, cancel, retry) are synchronous on
+SQLAlchemy and the HTTP handlers run them in a worker thread. Errors are domain exceptions
+(:class:`NotFound`, :class:`Conflict`, :class:`InvalidInput`); the HTTP layer turns them into
+problem+json.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any
 
 import anyio
 from pydantic import ValidationError
-from sqlalchemy import Engine, RowMapping
+from sqlalchemy import Connection, Engine, RowMapping
 
 from tasklift import jsoncodec, telemetry
 from tasklift.blobs import claims
-from tasklift.queue.dispatch import Dispatch, asubmit, publish_after_commit, submit_turn
+from tasklift.queue.dispatch import Dispatch, apublish, asubmit, publish_after_commit, submit_turn
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
@@ -58,7 +60,7 @@ class InvalidInput(ServiceError):  # noqa: N818
 class Submitted:
     """Outcome of a submit: the task row and whether it replays an earlier idempotent request."""
 
-    task: RowMapping
+    task: Mapping[str, Any]
     replayed: bool = False
 
 
@@ -88,62 +90,51 @@ class TaskService:
 
     # --- submit ---------------------------------------------------------------------------------
 
-    @telemetry.traced("tasklift.submit")
-    def submit(self, owner: str, body: Any, idempotency_key: str | None = None) -> Submitted:
+    async def submit(self, owner: str, body: Any, idempotency_key: str | None = None) -> Submitted:
         """Validate and durably accept a task; publish it after the commit.
 
+        The common submit (no Idempotency-Key) is one INSERT shared with the submits beside it and
+        one LPUSH (:func:`~tasklift.queue.dispatch.asubmit`). With a key, the key's reservation,
+        the same INSERT and the key's completion are one transaction, then the task is published
+        (:func:`~tasklift.queue.dispatch.apublish`). An input too large to store inline is put in
+        blob storage first (in a worker thread: the blob clients are synchronous).
+
         Raises:
-            InvalidInput: unknown ``task_type`` or fields that do not validate.
+            InvalidInput: unknown ``task_type`` or fields that do not validate, or an
+                Idempotency-Key reused with another body.
             Conflict: the Idempotency-Key is being used by a request still in flight.
+            BlobStoreError: a large input could not be stored (no task was created).
         """
+        await submit_turn()
         ttype, task_input, metadata = parse_submission(body)
-        settings = get_settings()
-        engine = self.engine_factory()
         task_id = uuid.uuid4()
-        telemetry.annotate(task_id=task_id, task_type=ttype.name)
-        # Claim check: a large input is in blob storage before the commit (BlobStoreError → 503), and
-        # is deleted again if no task comes of this request (error, idempotent replay).
-        claim = claims.Claim.check_in(task_input, claims.input_key(task_id))
-        with claim, engine.begin() as conn:
-            if idempotency_key is not None:
-                earlier = repo.reserve_idempotency_key(
-                    conn, owner, idempotency_key, request_fingerprint(body), settings.idempotency_ttl_seconds
-                )
-                if earlier is not None:
-                    return self._replay(conn, owner, earlier, request_fingerprint(body))
-            row, event = repo.insert_task(conn, new_task(task_id, owner, ttype, claim.value, metadata))
-            if idempotency_key is not None:
-                repo.complete_idempotency_key(conn, owner, idempotency_key, task_id)
-            claim.keep()
-        publish_after_commit(engine, [Dispatch(task_id, ttype.queue, ttype.name)])
+        with telemetry.span("tasklift.submit"):
+            telemetry.annotate(task_id=task_id, task_type=ttype.name)
+            if claims.fits_inline(task_input):
+                claim = claims.Claim(task_input)
+            else:  # claim check: in blob storage before the commit, deleted again if no task comes of it
+                claim = await anyio.to_thread.run_sync(claims.Claim.check_in, task_input, claims.input_key(task_id))
+            try:
+                task = new_task(task_id, owner, ttype, claim.value, metadata)
+                item = Dispatch(task_id, ttype.queue, ttype.name)
+                if idempotency_key is None:
+                    row = await asubmit(task, item)  # commit, then LPUSH
+                else:
+                    fingerprint = request_fingerprint(body)
+                    ttl = get_settings().idempotency_ttl_seconds
+                    row, earlier = await aio.submit_with_key(task, idempotency_key, fingerprint, ttl)
+                    if earlier is not None:
+                        return await self._replay(owner, earlier, fingerprint)
+                    await apublish([item])
+                claim.keep()
+            finally:
+                if not claim.kept and claims.is_ref(claim.value):
+                    await anyio.to_thread.run_sync(claims.discard, claim.value)
         # The first event is not announced: nobody can watch a task whose id has not been returned.
         telemetry.task_submitted(ttype.name)
         return Submitted(row)
 
-    async def submit_async(self, owner: str, body: Any, idempotency_key: str | None = None) -> Submitted:
-        """:meth:`submit` without leaving the event loop: the API's hot path.
-
-        The common submit (no Idempotency-Key, an input small enough to store inline) is one
-        asyncpg statement (:data:`~tasklift.store.repository.INSERT_TASKS_SQL`, the rows
-        :meth:`submit` writes) and one LPUSH, on the loop, shared with the submits beside it
-        (:func:`~tasklift.queue.dispatch.asubmit`). The rest (idempotency keys, inputs bound for
-        blob storage) runs :meth:`submit` in a worker thread.
-        """
-        if idempotency_key is not None:
-            return await anyio.to_thread.run_sync(self.submit, owner, body, idempotency_key)
-        await submit_turn()
-        ttype, task_input, metadata = parse_submission(body)
-        if not claims.fits_inline(task_input):
-            return await anyio.to_thread.run_sync(self.submit, owner, body, None)
-        task_id = uuid.uuid4()
-        with telemetry.span("tasklift.submit"):
-            telemetry.annotate(task_id=task_id, task_type=ttype.name)
-            task = new_task(task_id, owner, ttype, task_input, metadata)
-            row = await asubmit(task, Dispatch(task_id, ttype.queue, ttype.name))  # commit, then LPUSH
-        telemetry.task_submitted(ttype.name)
-        return Submitted(row)
-
-    def _replay(self, conn: Any, owner: str, earlier: RowMapping, fingerprint: str) -> Submitted:
+    async def _replay(self, owner: str, earlier: Mapping[str, Any], fingerprint: str) -> Submitted:
         if earlier["request_hash"] != fingerprint:
             raise InvalidInput(
                 "this Idempotency-Key was already used with a different request body",
@@ -151,24 +142,15 @@ class TaskService:
             )
         if earlier["task_id"] is None:
             raise Conflict("a request with this Idempotency-Key is still being processed")
-        row = repo.get_task(conn, earlier["task_id"], owner)
+        row = await aio.get_task(earlier["task_id"], owner)
         if row is None:  # the task was purged by retention while its key lived on
             raise Conflict("the task created with this Idempotency-Key no longer exists")
         return Submitted(row, replayed=True)
 
     # --- reads ----------------------------------------------------------------------------------
 
-    def get(self, owner: str | None, task_id: str) -> RowMapping:
-        """The task, or :class:`NotFound`."""
-        tid = parse_task_id(task_id)
-        with reading(self.engine_factory()) as conn:
-            row = repo.get_task(conn, tid, owner)
-        if row is None:
-            raise NotFound(f"task {task_id} does not exist")
-        return row
-
-    async def get_async(self, owner: str | None, task_id: str) -> Mapping[str, Any]:
-        """:meth:`get` on the event loop (asyncpg, the same statement)."""
+    async def get(self, owner: str | None, task_id: str) -> Mapping[str, Any]:
+        """The task, or :class:`NotFound` (also for another owner's task)."""
         row = await aio.get_task(parse_task_id(task_id), owner)
         if row is None:
             raise NotFound(f"task {task_id} does not exist")
@@ -204,9 +186,9 @@ class TaskService:
         return Listing(rows, next_cursor)
 
     def logs(self, owner: str | None, task_id: str, *, after: int = 0, limit: int = 100) -> list[RowMapping]:
-        """Log lines after sequence ``after``, oldest first."""
-        row = self.get(owner, task_id)
+        """Log lines after sequence ``after``, oldest first; :class:`NotFound` for no such task."""
         with reading(self.engine_factory()) as conn:
+            row = _owned(conn, owner, task_id)
             return repo.logs_after(conn, row["id"], after, limit)
 
     def load(self, task_id: uuid.UUID) -> RowMapping | None:
@@ -228,9 +210,8 @@ class TaskService:
             NotFound: no such task for this caller.
             Conflict: the task already finished (SUCCESS or FAILED).
         """
-        row = self.get(owner, task_id)
-        tid = row["id"]
         with self.engine_factory().begin() as conn:
+            tid = _owned(conn, owner, task_id)["id"]
             done = repo.cancel_pending(conn, tid) or repo.request_cancel(conn, tid)
             current = done[0] if done else repo.get_task(conn, tid)
         if done:
@@ -249,7 +230,8 @@ class TaskService:
 
     def retry(self, owner: str | None, task_id: str) -> RowMapping:
         """Re-queue a FAILED or CANCELLED task (new attempt, same id); :class:`Conflict` otherwise."""
-        row = self.get(owner, task_id)
+        with reading(self.engine_factory()) as conn:
+            row = _owned(conn, owner, task_id)
         ttype = get_task_type(row["task_type"])
         if ttype is None:
             raise Conflict(f"task type {row['task_type']} is no longer registered")
@@ -265,6 +247,14 @@ class TaskService:
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+def _owned(conn: Connection, owner: str | None, task_id: str) -> RowMapping:
+    """The task ``task_id`` of ``owner`` (None: any owner) read on ``conn``, or :class:`NotFound`."""
+    row = repo.get_task(conn, parse_task_id(task_id), owner)
+    if row is None:
+        raise NotFound(f"task {task_id} does not exist")
+    return row
 
 
 def new_task(

@@ -1,0 +1,352 @@
+"""The worker's lease writes and the reaper's recovery. Every write is fenced by the attempt that holds the lease.
+
+A worker takes a task by a conditional update that records a lease (attempt + deadline,
+:func:`take_lease`); its heartbeats, progress, log lines and outcome are refused once another
+attempt holds the task. The reaper recovers tasks whose lease expired. ("Lease" here, never
+"claim": the claim check is the blob reference of :mod:`tasklift.blobs.claims`.)
+
+The worker's hot statements are written once as SQL and compiled once per process: taking a lease
+and the outcome are ONE statement each (the compare-and-set UPDATE, the event INSERT and, for the
+lease, the outbox DELETE as data-modifying CTEs, like
+:data:`~tasklift.store.repository.INSERT_TASKS_SQL`), so a caller may run them in autocommit: one
+round trip, atomic, no BEGIN/COMMIT. A CAS that loses changes nothing: the CTEs that append the
+event and delete the outbox row read the UPDATE's RETURNING, which is empty.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Float, Integer, RowMapping, Text, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from tasklift.blobs import claims
+from tasklift.store import repository as repo
+from tasklift.store.db import Prepared, interval, run_prepared
+from tasklift.store.outbox import insert_intent
+from tasklift.store.repository import Event
+from tasklift.store.tables import tasks
+from tasklift.tasks.states import TERMINAL, TaskStatus
+
+#: The part of :func:`status_data` that SQL builds from the updated row (``r``); the rest is added below.
+_STATUS_DATA_SQL = (
+    "jsonb_build_object('status', r.status, 'progress', r.progress, 'attempts', r.attempts,"
+    " 'cancel_requested', r.cancel_requested)"
+)
+_TASK_ID = bindparam("task_id", type_=UUID(as_uuid=True))
+_ATTEMPT = bindparam("attempt", type_=Integer)
+_LEASE = bindparam("lease", type_=Float)
+
+#: Taking the lease: one statement (see above), a prepared statement on the worker's connection.
+TAKE_LEASE_SQL = f"""
+WITH r AS (
+    UPDATE tasks
+    SET status = 'RUNNING', attempts = attempts + 1, worker = :worker,
+        lease_expires_at = now() + make_interval(secs => :lease),
+        started_at = coalesce(started_at, now()), error = NULL,
+        last_seq = last_seq + 1, updated_at = now()
+    WHERE id = :task_id AND status = 'PENDING' AND cancel_requested IS FALSE
+    RETURNING {repo.TASK_COLUMNS}
+), lease_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data)
+    SELECT r.id, r.last_seq, 'status', {_STATUS_DATA_SQL} FROM r
+), dispatch_done AS (
+    DELETE FROM task_outbox WHERE task_id = :task_id AND EXISTS (SELECT FROM r)
+)
+SELECT {repo.TASK_COLUMNS} FROM r"""
+_TAKE_LEASE = Prepared("tasklift_take_lease", TAKE_LEASE_SQL, {"task_id": "uuid", "lease": "float8", "worker": "text"})
+
+
+def take_lease(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) -> tuple[dict[str, Any], Event] | None:
+    """PENDING → RUNNING with a new attempt and lease; None if another delivery got there first.
+
+    One statement: the status event is appended and the outbox row deleted only if the CAS won.
+    On the worker's autocommit connection it is its own transaction, committed when this returns.
+    """
+    row = run_prepared(conn, _TAKE_LEASE, {"task_id": task_id, "worker": worker, "lease": lease})
+    if row is None:
+        return None
+    return row, Event(str(task_id), row["last_seq"], "status", repo.status_data(row))
+
+
+def _fenced(attempt: int) -> list[Any]:
+    return [tasks.c.status == TaskStatus.RUNNING.value, tasks.c.attempts == attempt]
+
+
+_FENCE_SQL = "id = :task_id AND status = 'RUNNING' AND attempts = :attempt"
+
+_HEARTBEAT = (
+    text(
+        "UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)"
+        f" WHERE {_FENCE_SQL} RETURNING cancel_requested"
+    )
+    .bindparams(_TASK_ID, _ATTEMPT, _LEASE)
+    .columns(tasks.c.cancel_requested)
+)
+
+
+def heartbeat(conn: Connection, task_id: uuid.UUID, attempt: int, lease: float) -> bool | None:
+    """Extend the lease; returns the cancel flag, or None if this attempt no longer holds the task."""
+    return conn.execute(_HEARTBEAT, {"task_id": task_id, "attempt": attempt, "lease": lease}).scalar()
+
+
+_PROGRESS = (
+    text(
+        f"""
+WITH r AS (
+    UPDATE tasks
+    SET progress = CAST(:progress AS jsonb), last_seq = last_seq + 1, updated_at = now(),
+        lease_expires_at = now() + make_interval(secs => :lease)
+    WHERE {_FENCE_SQL}
+    RETURNING id, last_seq, cancel_requested
+), progress_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data)
+    SELECT r.id, r.last_seq, 'progress', jsonb_build_object('status', 'RUNNING', 'progress', CAST(:progress AS jsonb))
+    FROM r
+)
+SELECT last_seq, cancel_requested FROM r"""
+    )
+    .bindparams(_TASK_ID, _ATTEMPT, _LEASE, bindparam("progress", type_=JSONB))
+    .columns(tasks.c.last_seq, tasks.c.cancel_requested)
+)
+
+
+def record_progress(
+    conn: Connection, task_id: uuid.UUID, attempt: int, progress: dict[str, Any], lease: float
+) -> tuple[Event, bool] | None:
+    """Store progress (also a heartbeat) and append a ``progress`` event; None if fenced off."""
+    row = conn.execute(
+        _PROGRESS, {"task_id": task_id, "attempt": attempt, "lease": lease, "progress": progress}
+    ).first()
+    if row is None:
+        return None
+    data = {"status": TaskStatus.RUNNING.value, "progress": progress}
+    return Event(str(task_id), row.last_seq, "progress", data), row.cancel_requested
+
+
+def _log_statement(where: str, *params: Any) -> Any:
+    return (
+        text(
+            f"""
+WITH r AS (
+    UPDATE tasks SET last_seq = last_seq + 1 WHERE {where} RETURNING id, last_seq, status
+), log_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data)
+    SELECT r.id, r.last_seq, 'log',
+           jsonb_build_object('status', r.status, 'level', CAST(:level AS text), 'message', CAST(:message AS text))
+    FROM r
+)
+SELECT last_seq, status FROM r"""
+        )
+        .bindparams(_TASK_ID, *params, bindparam("level", type_=Text), bindparam("message", type_=Text))
+        .columns(tasks.c.last_seq, tasks.c.status)
+    )
+
+
+_LOG_FENCED = _log_statement(_FENCE_SQL, _ATTEMPT)
+_LOG_ANY = _log_statement("id = :task_id")
+
+
+def append_log(conn: Connection, task_id: uuid.UUID, attempt: int | None, level: str, message: str) -> Event | None:
+    """Append a log line; fenced by ``attempt`` when a worker writes it."""
+    params: dict[str, Any] = {"task_id": task_id, "level": level, "message": message}
+    if attempt is None:
+        row = conn.execute(_LOG_ANY, params).first()
+    else:
+        row = conn.execute(_LOG_FENCED, {**params, "attempt": attempt}).first()
+    if row is None:
+        return None
+    data = {"status": row.status, "level": level, "message": message}
+    return Event(str(task_id), row.last_seq, "log", data)
+
+
+_FINISH_COLUMNS = (
+    tasks.c.id, tasks.c.status, tasks.c.progress, tasks.c.attempts, tasks.c.cancel_requested,
+    tasks.c.result, tasks.c.error, tasks.c.task_type, tasks.c.queue, tasks.c.last_seq,
+)  # fmt: skip
+_FINISH_NAMES = ", ".join(column.name for column in _FINISH_COLUMNS)
+#: The outcome: one statement (see above), a prepared statement like the lease.
+FINISH_SQL = f"""
+WITH r AS (
+    UPDATE tasks
+    SET status = :status, result = CAST(:result AS jsonb), error = CAST(:error AS jsonb),
+        progress = CASE WHEN :set_progress THEN CAST(:progress AS jsonb) ELSE progress END,
+        completed_at = now(), lease_expires_at = NULL, last_seq = last_seq + 1, updated_at = now()
+    WHERE {_FENCE_SQL}
+    RETURNING {_FINISH_NAMES}
+), finish_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data)
+    SELECT r.id, r.last_seq, 'status',
+           {_STATUS_DATA_SQL}
+           || CASE WHEN r.status = 'SUCCESS' THEN jsonb_build_object('result', r.result) ELSE '{{}}'::jsonb END
+           || CAST(:extra AS jsonb)
+    FROM r
+)
+SELECT {_FINISH_NAMES} FROM r"""
+_FINISH = Prepared(
+    "tasklift_finish",
+    FINISH_SQL,
+    {
+        "task_id": "uuid",
+        "attempt": "integer",
+        "status": "text",
+        "result": "jsonb",
+        "error": "jsonb",
+        "set_progress": "boolean",
+        "progress": "jsonb",
+        "extra": "jsonb",
+    },
+)
+
+
+def finish(
+    conn: Connection,
+    task_id: uuid.UUID,
+    attempt: int,
+    status: TaskStatus,
+    *,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], Event] | None:
+    """RUNNING → SUCCESS | FAILED | CANCELLED for the attempt holding the lease.
+
+    One statement; the returned row has the columns :func:`status_data` needs plus ``task_type``,
+    ``queue`` and ``last_seq``. On the worker's autocommit connection it is committed, durably,
+    when this returns; the reaper runs it inside its own transaction.
+    """
+    row = run_prepared(conn, _FINISH, _finish_params(task_id, attempt, status, result, error, progress))
+    if row is None:
+        return None
+    return row, Event(str(task_id), row["last_seq"], "status", repo.status_data(row))
+
+
+def _finish_params(
+    task_id: uuid.UUID,
+    attempt: int,
+    status: TaskStatus,
+    result: Any,
+    error: dict[str, Any] | None,
+    progress: dict[str, Any] | None,
+) -> dict[str, Any]:
+    assert status in TERMINAL
+    # What SQL cannot know: a large result's URL stands in for it; an error is shown when truthy.
+    extra: dict[str, Any] = {}
+    if status == TaskStatus.SUCCESS and claims.is_ref(result):
+        extra = {"result": None, "result_url": claims.result_url(task_id)}
+    elif status == TaskStatus.FAILED and error:
+        extra = {"error": error}
+    return {
+        "task_id": task_id,
+        "attempt": attempt,
+        "status": status.value,
+        "result": result,
+        "error": error,
+        "set_progress": progress is not None,
+        "progress": progress,
+        "extra": extra,
+    }
+
+
+def requeue(
+    conn: Connection, task_id: uuid.UUID, attempt: int, *, error: dict[str, Any], delay: float
+) -> tuple[RowMapping, Event] | None:
+    """RUNNING → PENDING for a retry after ``delay`` seconds; the dispatcher publishes it then."""
+    done = repo.transition(
+        conn,
+        task_id,
+        _fenced(attempt),
+        {"status": TaskStatus.PENDING.value, "error": error, "lease_expires_at": None, "worker": None},
+    )
+    if done:
+        insert_intent(conn, done[0]["id"], done[0]["queue"], done[1].seq, delay)
+    return done
+
+
+def hand_back(conn: Connection, task_id: uuid.UUID, attempt: int, *, window: float) -> tuple[RowMapping, Event] | None:
+    """RUNNING → PENDING for an attempt still running when its worker's soft shutdown ended.
+
+    Fenced like every worker write (the attempt must still hold the task), so a hand-back never
+    overrides a newer owner. Not a failure and not a lost lease: ``handbacks`` counts it (the retry
+    budget counts ``attempts - redispatches - handbacks``), and the intent is due at once.
+    """
+    error = {
+        "type": "HandedBack",
+        "message": f"the worker shut down; attempt {attempt} ran past its {window:g} s soft shutdown"
+        " and was re-queued (not a failure)",
+    }
+    return _requeue_now(conn, task_id, attempt, {"handbacks": tasks.c.handbacks + 1, "error": error})
+
+
+def _requeue_now(
+    conn: Connection, task_id: uuid.UUID, attempt: int, values: dict[str, Any]
+) -> tuple[RowMapping, Event] | None:
+    """RUNNING ``attempt`` → PENDING with ``values``, lease and worker cleared, its intent due at once."""
+    changes = {"status": TaskStatus.PENDING.value, "lease_expires_at": None, "worker": None, **values}
+    done = repo.transition(conn, task_id, _fenced(attempt), changes)
+    if done:
+        insert_intent(conn, done[0]["id"], done[0]["queue"], done[1].seq, 0)
+    return done
+
+
+def failures(row: Mapping[str, Any]) -> int:
+    """Attempts that ended in an error: neither a re-dispatch (lost lease) nor a hand-back."""
+    return int(row["attempts"] - row["redispatches"] - row["handbacks"])
+
+
+def lock_for_attempt(conn: Connection, task_id: uuid.UUID, attempt: int) -> bool:
+    """Lock the task row if ``attempt`` still holds its lease (fencing for task-side writes)."""
+    found = conn.execute(select(tasks.c.id).where(tasks.c.id == task_id, *_fenced(attempt)).with_for_update()).first()
+    return found is not None
+
+
+# --- reaper -------------------------------------------------------------------------------------
+
+
+def expired_leases(conn: Connection, limit: int = 200) -> list[RowMapping]:
+    """RUNNING tasks whose lease ran out (the worker died or hangs), locked for this reaper."""
+    return list(
+        conn.execute(
+            select(tasks.c.id, tasks.c.attempts, tasks.c.redispatches, tasks.c.queue, tasks.c.cancel_requested)
+            .where(tasks.c.status == TaskStatus.RUNNING.value, tasks.c.lease_expires_at < func.now())
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).mappings()
+    )
+
+
+def recover_expired(
+    conn: Connection, task_id: uuid.UUID, attempt: int, *, max_redispatches: int
+) -> tuple[RowMapping, Event] | None:
+    """Hand an expired task back to the queue, or fail it once its re-dispatch budget is spent."""
+    row = repo.get_task(conn, task_id)
+    if row is None or row["status"] != TaskStatus.RUNNING or row["attempts"] != attempt:
+        return None
+    if row["cancel_requested"]:
+        return finish(conn, task_id, attempt, TaskStatus.CANCELLED)
+    if row["redispatches"] >= max_redispatches:
+        error = {
+            "type": "LeaseExpired",
+            "message": f"the worker stopped heartbeating {row['redispatches'] + 1} times; giving up",
+        }
+        return finish(conn, task_id, attempt, TaskStatus.FAILED, error=error)
+    error = {"type": "LeaseExpired", "message": "the worker stopped heartbeating; re-dispatched"}
+    return _requeue_now(conn, task_id, attempt, {"redispatches": tasks.c.redispatches + 1, "error": error})
+
+
+def overdue_cancels(conn: Connection, grace: float, limit: int = 200) -> list[RowMapping]:
+    """RUNNING tasks whose cancel was requested more than ``grace`` seconds ago."""
+    return list(
+        conn.execute(
+            select(tasks.c.id, tasks.c.attempts)
+            .where(
+                tasks.c.status == TaskStatus.RUNNING.value,
+                tasks.c.cancel_requested.is_(True),
+                tasks.c.cancel_requested_at < func.now() - interval(grace),
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).mappings()
+    )

@@ -1,0 +1,121 @@
+"""The outbox (``task_outbox``): each task's dispatch intent, and the marks that say it was sent.
+
+A submit writes the intent in its own statement (:data:`tasklift.store.repository.INSERT_TASKS_SQL`);
+a retry, a re-dispatch or a hand-back re-arms it (:func:`insert_intent`). The API's publisher, the
+outbox dispatcher and the reconciler mark, read and re-arm intents here. All functions take an open
+:class:`~sqlalchemy.Connection`; callers decide the transaction boundaries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, delete, func, or_, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from tasklift.store.db import interval
+from tasklift.store.tables import outbox, tasks
+
+#: Record that the messages of the intents ``(:ids[i], :seqs[i])`` reached the broker (identified by
+#: its run id, ``:epoch``). Only the intent that was sent is marked: an intent re-armed since (a
+#: retry that failed before the mark arrived) keeps ``published_at`` NULL and is dispatched.
+#: Run by :func:`mark_published` below and by the API's publisher (:func:`tasklift.store.aio.mark_published`).
+MARK_PUBLISHED_SQL = """
+UPDATE task_outbox AS o SET published_at = now(), broker_epoch = :epoch
+FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[])) AS sent(task_id, intent_seq)
+WHERE o.task_id = sent.task_id AND o.intent_seq = sent.intent_seq
+"""
+_MARK_PUBLISHED = text(MARK_PUBLISHED_SQL)
+
+
+def mark_published(conn: Connection, sent: Sequence[tuple[uuid.UUID, int]], broker_epoch: str | None) -> None:
+    """Record that the messages of the intents ``sent`` (task id, intent seq) reached the broker."""
+    conn.execute(
+        _MARK_PUBLISHED,
+        {"ids": [str(task_id) for task_id, _ in sent], "seqs": [seq for _, seq in sent], "epoch": broker_epoch},
+    )
+
+
+def take_due_outbox(conn: Connection, limit: int = 500) -> list[RowMapping]:
+    """Lock unpublished outbox rows whose time has come (SKIP LOCKED: dispatchers never collide)."""
+    return list(
+        conn.execute(
+            select(outbox.c.task_id, outbox.c.intent_seq, outbox.c.queue, tasks.c.task_type, tasks.c.traceparent)
+            .join(tasks, tasks.c.id == outbox.c.task_id)
+            .where(outbox.c.published_at.is_(None), outbox.c.available_at <= func.now())
+            .order_by(outbox.c.available_at)
+            .limit(limit)
+            .with_for_update(of=outbox, skip_locked=True)
+        ).mappings()
+    )
+
+
+def sent_unclaimed(conn: Connection, epoch: str, older_than: float, limit: int = 10_000) -> list[RowMapping]:
+    """Intents marked sent that no worker has taken yet (taking the lease deletes the row), and that were
+    sent to another Redis run (``epoch``) or more than ``older_than`` seconds ago: their messages
+    should still be in Redis; :mod:`tasklift.queue.reconcile` looks."""
+    return list(
+        conn.execute(
+            select(outbox.c.task_id, outbox.c.intent_seq, outbox.c.queue, outbox.c.published_at)
+            .where(
+                outbox.c.published_at.is_not(None),
+                or_(
+                    outbox.c.broker_epoch.is_distinct_from(epoch),
+                    outbox.c.published_at < func.now() - interval(older_than),
+                ),
+            )
+            .order_by(outbox.c.published_at)
+            .limit(limit)
+        ).mappings()
+    )
+
+
+#: The intents of :func:`sent_unclaimed` as (task id, intent seq, published_at): matched exactly, so
+#: an intent whose task was taken, re-armed or re-sent since it was read is left as it is.
+_SENT_ROWS = """
+FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[]), CAST(:sent_at AS timestamptz[]))
+    AS seen(task_id, intent_seq, published_at)
+WHERE o.task_id = seen.task_id AND o.intent_seq = seen.intent_seq AND o.published_at = seen.published_at
+"""
+_CONFIRM_SENT = text(f"UPDATE task_outbox AS o SET published_at = now(), broker_epoch = :epoch {_SENT_ROWS}")
+_REARM_SENT = text(
+    f"UPDATE task_outbox AS o SET published_at = NULL, broker_epoch = NULL, available_at = now() {_SENT_ROWS}"
+)
+
+
+def _sent_params(rows: Sequence[RowMapping]) -> dict[str, Any]:
+    return {
+        "ids": [str(r["task_id"]) for r in rows],
+        "seqs": [r["intent_seq"] for r in rows],
+        "sent_at": [r["published_at"] for r in rows],
+    }
+
+
+def confirm_sent(conn: Connection, rows: Sequence[RowMapping], epoch: str) -> int:
+    """These intents' messages are still in Redis (run ``epoch``): check them again later."""
+    return conn.execute(_CONFIRM_SENT, {**_sent_params(rows), "epoch": epoch}).rowcount or 0
+
+
+def rearm_sent(conn: Connection, rows: Sequence[RowMapping]) -> int:
+    """These intents' messages are gone from Redis: due for the dispatcher now."""
+    return conn.execute(_REARM_SENT, _sent_params(rows)).rowcount or 0
+
+
+def insert_intent(conn: Connection, task_id: uuid.UUID, queue: str, intent_seq: int, delay: float) -> None:
+    """A new dispatch intent for the transition whose event is ``intent_seq``, due in ``delay`` seconds."""
+    due = func.now() + interval(delay)
+    conn.execute(
+        pg_insert(outbox)
+        .values(task_id=task_id, queue=queue, available_at=due, intent_seq=intent_seq)
+        .on_conflict_do_update(
+            index_elements=[outbox.c.task_id],
+            set_={"available_at": due, "published_at": None, "broker_epoch": None, "intent_seq": intent_seq},
+        )
+    )
+
+
+def drop_intent(conn: Connection, task_id: uuid.UUID) -> None:
+    """Delete the task's intent (a PENDING task cancelled: nothing is to be sent)."""
+    conn.execute(delete(outbox).where(outbox.c.task_id == task_id))
