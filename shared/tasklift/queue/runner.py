@@ -344,7 +344,8 @@ def _execute(task_id_str: str, worker: str) -> None:
         return
 
     def take_lease() -> Any:
-        with telemetry.span("tasklift.claim"), writer.connect() as conn:  # (the span's name is part of the trace contract)
+        # The span keeps its name "tasklift.claim": it is part of the trace contract.
+        with telemetry.span("tasklift.claim"), writer.connect() as conn:
             return leases.take_lease(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
 
     try:
