@@ -21,10 +21,12 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from sqlalchemy import RowMapping
 
+from tasklift.blobs import claims
 from tasklift.events.hub import RESYNC, STOP, EventHub, _Marker
 from tasklift.store.repository import Event, status_data
 from tasklift.tasks.states import TERMINAL, TaskStatus
@@ -33,11 +35,23 @@ WINDOW_RETRY_MS = 250  #: reconnect delay after a bounded-window response
 REPLAY_PAGE = 1000  #: events read from the database per query when catching up
 
 
+def public_data(event: Event) -> dict[str, Any]:
+    """The SSE ``data`` object of ``event``: every one carries ``task_id`` and ``status``.
+
+    A result kept in blob storage is stored in the event as its reference (the claim check); clients
+    see ``result: null`` and the ``result_url`` that serves it, as in the task resource.
+    """
+    data = {"task_id": event.task_id, **event.data}
+    if claims.is_ref(data.get("result")):
+        data.update(result=None, result_url=claims.result_url(event.task_id))
+    return data
+
+
 def encode_event(event: Event) -> bytes:
     """``id`` / ``event`` / ``data`` lines of one SSE event (data is one line of JSON), encoded once."""
     if event.encoded is None:
         # sort_keys: the same event reads identically whether it came live (Redis) or replayed (JSONB).
-        data = json.dumps(event.payload(), separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True)
+        data = json.dumps(public_data(event), separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True)
         if not data.isascii():  # characters str.splitlines() (and so many SSE readers) split on, escaped
             data = data.translate(_LINE_BREAKS)
         object.__setattr__(event, "encoded", f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode())

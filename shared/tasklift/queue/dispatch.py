@@ -9,7 +9,6 @@ twice is harmless: the worker's claim is a compare-and-set and drops the second 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import os
 import threading
@@ -128,7 +127,13 @@ async def abroker_epoch(max_age: float = 2.0) -> str | None:
 
 
 def publish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
-    """Publish freshly committed tasks and mark them; on failure leave them to the dispatcher."""
+    """Publish freshly committed tasks from synchronous code (a manual retry) and mark them.
+
+    On a broker failure they are left to the dispatcher. The mark is one short transaction with
+    ``synchronous_commit = off``: a lost mark only means the dispatcher sends the task again
+    after the grace period, and the worker's lease drops the duplicate, so it need not wait for
+    the WAL flush. (The API's submits publish and mark on the event loop: :func:`apublish`.)
+    """
     items = list(items)
     try:
         for item in items:
@@ -136,7 +141,12 @@ def publish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
     except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the task
         log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
         return False
-    _marker_for(os.getpid()).add(engine, [i.intent for i in items], broker_epoch())
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            outbox.mark_published(conn, [item.intent for item in items], broker_epoch())
+    except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the lease dedupes
+        log.warning("could not mark %d tasks published (they may be sent twice): %s", len(items), exc)
     return True
 
 
@@ -313,55 +323,6 @@ async def aclose() -> None:
     client = _aclients.pop(loop, None)
     if client is not None:
         await client.aclose()
-
-
-class PublishedMarker(threading.Thread):
-    """Marks outbox rows published in batches, off the request path.
-
-    A lost or late mark only means the dispatcher publishes the task again after the grace period,
-    and the worker's claim drops the duplicate. So the mark needs no synchronous commit and no
-    round trip of its own per request: one UPDATE covers everything published in ~50 ms. (On hosts
-    that freeze the process between invocations, the marks wait for the next invocation.)
-    """
-
-    def __init__(self) -> None:
-        super().__init__(name="tasklift-outbox-marker", daemon=True)
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._pending: list[tuple[Engine, tuple[uuid.UUID, int], str | None]] = []
-        self.start()
-        atexit.register(self.flush)
-
-    def add(self, engine: Engine, sent: list[tuple[uuid.UUID, int]], epoch: str | None) -> None:
-        with self._lock:
-            self._pending.extend((engine, intent, epoch) for intent in sent)
-        self._wake.set()
-
-    def run(self) -> None:
-        while True:
-            self._wake.wait()
-            time.sleep(0.05)  # let a burst gather into one UPDATE
-            self._wake.clear()
-            self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-        groups: dict[tuple[Engine, str | None], list[tuple[uuid.UUID, int]]] = {}
-        for engine, intent, epoch in batch:
-            groups.setdefault((engine, epoch), []).append(intent)
-        for (engine, epoch), ids in groups.items():
-            try:
-                with engine.begin() as conn:
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    outbox.mark_published(conn, ids, epoch)
-            except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the claim dedupes
-                log.warning("could not mark %d tasks published (they may be sent twice): %s", len(ids), exc)
-
-
-@cache
-def _marker_for(pid: int) -> PublishedMarker:
-    return PublishedMarker()
 
 
 def dispatch_due(engine: Engine, limit: int = 500) -> int:

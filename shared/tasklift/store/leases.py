@@ -22,7 +22,6 @@ from typing import Any
 from sqlalchemy import Connection, Float, Integer, RowMapping, Text, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-from tasklift.blobs import claims
 from tasklift.store import repository as repo
 from tasklift.store.db import Prepared, interval, run_prepared
 from tasklift.store.outbox import insert_intent
@@ -232,12 +231,9 @@ def _finish_params(
     progress: dict[str, Any] | None,
 ) -> dict[str, Any]:
     assert status in TERMINAL
-    # What SQL cannot know: a large result's URL stands in for it; an error is shown when truthy.
-    extra: dict[str, Any] = {}
-    if status == TaskStatus.SUCCESS and claims.is_ref(result):
-        extra = {"result": None, "result_url": claims.result_url(task_id)}
-    elif status == TaskStatus.FAILED and error:
-        extra = {"error": error}
+    # What SQL does not decide: an error is shown when truthy. (A large result's reference is the
+    # result the event holds, as status_data() has it.)
+    extra: dict[str, Any] = {"error": error} if status == TaskStatus.FAILED and error else {}
     return {
         "task_id": task_id,
         "attempt": attempt,

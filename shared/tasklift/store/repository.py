@@ -31,7 +31,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID
 
-from tasklift.blobs import claims
 from tasklift.store import outbox as outbox_store
 from tasklift.store.tables import idempotency_keys, task_events, tasks
 from tasklift.tasks.states import TaskStatus
@@ -49,10 +48,6 @@ class Event:
     #: watching the task, so a thousand streams share one encoding.
     encoded: bytes | None = field(default=None, compare=False, repr=False)
 
-    def payload(self) -> dict[str, Any]:
-        """The SSE ``data`` object: every one carries ``task_id`` and ``status``."""
-        return {"task_id": self.task_id, **self.data}
-
 
 def status_data(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
     """The data of a ``status`` event for the task state in ``row``."""
@@ -63,9 +58,9 @@ def status_data(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
         "cancel_requested": row["cancel_requested"],
     }
     if row["status"] == TaskStatus.SUCCESS:
+        # A large result stays in blob storage: the event holds its reference (the claim check), never
+        # the data; the HTTP edge shows it as ``result: null`` and a ``result_url`` (events/sse.py).
         data["result"] = row["result"]
-        if claims.is_ref(row["result"]):  # a large result stays in blob storage: events carry its URL, not the data
-            data.update(result=None, result_url=claims.result_url(row["id"]))
     elif row["status"] in (TaskStatus.FAILED, TaskStatus.PENDING) and row["error"]:
         data["error"] = row["error"]
     return data
