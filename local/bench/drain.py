@@ -45,7 +45,7 @@ PROFILE_FOCUS: list[bk.Focus] = [
     ("  tasklift execute", "tasklift/queue/runner.py", "execute"),
     ("    repo.claim", "tasklift/store/repository.py", "claim"),
     ("    heartbeat watch/unwatch", "tasklift/queue/runner.py", "Heartbeats.unwatch"),
-    ("    telemetry span (claim, finish)", "tasklift/telemetry.py", "span"),
+    ("    telemetry span (claim, finish)", "tasklift/telemetry/tracing.py", "span"),
     ("    _finish", "tasklift/queue/runner.py", "_finish"),
     ("      repo.finish", "tasklift/store/repository.py", "finish"),
     ("  prepared statement (round trip incl.)", "tasklift/store/db.py", "run_prepared"),
