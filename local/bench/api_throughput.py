@@ -143,6 +143,9 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=0.25, help="wait until other load is below this many cores")
     parser.add_argument("--max-wait", type=float, default=60, help="longest wait for a quiet machine, per measurement")
     parser.add_argument("--replot", type=Path, help="only summarize and plot this saved results JSON")
+    parser.add_argument(
+        "--otlp", action="store_true", help="export traces and metrics over OTLP to a local sink (benchkit.OtlpSink)"
+    )
     args = parser.parse_args()
     if args.replot:
         return replot(args.replot)
@@ -169,7 +172,10 @@ def main() -> int:
     }
     try:
         extra_env = {"TASKLIFT_DB_POOL_SIZE": str(args.db_pool_size)} if args.db_pool_size else {}
-        with bk.Stack(fsync=not args.no_fsync, extra_env=extra_env) as stack:
+        with (
+            bk.otlp_sink(args.otlp) as sink,
+            bk.Stack(fsync=not args.no_fsync, extra_env={**extra_env, **(sink.env if sink else {})}) as stack,
+        ):
             port = bk.free_port()
             api = stack.spawn(
                 "api",
@@ -239,9 +245,15 @@ def main() -> int:
     except KeyboardInterrupt:
         bk.log("interrupted; everything was stopped")
         return 130
+    if sink is not None:
+        results["otlp"] = sink.counts()
+        bk.log(f"OTLP sink received {sink.spans} spans in {sink.trace_batches} batches")
 
     summarize(results)
-    bk.save_results("api_throughput" + (f"-pool{args.db_pool_size}" if args.db_pool_size else ""), results)
+    bk.save_results(
+        "api_throughput" + (f"-pool{args.db_pool_size}" if args.db_pool_size else "") + ("-otlp" if args.otlp else ""),
+        results,
+    )
     if not args.no_plot and not args.db_pool_size:  # the plot shows the default configuration only
         plot(results)
     return 0

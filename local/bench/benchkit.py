@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -22,10 +23,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +257,84 @@ def pg_sessions(url: str) -> int:
             )
     finally:
         engine.dispose()
+
+
+# --- an OTLP/HTTP sink: "export on" without a collector -------------------------------------------
+
+
+class OtlpSink:
+    """A tiny OTLP/HTTP receiver on 127.0.0.1 that accepts ``/v1/traces`` and ``/v1/metrics`` and counts.
+
+    The exporters do their real work (batching, protobuf encoding, one HTTP POST per batch); the sink
+    only decodes each trace batch to count its spans and answers 200 at once, so what a benchmark
+    sees is the exporting process's cost, not a collector's. Use it as a context manager; ``env``
+    is what a process needs to export to it (short metric interval: metrics are exported too).
+    """
+
+    def __init__(self) -> None:
+        self.spans = 0
+        self.trace_batches = 0
+        self.metric_batches = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> OtlpSink:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if self.path == "/v1/traces":
+                    request = ExportTraceServiceRequest.FromString(body)
+                    count = sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+                    with sink._lock:
+                        sink.spans += count
+                        sink.trace_batches += 1
+                elif self.path == "/v1/metrics":
+                    with sink._lock:
+                        sink.metric_batches += 1
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's naming
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, name="otlp-sink", daemon=True).start()
+        log(f"OTLP sink on {self.url}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.url, "OTEL_METRIC_EXPORT_INTERVAL": "5000"}
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"spans": self.spans, "trace_batches": self.trace_batches, "metric_batches": self.metric_batches}
+
+
+def otlp_sink(enabled: bool) -> contextlib.AbstractContextManager[OtlpSink | None]:
+    """An :class:`OtlpSink` when ``enabled`` (a script's ``--otlp``), else nothing."""
+    return OtlpSink() if enabled else contextlib.nullcontext()
 
 
 # --- a tiny HTTP/1.1 client (keep-alive), cheap enough not to steal the server's CPU ---------------

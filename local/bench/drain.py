@@ -45,7 +45,7 @@ PROFILE_FOCUS: list[bk.Focus] = [
     ("  tasklift execute", "tasklift/queue/runner.py", "execute"),
     ("    leases.take_lease", "tasklift/store/leases.py", "take_lease"),
     ("    heartbeat watch/unwatch", "tasklift/queue/runner.py", "Heartbeats.unwatch"),
-    ("    telemetry span (claim, finish)", "tasklift/telemetry.py", "span"),
+    ("    telemetry span (claim, finish)", "tasklift/telemetry/tracing.py", "span"),
     ("    _finish", "tasklift/queue/runner.py", "_finish"),
     ("      leases.finish", "tasklift/store/leases.py", "finish"),
     ("  prepared statement (round trip incl.)", "tasklift/store/db.py", "run_prepared"),
@@ -335,6 +335,9 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=0.25, help="wait until other load is below this many cores")
     parser.add_argument("--max-wait", type=float, default=60, help="longest wait for a quiet machine, per run")
     parser.add_argument("--replot", type=Path, help="only summarize and plot this saved results JSON")
+    parser.add_argument(
+        "--otlp", action="store_true", help="export traces and metrics over OTLP to a local sink (benchkit.OtlpSink)"
+    )
     args = parser.parse_args()
     if args.replot:
         results = json.loads(args.replot.read_text())
@@ -360,7 +363,11 @@ def main() -> int:
         "presubmitted": [],
     }
     try:
-        with bk.Stack(fsync=not args.no_fsync, extra_env={"TASKLIFT_LOG_LEVEL": args.log_level.upper()}) as stack:
+        env = {"TASKLIFT_LOG_LEVEL": args.log_level.upper()}
+        with (
+            bk.otlp_sink(args.otlp) as sink,
+            bk.Stack(fsync=not args.no_fsync, extra_env={**env, **(sink.env if sink else {})}) as stack,
+        ):
             port = bk.free_port()
             api = stack.api(port)
             reaper = stack.reaper()
@@ -430,6 +437,9 @@ def main() -> int:
     except KeyboardInterrupt:
         bk.log("interrupted; everything was stopped")
         return 130
+    if sink is not None:
+        results["otlp"] = sink.counts()
+        bk.log(f"OTLP sink received {sink.spans} spans in {sink.trace_batches} batches")
     report(args, results)
     return 0
 
@@ -447,7 +457,7 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         for res in results[side]:
             if res is not best:
                 res.pop("series", None)
-    bk.save_results("drain", results)
+    bk.save_results("drain" + ("-otlp" if args.otlp else ""), results)
     if not args.no_plot:
         plot(results)
 

@@ -400,6 +400,9 @@ def main() -> int:
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--quiet", type=float, default=0.25, help="wait until other load is below this many cores")
     parser.add_argument("--max-wait", type=float, default=60, help="longest wait for a quiet machine, per part")
+    parser.add_argument(
+        "--otlp", action="store_true", help="export traces and metrics over OTLP to a local sink (benchkit.OtlpSink)"
+    )
     args = parser.parse_args()
     bk.install_signal_handlers()
     nofile = bk.raise_nofile(4 * args.streams + 1024)
@@ -428,7 +431,10 @@ def main() -> int:
     }
     try:
         env = {"TASKLIFT_PROGRESS_INTERVAL_SECONDS": "0.05"}
-        with bk.Stack(fsync=not args.no_fsync, extra_env=env) as stack:
+        with (
+            bk.otlp_sink(args.otlp) as sink,
+            bk.Stack(fsync=not args.no_fsync, extra_env={**env, **(sink.env if sink else {})}) as stack,
+        ):
             port = bk.free_port()
             api = stack.api(port)
             stack.reaper()
@@ -447,9 +453,14 @@ def main() -> int:
     except KeyboardInterrupt:
         bk.log("interrupted; everything was stopped")
         return 130
+    if sink is not None:
+        results["otlp"] = sink.counts()
+        bk.log(f"OTLP sink received {sink.spans} spans in {sink.trace_batches} batches")
     summarize(results)
     default_run = args.streams == 1000 and not (args.skip_latency or args.skip_fanout)
-    bk.save_results("stream_latency" + ("" if default_run else f"-{args.streams}-streams"), results)
+    bk.save_results(
+        "stream_latency" + ("" if default_run else f"-{args.streams}-streams") + ("-otlp" if args.otlp else ""), results
+    )
     if not args.no_plot and default_run:  # the docs' plots show the default run only
         plot(results)
     return 0

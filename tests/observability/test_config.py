@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from tasklift import telemetry
+from tasklift.telemetry import setup
 
 OTEL = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -33,26 +34,26 @@ def otel_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_nothing_is_exported_when_no_otel_variable_is_set(otel_env: pytest.MonkeyPatch) -> None:
-    assert telemetry._span_exporters() == [] and telemetry._metric_exporters() == []
+    assert setup._span_exporters() == [] and setup._metric_exporters() == []
 
 
 def test_an_otlp_endpoint_turns_on_otlp_http_export_of_traces_and_metrics(otel_env: pytest.MonkeyPatch) -> None:
     otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
-    [spans] = telemetry._span_exporters()
-    [metrics] = telemetry._metric_exporters()
+    [spans] = setup._span_exporters()
+    [metrics] = setup._metric_exporters()
     assert isinstance(spans, OTLPSpanExporter) and isinstance(metrics, OTLPMetricExporter)
-    assert telemetry._otlp_options("TRACES") == {"timeout": telemetry.DEFAULT_EXPORT_TIMEOUT}
+    assert setup._otlp_options("TRACES") == {"timeout": setup.DEFAULT_EXPORT_TIMEOUT}
     otel_env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "7")
-    assert telemetry._otlp_options("TRACES") == {}  # the SDK reads the variable itself
+    assert setup._otlp_options("TRACES") == {}  # the SDK reads the variable itself
 
 
 def test_the_exporter_variables_choose_explicitly(otel_env: pytest.MonkeyPatch) -> None:
     otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
     otel_env.setenv("OTEL_TRACES_EXPORTER", "none")
     otel_env.setenv("OTEL_METRICS_EXPORTER", "prometheus")
-    assert telemetry._span_exporters() == [] and telemetry._metric_exporters() == []
+    assert setup._span_exporters() == [] and setup._metric_exporters() == []
     otel_env.setenv("OTEL_TRACES_EXPORTER", "console")
-    assert [type(e) for e in telemetry._span_exporters()] == [ConsoleSpanExporter]
+    assert [type(e) for e in setup._span_exporters()] == [ConsoleSpanExporter]
 
 
 def test_the_grpc_protocol_is_refused_with_a_warning_not_a_crash(
@@ -61,7 +62,7 @@ def test_the_grpc_protocol_is_refused_with_a_warning_not_a_crash(
     otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
     otel_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     with caplog.at_level(logging.WARNING, logger="tasklift.telemetry"):
-        assert telemetry._span_exporters() == []
+        assert setup._span_exporters() == []
     assert "http/protobuf" in caplog.text and "4318" in caplog.text
 
 

@@ -1,14 +1,17 @@
-"""GET /metrics on the API: Prometheus text with submits, the backlog and the open streams."""
+"""Prometheus text: submits and open streams from the API's GET /metrics, the backlog from the reaper."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasklift import telemetry
+from tasklift.embedded import free_port
+from tasklift.telemetry import gauges
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -28,14 +31,10 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_metrics_show_submits_the_waiting_backlog_and_open_streams(
-    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No worker runs: three submitted tasks wait in the cpu queue while a client follows one of them."""
-    monkeypatch.setattr(telemetry, "GAUGE_TTL_SECONDS", 0)  # read Redis/PostgreSQL on each scrape here
+def test_the_api_shows_submits_and_open_streams_and_no_backlog(client: httpx.Client) -> None:
+    """No worker runs: three submitted tasks while a client follows one of them; the backlog is the reaper's."""
     before = scrape(client)
     ids = [client.post("/tasks", json={"task_type": "test_noop"}).json()["task_id"] for _ in range(3)]
-    time.sleep(0.05)  # let the oldest task be measurably old
 
     with client.stream("GET", f"/tasks/{ids[0]}/stream") as stream:
         lines = stream.iter_lines()
@@ -46,13 +45,28 @@ def test_metrics_show_submits_the_waiting_backlog_and_open_streams(
 
     submitted = "tasklift_tasks_submitted_total"
     assert value(samples, submitted, task_type="test_noop") - value(before, submitted, task_type="test_noop") == 3
+    assert value(samples, "tasklift_streams_open") == 1
+    assert value(after_stream, "tasklift_streams_open") == 0
+    assert not [name for name, _ in samples if name.startswith(("tasklift_queue_", "tasklift_tasks_running"))]
+    assert any(name == "target_info" and ("service_name", "tasklift-api") in labels for name, labels in samples)
+
+
+def test_the_reaper_reports_the_waiting_backlog(client: httpx.Client, start_reaper: Callable[..., Any]) -> None:
+    """Three tasks wait in the cpu queue (no worker): the reaper's Prometheus endpoint shows depth and age."""
+    for _ in range(3):
+        assert client.post("/tasks", json={"task_type": "test_noop"}).status_code == 202
+    time.sleep(0.05)  # let the oldest task be measurably old
+    port = free_port()
+    env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}
+    start_reaper(env={**env, "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1"})
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as reaper:
+        samples = scrape(reaper)
     assert value(samples, "tasklift_queue_depth", queue="tasklift.cpu") == 3
     assert value(samples, "tasklift_queue_depth", queue="tasklift.io") == 0
     assert value(samples, "tasklift_queue_oldest_age_seconds", queue="tasklift.cpu") > 0
     assert value(samples, "tasklift_tasks_running", lease="live") == 0
-    assert value(samples, "tasklift_streams_open") == 1
-    assert value(after_stream, "tasklift_streams_open") == 0
-    assert any(name == "target_info" and ("service_name", "tasklift-api") in labels for name, labels in samples)
+    assert ("tasklift_tasks_running", frozenset({("lease", "expired")})) in samples
+    assert any(name == "target_info" and ("service_name", "tasklift-reaper") in labels for name, labels in samples)
 
 
 def test_gauges_that_read_redis_and_postgresql_reuse_a_reading_between_scrapes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,11 +77,11 @@ def test_gauges_that_read_redis_and_postgresql_reuse_a_reading_between_scrapes(m
         loads.append(1)
         return {(("queue", "q"),): float(len(loads))}
 
-    reading = telemetry._Cached(load)
-    monkeypatch.setattr(telemetry, "GAUGE_TTL_SECONDS", 60)
+    reading = gauges.Cached(load)
+    monkeypatch.setattr(gauges, "GAUGE_TTL_SECONDS", 60)
     assert [o.value for o in reading.observations()] == [1.0]
     assert [o.value for o in reading.observations()] == [1.0] and len(loads) == 1
-    monkeypatch.setattr(telemetry, "GAUGE_TTL_SECONDS", 0)
+    monkeypatch.setattr(gauges, "GAUGE_TTL_SECONDS", 0)
     assert [o.value for o in reading.observations()] == [2.0]
 
 
@@ -75,4 +89,4 @@ def test_a_gauge_whose_source_is_down_shows_no_sample_instead_of_failing_the_scr
     def down() -> dict[tuple[tuple[str, str], ...], float]:
         raise ConnectionError("redis is down")
 
-    assert telemetry._Cached(down).observations() == []
+    assert gauges.Cached(down).observations() == []

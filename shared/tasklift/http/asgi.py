@@ -397,7 +397,7 @@ def create_app() -> FastAPI:
         docs_url=None,  # tasklift.http.pages serves /docs and /redoc from packaged assets, not a CDN
         redoc_url=None,
         # FastAPI >= 0.16x traces requests itself; routes.handle already opens the server span on
-        # every host (tasklift/telemetry.py), so a second one here would only duplicate it.
+        # every host (tasklift/telemetry/tracing.py), so a second one here would only duplicate it.
         telemetry={"tracing": False, "operation_spans": False, "metrics": False, "logs": False},
     )
     for route in routes.ROUTES:

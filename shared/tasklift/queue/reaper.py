@@ -24,6 +24,7 @@ import time
 from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
+from tasklift.queue import gauges
 from tasklift.queue.app import celery_app
 from tasklift.queue.dispatch import Dispatcher
 from tasklift.queue.runner import get_publisher
@@ -108,7 +109,8 @@ def sweep(now: float, due: dict[str, float], dispatcher: Dispatcher) -> None:
 
 
 def run_forever(stop: threading.Event | None = None) -> None:
-    """Sweep until ``stop`` is set (or forever)."""
+    """Sweep until ``stop`` is set (or forever); this process reports the backlog gauges meanwhile."""
+    gauges.register()
     stop = stop or threading.Event()
     due: dict[str, float] = {}
     dispatcher = Dispatcher(get_engine())
