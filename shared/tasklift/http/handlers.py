@@ -26,7 +26,7 @@ from tasklift.http.problems import Problem
 from tasklift.http.resources import etag, retry_after, task_resource
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
 from tasklift.queue.app import redis_url
-from tasklift.security.identity import owner_scope
+from tasklift.security.identity import current_identity, owner_scope
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
@@ -283,6 +283,7 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
         ping_seconds=settings.sse_ping_seconds,
         retry_ms=settings.sse_retry_ms,
         window_seconds=settings.sse_window_seconds,
+        key_id=identity.key_id if (identity := current_identity()) is not None else None,
     )
     if plan.finished_before:
         # The client already saw the terminal event: 204 tells EventSource to stop reconnecting.
