@@ -176,8 +176,8 @@ class Settings(BaseSettings):
         10,
         ge=0,
         le=60,
-        description="How long an API key is taken as active for its stream tokens before it is re-checked:"
-        " a revoked key's stream links stop opening streams within this",
+        description="How often each API process re-checks the API keys of its open streams (one query for all):"
+        " a stream whose key was revoked ends within this plus stream_resync_seconds (new opens are refused at once)",
     )
     max_header_count: int = Field(100, ge=8, description="Most request headers a request may carry (431 beyond)")
     header_timeout_seconds: float = Field(

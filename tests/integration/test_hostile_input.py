@@ -124,10 +124,16 @@ def test_a_last_event_id_that_is_not_an_ascii_event_id_is_422(client: httpx.Clie
     # "²" and "٣" are str.isdigit() but not ASCII; latin-1 cannot carry "٣" in a header: the query does.
     resp = client.get(path, params={"last_event_id": last_event_id})
     problem = assert_problem(resp, 422)
-    assert problem["errors"][0]["loc"] == ["header", "Last-Event-ID"]
+    assert problem["errors"][0]["loc"] == ["query", "last_event_id"]
+    # The header wins when both are given, but a malformed query parameter is still refused.
+    problem = assert_problem(
+        client.get(path, params={"last_event_id": last_event_id}, headers={"Last-Event-ID": "1"}), 422
+    )
+    assert problem["errors"][0]["loc"] == ["query", "last_event_id"]
     if last_event_id.isascii() or last_event_id == "²":
         header = last_event_id.encode("latin-1")
-        assert_problem(client.get(path, headers={"Last-Event-ID": header}), 422)  # type: ignore[dict-item]
+        problem = assert_problem(client.get(path, headers={"Last-Event-ID": header}), 422)  # type: ignore[dict-item]
+        assert problem["errors"][0]["loc"] == ["header", "Last-Event-ID"]
 
 
 # --- defect 5: times and cursors ----------------------------------------------------------------------

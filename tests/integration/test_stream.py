@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -169,6 +170,42 @@ def test_a_redis_restart_mid_stream_loses_no_event(
         assert seqs[1:] == [seq for seq, _ in stored_events(db, task.task_id) if seq > seqs[0]]
     finally:
         own.stop()
+
+
+def test_events_stored_but_never_published_reach_an_open_stream_within_two_resync_periods(
+    api: str, client: httpx.Client, db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lost publish (Redis up, the PUBLISH never made): the hub's database check finds the task
+    behind the stored log and the stream replays what it lacks, the terminal event included, within
+    2 x stream_resync_seconds (docs/streaming.md). Nothing here publishes: the events are written
+    with the repository's own statements, as a worker's would be, and no one announces them."""
+    from tasklift.settings import get_settings
+    from tasklift.store import repository as repo
+
+    monkeypatch.setenv("TASKLIFT_STREAM_RESYNC_SECONDS", "0.5")  # read when the API's hub starts (at this stream)
+    monkeypatch.setenv("TASKLIFT_SSE_PING_SECONDS", "0.5")  # a line at least this often, to notice the bound pass
+    get_settings.cache_clear()
+    period = 0.5
+    task_id = submit(client, task_type="test_noop")  # no worker: it stays PENDING
+    with httpx.stream("GET", f"{api}/tasks/{task_id}/stream", timeout=30) as resp:
+        lines = resp.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: status"  # the snapshot
+        with db.begin() as conn:
+            log = repo.append_log(conn, uuid.UUID(task_id), None, "info", "stored, never published")
+            cancelled = repo.cancel_pending(conn, uuid.UUID(task_id))
+        assert log is not None and cancelled is not None
+        written = time.monotonic()
+        bound = 2 * period + 1.5  # + slack for a loaded machine
+        text = ""
+        for line in lines:  # the stream ends by itself after the terminal event (pings come meanwhile)
+            text += line + "\n"
+            if time.monotonic() - written > bound:
+                break
+        elapsed = time.monotonic() - written
+    events = parse(text)
+    assert elapsed <= bound, f"the missed events had not come {elapsed:.1f} s after their commit: {text!r}"
+    assert [(e["id"], e["event"]) for e in events] == [(log.seq, "log"), (cancelled[1].seq, "status")]
+    assert events[-1]["data"]["status"] == "CANCELLED"
 
 
 def test_200_concurrent_streams_on_one_task_all_get_the_terminal_event(

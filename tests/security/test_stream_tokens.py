@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +14,7 @@ from pydantic import SecretStr
 from tasklift.security import stream_tokens
 from tasklift.settings import Settings
 from tests.security.conftest import SIGNING_KEY, submit
+from tests.security.test_cli_keys import tasklift
 
 
 def _token(link: str) -> str:
@@ -106,20 +108,60 @@ def test_anonymous_development_links_carry_no_token(configure: Callable[..., Non
     assert task["links"]["stream"] == f"/tasks/{task['task_id']}/stream"
 
 
-def test_a_revoked_keys_stream_links_stop_opening_streams_within_the_check_period(
-    configure: Callable[..., None], secure_api: str, alice: httpx.Client, bob: httpx.Client, db
-) -> None:
-    import sqlalchemy as sa
+class OpenStream:
+    """A stream read to its end in a thread: when it ended, how, and what it sent."""
 
-    configure(stream_token_key_check_seconds=1)
-    task = submit(alice, task_type="test_noop")
-    theirs = submit(bob, task_type="test_noop")
-    link = secure_api + task["links"]["stream"]
-    assert _first_event(link)[0] == 200  # checked: the key is active (and cached as such)
-    with db.begin() as conn:
-        conn.execute(sa.text("UPDATE api_keys SET revoked_at = now() WHERE name = 'alice'"))
-    deadline = time.monotonic() + 1 + 2  # the check period, and slack for a loaded machine
-    while (status := _first_event(link)[0]) == 200 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert status == 401, "the revoked key's link still opened its stream after the check period"
-    assert _first_event(secure_api + theirs["links"]["stream"])[0] == 200  # bob's key is not revoked
+    def __init__(self, url: str, **kwargs: object) -> None:
+        self.ended_at: float | None = None
+        self.error: Exception | None = None  #: how it ended if not cleanly
+        self.text = ""
+        self.opened = threading.Event()
+        self.http = httpx.Client(timeout=30)
+        self.thread = threading.Thread(target=self._read, args=(url, kwargs), daemon=True)
+        self.thread.start()
+        assert self.opened.wait(10), "the stream did not open"
+
+    def _read(self, url: str, kwargs: dict[str, object]) -> None:
+        try:
+            with self.http.stream("GET", url, **kwargs) as resp:  # type: ignore[arg-type]
+                for chunk in resp.iter_text():
+                    self.text += chunk
+                    if resp.status_code == 200 and "event: status" in self.text:
+                        self.opened.set()
+        except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: closed under the reader by close()
+            self.error = exc
+        self.ended_at = time.monotonic()
+
+    def close(self) -> None:
+        self.http.close()
+        self.thread.join(10)
+
+
+def test_a_revoked_keys_open_streams_end_within_the_bound_and_its_links_are_refused_at_once(
+    configure: Callable[..., None],
+    secure_env: dict[str, str],
+    secure_api: str,
+    alice: httpx.Client,
+    bob: httpx.Client,
+) -> None:
+    """Revoked with ``tasklift keys revoke``: alice's streams (by link, and by key) end within
+    stream_token_key_check_seconds + stream_resync_seconds; bob's runs on; a new open is 401."""
+    configure(stream_token_key_check_seconds=2, stream_resync_seconds=1)
+    bound = 2 + 1
+    task, theirs = submit(alice), submit(bob)  # test_noop: stays PENDING (no worker), so no stream ends on its own
+    by_link = OpenStream(secure_api + task["links"]["stream"])
+    by_key = OpenStream(f"{secure_api}/tasks/{task['task_id']}/stream", headers=alice.headers)
+    others = OpenStream(secure_api + theirs["links"]["stream"])
+
+    assert tasklift("keys", "revoke", "alice", env=secure_env).returncode == 0
+    revoked = time.monotonic()
+    assert _first_event(secure_api + task["links"]["stream"])[0] == 401  # at once, not after a period
+    for stream in (by_link, by_key):
+        stream.thread.join(bound + 2)  # + slack for a loaded machine
+        assert stream.ended_at is not None, "the revoked key's stream is still open"
+        assert stream.error is None and stream.ended_at - revoked <= bound + 2
+        assert "event: status" in stream.text and stream.text.count("event: status") == 1  # no terminal event
+    time.sleep(1)
+    assert others.ended_at is None, "a stream of an unrevoked key ended"
+    others.close()
+    assert _first_event(secure_api + theirs["links"]["stream"])[0] == 200

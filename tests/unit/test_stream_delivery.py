@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tasklift.events import sse
-from tasklift.events.hub import RESYNC, STOP, Subscription
+from tasklift.events.hub import RESYNC, REVOKED, STOP, Subscription
 from tasklift.events.sse import PING, StreamPlan, stream_events
 from tasklift.store.repository import Event
 
@@ -29,8 +29,8 @@ class FakeHub:
         self.maxsize = maxsize
         self.subs: list[Subscription] = []
 
-    async def subscribe(self, task_id: str) -> Subscription:
-        sub = Subscription(self, task_id, self.maxsize)  # type: ignore[arg-type]
+    async def subscribe(self, task_id: str, *, key_id: str | None = None) -> Subscription:
+        sub = Subscription(self, task_id, self.maxsize, key_id)  # type: ignore[arg-type]
         self.subs.append(sub)
         return sub
 
@@ -171,12 +171,13 @@ async def test_the_terminal_event_in_a_batch_ends_the_stream_and_nothing_follows
     assert hub.subs == []
 
 
-async def test_stop_ends_the_stream_after_what_was_queued_before_it() -> None:
+@pytest.mark.parametrize("marker", [STOP, REVOKED], ids=["STOP", "REVOKED"])
+async def test_stop_or_a_revoked_key_ends_the_stream_after_what_was_queued_before_it(marker: Any) -> None:
     hub, store = FakeHub(), Store()
     store.append("status", status="RUNNING")
     stream = await opened(store, hub)
     hub.deliver(store.append())
-    hub.deliver(STOP)
+    hub.deliver(marker)
     hub.deliver(store.append())
 
     assert ids(await next_chunk(stream)) == [2]
@@ -252,6 +253,10 @@ def test_a_full_buffer_turns_into_resync_but_stop_stays_stop() -> None:
     sub.deliver(Event(str(TASK), 5, "progress", {}))
     sub.deliver(STOP)  # server shutdown with a full buffer: the stream must still end
     assert sub.take_all() == [STOP]
+    for seq in (6, 7):
+        sub.deliver(Event(str(TASK), seq, "progress", {}))
+    sub.deliver(REVOKED)  # and so must a stream whose key was revoked
+    assert sub.take_all() == [REVOKED]
 
 
 async def test_the_api_lifespan_tunes_the_garbage_collector() -> None:

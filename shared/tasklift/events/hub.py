@@ -23,10 +23,13 @@ import logging
 import math
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
+import anyio
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from tasklift import telemetry
 from tasklift.events.bus import CHANNEL_PREFIX, channel
@@ -49,6 +52,10 @@ class _Marker:
 RESYNC: Final = _Marker("RESYNC")
 #: The server is shutting down: end the stream cleanly so the client reconnects elsewhere.
 STOP: Final = _Marker("STOP")
+#: The API key the stream was opened with has been revoked: end the stream (a reconnect is 401).
+REVOKED: Final = _Marker("REVOKED")
+#: Markers a full buffer keeps as they are (anything else becomes RESYNC): each ends the stream.
+_FINAL = (STOP, REVOKED)
 
 
 class Subscription:
@@ -61,12 +68,14 @@ class Subscription:
     timer per stream that is re-armed lazily (at most once per timeout), not one per event.
     """
 
-    __slots__ = ("hub", "task_id", "maxsize", "seen", "_items", "_waiter", "_deadline", "_timer", "_timer_at")
+    __slots__ = ("hub", "task_id", "maxsize", "key_id", "seen", "_items", "_waiter", "_deadline", "_timer", "_timer_at")
 
-    def __init__(self, hub: EventHub, task_id: str, maxsize: int) -> None:
+    def __init__(self, hub: EventHub, task_id: str, maxsize: int, key_id: str | None = None) -> None:
         self.hub = hub
         self.task_id = task_id
         self.maxsize = maxsize
+        #: The API key its reader was admitted with: the hub's key check ends the stream once it is revoked.
+        self.key_id = key_id
         #: The last sequence number its reader has (set before it waits): the hub's database check
         #: resyncs a subscription still behind the stored log a whole check period later.
         self.seen = -1
@@ -81,9 +90,9 @@ class Subscription:
         items = self._items
         if len(items) >= self.maxsize:
             # Latest-wins is not enough for logs, so drop what is queued and re-read the database
-            # (STOP is kept as such: the stream ends and the client resumes from its last id).
+            # (STOP and REVOKED are kept as such: the stream ends either way).
             items.clear()
-            item = STOP if item is STOP else RESYNC
+            item = item if item in _FINAL else RESYNC
         items.append(item)
         self._wake()
 
@@ -161,10 +170,28 @@ class Subscription:
 class EventHub:
     """Fans Redis pub/sub messages out to this process's subscriptions."""
 
-    def __init__(self, redis_url: str, *, queue_size: int = 256, check_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        queue_size: int = 256,
+        check_seconds: float | None = None,
+        active_keys: Callable[[list[str]], set[str]] | None = None,
+        key_check_seconds: float = 10,
+    ) -> None:
+        """Args:
+        redis_url: the Redis of the event channels.
+        queue_size: each subscription's buffer; beyond it the subscription resyncs from the database.
+        check_seconds: the period of the database check (missed events and, with ``active_keys``,
+            revoked keys); None: no check.
+        active_keys: blocking; those of the given API key ids still active (one query for all).
+        key_check_seconds: the least time between two key checks (they run on the check's rounds).
+        """
         self._url = redis_url
         self._queue_size = queue_size
         self._check_seconds = check_seconds
+        self._active_keys = active_keys
+        self._key_check_seconds = key_check_seconds
         self._checker: asyncio.Task[None] | None = None
         self._watchers: dict[str, set[Subscription]] = {}
         self._client: aioredis.Redis | None = None
@@ -182,9 +209,10 @@ class EventHub:
     def subscriptions(self) -> int:
         return sum(len(s) for s in self._watchers.values())
 
-    async def subscribe(self, task_id: str) -> Subscription:
-        """Start receiving ``task_id``'s events (subscribe before reading the database: no gap)."""
-        sub = Subscription(self, task_id, self._queue_size)
+    async def subscribe(self, task_id: str, *, key_id: str | None = None) -> Subscription:
+        """Start receiving ``task_id``'s events (subscribe before reading the database: no gap); with
+        ``key_id``, the API key the reader was admitted with, until that key is revoked."""
+        sub = Subscription(self, task_id, self._queue_size, key_id)
         if self._draining:
             sub.deliver(STOP)
         async with self._lock:
@@ -240,11 +268,15 @@ class EventHub:
 
         assert self._check_seconds is not None
         previous: dict[str, int] = {}
+        keys_checked = self.loop.time()
         while not self._closed:
             await asyncio.sleep(self._check_seconds)
             if not self._watchers:
                 previous = {}
                 continue
+            if self._active_keys is not None and self.loop.time() - keys_checked >= self._key_check_seconds:
+                keys_checked = self.loop.time()
+                await self._end_revoked()
             try:
                 latest = await aio.run(lambda conn: _last_seqs(conn, list(self._watchers)))
             except aio.DatabaseError as exc:  # the store is down: streams stall; the next round tries again
@@ -255,6 +287,26 @@ class EventHub:
                     if 0 <= sub.seen < seq and not sub.qsize():  # -1: still reading its start
                         sub.deliver(RESYNC)
             previous = latest
+
+    async def _end_revoked(self) -> None:
+        """ONE query for the API keys of every open stream; those whose key was revoked get :data:`REVOKED`.
+
+        A stream token is checked when its stream opens; this bounds how long a stream already open
+        outlives its key: at most ``key_check_seconds`` + ``check_seconds`` (docs/security.md).
+        """
+        assert self._active_keys is not None
+        subs = [sub for watchers in self._watchers.values() for sub in watchers if sub.key_id is not None]
+        if not subs:
+            return
+        check = self._active_keys
+        try:
+            active = await anyio.to_thread.run_sync(check, sorted({sub.key_id for sub in subs if sub.key_id}))
+        except SQLAlchemyError as exc:  # the store is down: nothing can be checked; the next round tries again
+            log.debug("event hub key check failed: %s", exc)
+            return
+        for sub in subs:
+            if sub.key_id not in active:
+                sub.deliver(REVOKED)
 
     async def _connect(self) -> None:
         self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=2, health_check_interval=30)
@@ -352,13 +404,19 @@ telemetry.count_open_streams(lambda: sum(hub.subscriptions for hub in tuple(_hub
 
 def get_hub() -> EventHub:
     """The hub of the running event loop (one per process in practice)."""
+    from tasklift.security.stream_tokens import active_keys
     from tasklift.settings import get_settings, redis_url
 
     loop = asyncio.get_running_loop()
     hub = _hubs.get(id(loop))
     if hub is None or hub._closed:
-        check = get_settings().stream_resync_seconds
-        hub = _hubs[id(loop)] = EventHub(redis_url(), check_seconds=check)
+        settings = get_settings()
+        hub = _hubs[id(loop)] = EventHub(
+            redis_url(),
+            check_seconds=settings.stream_resync_seconds,
+            active_keys=active_keys,
+            key_check_seconds=settings.stream_token_key_check_seconds,
+        )
     return hub
 
 

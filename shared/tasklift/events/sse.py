@@ -27,7 +27,7 @@ import anyio
 from sqlalchemy import RowMapping
 
 from tasklift.blobs import claims
-from tasklift.events.hub import RESYNC, STOP, EventHub, _Marker
+from tasklift.events.hub import RESYNC, REVOKED, STOP, EventHub, _Marker
 from tasklift.store.repository import Event, status_data
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
@@ -94,6 +94,7 @@ class StreamPlan:
     ping_seconds: float
     retry_ms: int
     window_seconds: float | None = None
+    key_id: str | None = None  #: the API key the stream was opened with: revoking it ends the stream
 
     @property
     def finished_before(self) -> bool:
@@ -121,7 +122,7 @@ async def _events(plan: StreamPlan) -> AsyncGenerator[bytes, None]:
     task_id = plan.task["id"]
     deadline = None if plan.window_seconds is None else time.monotonic() + plan.window_seconds
     yield encode_retry(WINDOW_RETRY_MS if deadline is not None else plan.retry_ms)
-    sub = await plan.hub.subscribe(str(task_id))
+    sub = await plan.hub.subscribe(str(task_id), key_id=plan.key_id)
     try:
         cursor = _Cursor(plan.last_event_id or 0)
         if plan.last_event_id is None:
@@ -161,8 +162,8 @@ async def _live_chunks(
     """``items`` from the hub as few chunks as possible: one, unless a gap or RESYNC needs a replay."""
     chunk: list[bytes] = []
     for item in items:
-        if item is STOP:  # server shutting down: end cleanly; EventSource resumes elsewhere
-            cursor.done = True
+        if item is STOP or item is REVOKED:  # server shutting down (EventSource resumes elsewhere), or
+            cursor.done = True  # the stream's API key revoked (its reconnect is 401): end cleanly
         elif isinstance(item, Event) and item.seq == cursor.last + 1:
             chunk.append(cursor.add(item))
         elif item is RESYNC or (isinstance(item, Event) and item.seq > cursor.last + 1):

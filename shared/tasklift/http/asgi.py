@@ -1,8 +1,9 @@
 """The ASGI app (FastAPI) over the host-neutral handlers.
 
-FastAPI contributes routing, OpenAPI and /docs; validation and every rule stay in the handlers, so
-Azure Functions and Lambda behave exactly alike. Request bodies are read here with the size cap
-enforced while reading, so an oversized body is refused without buffering all of it.
+FastAPI contributes routing, OpenAPI (what it says of each route: :mod:`tasklift.http.openapi`) and
+/docs; validation and every rule stay in the handlers, so Azure Functions and Lambda behave exactly
+alike. Request bodies are read here with the size cap enforced while reading, so an oversized body
+is refused without buffering all of it.
 """
 
 from __future__ import annotations
@@ -14,31 +15,23 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
-from fastapi import FastAPI, Request, Response, Security
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
-from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 from sse_starlette import EventSourceResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from tasklift.events.hub import close_hub, get_hub
-from tasklift.http import pages, routes
-from tasklift.http.guard import PUBLIC_ROUTES
+from tasklift.http import openapi, pages, routes
 from tasklift.http.problems import Problem, problem_response
-from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.queue import dispatch
 from tasklift.security.headers import SecurityHeadersMiddleware, security_headers, with_security_headers
 from tasklift.security.redaction import install_redaction
 from tasklift.settings import get_settings
 from tasklift.store import aio
-from tasklift.tasks.registry import all_task_types
-from tasklift.tasks.service import DEFAULT_TASK_TYPE
-from tasklift.tasks.states import TaskStatus
-
-PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
 
 
 async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -198,154 +191,6 @@ def _endpoint(route: routes.Route) -> Any:
     return endpoint
 
 
-_DOCS: dict[str, dict[str, Any]] = {
-    "submit_task": {
-        "status_code": 202,
-        "response_model": TaskResource,
-        "responses": dict.fromkeys((400, 413, 415, 422, 503), PROBLEM),
-    },
-    "list_tasks": {"response_model": TaskList, "responses": {422: PROBLEM}},
-    "get_task": {"response_model": TaskResource, "responses": {304: {"description": "Not modified"}, 404: PROBLEM}},
-    "cancel_task": {
-        "status_code": 204,
-        "responses": {
-            202: {"model": TaskResource, "description": "Cancellation requested"},
-            404: PROBLEM,
-            409: PROBLEM,
-        },
-    },
-    "task_logs": {"response_model": list[LogLine], "responses": {404: PROBLEM}},
-    "stream_task": {
-        "responses": {
-            200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events (see API.md)"},
-            204: {"description": "The stream already ended (reconnect after the terminal event)"},
-            404: PROBLEM,
-            422: PROBLEM,
-        },
-    },
-    "task_result": {
-        "responses": {
-            200: {"content": {"application/json": {}}, "description": "The result, inline or from blob storage"},
-            303: {"description": "A large result: Location is a short-lived signed download URL"},
-            404: PROBLEM,
-            409: PROBLEM,
-            410: PROBLEM,
-            503: PROBLEM,
-        },
-    },
-    "retry_task": {"status_code": 202, "response_model": TaskResource, "responses": {404: PROBLEM, 409: PROBLEM}},
-    "task_types": {"response_model": list[TaskTypeInfo]},
-    "healthz": {"response_model": Health},
-    "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
-}
-
-
-def _param(name: str, where: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": schema, "description": description}
-
-
-_TASK_ID = _param("task_id", "path", {"type": "string"}, "The task's id (a UUID; any other value names no task: 404)")
-_EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
-
-
-def _parameters(route_name: str) -> list[dict[str, Any]]:
-    """The path, query and header parameters of one operation, as its handler reads them."""
-    settings = get_settings()
-    table: dict[str, list[dict[str, Any]]] = {
-        "submit_task": [
-            _param(
-                "Idempotency-Key",
-                "header",
-                {"type": "string", "minLength": 1, "maxLength": 255},
-                "Resending the same key and body returns the original 202 (Idempotent-Replayed: true)",
-            )
-        ],
-        "list_tasks": [
-            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "Page size"),
-            _param("status", "query", {"type": "string", "enum": [s.value for s in TaskStatus]}, "Only this status"),
-            _param("task_type", "query", {"type": "string"}, "Only this task type"),
-            _param(
-                "created_after",
-                "query",
-                {"type": "string", "format": "date-time"},
-                "Only tasks created after this RFC 3339 time (no offset: UTC)",
-            ),
-            _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page (opaque; 422 if forged)"),
-        ],
-        "get_task": [
-            _TASK_ID,
-            _param(
-                "wait",
-                "query",
-                {"type": "number", "exclusiveMinimum": 0, "maximum": settings.max_long_poll_seconds},
-                "Long poll: answer at the task's next change or after this many seconds",
-            ),
-            _param("If-None-Match", "header", {"type": "string"}, "An ETag of this task: 304 while it is current"),
-        ],
-        "cancel_task": [_TASK_ID],
-        "retry_task": [_TASK_ID],
-        "task_result": [_TASK_ID],
-        "task_logs": [
-            _TASK_ID,
-            _param("after", "query", {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0}, "After seq"),
-            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "At most"),
-        ],
-        "stream_task": [
-            _TASK_ID,
-            _param("Last-Event-ID", "header", _EVENT_ID, "Resume after this event id (EventSource sends it)"),
-            _param("last_event_id", "query", _EVENT_ID, "The same as Last-Event-ID, for clients that cannot send it"),
-        ],
-    }
-    return table.get(route_name, [])
-
-
-#: Documented only: the guard (tasklift.http.guard) checks credentials on every host; _PlainRoute
-#: never runs FastAPI dependencies. These put the security schemes and each operation's security
-#: requirement into /openapi.json.
-_SECURITY = [
-    Security(
-        HTTPBearer(scheme_name="bearer", auto_error=False, description="An API key (tl_…) or an OIDC access token")
-    ),
-    Security(APIKeyHeader(name="X-API-Key", scheme_name="apiKey", auto_error=False, description="An API key (tl_…)")),
-]
-_STREAM_SECURITY = [
-    *_SECURITY,
-    Security(
-        APIKeyQuery(
-            name="access_token",
-            scheme_name="streamToken",
-            auto_error=False,
-            description="links.stream's short-lived token",
-        )
-    ),
-]
-
-
-def _submit_body_schema() -> dict[str, Any]:
-    variants = []
-    for ttype in all_task_types():
-        schema = ttype.input_schema()
-        default = ttype.name == DEFAULT_TASK_TYPE
-        # A missing or null task_type is the default type (the original demo's bodies send null).
-        task_type = {"enum": [ttype.name, None]} if default else {"const": ttype.name}
-        props = {"task_type": task_type, "metadata": {"type": ["object", "null"]}, **schema.get("properties", {})}
-        variants.append(
-            {
-                "type": "object",
-                "title": ttype.name,
-                "properties": props,
-                "required": [*schema.get("required", []), *([] if default else ["task_type"])],
-                # Inputs forbid unknown fields; only null ones are tolerated (the original demo sends them).
-                "additionalProperties": {"type": "null"},
-            }
-        )
-    return {
-        "required": True,
-        "content": {"application/json": {"schema": {"oneOf": variants}}},
-        "description": "`task_type` (default vector_processing) plus that type's input fields; see GET /task-types.",
-    }
-
-
 #: Young-generation collections every 10,000 net allocations instead of 700 (see tune_gc).
 GC_THRESHOLDS = (10_000, 20, 10)
 _gc_frozen = False
@@ -401,28 +246,13 @@ def create_app() -> FastAPI:
         telemetry={"tracing": False, "operation_spans": False, "metrics": False, "logs": False},
     )
     for route in routes.ROUTES:
-        openapi_extra: dict[str, Any] = {}
-        if route.name == "submit_task":
-            openapi_extra["requestBody"] = _submit_body_schema()
-        if parameters := _parameters(route.name):
-            openapi_extra["parameters"] = parameters
-        docs = {"response_class": Response, **_DOCS.get(route.name, {})}
-        if openapi_extra:
-            docs["openapi_extra"] = openapi_extra
-        # routes.handle: too many headers (431), a NUL in a query parameter (422), the store down (503).
-        docs["responses"] = {431: PROBLEM, 503: PROBLEM, **docs.get("responses", {})}
-        if parameters:
-            docs["responses"][422] = PROBLEM
-        if route.name not in PUBLIC_ROUTES:  # tasklift.http.guard: no credentials, or over a limit
-            docs["responses"] = {**docs["responses"], 400: PROBLEM, 401: PROBLEM, 429: PROBLEM}
-            docs["dependencies"] = _STREAM_SECURITY if route.name == "stream_task" else _SECURITY
         app.router.add_api_route(
             route.template,
             _endpoint(route),
             methods=[route.method],
             name=route.name,
             route_class_override=_PlainRoute,
-            **docs,
+            **openapi.route_options(route.name),  # parameters, security, responses and links
         )
 
     pages.add_pages(app)  # the dashboard (GET /), Swagger UI (/docs) and ReDoc (/redoc), all served locally

@@ -25,7 +25,7 @@ from tasklift.events.sse import StreamPlan, stream_events
 from tasklift.http.problems import Problem
 from tasklift.http.resources import etag, retry_after, task_resource
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
-from tasklift.security.identity import owner_scope
+from tasklift.security.identity import current_identity, owner_scope
 from tasklift.settings import get_settings, redis_url
 from tasklift.store import aio
 from tasklift.store import repository as repo
@@ -255,16 +255,21 @@ async def _wait_for_change(row: Any, seconds: float) -> Any:
 
 async def stream_task(req: HttpRequest) -> HttpResponse:
     """GET /tasks/{id}/stream: Server-Sent Events, resumable with Last-Event-ID (API.md)."""
-    raw_id = req.header("last-event-id") or req.query.get("last_event_id")
-    last_event_id: int | None = None
-    if raw_id:
+    # Each one given is checked, though the header wins: a malformed parameter is refused even when
+    # the other would do (the document declares both with one pattern).
+    given = [
+        ("header", "Last-Event-ID", req.header("last-event-id")),
+        ("query", "last_event_id", req.query.get("last_event_id")),
+    ]
+    for where, name, raw in given:
         # ASCII digits only ("²".isdigit() is true, int("²") fails), and within a bigint.
-        if _EVENT_ID.fullmatch(raw_id.strip()) is None:
+        if raw and _EVENT_ID.fullmatch(raw.strip()) is None:
             raise InvalidInput(
-                "Last-Event-ID must be an event id this stream sent (a non-negative integer)",
-                [{"loc": ["header", "Last-Event-ID"], "msg": "a non-negative integer below 2**63"}],
+                f"{name} must be an event id this stream sent (a non-negative integer)",
+                [{"loc": [where, name], "msg": "a non-negative integer below 2**63"}],
             )
-        last_event_id = int(raw_id)
+    raw_id = next((raw for _, _, raw in given if raw), None)
+    last_event_id = None if raw_id is None else int(raw_id)
     service = _service()
     row = await service.get(owner_scope(req), req.path_params["task_id"])
     settings = get_settings()
@@ -277,6 +282,7 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
         ping_seconds=settings.sse_ping_seconds,
         retry_ms=settings.sse_retry_ms,
         window_seconds=settings.sse_window_seconds,
+        key_id=identity.key_id if (identity := current_identity()) is not None else None,
     )
     if plan.finished_before:
         # The client already saw the terminal event: 204 tells EventSource to stop reconnecting.

@@ -4,9 +4,11 @@ A browser's ``EventSource`` cannot send an ``Authorization`` header, so the task
 ``links.stream`` carries a token instead of the caller's credentials. It is an HMAC-SHA256
 signature over (task id, principal, expiry) and grants exactly one thing: opening that task's
 stream until it expires (``stream_token_ttl_seconds``, default 10 minutes), and, when issued to an
-API key, while that key is not revoked (re-checked at most ``stream_token_key_check_seconds``
-after the last check, default 10 s). It is checked when a stream opens; a stream already open runs
-on. An API key or bearer token never appears in a URL.
+API key, while that key is not revoked. The key is checked in the database each time a stream
+opens (the same one indexed lookup an API key's own requests cost), so a revoked key's links are
+refused at once; a stream already open when its key is revoked is ended by its process's event hub
+within ``stream_token_key_check_seconds`` + ``stream_resync_seconds`` (one query per period for
+every open stream's key: :func:`active_keys`). An API key or bearer token never appears in a URL.
 
 Format: ``v1.<kid>.<payload>.<signature>`` (base64url), where ``kid`` names the signing key so
 that rotation works: sign with ``stream_signing_key``, also accept ``stream_signing_previous_keys``
@@ -122,33 +124,21 @@ def verify(token: str, task_id: str, settings: Settings | None = None, *, now: f
         raise BadStreamToken("expired")
     if grant.task_id != task_id:
         raise BadStreamToken("issued for another task")
-    if grant.key_id is not None and not _key_active(grant.key_id, settings.stream_token_key_check_seconds):
+    if grant.key_id is not None and not active_keys([grant.key_id]):
         raise BadStreamToken("its API key has been revoked")
     return grant
 
 
-#: key id → (monotonic time of the check, active): one lookup per key per check period, not per stream.
-_key_checks: dict[str, tuple[float, bool]] = {}
+def active_keys(key_ids: list[str]) -> set[str]:
+    """Those of the API keys ``key_ids`` that are not revoked, as the database says now (one query).
 
-
-def _key_active(key_id: str, cache_seconds: float) -> bool:
-    """Whether the API key ``key_id`` is active, as the database said at most ``cache_seconds`` ago.
-
-    Blocking (it may read PostgreSQL): :func:`verify` runs in the guard's worker thread.
+    Blocking: :func:`verify` runs it in the guard's worker thread, the event hub in a thread too.
     """
-    from tasklift.security.api_keys import key_active
+    from tasklift.security.api_keys import active_key_ids
     from tasklift.store.db import get_engine
 
-    checked = _key_checks.get(key_id)
-    clock = time.monotonic()
-    if checked is not None and clock - checked[0] < cache_seconds:
-        return checked[1]
     with get_engine().connect() as conn:
-        active = key_active(conn, key_id)
-    if len(_key_checks) > 10_000:  # keys are few; forged ids cannot grow this (the token is signed)
-        _key_checks.clear()
-    _key_checks[key_id] = (clock, active)
-    return active
+        return active_key_ids(conn, key_ids)
 
 
 def grant_identity(grant: StreamGrant) -> Identity:

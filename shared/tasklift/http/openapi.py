@@ -1,0 +1,221 @@
+"""What /openapi.json says about each route: parameters, security, responses and their links.
+
+FastAPI builds the document from the keyword arguments of ``add_api_route``; :func:`route_options`
+returns them for one route. Nothing here runs on a request: the handlers read their parameters
+and the guard checks credentials on every host (``tasklift.http.asgi._PlainRoute`` never runs
+FastAPI's dependencies or validation). So this module must say what the handlers do, and
+``tests/unit/test_openapi.py`` and the schemathesis runs (tests/security) hold the two together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Response, Security
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
+
+from tasklift.http.guard import PUBLIC_ROUTES
+from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
+from tasklift.settings import get_settings
+from tasklift.tasks.registry import all_task_types
+from tasklift.tasks.service import DEFAULT_TASK_TYPE
+from tasklift.tasks.states import TaskStatus
+
+PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
+
+#: OpenAPI links (3.1 §4.8.20) from an answer that carries a task resource to what a client does
+#: next with that task: its ``task_id`` in the body names it (``Location`` holds the same path).
+#: Clients and schemathesis' stateful run follow them (tests/security/test_schemathesis_stateful.py).
+_TASK_ID_FROM_BODY = {"task_id": "$response.body#/task_id"}
+_TASK_LINKS: dict[str, dict[str, Any]] = {
+    "GetTask": {"operationId": "get_task", "description": "The task's status (links.self)"},
+    "StreamTask": {"operationId": "stream_task", "description": "Its events as Server-Sent Events (links.stream)"},
+    "TaskLogs": {"operationId": "task_logs", "description": "Its log lines (links.logs)"},
+    "CancelTask": {"operationId": "cancel_task", "description": "Cancel it (links.cancel)"},
+    "TaskResult": {"operationId": "task_result", "description": "Its result once it has one"},
+    "RetryTask": {"operationId": "retry_task", "description": "Run it again once FAILED or CANCELLED"},
+}
+TASK_LINKS = {name: {**link, "parameters": _TASK_ID_FROM_BODY} for name, link in _TASK_LINKS.items()}
+
+_DOCS: dict[str, dict[str, Any]] = {
+    "submit_task": {
+        "status_code": 202,
+        "response_model": TaskResource,
+        "responses": {
+            202: {"description": "Accepted: the task is committed", "links": TASK_LINKS},
+            **dict.fromkeys((400, 413, 415, 422, 503), PROBLEM),
+            409: {**PROBLEM, "description": "A request with this Idempotency-Key is still being processed"},
+        },
+    },
+    "list_tasks": {"response_model": TaskList, "responses": {422: PROBLEM}},
+    "get_task": {
+        "response_model": TaskResource,
+        "responses": {
+            200: {"description": "The task", "links": TASK_LINKS},
+            304: {"description": "Not modified"},
+            404: PROBLEM,
+        },
+    },
+    "cancel_task": {
+        "status_code": 204,
+        "responses": {
+            202: {"model": TaskResource, "description": "Cancellation requested", "links": TASK_LINKS},
+            404: PROBLEM,
+            409: PROBLEM,
+        },
+    },
+    "task_logs": {"response_model": list[LogLine], "responses": {404: PROBLEM}},
+    "stream_task": {
+        "responses": {
+            200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events (see API.md)"},
+            204: {"description": "The stream already ended (reconnect after the terminal event)"},
+            404: PROBLEM,
+            422: PROBLEM,
+        },
+    },
+    "task_result": {
+        "responses": {
+            200: {"content": {"application/json": {}}, "description": "The result, inline or from blob storage"},
+            303: {"description": "A large result: Location is a short-lived signed download URL"},
+            404: PROBLEM,
+            409: PROBLEM,
+            410: PROBLEM,
+            503: PROBLEM,
+        },
+    },
+    "retry_task": {
+        "status_code": 202,
+        "response_model": TaskResource,
+        "responses": {202: {"description": "Queued again", "links": TASK_LINKS}, 404: PROBLEM, 409: PROBLEM},
+    },
+    "task_types": {"response_model": list[TaskTypeInfo]},
+    "healthz": {"response_model": Health},
+    "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
+}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "schema": schema, "description": description}
+
+
+_TASK_ID = _param("task_id", "path", {"type": "string"}, "The task's id (a UUID; any other value names no task: 404)")
+_EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+
+
+def _parameters(route_name: str) -> list[dict[str, Any]]:
+    """The path, query and header parameters of one operation, as its handler reads them."""
+    settings = get_settings()
+    table: dict[str, list[dict[str, Any]]] = {
+        "submit_task": [
+            _param(
+                "Idempotency-Key",
+                "header",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                "Resending the same key and body returns the original 202 (Idempotent-Replayed: true)",
+            )
+        ],
+        "list_tasks": [
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "Page size"),
+            _param("status", "query", {"type": "string", "enum": [s.value for s in TaskStatus]}, "Only this status"),
+            _param("task_type", "query", {"type": "string"}, "Only this task type"),
+            _param(
+                "created_after",
+                "query",
+                {"type": "string", "format": "date-time"},
+                "Only tasks created after this RFC 3339 time (no offset: UTC)",
+            ),
+            _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page (opaque; 422 if forged)"),
+        ],
+        "get_task": [
+            _TASK_ID,
+            _param(
+                "wait",
+                "query",
+                {"type": "number", "exclusiveMinimum": 0, "maximum": settings.max_long_poll_seconds},
+                "Long poll: answer at the task's next change or after this many seconds",
+            ),
+            _param("If-None-Match", "header", {"type": "string"}, "An ETag of this task: 304 while it is current"),
+        ],
+        "cancel_task": [_TASK_ID],
+        "retry_task": [_TASK_ID],
+        "task_result": [_TASK_ID],
+        "task_logs": [
+            _TASK_ID,
+            _param("after", "query", {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0}, "After seq"),
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "At most"),
+        ],
+        "stream_task": [
+            _TASK_ID,
+            _param("Last-Event-ID", "header", _EVENT_ID, "Resume after this event id (EventSource sends it)"),
+            _param("last_event_id", "query", _EVENT_ID, "The same as Last-Event-ID, for clients that cannot send it"),
+        ],
+    }
+    return table.get(route_name, [])
+
+
+#: Documented only: the guard (tasklift.http.guard) checks credentials on every host. These put the
+#: security schemes and each operation's security requirement into /openapi.json.
+_SECURITY = [
+    Security(
+        HTTPBearer(scheme_name="bearer", auto_error=False, description="An API key (tl_…) or an OIDC access token")
+    ),
+    Security(APIKeyHeader(name="X-API-Key", scheme_name="apiKey", auto_error=False, description="An API key (tl_…)")),
+]
+_STREAM_SECURITY = [
+    *_SECURITY,
+    Security(
+        APIKeyQuery(
+            name="access_token",
+            scheme_name="streamToken",
+            auto_error=False,
+            description="links.stream's short-lived token",
+        )
+    ),
+]
+
+
+def _submit_body_schema() -> dict[str, Any]:
+    variants = []
+    for ttype in all_task_types():
+        schema = ttype.input_schema()
+        default = ttype.name == DEFAULT_TASK_TYPE
+        # A missing or null task_type is the default type (the original demo's bodies send null).
+        task_type = {"enum": [ttype.name, None]} if default else {"const": ttype.name}
+        props = {"task_type": task_type, "metadata": {"type": ["object", "null"]}, **schema.get("properties", {})}
+        variants.append(
+            {
+                "type": "object",
+                "title": ttype.name,
+                "properties": props,
+                "required": [*schema.get("required", []), *([] if default else ["task_type"])],
+                # Inputs forbid unknown fields; only null ones are tolerated (the original demo sends them).
+                "additionalProperties": {"type": "null"},
+            }
+        )
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": variants}}},
+        "description": "`task_type` (default vector_processing) plus that type's input fields; see GET /task-types.",
+    }
+
+
+def route_options(name: str) -> dict[str, Any]:
+    """The keyword arguments of FastAPI's ``add_api_route`` that document the route called ``name``."""
+    docs: dict[str, Any] = {"response_class": Response, "operation_id": name, **_DOCS.get(name, {})}
+    openapi_extra: dict[str, Any] = {}
+    if name == "submit_task":
+        openapi_extra["requestBody"] = _submit_body_schema()
+    if parameters := _parameters(name):
+        openapi_extra["parameters"] = parameters
+    if openapi_extra:
+        docs["openapi_extra"] = openapi_extra
+    # routes.handle, on every route: too many headers (431), a NUL in any query parameter (422), the
+    # store down (503).
+    responses = {422: PROBLEM, 431: PROBLEM, 503: PROBLEM, **docs.get("responses", {})}
+    if name not in PUBLIC_ROUTES:
+        # tasklift.http.guard: no or bad credentials (401), over a limit (429); routes.handle: a value
+        # the store refuses (400).
+        responses = {**responses, 400: PROBLEM, 401: PROBLEM, 429: PROBLEM}
+        docs["dependencies"] = _STREAM_SECURITY if name == "stream_task" else _SECURITY
+    docs["responses"] = responses
+    return docs
