@@ -178,8 +178,9 @@ def test_events_stored_but_never_published_reach_an_open_stream_within_two_resyn
     """A lost publish (Redis up, the PUBLISH never made): the hub's database check finds the task
     behind the stored log and the stream replays what it lacks, the terminal event included, within
     2 x stream_resync_seconds (docs/streaming.md). Nothing here publishes: the events are written
-    with the repository's own statements, as a worker's would be, and no one announces them."""
+    with the store's own statements, as a worker's would be, and no one announces them."""
     from tasklift.settings import get_settings
+    from tasklift.store import leases
     from tasklift.store import repository as repo
 
     monkeypatch.setenv("TASKLIFT_STREAM_RESYNC_SECONDS", "0.5")  # read when the API's hub starts (at this stream)
@@ -191,7 +192,7 @@ def test_events_stored_but_never_published_reach_an_open_stream_within_two_resyn
         lines = resp.iter_lines()
         assert next(line for line in lines if line.startswith("event:")) == "event: status"  # the snapshot
         with db.begin() as conn:
-            log = repo.append_log(conn, uuid.UUID(task_id), None, "info", "stored, never published")
+            log = leases.append_log(conn, uuid.UUID(task_id), None, "info", "stored, never published")
             cancelled = repo.cancel_pending(conn, uuid.UUID(task_id))
         assert log is not None and cancelled is not None
         written = time.monotonic()
