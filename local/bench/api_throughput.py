@@ -44,11 +44,11 @@ PROFILE_FOCUS: list[bk.Focus] = [
     ("TaskService.submit", "tasklift/tasks/service.py", "TaskService.submit"),
     ("  parse_submission (validation)", "tasklift/tasks/service.py", "parse_submission"),
     ("  aio.insert_many (gathered INSERT)", "tasklift/store/aio.py", "insert_many"),
-    ("  _Publisher.send (LPUSH)", "tasklift/queue/dispatch.py", "_Publisher.send"),
+    ("  _Enqueuer.send (LPUSH)", "tasklift/queue/dispatch.py", "_Enqueuer.send"),
     ("    Celery send_task (kombu)", "celery/app/base.py", "send_task"),
     ("    broker_epoch (INFO, cached 2 s)", "tasklift/queue/dispatch.py", "broker_epoch"),
     ("    aio.mark_published", "tasklift/store/aio.py", "mark_published"),
-    ("  EventPublisher.publish (PUBLISH)", "tasklift/events/bus.py", "publish"),
+    ("  EventAnnouncer.publish (PUBLISH)", "tasklift/events/bus.py", "publish"),
     # the read path
     ("TaskService.get", "tasklift/tasks/service.py", "TaskService.get"),
     ("  aio.get_task (gathered SELECT)", "tasklift/store/aio.py", "get_task"),

@@ -49,7 +49,7 @@ PROFILE_FOCUS: list[bk.Focus] = [
     ("    _finish", "tasklift/queue/runner.py", "_finish"),
     ("      leases.finish", "tasklift/store/leases.py", "finish"),
     ("  prepared statement (round trip incl.)", "tasklift/store/db.py", "run_prepared"),
-    ("publish thread (PUBLISH, off the task's path)", "tasklift/queue/runner.py", "DeferredPublisher._run"),
+    ("publish thread (PUBLISH, off the task's path)", "tasklift/queue/runner.py", "DeferredAnnouncer._run"),
     ("pool checkout", "sqlalchemy/pool/base.py", "_checkout"),
     ("  pool_pre_ping (SELECT 1 per checkout)", "sqlalchemy/engine/default.py", "_do_ping_w_event"),
     ("statement compile / cache key", "sqlalchemy/sql/elements.py", "_compile_w_cache"),

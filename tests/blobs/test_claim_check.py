@@ -241,7 +241,7 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
     """The outcome's COMMIT goes through, its reply is lost, the retry is refused: the blob stays."""
     from sqlalchemy.exc import OperationalError
 
-    from tasklift.events.bus import EventPublisher
+    from tasklift.events.bus import EventAnnouncer
     from tasklift.queue import runner
     from tasklift.settings import redis_url
     from tasklift.store import leases
@@ -273,7 +273,7 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
         task_type="test_noop",
         engine=get_engine(),
         writer=get_autocommit_engine(),
-        publisher=EventPublisher(redis_url()),
+        announcer=EventAnnouncer(redis_url()),
         lease_seconds=60,
         progress_interval=1,
     )

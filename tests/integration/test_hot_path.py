@@ -346,7 +346,7 @@ async def test_submits_resume_once_their_lpush_is_written_and_are_marked_only_on
         while broker.llen("tasklift.cpu") < 4 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert broker.llen("tasklift.cpu") == 4
-        await asyncio.sleep(dispatch._Publisher.MARK_DELAY * 4)
+        await asyncio.sleep(dispatch._Enqueuer.MARK_DELAY * 4)
         assert unpublished(db) == 4  # not marked: Redis has not confirmed them yet
         proxy.passing.set()
         await dispatch.aclose()  # the confirmation read, the marks written
@@ -357,7 +357,7 @@ async def test_a_publish_redis_never_confirms_leaves_the_outbox_rows_for_the_dis
     tasklift_env: dict[str, str], db: sa.Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     await warm_pool(1)
-    monkeypatch.setattr(dispatch._Publisher, "TIMEOUT", 0.3)
+    monkeypatch.setattr(dispatch._Enqueuer, "TIMEOUT", 0.3)
     async with HeldAnswers(tasklift_env["TASKLIFT_REDIS_URL"]) as proxy:
         await through(proxy, monkeypatch)
         proxy.passing.clear()

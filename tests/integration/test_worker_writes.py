@@ -237,7 +237,7 @@ def test_progress_and_log_lines_append_the_events_they_return(writer: sa.Engine,
 def test_the_heartbeat_thread_renews_a_running_lease_and_stops_when_unwatched(
     writer: sa.Engine, db: sa.Engine, tasklift_env: dict[str, str]
 ) -> None:
-    from tasklift.queue.runner import Heartbeats, get_publisher
+    from tasklift.queue.runner import Heartbeats, get_announcer
     from tasklift.tasks.context import TaskContext
 
     def lease(task_id: uuid.UUID) -> Any:
@@ -246,7 +246,7 @@ def test_the_heartbeat_thread_renews_a_running_lease_and_stops_when_unwatched(
     def context(task_id: uuid.UUID) -> TaskContext:
         return TaskContext(
             task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
-            publisher=get_publisher(), lease_seconds=30, progress_interval=0.5,
+            announcer=get_announcer(), lease_seconds=30, progress_interval=0.5,
         )  # fmt: skip
 
     beats = Heartbeats(0.2)
@@ -283,7 +283,7 @@ def test_a_claim_event_goes_out_with_the_outcome_or_alone_once_the_task_runs_on(
     import redis
 
     from tasklift.events.bus import channel
-    from tasklift.queue.runner import Heartbeats, get_publisher
+    from tasklift.queue.runner import Heartbeats, get_announcer
     from tasklift.tasks.context import TaskContext
 
     listener = redis.Redis.from_url(tasklift_env["TASKLIFT_REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
@@ -294,7 +294,7 @@ def test_a_claim_event_goes_out_with_the_outcome_or_alone_once_the_task_runs_on(
         _, event = claim(writer, task_id)
         ctx = TaskContext(
             task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
-            publisher=get_publisher(), lease_seconds=30, progress_interval=0.5,
+            announcer=get_announcer(), lease_seconds=30, progress_interval=0.5,
         )  # fmt: skip
         ctx.hold(event)
         beats.watch(ctx)
@@ -330,7 +330,7 @@ def test_a_claim_event_goes_out_with_the_outcome_or_alone_once_the_task_runs_on(
 
 def test_unwatch_waits_for_a_beat_in_flight_but_not_forever(writer: sa.Engine, db: sa.Engine) -> None:
     """The outcome is recorded after the last heartbeat write; a hung one delays it by ``timeout`` at most."""
-    from tasklift.queue.runner import Heartbeats, get_publisher
+    from tasklift.queue.runner import Heartbeats, get_announcer
     from tasklift.tasks.context import TaskContext
 
     task_id = submit()
@@ -340,7 +340,7 @@ def test_unwatch_waits_for_a_beat_in_flight_but_not_forever(writer: sa.Engine, d
     def context() -> TaskContext:
         return TaskContext(
             task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
-            publisher=get_publisher(), lease_seconds=30, progress_interval=0.5,
+            announcer=get_announcer(), lease_seconds=30, progress_interval=0.5,
         )  # fmt: skip
 
     for timeout, release_after in ((0.5, None), (5.0, 0.4)):
@@ -367,7 +367,7 @@ def test_unwatch_waits_for_a_beat_in_flight_but_not_forever(writer: sa.Engine, d
 def test_a_heartbeat_thread_asleep_after_idling_wakes_for_the_next_task(
     writer: sa.Engine, db: sa.Engine, tasklift_env: dict[str, str]
 ) -> None:
-    from tasklift.queue.runner import Heartbeats, get_publisher
+    from tasklift.queue.runner import Heartbeats, get_announcer
     from tasklift.tasks.context import TaskContext
 
     beats = Heartbeats(0.2, announce_after=60)
@@ -378,7 +378,7 @@ def test_a_heartbeat_thread_asleep_after_idling_wakes_for_the_next_task(
         before = stored(db, task_id)[0]["lease_expires_at"]
         ctx = TaskContext(
             task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
-            publisher=get_publisher(), lease_seconds=30, progress_interval=0.5,
+            announcer=get_announcer(), lease_seconds=30, progress_interval=0.5,
         )  # fmt: skip
         beats.watch(ctx)
         time.sleep(0.6)

@@ -31,20 +31,21 @@ def encode(event: Event) -> str:
     return json.dumps({"seq": event.seq, "kind": event.kind, "data": event.data}, separators=(",", ":"))
 
 
-class Publisher(Protocol):
-    """What publishes committed events: :class:`EventPublisher`, or the worker's deferred one."""
+class Announcer(Protocol):
+    """What announces committed events (a Redis PUBLISH on each task's channel): :class:`EventAnnouncer`, or
+    the worker's deferred one."""
 
-    def publish(self, events: Iterable[Event]) -> None: ...
+    def announce(self, events: Iterable[Event]) -> None: ...
 
 
-class EventPublisher:
+class EventAnnouncer:
     """Publishes committed events; shared by threads of one process."""
 
     def __init__(self, redis_url: str) -> None:
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
         self._lock = threading.Lock()
 
-    def publish(self, events: Iterable[Event]) -> None:
+    def announce(self, events: Iterable[Event]) -> None:
         """Announce ``events``, in order, in one round trip; errors are logged, not raised (the
         database already has them)."""
         commands = [("PUBLISH", channel(event.task_id), encode(event)) for event in events]

@@ -53,7 +53,7 @@ class Dispatch:
         return self.task_id, self.intent_seq
 
 
-def publish(item: Dispatch) -> None:
+def enqueue(item: Dispatch) -> None:
     """Send ``tasklift.run(task_id)`` with Celery's task id equal to ours. Raises on broker errors.
 
     One LPUSH of the message Celery would send (:mod:`tasklift.queue._compat`); no retry here: the
@@ -126,18 +126,18 @@ async def abroker_epoch(max_age: float = 2.0) -> str | None:
         return None
 
 
-def publish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
+def enqueue_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
     """Publish freshly committed tasks from synchronous code (a manual retry) and mark them.
 
     On a broker failure they are left to the dispatcher. The mark is one short transaction with
     ``synchronous_commit = off``: a lost mark only means the dispatcher sends the task again
     after the grace period, and the worker's lease drops the duplicate, so it need not wait for
-    the WAL flush. (The API's submits publish and mark on the event loop: :func:`apublish`.)
+    the WAL flush. (The API's submits publish and mark on the event loop: :func:`aenqueue`.)
     """
     items = list(items)
     try:
         for item in items:
-            publish(item)
+            enqueue(item)
     except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the task
         log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
         return False
@@ -150,12 +150,12 @@ def publish_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
     return True
 
 
-def _publisher() -> _Publisher:
+def _enqueuer() -> _Enqueuer:
     loop = asyncio.get_running_loop()
-    publisher = _publishers.get(loop)
-    if publisher is None:
-        publisher = _publishers[loop] = _Publisher()
-    return publisher
+    enqueuer = _enqueuers.get(loop)
+    if enqueuer is None:
+        enqueuer = _enqueuers[loop] = _Enqueuer()
+    return enqueuer
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,8 @@ async def _insert_submits(conn: Any, submits: list[_Submit]) -> list[Any]:
     return await aio.insert_many(conn, [submit.task for submit in submits])
 
 
-async def _publish_submits(submits: list[_Submit], _rows: list[Any]) -> None:
-    await _publisher().send([(submit.item, submit.message) for submit in submits])
+async def _enqueue_submits(submits: list[_Submit], _rows: list[Any]) -> None:
+    await _enqueuer().send([(submit.item, submit.message) for submit in submits])
 
 
 def _message(item: Dispatch) -> bytes:
@@ -180,31 +180,31 @@ def _message(item: Dispatch) -> bytes:
 
 
 async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
-    """Commit a new task, then publish it and mark it published (:func:`apublish`'s path).
+    """Commit a new task, then publish it and mark it published (:func:`aenqueue`'s path).
 
     The submits in flight together share one INSERT (one commit), and the moment it commits, one
     LPUSH per queue carrying all of their messages is written to Redis; only then do their callers
     resume. So a 202 means "durable, and (normally) on its way to the broker", with one round trip
-    to PostgreSQL per batch, none to Redis (its answer is read afterwards, see :class:`_Publisher`)
+    to PostgreSQL per batch, none to Redis (its answer is read afterwards, see :class:`_Enqueuer`)
     and none of the callers' turns in between. The message (and its producer span) is made before
     the INSERT, under the caller's span. Returns the task's row.
     """
     return await _submits().call(_Submit(task, item, _message(item)))
 
 
-async def apublish(items: Iterable[Dispatch]) -> None:
+async def aenqueue(items: Iterable[Dispatch]) -> None:
     """Publish tasks committed on the event loop, and have them marked: the API's one publish.
 
-    The same publisher as :func:`asubmit`'s batches (:class:`_Publisher`); on a broker failure
+    The same enqueuer as :func:`asubmit`'s batches (:class:`_Enqueuer`); on a broker failure
     the tasks stay in the outbox for the dispatcher. Never raises for the broker.
     """
     batch = [(item, _message(item)) for item in items]
     if batch:
-        await _publisher().send(batch)
+        await _enqueuer().send(batch)
 
 
 def _submits() -> Any:
-    return aio.gathered("submit", _insert_submits, _publish_submits)
+    return aio.gathered("submit", _insert_submits, _enqueue_submits)
 
 
 async def submit_turn() -> None:
@@ -212,7 +212,7 @@ async def submit_turn() -> None:
     await _submits().turn()
 
 
-class _Publisher:
+class _Enqueuer:
     """Sends the messages of one event loop's submits, and marks their outbox rows published.
 
     A batch goes out as one LPUSH per queue: ``LPUSH q m1 m2 m3`` leaves the list as three
@@ -311,15 +311,15 @@ class _Publisher:
                 self._marker = asyncio.get_running_loop().create_task(self._mark())
 
 
-_publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Publisher] = weakref.WeakKeyDictionary()
+_enqueuers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Enqueuer] = weakref.WeakKeyDictionary()
 
 
 async def aclose() -> None:
     """Close this event loop's Redis client (the ASGI lifespan calls this on shutdown)."""
     loop = asyncio.get_running_loop()
-    publisher = _publishers.pop(loop, None)
-    if publisher is not None:
-        await publisher.mark_now()
+    enqueuer = _enqueuers.pop(loop, None)
+    if enqueuer is not None:
+        await enqueuer.mark_now()
     client = _aclients.pop(loop, None)
     if client is not None:
         await client.aclose()
@@ -334,7 +334,7 @@ def dispatch_due(engine: Engine, limit: int = 500) -> int:
         for row in rows:
             item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
             try:
-                publish(item)
+                enqueue(item)
             except Exception as exc:  # noqa: BLE001
                 log.warning("dispatcher: broker unavailable, will retry: %s", exc)
                 break

@@ -27,7 +27,7 @@ from tasklift import telemetry
 from tasklift.queue import gauges
 from tasklift.queue.app import celery_app
 from tasklift.queue.dispatch import Dispatcher
-from tasklift.queue.runner import get_publisher
+from tasklift.queue.runner import get_announcer
 from tasklift.settings import get_settings
 from tasklift.store import leases
 from tasklift.store import repository as repo
@@ -50,7 +50,7 @@ def reap_expired_leases() -> int:
             if done:
                 log.warning("task %s: lease expired (attempt %s) → %s", row["id"], row["attempts"], done[0]["status"])
                 events.append(done[1])
-    get_publisher().publish(events)
+    get_announcer().announce(events)
     return len(events)
 
 
@@ -73,7 +73,7 @@ def enforce_cancels() -> int:
             celery_app.control.revoke(task_id, terminate=True, signal=None)
         except Exception as exc:  # noqa: BLE001 - its writes are fenced anyway: status is CANCELLED
             log.warning("revoke of %s failed: %s", task_id, exc)
-    get_publisher().publish(events)
+    get_announcer().announce(events)
     return len(events)
 
 

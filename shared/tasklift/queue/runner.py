@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
 from tasklift.blobs import claims
-from tasklift.events.bus import EventPublisher
+from tasklift.events.bus import EventAnnouncer
 from tasklift.settings import get_settings, redis_url
 from tasklift.store import leases
 from tasklift.store import repository as repo
@@ -36,19 +36,19 @@ from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
 
-_publisher: tuple[int, EventPublisher] | None = None
+_announcer: tuple[int, EventAnnouncer] | None = None
 
 
-def get_publisher() -> EventPublisher:
-    """The process's event publisher (one per forked child)."""
-    global _publisher
-    if _publisher is None or _publisher[0] != os.getpid():
-        _publisher = (os.getpid(), EventPublisher(redis_url()))
-    return _publisher[1]
+def get_announcer() -> EventAnnouncer:
+    """The process's event announcer (one per forked child)."""
+    global _announcer
+    if _announcer is None or _announcer[0] != os.getpid():
+        _announcer = (os.getpid(), EventAnnouncer(redis_url()))
+    return _announcer[1]
 
 
-class DeferredPublisher:
-    """The worker's publisher for task events: :meth:`publish` queues them and returns at once.
+class DeferredAnnouncer:
+    """The worker's announcer for task events: :meth:`announce` queues them and returns at once.
 
     Publishing is a wake-up, not the record: every event is committed before it is queued, and a
     listener that misses one re-reads the database. So a task's end need not wait for the Redis
@@ -58,8 +58,8 @@ class DeferredPublisher:
     child calls it before it exits (``worker_process_shutdown``).
     """
 
-    def __init__(self, publisher: EventPublisher) -> None:
-        self.publisher = publisher
+    def __init__(self, announcer: EventAnnouncer) -> None:
+        self.announcer = announcer
         self._lock = threading.Lock()
         self._queued = threading.Condition(self._lock)
         self._drained = threading.Condition(self._lock)
@@ -67,7 +67,7 @@ class DeferredPublisher:
         self._sending = False
         self._thread: threading.Thread | None = None
 
-    def publish(self, events: Iterable[Event]) -> None:
+    def announce(self, events: Iterable[Event]) -> None:
         with self._lock:
             self._events.extend(events)
             if not self._events:
@@ -96,29 +96,29 @@ class DeferredPublisher:
                 batch, self._events = self._events, []
                 self._sending = True
             try:
-                self.publisher.publish(batch)  # logs and swallows Redis errors
+                self.announcer.announce(batch)  # logs and swallows Redis errors
             except Exception:  # noqa: BLE001 - the thread must outlive anything
-                log.exception("event publish failed")
+                log.exception("event announce failed")
             finally:
                 with self._lock:
                     self._sending = False
                     self._drained.notify_all()
 
 
-_task_publisher: tuple[int, DeferredPublisher] | None = None
+_task_announcer: tuple[int, DeferredAnnouncer] | None = None
 
 
-def get_task_publisher() -> DeferredPublisher:
-    """The process's publisher for the events of the tasks it runs (one per forked child)."""
-    global _task_publisher
-    if _task_publisher is None or _task_publisher[0] != os.getpid():
-        _task_publisher = (os.getpid(), DeferredPublisher(get_publisher()))
-    return _task_publisher[1]
+def get_task_announcer() -> DeferredAnnouncer:
+    """The process's announcer for the events of the tasks it runs (one per forked child)."""
+    global _task_announcer
+    if _task_announcer is None or _task_announcer[0] != os.getpid():
+        _task_announcer = (os.getpid(), DeferredAnnouncer(get_announcer()))
+    return _task_announcer[1]
 
 
 def flush_task_events(timeout: float = 5.0) -> None:
     """Before this process exits: send the task events still queued (at most ``timeout`` s)."""
-    found = _task_publisher
+    found = _task_announcer
     if found is not None and found[0] == os.getpid() and not found[1].flush(timeout):
         log.warning("task events still unsent after %g s; listeners will catch up from the database", timeout)
 
@@ -336,7 +336,7 @@ def _execute(task_id_str: str, worker: str) -> None:
     # Claim, heartbeat, progress, log lines and the outcome are one statement each (autocommit);
     # ctx.transaction() and a retry's requeue need real transactions (the default engine).
     writer = get_autocommit_engine()
-    publisher = get_task_publisher()
+    announcer = get_task_announcer()
     try:
         task_id = uuid.UUID(task_id_str)
     except ValueError:
@@ -367,7 +367,7 @@ def _execute(task_id_str: str, worker: str) -> None:
         task_type=row["task_type"],
         engine=get_engine(),
         writer=writer,
-        publisher=publisher,
+        announcer=announcer,
         lease_seconds=settings.lease_seconds,
         progress_interval=settings.progress_interval_seconds,
     )

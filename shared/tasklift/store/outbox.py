@@ -1,7 +1,7 @@
 """The outbox (``task_outbox``): each task's dispatch intent, and the marks that say it was sent.
 
 A submit writes the intent in its own statement (:data:`tasklift.store.repository.INSERT_TASKS_SQL`);
-a retry, a re-dispatch or a hand-back re-arms it (:func:`insert_intent`). The API's publisher, the
+a retry, a re-dispatch or a hand-back re-arms it (:func:`insert_intent`). The API's enqueuer, the
 outbox dispatcher and the reconciler mark, read and re-arm intents here. All functions take an open
 :class:`~sqlalchemy.Connection`; callers decide the transaction boundaries.
 """
@@ -21,7 +21,7 @@ from tasklift.store.tables import outbox, tasks
 #: Record that the messages of the intents ``(:ids[i], :seqs[i])`` reached the broker (identified by
 #: its run id, ``:epoch``). Only the intent that was sent is marked: an intent re-armed since (a
 #: retry that failed before the mark arrived) keeps ``published_at`` NULL and is dispatched.
-#: Run by :func:`mark_published` below and by the API's publisher (:func:`tasklift.store.aio.mark_published`).
+#: Run by :func:`mark_published` below and by the API's enqueuer (:func:`tasklift.store.aio.mark_published`).
 MARK_PUBLISHED_SQL = """
 UPDATE task_outbox AS o SET published_at = now(), broker_epoch = :epoch
 FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[])) AS sent(task_id, intent_seq)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from tasklift.events.bus import Publisher
+from tasklift.events.bus import Announcer
 from tasklift.store import leases
 from tasklift.store.db import is_transient, retry_transient
 from tasklift.store.repository import Event
@@ -44,7 +44,7 @@ class TaskContext:
         attempt: int,
         task_type: str,
         engine: Engine,
-        publisher: Publisher,
+        announcer: Announcer,
         lease_seconds: float,
         progress_interval: float,
         writer: Engine | None = None,
@@ -56,7 +56,7 @@ class TaskContext:
         self.task_type = task_type
         self._engine = engine
         self._writer = writer or engine
-        self._publisher = publisher
+        self._announcer = announcer
         self._lease = lease_seconds
         self._interval = progress_interval
         self._lock = threading.Lock()
@@ -168,7 +168,7 @@ class TaskContext:
         self.announce([event])
 
     def hold(self, event: Event) -> None:
-        """Keep a committed ``event`` back, to be published with the next :meth:`announce`."""
+        """Keep a committed ``event`` back, to be announced with the next :meth:`announce`."""
         with self._announce_lock:
             self._held.append(event)
 
@@ -180,7 +180,7 @@ class TaskContext:
         """Publish the held events and then ``events`` (all committed), in one round trip."""
         with self._announce_lock:
             batch, self._held = [*self._held, *events], []
-            self._publisher.publish(batch)
+            self._announcer.announce(batch)
 
     def heartbeat(self) -> None:
         """Flush pending progress or renew the lease, and refresh the cancel flag."""

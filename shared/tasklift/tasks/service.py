@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, RowMapping
 
 from tasklift import jsoncodec, telemetry
 from tasklift.blobs import claims
-from tasklift.queue.dispatch import Dispatch, apublish, asubmit, publish_after_commit, submit_turn
+from tasklift.queue.dispatch import Dispatch, aenqueue, asubmit, enqueue_after_commit, submit_turn
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
@@ -78,15 +78,15 @@ class Listing:
     next_cursor: str | None
 
 
-Publish = Callable[[list[Event]], None]
+Announce = Callable[[list[Event]], None]
 
 
 @dataclass
 class TaskService:
-    """Operations on tasks for one store; ``publish`` announces committed events."""
+    """Operations on tasks for one store; ``announce`` announces committed events."""
 
     engine_factory: Callable[[], Engine] = get_engine
-    publish: Publish = field(default=lambda events: None)
+    announce: Announce = field(default=lambda events: None)
 
     # --- submit ---------------------------------------------------------------------------------
 
@@ -96,7 +96,7 @@ class TaskService:
         The common submit (no Idempotency-Key) is one INSERT shared with the submits beside it and
         one LPUSH (:func:`~tasklift.queue.dispatch.asubmit`). With a key, the key's reservation,
         the same INSERT and the key's completion are one transaction, then the task is published
-        (:func:`~tasklift.queue.dispatch.apublish`). An input too large to store inline is put in
+        (:func:`~tasklift.queue.dispatch.aenqueue`). An input too large to store inline is put in
         blob storage first (in a worker thread: the blob clients are synchronous).
 
         Raises:
@@ -125,7 +125,7 @@ class TaskService:
                     row, earlier = await aio.submit_with_key(task, idempotency_key, fingerprint, ttl)
                     if earlier is not None:
                         return await self._replay(owner, earlier, fingerprint)
-                    await apublish([item])
+                    await aenqueue([item])
                 claim.keep()
             finally:
                 if not claim.kept and claims.is_ref(claim.value):
@@ -215,7 +215,7 @@ class TaskService:
             done = repo.cancel_pending(conn, tid) or repo.request_cancel(conn, tid)
             current = done[0] if done else repo.get_task(conn, tid)
         if done:
-            self.publish([done[1]])
+            self.announce([done[1]])
         assert current is not None
         status = TaskStatus(current["status"])
         if status == TaskStatus.CANCELLED:
@@ -241,8 +241,8 @@ class TaskService:
         if done is None:
             raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {row['status']}")
         intent = Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"], intent_seq=done[1].seq)
-        publish_after_commit(engine, [intent])
-        self.publish([done[1]])
+        enqueue_after_commit(engine, [intent])
+        self.announce([done[1]])
         return done[0]
 
 

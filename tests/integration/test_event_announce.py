@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from tasklift.events.bus import CHANNEL_PREFIX, EventPublisher
+from tasklift.events.bus import CHANNEL_PREFIX, EventAnnouncer
 from tasklift.store.repository import Event
 
 
@@ -41,10 +41,10 @@ def subscriber(redis_server: Any) -> Any:
 
 
 def test_a_batch_goes_out_in_order_on_each_tasks_channel(redis_server: Any, subscriber: Any) -> None:
-    publisher = EventPublisher(redis_server.url)
-    publisher.publish([*events("a", 2), *events("b", 7), *events("a", 3)])
-    publisher.publish(events("c", 1))
-    publisher.publish([])
+    announcer = EventAnnouncer(redis_server.url)
+    announcer.announce([*events("a", 2), *events("b", 7), *events("a", 3)])
+    announcer.announce(events("c", 1))
+    announcer.announce([])
     got = received(subscriber, 4)
     assert got == [
         (f"{CHANNEL_PREFIX}a", {"seq": 2, "kind": "status", "data": {"status": "RUNNING", "n": 2, "text": "é"}}),
@@ -52,87 +52,87 @@ def test_a_batch_goes_out_in_order_on_each_tasks_channel(redis_server: Any, subs
         (f"{CHANNEL_PREFIX}a", {"seq": 3, "kind": "status", "data": {"status": "RUNNING", "n": 3, "text": "é"}}),
         (f"{CHANNEL_PREFIX}c", {"seq": 1, "kind": "status", "data": {"status": "RUNNING", "n": 1, "text": "é"}}),
     ]
-    publisher.close()
+    announcer.close()
 
 
 def test_a_dropped_connection_is_replaced_and_the_batch_still_delivered(redis_server: Any, subscriber: Any) -> None:
-    publisher = EventPublisher(redis_server.url)
-    publisher.publish(events("a", 1))
+    announcer = EventAnnouncer(redis_server.url)
+    announcer.announce(events("a", 1))
     assert len(received(subscriber, 1)) == 1
     admin = redis.Redis.from_url(redis_server.url)
-    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the publisher's pooled connection
-    publisher.publish(events("a", 2, 3))
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the announcer's pooled connection
+    announcer.announce(events("a", 2, 3))
     assert [data["seq"] for _, data in received(subscriber, 2)] == [2, 3]
-    publisher.publish(events("a", 4))  # and the new connection is pooled and usable
+    announcer.announce(events("a", 4))  # and the new connection is pooled and usable
     assert [data["seq"] for _, data in received(subscriber, 1)] == [4]
     admin.close()
-    publisher.close()
+    announcer.close()
 
 
 def test_an_unreachable_redis_is_logged_not_raised_and_does_not_hang(caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    publisher = EventPublisher(f"redis://127.0.0.1:{port}/0")
+    announcer = EventAnnouncer(f"redis://127.0.0.1:{port}/0")
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="tasklift.events.bus"):
-        publisher.publish(events("a", 1, 2))
+        announcer.announce(events("a", 1, 2))
     assert time.monotonic() - started < 3
     assert "event publish failed" in caplog.text
 
 
 class Recording:
-    """An EventPublisher stand-in that records each round trip (and can be made slow or failing)."""
+    """An EventAnnouncer stand-in that records each round trip (and can be made slow or failing)."""
 
     def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
         self.batches: list[list[int]] = []
         self.delay, self.fail = delay, fail
 
-    def publish(self, events: Any) -> None:
+    def announce(self, events: Any) -> None:
         time.sleep(self.delay)
         self.batches.append([e.seq for e in events])
         if self.fail:
             raise RuntimeError("boom")
 
 
-def test_the_worker_publisher_returns_at_once_sends_in_order_and_coalesces() -> None:
-    from tasklift.queue.runner import DeferredPublisher
+def test_the_worker_announcer_returns_at_once_sends_in_order_and_coalesces() -> None:
+    from tasklift.queue.runner import DeferredAnnouncer
 
     inner = Recording(delay=0.2)
-    publisher = DeferredPublisher(inner)  # type: ignore[arg-type]
+    announcer = DeferredAnnouncer(inner)  # type: ignore[arg-type]
     started = time.monotonic()
-    publisher.publish(events("a", 1, 2))
+    announcer.announce(events("a", 1, 2))
     time.sleep(0.05)  # the thread is sending 1, 2 now
-    publisher.publish(events("a", 3))
-    publisher.publish(events("b", 4))
-    publisher.publish([])
+    announcer.announce(events("a", 3))
+    announcer.announce(events("b", 4))
+    announcer.announce([])
     assert time.monotonic() - started < 0.15  # nobody waited for Redis
-    assert publisher.flush(timeout=5)
+    assert announcer.flush(timeout=5)
     assert inner.batches == [[1, 2], [3, 4]]  # in order; what queued up meanwhile went out in one trip
-    assert publisher.flush(timeout=0)  # nothing pending
+    assert announcer.flush(timeout=0)  # nothing pending
 
 
-def test_the_worker_publisher_survives_a_failing_send_and_flush_has_a_deadline() -> None:
-    from tasklift.queue.runner import DeferredPublisher
+def test_the_worker_announcer_survives_a_failing_send_and_flush_has_a_deadline() -> None:
+    from tasklift.queue.runner import DeferredAnnouncer
 
     inner = Recording(fail=True)
-    publisher = DeferredPublisher(inner)  # type: ignore[arg-type]
-    publisher.publish(events("a", 1))
-    assert publisher.flush(timeout=5)
+    announcer = DeferredAnnouncer(inner)  # type: ignore[arg-type]
+    announcer.announce(events("a", 1))
+    assert announcer.flush(timeout=5)
     inner.fail, inner.delay = False, 1.0
-    publisher.publish(events("a", 2))
-    assert not publisher.flush(timeout=0.1)  # still sending: flush gives up at its deadline
-    assert publisher.flush(timeout=5)
+    announcer.announce(events("a", 2))
+    assert not announcer.flush(timeout=0.1)  # still sending: flush gives up at its deadline
+    assert announcer.flush(timeout=5)
     assert inner.batches == [[1], [2]]
 
 
-def test_the_worker_publisher_delivers_to_redis(redis_server: Any, subscriber: Any) -> None:
-    from tasklift.queue.runner import DeferredPublisher
+def test_the_worker_announcer_delivers_to_redis(redis_server: Any, subscriber: Any) -> None:
+    from tasklift.queue.runner import DeferredAnnouncer
 
-    publisher = DeferredPublisher(EventPublisher(redis_server.url))
+    announcer = DeferredAnnouncer(EventAnnouncer(redis_server.url))
     for seq in range(1, 51):
-        publisher.publish(events("a", seq))
-    assert publisher.flush(timeout=5)
+        announcer.announce(events("a", seq))
+    assert announcer.flush(timeout=5)
     assert [data["seq"] for _, data in received(subscriber, 50)] == list(range(1, 51))
 
 
@@ -145,12 +145,12 @@ def test_a_child_about_to_exit_sends_what_is_queued(
 
     runner.flush_task_events(timeout=0)  # nothing made yet: nothing to do
     inner = Recording(delay=0.2)
-    monkeypatch.setattr(runner, "_task_publisher", (os.getpid(), runner.DeferredPublisher(inner)))  # type: ignore[arg-type]
-    runner.get_task_publisher().publish(events("a", 1, 2))
+    monkeypatch.setattr(runner, "_task_announcer", (os.getpid(), runner.DeferredAnnouncer(inner)))  # type: ignore[arg-type]
+    runner.get_task_announcer().announce(events("a", 1, 2))
     runner.flush_task_events(timeout=5)  # what worker_process_shutdown calls
     assert inner.batches == [[1, 2]]
     inner.delay = 1.0
-    runner.get_task_publisher().publish(events("a", 3))
+    runner.get_task_announcer().announce(events("a", 3))
     with caplog.at_level(logging.WARNING, logger="tasklift.queue.runner"):
         runner.flush_task_events(timeout=0.1)
     assert "still unsent" in caplog.text
