@@ -72,10 +72,11 @@ def configure(role: str = "api") -> None:
                 _build(state)
             except Exception:  # noqa: BLE001 - telemetry must never stop a process from serving
                 log.exception("OpenTelemetry setup failed; continuing without telemetry")
-        _state = state
         from tasklift.telemetry import metrics as instruments  # metrics reads this module's state
 
-        instruments.install(meter(), role)
+        provider = state.meter_provider
+        instruments.install(provider.get_meter(SCOPE) if provider else metrics.NoOpMeter(SCOPE), role)
+        _state = state  # last: a thread that sees it configured finds the instruments made
 
 
 def state() -> _State:
