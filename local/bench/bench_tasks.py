@@ -51,3 +51,18 @@ def bench_ticker(ctx: TaskContext, inp: Ticker) -> dict[str, int]:
 def bench_idle(ctx: TaskContext, inp: Noop) -> dict[str, bool]:
     """Never runs in the benchmarks (no worker consumes the io queue there): its streams stay idle."""
     return {"ok": True}
+
+
+class PeerWork(TaskInput):
+    kind: str = Field("noop", pattern="^(noop|sleep)$")
+
+
+@task("peer_work", input=PeerWork, queue="cpu")
+def peer_work(ctx: TaskContext, inp: PeerWork) -> dict[str, bool]:
+    """local/bench/peers/run.py's task, the same on every peer: note the start, then no work or 100 ms."""
+    from peers.apps.stamp import stamp
+
+    stamp(ctx.task_id)
+    if inp.kind == "sleep":
+        time.sleep(0.1)
+    return {"ok": True}
