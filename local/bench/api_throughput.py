@@ -185,17 +185,9 @@ def main() -> int:
                     "uvicorn",
                     "--factory",
                     "hello_app:create",
-                    "--host",
-                    "127.0.0.1",
                     "--port",
                     str(port),
-                    "--http",
-                    "httptools",
-                    "--loop",
-                    "uvloop",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
+                    *bk.UVICORN_FLAGS,
                 ],  # fmt: skip
             )
             base = f"http://127.0.0.1:{port}"

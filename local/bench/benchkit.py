@@ -221,6 +221,19 @@ class Stack:
             log(f"kept {self.workdir}")
 
 
+#: How every benchmark runs uvicorn: one process, httptools + uvloop, no access log (add the app and port).
+UVICORN_FLAGS = ["--host", "127.0.0.1", "--http", "httptools", "--loop", "uvloop", "--no-access-log",
+                 "--log-level", "warning"]  # fmt: skip
+
+
+def raw_celery_worker(stack: Stack, concurrency: int, log_level: str = "WARNING") -> Proc:
+    """The drain baseline's worker (local/bench/raw_celery_app.py) on the stack's Redis."""
+    args = [PYTHON, "-m", "celery", "-A", "raw_celery_app", "worker", "--queues", "bench.raw",
+            "--concurrency", str(concurrency), "--pool", "prefork", "--loglevel", log_level,
+            "--hostname", "raw@%h", "--without-gossip", "--without-mingle"]  # fmt: skip
+    return stack.spawn("raw-worker", args, env={"BENCH_REDIS_URL": stack.redis_url})
+
+
 def wait_http(url: str, proc: Proc | None = None, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

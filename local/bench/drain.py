@@ -372,30 +372,7 @@ def main() -> int:
             api = stack.api(port)
             reaper = stack.reaper()
             worker = stack.worker(args.concurrency)
-            raw_worker = stack.spawn(
-                "raw-worker",
-                [
-                    bk.PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "raw_celery_app",
-                    "worker",
-                    "--queues",
-                    "bench.raw",
-                    "--concurrency",
-                    str(args.concurrency),
-                    "--pool",
-                    "prefork",
-                    "--loglevel",
-                    args.log_level.upper(),
-                    "--hostname",
-                    "raw@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],  # fmt: skip
-                env={"BENCH_REDIS_URL": stack.redis_url},
-            )
+            raw_worker = bk.raw_celery_worker(stack, args.concurrency, args.log_level.upper())
             bk.log(
                 f"API {api.pid}, reaper {reaper.pid}, tasklift worker {worker.pid}, raw worker {raw_worker.pid};"
                 " warming up"

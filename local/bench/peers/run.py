@@ -48,17 +48,6 @@ import benchkit as bk  # noqa: E402
 APPS = HERE / "apps"
 PINS = REPO / ".ci" / "tools" / "peers.txt"
 VENV = REPO / ".venv-peers"
-UVICORN = [
-    "--host",
-    "127.0.0.1",
-    "--http",
-    "httptools",
-    "--loop",
-    "uvloop",
-    "--no-access-log",
-    "--log-level",
-    "warning",
-]
 
 
 def peer_bin() -> Path:
@@ -110,7 +99,9 @@ class Peer:
             return stack.api(port, env)
         module = {"celery_pg": "celery_pg:api", "procrastinate": "procrastinate_app:api", "dbos": "dbos_app:api"}
         proc = stack.spawn(
-            f"{self.name}-api", [str(peer_bin() / "uvicorn"), module[self.name], "--port", str(port), *UVICORN], env
+            f"{self.name}-api",
+            [str(peer_bin() / "uvicorn"), module[self.name], "--port", str(port), *bk.UVICORN_FLAGS],
+            env,
         )
         bk.wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         return proc
@@ -309,25 +300,7 @@ def measure_raw_celery(args: argparse.Namespace) -> dict[str, Any]:
 
     bk.log("--- raw_celery")
     with bk.Stack(fsync=True, appendonly=True) as stack:
-        args_ = [
-            bk.PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "raw_celery_app",
-            "worker",
-            "--queues",
-            "bench.raw",
-            "--concurrency",
-            str(args.concurrency),
-            "--pool",
-            "prefork",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-        stack.spawn("raw-worker", args_, {"BENCH_REDIS_URL": stack.redis_url})
+        bk.raw_celery_worker(stack, args.concurrency)
         drain_bench.run_raw(4 * args.concurrency, stack.redis_url, 60)  # warm-up
         n = max(200, int(args.submit_seconds * 1000))
         res = drain_bench.run_raw(n, stack.redis_url, args.timeout)
