@@ -18,13 +18,13 @@ import anyio
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import StreamingResponse
-from fastapi.routing import APIRoute
 from sse_starlette import EventSourceResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from tasklift.events.hub import close_hub, get_hub
 from tasklift.http import openapi, pages, routes
+from tasklift.http._compat import PlainRoute
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.queue import dispatch
@@ -133,21 +133,6 @@ def raw_headers(resp: HttpResponse) -> list[tuple[bytes, bytes]]:
     return raw
 
 
-class _PlainRoute(APIRoute):
-    """A core route: documented by FastAPI (OpenAPI, /docs), served as a plain ASGI app.
-
-    Every rule, body limits included, lives in the handlers (the same on every host), and every
-    error becomes a problem response there. So nothing FastAPI or Starlette wrap around an endpoint
-    (dependency solving, exit stacks, response validation, a Request object, the exception-handler
-    lookup, a Response object) has anything to do: together they cost ~30 µs a request. The route
-    runs :func:`_asgi` instead, which reads the body, calls the handler and sends its response.
-    """
-
-    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
-        self.app = _asgi(endpoint.tasklift_route)  # type: ignore[attr-defined]  # set by _endpoint
-
-
 async def _answer(route: routes.Route, scope: Scope, receive: Receive) -> HttpResponse:
     """``route``'s answer to the request in ``scope``: its body read under the cap, then the handler."""
     try:
@@ -180,14 +165,15 @@ async def serve(route: routes.Route, request: Request) -> Response:
 
 
 def _endpoint(route: routes.Route) -> Any:
-    """The endpoint FastAPI documents for ``route`` (its name and docstring); :func:`_asgi` serves it."""
+    """The endpoint FastAPI documents for ``route`` (its name and docstring); :func:`_asgi` serves it
+    (:class:`~tasklift.http._compat.PlainRoute`)."""
 
     async def endpoint(request: Request) -> Response:
         return await serve(route, request)
 
     endpoint.__name__ = route.name
     endpoint.__doc__ = route.handler.__doc__
-    endpoint.tasklift_route = route  # type: ignore[attr-defined]  # for _PlainRoute
+    endpoint.asgi_app = _asgi(route)  # type: ignore[attr-defined]  # what PlainRoute serves
     return endpoint
 
 
@@ -251,7 +237,7 @@ def create_app() -> FastAPI:
             _endpoint(route),
             methods=[route.method],
             name=route.name,
-            route_class_override=_PlainRoute,
+            route_class_override=PlainRoute,
             **openapi.route_options(route.name),  # parameters, security, responses and links
         )
 

@@ -2,7 +2,7 @@
 
 FastAPI builds the document from the keyword arguments of ``add_api_route``; :func:`route_options`
 returns them for one route. Nothing here runs on a request: the handlers read their parameters
-and the guard checks credentials on every host (``tasklift.http.asgi._PlainRoute`` never runs
+and the guard checks credentials on every host (``tasklift.http._compat.PlainRoute`` never runs
 FastAPI's dependencies or validation). So this module must say what the handlers do, and
 ``tests/unit/test_openapi.py`` and the schemathesis runs (tests/security) hold the two together.
 """
