@@ -119,7 +119,9 @@ def _pg_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True, capture_output=True)
+        # useradd lives in /usr/sbin, which a root shell's PATH may leave out.
+        useradd = shutil.which("useradd") or shutil.which("useradd", path="/usr/sbin:/sbin") or "useradd"
+        subprocess.run([useradd, "--system", "--no-create-home", PG_SYSTEM_USER], check=True, capture_output=True)
         return pwd.getpwnam(PG_SYSTEM_USER)
 
 
@@ -148,6 +150,7 @@ class EmbeddedPostgres:
     def start(self, timeout: float = 60) -> str:
         """Initialise the cluster if needed, start it, and return its URL."""
         self.data_dir = self.data_dir.resolve()
+        _pg_bin("initdb")  # the extra is named before anything is changed on the machine
         user = _pg_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if user:
