@@ -8,7 +8,6 @@ Each test gets a database cloned from a migrated template (about 50 ms) and an e
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import signal
@@ -27,9 +26,10 @@ import redis
 import sqlalchemy as sa
 
 from tasklift.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, stop_process
+from tasklift.http.runtime import ApiRuntime
+from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
-from tasklift.store import aio
-from tasklift.store.db import reset_engine
+from tasklift.store.db import make_engine
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE_DB = "tasklift_template"
@@ -62,19 +62,6 @@ def _admin_engine(pg: EmbeddedPostgres) -> sa.Engine:
 
 def _db_url(pg: EmbeddedPostgres, name: str) -> str:
     return pg.url.rsplit("/", 1)[0] + "/" + name
-
-
-@pytest.fixture
-async def _close_asyncpg_pool() -> AsyncIterator[None]:
-    """Close the asyncpg pool an in-process async test made on its event loop (tasklift/store/aio.py)."""
-    yield
-    await aio.close_pools()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.fixturenames.insert(0, "_close_asyncpg_pool")  # torn down last, on the test's loop
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +115,6 @@ def database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
     yield _db_url(pg_server, name)
-    reset_engine()
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.dispose()
@@ -144,10 +130,43 @@ def tasklift_env(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    reset_engine()
     yield env
-    reset_engine()
     get_settings.cache_clear()
+
+
+@pytest.fixture
+async def runtime(tasklift_env: dict[str, str]) -> AsyncIterator[ApiRuntime]:
+    """An API runtime on the test's event loop (what the ASGI lifespan builds), closed at the end."""
+    built = ApiRuntime.open(get_settings())
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+def worker_runtime(tasklift_env: dict[str, str]) -> Iterator[WorkerRuntime]:
+    """This process's worker runtime, as worker_process_init installs it, for tasks run in process."""
+    from tasklift.queue import runtime
+
+    built = WorkerRuntime.open(get_settings())
+    runtime.install(built)
+    yield built
+    runtime.close()
+
+
+@pytest.fixture
+def engine(tasklift_env: dict[str, str]) -> Iterator[sa.Engine]:
+    """A pooled engine as a runtime makes one (tasklift.store.db.make_engine), on the test database."""
+    made = make_engine(tasklift_env["TASKLIFT_DATABASE_URL"], 5)
+    yield made
+    made.dispose()
+
+
+@pytest.fixture
+def autocommit_engine(tasklift_env: dict[str, str]) -> Iterator[sa.Engine]:
+    """The worker's kind of autocommit engine (its ``writer``), on the test database."""
+    made = make_engine(tasklift_env["TASKLIFT_DATABASE_URL"], 5, autocommit=True)
+    yield made
+    made.dispose()
 
 
 @pytest.fixture

@@ -14,13 +14,14 @@ os.environ.setdefault("TASKLIFT_SSE_WINDOW_SECONDS", "20")
 
 from mangum import Mangum  # noqa: E402 - after the window is set
 
-from tasklift.http.asgi import create_app  # noqa: E402
+from tasklift.http.asgi import WithoutLifespan, create_app  # noqa: E402
 
 # Built once per execution environment, at init (outside the handler), so warm invocations reuse
-# the app and the core's per-process connections. Lifespan "off": Mangum would otherwise run the
-# app's startup and shutdown around every invocation, closing the event hub each time; Lambda
-# freezes or ends the environment without a shutdown to run it against.
-handler = Mangum(create_app(), lifespan="off")
+# the app. Lifespan "off": Mangum would run the app's startup and shutdown around every
+# invocation, building and closing the API runtime (pools, event hub) each time; Lambda freezes or
+# ends the environment without a shutdown to run it against. So the runtime is built once instead,
+# at the first invocation, on the loop Mangum runs every invocation on (WithoutLifespan).
+handler = Mangum(WithoutLifespan(create_app()), lifespan="off")
 
 # One Lambda function per endpoint (template.yaml); each routes through the same app.
 submit_task = list_tasks = get_task = cancel_task = task_logs = stream_task = task_result = retry_task = handler

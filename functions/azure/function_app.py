@@ -7,8 +7,10 @@ functionality will not work" (Azure Functions announcement of HTTP streams for P
 the app's HTTP functions take the same types: one app, one origin, the paths of API.md.
 
 A function only translates: the platform's request → ``tasklift.http.routes.handle`` → the
-platform's response. Every rule lives in the core. Connections are made once per worker process
-(the core caches its engine and service per process), not per call.
+platform's response. Every rule lives in the core. The worker process runs no ASGI lifespan, so
+its API runtime (connections, event hub, service: ``tasklift.http.runtime``) is built by
+:data:`runtime` at the first invocation, on the loop the worker runs every invocation on, and
+reused by every later one.
 """
 
 from functools import cache
@@ -19,10 +21,13 @@ from fastapi import FastAPI
 
 from tasklift.http import asgi, pages, routes
 from tasklift.http.asgi import to_neutral, to_starlette
+from tasklift.http.runtime import HostRuntime
 
 # Anonymous at the platform: tasklift authenticates callers itself (function keys would be a second scheme).
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 ROUTES = {route.name: route for route in routes.ROUTES}
+#: This worker process's API runtime (the one place that builds it).
+runtime = HostRuntime()
 
 
 async def serve(name: str, req: Request) -> Response:
@@ -30,7 +35,7 @@ async def serve(name: str, req: Request) -> Response:
 
     The body cap is enforced while reading, as on the ASGI host (:func:`tasklift.http.asgi.serve`).
     """
-    return await asgi.serve(ROUTES[name], req)
+    return await asgi.serve(ROUTES[name], req, runtime.get())
 
 
 @app.route(route="tasks", methods=[func.HttpMethod.POST])
@@ -104,4 +109,4 @@ async def not_found(req: Request) -> Response:
     # before this catch-all (ASP.NET route precedence).
     if pages.is_page(req.url.path):
         return await asgi.answer_with_app(pages_app(), req)
-    return to_starlette(await routes.dispatch(to_neutral(req, b"")))
+    return to_starlette(await routes.dispatch(to_neutral(req, b"", runtime.get())))

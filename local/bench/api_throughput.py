@@ -44,14 +44,14 @@ PROFILE_FOCUS: list[bk.Focus] = [
     ("TaskService.submit", "tasklift/tasks/service.py", "TaskService.submit"),
     ("  parse_submission (validation)", "tasklift/tasks/service.py", "parse_submission"),
     ("  aio.insert_many (gathered INSERT)", "tasklift/store/aio.py", "insert_many"),
-    ("  _Enqueuer.send (LPUSH)", "tasklift/queue/dispatch.py", "_Enqueuer.send"),
+    ("  Enqueuer.send (LPUSH)", "tasklift/queue/dispatch.py", "Enqueuer.send"),
     ("    Celery send_task (kombu)", "celery/app/base.py", "send_task"),
-    ("    broker_epoch (INFO, cached 2 s)", "tasklift/queue/dispatch.py", "broker_epoch"),
-    ("    aio.mark_published", "tasklift/store/aio.py", "mark_published"),
+    ("    Enqueuer.epoch (INFO, cached 2 s)", "tasklift/queue/dispatch.py", "Enqueuer.epoch"),
+    ("    AsyncStore.mark_published", "tasklift/store/aio.py", "AsyncStore.mark_published"),
     ("  EventAnnouncer.publish (PUBLISH)", "tasklift/events/bus.py", "publish"),
     # the read path
     ("TaskService.get", "tasklift/tasks/service.py", "TaskService.get"),
-    ("  aio.get_task (gathered SELECT)", "tasklift/store/aio.py", "get_task"),
+    ("  AsyncStore.get_task (gathered SELECT)", "tasklift/store/aio.py", "AsyncStore.get_task"),
     # SQLAlchemy / driver
     ("pool checkout", "sqlalchemy/pool/base.py", "_checkout"),
     ("  pool_pre_ping (SELECT 1 per checkout)", "sqlalchemy/engine/default.py", "_do_ping_w_event"),

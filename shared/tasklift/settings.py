@@ -199,7 +199,10 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
+    """The process-wide settings, read once from the environment (a cached function, not a
+    runtime object: tests clear it with ``get_settings.cache_clear()``). Each runtime
+    (:mod:`tasklift.http.runtime`, :mod:`tasklift.queue.runtime`) carries the Settings it was
+    built from."""
     return Settings()
 
 

@@ -4,11 +4,13 @@ blob backend: the bytes go to blob storage, Redis and the tasks table carry only
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ import redis
 import sqlalchemy as sa
 
 from tasklift.blobs import claims
+from tasklift.queue.runtime import WorkerRuntime
 from tests.blobs.conftest import Backend, RedisMonitor
 from tests.conftest import wait_for_status
 
@@ -190,8 +193,23 @@ def test_a_large_input_over_max_large_body_bytes_is_413_and_creates_nothing(
         assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar_one() == 1
 
 
+@contextlib.contextmanager
+def api_started_now() -> Iterator[httpx.Client]:
+    """A client on an API started with the settings as they are now: the API runtime makes its
+    blob store from the settings when the server starts (tasklift.http.runtime)."""
+    from tasklift.http.asgi import create_app
+    from tests.conftest import ServerThread  # noqa: PLC0415
+
+    server = ServerThread(create_app()).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            yield http
+    finally:
+        server.stop()
+
+
 def test_a_blob_store_failure_on_submit_is_503_and_creates_no_task(
-    local_backend: Backend, client: httpx.Client, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path
+    local_backend: Backend, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     from tasklift.settings import get_settings
 
@@ -199,11 +217,12 @@ def test_a_blob_store_failure_on_submit_is_503_and_creates_no_task(
     not_a_folder.write_text("blobs cannot live under a file")
     monkeypatch.setenv("TASKLIFT_BLOB_LOCAL_DIR", str(not_a_folder))
     get_settings.cache_clear()
-    resp = client.post("/tasks", json={"task_type": "blob_echo", "data": "x" * (300 * 1024)})
-    assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
-    assert resp.json()["type"].endswith("blob-store-unavailable")
-    inline = client.post("/tasks", json={"task_type": "blob_echo", "data": "small"})
-    assert inline.status_code == 202  # a small input does not need the blob store
+    with api_started_now() as client:
+        resp = client.post("/tasks", json={"task_type": "blob_echo", "data": "x" * (300 * 1024)})
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
+        assert resp.json()["type"].endswith("blob-store-unavailable")
+        inline = client.post("/tasks", json={"task_type": "blob_echo", "data": "small"})
+        assert inline.status_code == 202  # a small input does not need the blob store
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar_one() == 1
 
@@ -224,19 +243,20 @@ def test_an_input_that_poses_as_a_blob_reference_is_422(local_backend: Backend, 
 
 
 def test_a_misconfigured_blob_backend_fails_only_large_inputs(
-    local_backend: Backend, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    local_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tasklift.settings import get_settings
 
     monkeypatch.setenv("TASKLIFT_BLOB_BACKEND", "s3")  # and no bucket
     monkeypatch.delenv("TASKLIFT_BLOB_S3_BUCKET", raising=False)
     get_settings.cache_clear()
-    assert client.post("/tasks", json={"task_type": "blob_echo", "data": "small"}).status_code == 202
-    assert client.post("/tasks", json={"task_type": "blob_echo", "data": "x" * (300 * 1024)}).status_code == 503
+    with api_started_now() as client:
+        assert client.post("/tasks", json={"task_type": "blob_echo", "data": "small"}).status_code == 202
+        assert client.post("/tasks", json={"task_type": "blob_echo", "data": "x" * (300 * 1024)}).status_code == 503
 
 
 def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
-    local_backend: Backend, db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+    local_backend: Backend, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, worker_runtime: WorkerRuntime
 ) -> None:
     """The outcome's COMMIT goes through, its reply is lost, the retry is refused: the blob stays."""
     from sqlalchemy.exc import OperationalError
@@ -245,17 +265,16 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
     from tasklift.queue import runner
     from tasklift.settings import redis_url
     from tasklift.store import leases
-    from tasklift.store.db import get_autocommit_engine, get_engine
     from tasklift.tasks.context import TaskContext
     from tasklift.tasks.states import TaskStatus
     from tests.support.store import insert_tasks, new_task
 
     task_id = uuid.uuid4()
     insert_tasks(new_task("test_noop", "cpu", task_id=task_id))
-    with get_autocommit_engine().connect() as conn:
+    with worker_runtime.writer.connect() as conn:
         assert leases.take_lease(conn, task_id, "w1", 60) is not None
     value = {"rows": ["x" * 1024] * 2048}  # 2 MiB: over the blob threshold
-    result = claims.check_in(value, claims.result_key(task_id, 1))
+    result = claims.check_in(value, claims.result_key(task_id, 1), worker_runtime.blobs)
     assert claims.is_ref(result)
 
     real_finish, tries = leases.finish, []
@@ -271,19 +290,19 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
         task_id=task_id,
         attempt=1,
         task_type="test_noop",
-        engine=get_engine(),
-        writer=get_autocommit_engine(),
+        engine=worker_runtime.engine,
+        writer=worker_runtime.writer,
         announcer=EventAnnouncer(redis_url()),
         lease_seconds=60,
         progress_interval=1,
     )
     announced: list[Any] = []
     monkeypatch.setattr(ctx, "announce", lambda events=(): announced.extend(events))
-    runner._finish(ctx, TaskStatus.SUCCESS, result=result)
+    runner._finish(worker_runtime, ctx, TaskStatus.SUCCESS, result=result)
 
     assert tries[0] is not None and tries[1] is None  # committed, then the retry was refused
     with db.connect() as conn:
         stored = conn.execute(sa.text("SELECT status, result FROM tasks WHERE id = :id"), {"id": task_id}).one()
     assert stored.status == "SUCCESS" and stored.result == result
-    assert claims.check_out(stored.result) == value  # the blob the row points to is still there
+    assert claims.check_out(stored.result, worker_runtime.blobs) == value  # the blob the row points to is still there
     assert [e.data["status"] for e in announced] == ["SUCCESS"]  # and the terminal event still goes out

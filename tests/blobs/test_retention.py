@@ -101,17 +101,17 @@ def test_a_purge_deletes_blobs_before_rows_so_a_failure_leaves_nothing_unreachab
     task_id = finished_task(client)
     backdate(db, task_id, 40)
     with pytest.raises(BlobStoreError):
-        retention.purge_batch(30, FailingDeletes(Path(local_backend.env["TASKLIFT_BLOB_LOCAL_DIR"])))
+        retention.purge_batch(db, 30, FailingDeletes(Path(local_backend.env["TASKLIFT_BLOB_LOCAL_DIR"])))
     assert counts(db, task_id)["tasks"] == 1 and store.exists(claims.input_key(task_id))  # rows kept: retried later
-    assert retention.purge_batch(30, store) == 1
+    assert retention.purge_batch(db, 30, store) == 1
     assert counts(db, task_id)["tasks"] == 0 and list(store.keys(claims.task_prefix(task_id))) == []
-    assert retention.purge_batch(30, store) == 0  # idempotent
+    assert retention.purge_batch(db, 30, store) == 0  # idempotent
 
 
 def test_retention_days_zero_keeps_everything(local_backend: Backend, client: httpx.Client, db: sa.Engine) -> None:
     task_id = finished_task(client)
     backdate(db, task_id, 3650)
-    assert retention.purge_expired(days=0) == 0
+    assert retention.purge_expired(db, local_backend.store(), days=0) == 0
     assert counts(db, task_id)["tasks"] == 1
 
 

@@ -20,11 +20,8 @@ from unittest import mock
 import pytest
 from starlette.requests import Request
 
-from tasklift.events.hub import close_hub
 from tasklift.http.routes import ROUTES
-from tasklift.queue import dispatch
 from tasklift.settings import get_settings
-from tasklift.store import aio
 from tasklift_local.azure import HttpFunction, index_functions, load_function_app
 from tasklift_local.cfn import http_api_routes, load_template
 from tasklift_local.lambda_runtime import LambdaContext
@@ -69,11 +66,7 @@ def lambda_handler(tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
     yield invoke
 
     def close_connections() -> None:  # what a Lambda environment never gets to do: it is frozen or ended
-        async def close() -> None:
-            await dispatch.aclose()
-            await aio.close_pools()
-
-        asyncio.get_event_loop().run_until_complete(close())
+        asyncio.get_event_loop().run_until_complete(module.handler.app.host.close())
 
     environment.submit(close_connections).result(30)
     environment.shutdown()
@@ -218,10 +211,12 @@ async def call(fn: HttpFunction, req: Request) -> Any:
 
 @pytest.fixture
 async def worker_process_loop() -> AsyncIterator[None]:
-    """This test's event loop plays the Functions worker's: close its event hub at the end, as a
-    worker shutting down does (an open hub's reader task would outlive the loop)."""
+    """This test's event loop plays the Functions worker's: close the function app's API runtime
+    at the end (an open hub's reader task would outlive the loop; a real worker never closes it)."""
     yield
-    await close_hub()
+    import function_app  # what load_function_app imported  # noqa: PLC0415
+
+    await function_app.runtime.close()
 
 
 async def test_azure_functions_submit_read_cancel_and_stream_a_task(
@@ -250,7 +245,7 @@ async def test_azure_functions_submit_read_cancel_and_stream_a_task(
 
 
 async def test_azure_functions_answer_problems_for_bad_requests(
-    tasklift_env: dict[str, str], azure_functions: dict[str, HttpFunction]
+    tasklift_env: dict[str, str], azure_functions: dict[str, HttpFunction], worker_process_loop: None
 ) -> None:
     big = b'{"vector_data": [' + b"0.5," * 300_000 + b"0.5]}"
     too_large = await call(

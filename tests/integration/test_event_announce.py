@@ -96,7 +96,7 @@ class Recording:
 
 
 def test_the_worker_announcer_returns_at_once_sends_in_order_and_coalesces() -> None:
-    from tasklift.queue.runner import DeferredAnnouncer
+    from tasklift.queue.runtime import DeferredAnnouncer
 
     inner = Recording(delay=0.2)
     announcer = DeferredAnnouncer(inner)  # type: ignore[arg-type]
@@ -113,7 +113,7 @@ def test_the_worker_announcer_returns_at_once_sends_in_order_and_coalesces() -> 
 
 
 def test_the_worker_announcer_survives_a_failing_send_and_flush_has_a_deadline() -> None:
-    from tasklift.queue.runner import DeferredAnnouncer
+    from tasklift.queue.runtime import DeferredAnnouncer
 
     inner = Recording(fail=True)
     announcer = DeferredAnnouncer(inner)  # type: ignore[arg-type]
@@ -127,7 +127,7 @@ def test_the_worker_announcer_survives_a_failing_send_and_flush_has_a_deadline()
 
 
 def test_the_worker_announcer_delivers_to_redis(redis_server: Any, subscriber: Any) -> None:
-    from tasklift.queue.runner import DeferredAnnouncer
+    from tasklift.queue.runtime import DeferredAnnouncer
 
     announcer = DeferredAnnouncer(EventAnnouncer(redis_server.url))
     for seq in range(1, 51):
@@ -137,21 +137,26 @@ def test_the_worker_announcer_delivers_to_redis(redis_server: Any, subscriber: A
 
 
 def test_a_child_about_to_exit_sends_what_is_queued(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tasklift_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    import os
+    import dataclasses
 
-    from tasklift.queue import runner
+    from tasklift.queue import runtime
+    from tasklift.settings import get_settings
 
-    runner.flush_task_events(timeout=0)  # nothing made yet: nothing to do
+    runtime.close(timeout=0)  # no runtime in this process: nothing to do
     inner = Recording(delay=0.2)
-    monkeypatch.setattr(runner, "_task_announcer", (os.getpid(), runner.DeferredAnnouncer(inner)))  # type: ignore[arg-type]
-    runner.get_task_announcer().announce(events("a", 1, 2))
-    runner.flush_task_events(timeout=5)  # what worker_process_shutdown calls
+    built = runtime.WorkerRuntime.open(get_settings())
+    runtime.install(dataclasses.replace(built, events=runtime.DeferredAnnouncer(inner)))  # type: ignore[arg-type]
+    runtime.current().events.announce(events("a", 1, 2))
+    runtime.close(timeout=5)  # what worker_process_shutdown calls
     assert inner.batches == [[1, 2]]
+    with pytest.raises(runtime.RuntimeMissing):
+        runtime.current()  # closed and forgotten
     inner.delay = 1.0
-    runner.get_task_announcer().announce(events("a", 3))
-    with caplog.at_level(logging.WARNING, logger="tasklift.queue.runner"):
-        runner.flush_task_events(timeout=0.1)
+    late = dataclasses.replace(built, events=runtime.DeferredAnnouncer(inner))  # type: ignore[arg-type]
+    late.events.announce(events("a", 3))
+    with caplog.at_level(logging.WARNING, logger="tasklift.queue.runtime"):
+        late.close(timeout=0.1)
     assert "still unsent" in caplog.text
-    runner.flush_task_events(timeout=5)
+    assert late.events.flush(timeout=5)

@@ -17,7 +17,6 @@ from tasklift.queue import reconcile
 from tasklift.queue.app import celery_app
 from tasklift.settings import get_settings
 from tasklift.store import leases, outbox
-from tasklift.store.db import get_engine
 from tests.conftest import wait_for_status
 from tests.support.store import insert_tasks, new_task
 
@@ -55,32 +54,32 @@ def _sent_task(conn: sa.Connection, epoch: str, seconds_ago: float) -> uuid.UUID
     return task_id
 
 
-def test_reconcile_rearms_only_the_intents_whose_message_redis_lacks(tasklift_env, redis_server, db) -> None:
+def test_reconcile_rearms_only_the_intents_whose_message_redis_lacks(tasklift_env, redis_server, db, engine) -> None:
     broker = redis.Redis.from_url(redis_server.url)
     epoch = str(broker.info("server")["run_id"])
     queue = get_settings().cpu_queue
-    with get_engine().begin() as conn:
+    with engine.begin() as conn:
         queued = _sent_task(conn, epoch, seconds_ago=120)
         lost = _sent_task(conn, epoch, seconds_ago=120)  # marked sent, never in Redis
         fresh = _sent_task(conn, epoch, seconds_ago=0)  # too recent to look for
         old_run = _sent_task(conn, "a-redis-run-that-restarted", seconds_ago=0)
     celery_app.send_task("tasklift.run", args=[str(queued)], task_id=str(queued), queue=queue)
 
-    found = reconcile.reconcile(get_engine(), broker, epoch, older_than=30)
+    found = reconcile.reconcile(engine, broker, epoch, older_than=30)
 
     assert found == reconcile.Reconciled(held=1, resent=2)
     with db.connect() as conn:
         query = sa.text("SELECT task_id, published_at IS NOT NULL AND broker_epoch = :e FROM task_outbox")
         rows = dict(conn.execute(query, {"e": epoch}).all())
     assert rows == {queued: True, lost: False, fresh: True, old_run: False}
-    with get_engine().begin() as conn:
+    with engine.begin() as conn:
         due = {row["task_id"] for row in outbox.take_due_outbox(conn)}
     assert due == {lost, old_run}
 
 
-def test_a_mark_never_lands_on_a_newer_intent(tasklift_env, db) -> None:
+def test_a_mark_never_lands_on_a_newer_intent(tasklift_env, db, engine) -> None:
     """The submit's mark arrives after a fast failure re-armed the task for its retry."""
-    with get_engine().begin() as conn:
+    with engine.begin() as conn:
         task_id = _sent_task(conn, "e", seconds_ago=0)
         conn.execute(sa.text("UPDATE task_outbox SET published_at = NULL WHERE task_id = :t"), {"t": task_id})
         claimed = leases.take_lease(conn, task_id, "worker:1", lease=30)
@@ -88,6 +87,6 @@ def test_a_mark_never_lands_on_a_newer_intent(tasklift_env, db) -> None:
         retry = leases.requeue(conn, task_id, 1, error={"type": "Boom"}, delay=0)
         assert retry is not None
         outbox.mark_published(conn, [(task_id, 1)], "e")  # the submit's intent, long gone
-    with get_engine().begin() as conn:
+    with engine.begin() as conn:
         due = outbox.take_due_outbox(conn)
     assert [(row["task_id"], row["intent_seq"]) for row in due] == [(task_id, retry[1].seq)]

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import sqlalchemy as sa
 
+from tasklift.queue.runtime import WorkerRuntime
 from tasklift.store import leases
-from tasklift.store.db import get_engine
 from tests.conftest import wait_for_status
 
 
@@ -90,23 +90,24 @@ def test_twenty_concurrent_submits_with_one_key_create_one_task(client: httpx.Cl
     assert len(client.get("/tasks").json()["items"]) == 1
 
 
-def test_expired_idempotency_keys_are_cleaned_up(client: httpx.Client, db: sa.Engine) -> None:
+def test_expired_idempotency_keys_are_cleaned_up(
+    client: httpx.Client, db: sa.Engine, worker_runtime: WorkerRuntime
+) -> None:
     client.post("/tasks", json={"task_type": "test_noop"}, headers={"Idempotency-Key": "old"})
     with db.begin() as conn:
         conn.execute(sa.text("UPDATE idempotency_keys SET expires_at = now() - interval '1 second'"))
     from tasklift.queue.reaper import cleanup
 
-    assert cleanup() == 1
+    assert cleanup(worker_runtime) == 1  # the reaper's job, with a runtime as the reaper builds one
     fresh = client.post("/tasks", json={"task_type": "test_noop"}, headers={"Idempotency-Key": "old"})
     assert fresh.status_code == 202 and "Idempotent-Replayed" not in fresh.headers
 
 
-def test_writes_from_a_stale_attempt_are_refused(client: httpx.Client) -> None:
+def test_writes_from_a_stale_attempt_are_refused(client: httpx.Client, engine: sa.Engine) -> None:
     """Fencing: once attempt 2 holds the task, attempt 1 can neither report progress nor finish it."""
     from tasklift.tasks.states import TaskStatus
 
     task_id = client.post("/tasks", json={"task_type": "test_noop"}).json()["task_id"]
-    engine = get_engine()
     import uuid
 
     tid = uuid.UUID(task_id)

@@ -172,21 +172,29 @@ def test_a_redis_restart_mid_stream_loses_no_event(
         own.stop()
 
 
+@pytest.fixture
+def fast_resync(tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> float:
+    """The hub's database check every 0.5 s, and a ping as often (to notice the bound pass); set
+    before the API starts, whose runtime builds the hub from the settings (tasklift.http.runtime)."""
+    from tasklift.settings import get_settings
+
+    monkeypatch.setenv("TASKLIFT_STREAM_RESYNC_SECONDS", "0.5")
+    monkeypatch.setenv("TASKLIFT_SSE_PING_SECONDS", "0.5")
+    get_settings.cache_clear()
+    return 0.5
+
+
 def test_events_stored_but_never_published_reach_an_open_stream_within_two_resync_periods(
-    api: str, client: httpx.Client, db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+    fast_resync: float, api: str, client: httpx.Client, db: sa.Engine
 ) -> None:
     """A lost publish (Redis up, the PUBLISH never made): the hub's database check finds the task
     behind the stored log and the stream replays what it lacks, the terminal event included, within
     2 x stream_resync_seconds (docs/streaming.md). Nothing here publishes: the events are written
     with the store's own statements, as a worker's would be, and no one announces them."""
-    from tasklift.settings import get_settings
     from tasklift.store import leases
     from tasklift.store import repository as repo
 
-    monkeypatch.setenv("TASKLIFT_STREAM_RESYNC_SECONDS", "0.5")  # read when the API's hub starts (at this stream)
-    monkeypatch.setenv("TASKLIFT_SSE_PING_SECONDS", "0.5")  # a line at least this often, to notice the bound pass
-    get_settings.cache_clear()
-    period = 0.5
+    period = fast_resync
     task_id = submit(client, task_type="test_noop")  # no worker: it stays PENDING
     with httpx.stream("GET", f"{api}/tasks/{task_id}/stream", timeout=30) as resp:
         lines = resp.iter_lines()

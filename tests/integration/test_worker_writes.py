@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from tasklift.blobs import claims
 from tasklift.settings import get_settings
 from tasklift.store import leases
 from tasklift.store import repository as repo
-from tasklift.store.db import get_autocommit_engine, get_engine, is_transient, retry_transient
+from tasklift.store.db import database_url, is_transient, make_engine, retry_transient
 from tasklift.tasks.states import TaskStatus
 from tests.support.store import insert_tasks, new_task
 
@@ -26,24 +27,29 @@ from tests.support.store import insert_tasks, new_task
 PATHS = ("prepared", "plain")
 
 
-def _use_path(path: str, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+def _use_path(path: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[sa.Engine]:
+    """The worker's autocommit engine (a runtime's ``writer``), on the path ``path``."""
     if path == "plain":
         monkeypatch.setenv("TASKLIFT_DB_STATEMENT_CACHE_SIZE", "0")
         get_settings.cache_clear()
-    return get_autocommit_engine()
+    made = make_engine(database_url(), 5, autocommit=True)
+    yield made
+    made.dispose()
 
 
 @pytest.fixture(params=PATHS)
-def writer(request: pytest.FixtureRequest, tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
-    return _use_path(request.param, monkeypatch)
+def writer(
+    request: pytest.FixtureRequest, tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[sa.Engine]:
+    yield from _use_path(request.param, monkeypatch)
 
 
 @pytest.fixture(params=PATHS)
 def prepared_writer(
     request: pytest.FixtureRequest, tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> sa.Engine:
+) -> Iterator[sa.Engine]:
     """The worker's autocommit engine, on each path."""
-    return _use_path(request.param, monkeypatch)
+    yield from _use_path(request.param, monkeypatch)
 
 
 def submit(task_id: uuid.UUID | None = None) -> uuid.UUID:
@@ -105,7 +111,7 @@ def test_a_claim_of_a_task_that_is_not_pending_changes_nothing_and_writes_no_eve
     running = submit()
     assert claim(writer, running) is not None
     cancelled = submit()
-    with get_engine().begin() as conn:
+    with db.begin() as conn:
         assert repo.cancel_pending(conn, cancelled) is not None
     cancel_flagged = submit()  # PENDING with the flag set (a retry's requeue racing a cancel): never runs
     with db.begin() as conn:
@@ -145,7 +151,7 @@ def test_an_outcome_is_fenced_by_the_attempt_and_records_the_event_it_returns(wr
         conn.execute(
             sa.text("UPDATE tasks SET lease_expires_at = now() - interval '1 s' WHERE id = :t"), {"t": task_id}
         )
-    with get_engine().begin() as conn:
+    with db.begin() as conn:
         assert leases.recover_expired(conn, task_id, 1, max_redispatches=5) is not None
     assert claim(writer, task_id, worker="w2") is not None
     with writer.connect() as conn:
@@ -198,7 +204,7 @@ def test_every_outcome_event_matches_what_is_stored(
 ) -> None:
     task_id = submit()
     claim(writer, task_id)
-    with get_engine().begin() as conn:
+    with db.begin() as conn:
         assert repo.request_cancel(conn, task_id) is not None  # the flag shows in the outcome's event
     done = finish(writer, task_id, 1, status, **kwargs)
     assert done is not None
@@ -237,7 +243,9 @@ def test_progress_and_log_lines_append_the_events_they_return(writer: sa.Engine,
 def test_the_heartbeat_thread_renews_a_running_lease_and_stops_when_unwatched(
     writer: sa.Engine, db: sa.Engine, tasklift_env: dict[str, str]
 ) -> None:
-    from tasklift.queue.runner import Heartbeats, get_announcer
+    from tasklift.events.bus import EventAnnouncer
+    from tasklift.queue.runtime import Heartbeats
+    from tasklift.settings import redis_url
     from tasklift.tasks.context import TaskContext
 
     def lease(task_id: uuid.UUID) -> Any:
@@ -245,8 +253,8 @@ def test_the_heartbeat_thread_renews_a_running_lease_and_stops_when_unwatched(
 
     def context(task_id: uuid.UUID) -> TaskContext:
         return TaskContext(
-            task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
-            announcer=get_announcer(), lease_seconds=30, progress_interval=0.5,
+            task_id=task_id, attempt=1, task_type="test_noop", engine=db, writer=writer,
+            announcer=EventAnnouncer(redis_url()), lease_seconds=30, progress_interval=0.5,
         )  # fmt: skip
 
     beats = Heartbeats(0.2)
@@ -275,15 +283,16 @@ def test_the_heartbeat_thread_renews_a_running_lease_and_stops_when_unwatched(
 
 
 def test_a_claim_event_goes_out_with_the_outcome_or_alone_once_the_task_runs_on(
-    writer: sa.Engine, tasklift_env: dict[str, str]
+    writer: sa.Engine, db: sa.Engine, tasklift_env: dict[str, str]
 ) -> None:
     """Publishing is after commit and in seq order; the claim event waits at most announce_after."""
     import json
 
     import redis
 
-    from tasklift.events.bus import channel
-    from tasklift.queue.runner import Heartbeats, get_announcer
+    from tasklift.events.bus import EventAnnouncer, channel
+    from tasklift.queue.runtime import Heartbeats
+    from tasklift.settings import redis_url
     from tasklift.tasks.context import TaskContext
 
     listener = redis.Redis.from_url(tasklift_env["TASKLIFT_REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
@@ -293,8 +302,8 @@ def test_a_claim_event_goes_out_with_the_outcome_or_alone_once_the_task_runs_on(
         listener.subscribe(channel(str(task_id)))
         _, event = claim(writer, task_id)
         ctx = TaskContext(
-            task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
-            announcer=get_announcer(), lease_seconds=30, progress_interval=0.5,
+            task_id=task_id, attempt=1, task_type="test_noop", engine=db, writer=writer,
+            announcer=EventAnnouncer(redis_url()), lease_seconds=30, progress_interval=0.5,
         )  # fmt: skip
         ctx.hold(event)
         beats.watch(ctx)
@@ -330,7 +339,9 @@ def test_a_claim_event_goes_out_with_the_outcome_or_alone_once_the_task_runs_on(
 
 def test_unwatch_waits_for_a_beat_in_flight_but_not_forever(writer: sa.Engine, db: sa.Engine) -> None:
     """The outcome is recorded after the last heartbeat write; a hung one delays it by ``timeout`` at most."""
-    from tasklift.queue.runner import Heartbeats, get_announcer
+    from tasklift.events.bus import EventAnnouncer
+    from tasklift.queue.runtime import Heartbeats
+    from tasklift.settings import redis_url
     from tasklift.tasks.context import TaskContext
 
     task_id = submit()
@@ -339,8 +350,8 @@ def test_unwatch_waits_for_a_beat_in_flight_but_not_forever(writer: sa.Engine, d
 
     def context() -> TaskContext:
         return TaskContext(
-            task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
-            announcer=get_announcer(), lease_seconds=30, progress_interval=0.5,
+            task_id=task_id, attempt=1, task_type="test_noop", engine=db, writer=writer,
+            announcer=EventAnnouncer(redis_url()), lease_seconds=30, progress_interval=0.5,
         )  # fmt: skip
 
     for timeout, release_after in ((0.5, None), (5.0, 0.4)):
@@ -367,7 +378,9 @@ def test_unwatch_waits_for_a_beat_in_flight_but_not_forever(writer: sa.Engine, d
 def test_a_heartbeat_thread_asleep_after_idling_wakes_for_the_next_task(
     writer: sa.Engine, db: sa.Engine, tasklift_env: dict[str, str]
 ) -> None:
-    from tasklift.queue.runner import Heartbeats, get_announcer
+    from tasklift.events.bus import EventAnnouncer
+    from tasklift.queue.runtime import Heartbeats
+    from tasklift.settings import redis_url
     from tasklift.tasks.context import TaskContext
 
     beats = Heartbeats(0.2, announce_after=60)
@@ -377,8 +390,8 @@ def test_a_heartbeat_thread_asleep_after_idling_wakes_for_the_next_task(
         claim(writer, task_id)
         before = stored(db, task_id)[0]["lease_expires_at"]
         ctx = TaskContext(
-            task_id=task_id, attempt=1, task_type="test_noop", engine=get_engine(), writer=writer,
-            announcer=get_announcer(), lease_seconds=30, progress_interval=0.5,
+            task_id=task_id, attempt=1, task_type="test_noop", engine=db, writer=writer,
+            announcer=EventAnnouncer(redis_url()), lease_seconds=30, progress_interval=0.5,
         )  # fmt: skip
         beats.watch(ctx)
         time.sleep(0.6)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from tasklift import telemetry
 from tasklift.http import routes
+from tasklift.http.runtime import ApiRuntime
 from tasklift.http.types import HttpRequest
 from tasklift.settings import get_settings
 
@@ -27,7 +28,7 @@ def anonymous(tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
     get_settings.cache_clear()
 
 
-def submit_request(**headers: str) -> HttpRequest:
+def submit_request(runtime: ApiRuntime, **headers: str) -> HttpRequest:
     return HttpRequest(
         "POST",
         "/tasks",
@@ -35,6 +36,7 @@ def submit_request(**headers: str) -> HttpRequest:
         body=b'{"task_type": "test_noop"}',
         base_url="http://testserver",
         path_params={},
+        runtime=runtime,
     )
 
 
@@ -44,15 +46,17 @@ def message_headers(queue: str = "tasklift.cpu") -> dict[str, str]:
     return dict(json.loads(raw)["headers"])
 
 
-async def submit(**headers: str) -> dict[str, str]:
+async def submit(runtime: ApiRuntime, **headers: str) -> dict[str, str]:
     route = next(r for r in routes.ROUTES if r.name == "submit_task")
-    resp = await routes.handle(route, submit_request(**headers))
+    resp = await routes.handle(route, submit_request(runtime, **headers))
     assert resp.status == 202, resp.body
     return dict(json.loads(resp.body))
 
 
-async def test_the_callers_trace_goes_on_into_the_row_and_the_message(anonymous: None, db: sa.Engine) -> None:
-    task = await submit(traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+async def test_the_callers_trace_goes_on_into_the_row_and_the_message(
+    anonymous: None, runtime: ApiRuntime, db: sa.Engine
+) -> None:
+    task = await submit(runtime, traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
     assert task["trace_id"] == CALLER_TRACE
     version, trace_id, span_id, flags = message_headers()["traceparent"].split("-")
     assert (version, trace_id, flags) == ("00", CALLER_TRACE, "01")  # same trace, sampled as the caller's
@@ -62,20 +66,20 @@ async def test_the_callers_trace_goes_on_into_the_row_and_the_message(anonymous:
     assert stored.split("-")[1] == CALLER_TRACE
 
 
-async def test_the_callers_tracestate_and_baggage_go_on_in_the_message(anonymous: None) -> None:
+async def test_the_callers_tracestate_and_baggage_go_on_in_the_message(anonymous: None, runtime: ApiRuntime) -> None:
     caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
     for baggage in ("user=42", None):
         extra = {"baggage": baggage} if baggage else {}
-        await submit(traceparent=caller, tracestate="vendor=abc", **extra)
+        await submit(runtime, traceparent=caller, tracestate="vendor=abc", **extra)
         headers = message_headers()
         assert headers["tracestate"] == "vendor=abc"
         assert headers.get("baggage") == baggage  # what the W3C baggage propagator writes, or nothing
 
 
-async def test_each_request_without_a_trace_starts_its_own(anonymous: None) -> None:
+async def test_each_request_without_a_trace_starts_its_own(anonymous: None, runtime: ApiRuntime) -> None:
     traces = []
     for _ in range(2):
-        task = await submit()
+        task = await submit(runtime)
         assert len(task["trace_id"]) == 32 and int(task["trace_id"], 16) != 0
         assert message_headers()["traceparent"].split("-")[1] == task["trace_id"]
         traces.append(task["trace_id"])

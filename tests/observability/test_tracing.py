@@ -15,12 +15,10 @@ from opentelemetry.trace import SpanKind
 
 from tasklift import telemetry
 from tasklift.http import routes
+from tasklift.http.runtime import ApiRuntime
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.logs import JsonFormatter, TaskContextFilter
-from tasklift.queue import dispatch
-from tasklift.queue.dispatch import dispatch_due
 from tasklift.settings import get_settings
-from tasklift.store.db import get_engine
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -33,13 +31,14 @@ def anonymous(tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
     get_settings.cache_clear()
 
 
-def post_task(body: dict[str, Any], **headers: str) -> HttpRequest:
+def post_task(runtime: ApiRuntime, body: dict[str, Any], **headers: str) -> HttpRequest:
     return HttpRequest(
         "POST",
         "/tasks",
         headers={"content-type": "application/json", **headers},
         body=json.dumps(body).encode(),
         base_url="http://testserver",
+        runtime=runtime,
     )
 
 
@@ -68,12 +67,13 @@ def run_delivery(message: dict[str, Any]) -> None:
     run.apply(args=[headers["id"]], headers=headers, routing_key=message["properties"]["delivery_info"]["routing_key"])
 
 
+@pytest.mark.usefixtures("worker_runtime")  # the delivery runs in this process
 async def test_submit_publish_and_run_form_one_trace_of_parent_and_child_spans(
-    anonymous: None, spans: InMemorySpanExporter, db: sa.Engine
+    anonymous: None, runtime: ApiRuntime, spans: InMemorySpanExporter, db: sa.Engine
 ) -> None:
     """Caller → POST /tasks → submit → publish → (message headers) → run → claim/finish, one trace."""
     resp = await routes.dispatch(
-        post_task({"task_type": "test_noop"}, traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+        post_task(runtime, {"task_type": "test_noop"}, traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
     )
     assert resp.status == 202, resp.body
     task = json.loads(resp.body)
@@ -109,10 +109,10 @@ async def test_submit_publish_and_run_form_one_trace_of_parent_and_child_spans(
 
 
 async def test_a_task_submitted_without_a_caller_trace_starts_its_own_and_stores_it(
-    anonymous: None, spans: InMemorySpanExporter, db: sa.Engine
+    anonymous: None, runtime: ApiRuntime, spans: InMemorySpanExporter, db: sa.Engine
 ) -> None:
     """No traceparent header: the server span is a new root; its 32-hex trace id is stored and returned."""
-    resp = await routes.dispatch(post_task({"task_type": "test_noop"}))
+    resp = await routes.dispatch(post_task(runtime, {"task_type": "test_noop"}))
     task = json.loads(resp.body)
     server = one(list(spans.get_finished_spans()), "POST /tasks")
     assert server.parent is None
@@ -121,22 +121,20 @@ async def test_a_task_submitted_without_a_caller_trace_starts_its_own_and_stores
 
 
 async def test_the_outbox_dispatcher_continues_the_trace_stored_with_the_task(
-    anonymous: None, spans: InMemorySpanExporter, db: sa.Engine
+    anonymous: None, runtime: ApiRuntime, spans: InMemorySpanExporter, db: sa.Engine
 ) -> None:
     """A message published later by another process parents on tasks.traceparent: same trace."""
-    from tasklift.http.app_state import service
-
-    submitted = await service().submit("anonymous", {"task_type": "test_noop"})
+    submitted = await runtime.service.submit("anonymous", {"task_type": "test_noop"})
     submit = one(list(spans.get_finished_spans()), "tasklift.submit")
     pop_message("tasklift.cpu")
-    await dispatch.aclose()  # the inline publish is marked in the background: write the mark now
+    await runtime.enqueuer.mark_now()  # the inline publish is marked in the background: write the mark now
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT published_at IS NOT NULL FROM task_outbox")).scalar()
     with db.begin() as conn:  # as if the inline publish had been lost (crash, broker outage)
         conn.execute(sa.text("UPDATE task_outbox SET published_at = NULL, available_at = now()"))
     spans.clear()
 
-    assert dispatch_due(get_engine()) == 1
+    assert runtime.broker.dispatch_due(runtime.engine) == 1
 
     publish = one(list(spans.get_finished_spans()), "tasklift.cpu publish")
     assert publish.parent is not None and publish.parent.span_id == submit.context.span_id
@@ -145,16 +143,17 @@ async def test_the_outbox_dispatcher_continues_the_trace_stored_with_the_task(
     assert pop_message("tasklift.cpu")["headers"]["traceparent"].split("-")[2] == f"{publish.context.span_id:016x}"
 
 
+@pytest.mark.usefixtures("worker_runtime")  # the delivery runs in this process
 async def test_a_manual_retry_runs_in_the_task_trace_and_links_the_retry_request(
-    anonymous: None, spans: InMemorySpanExporter, db: sa.Engine
+    anonymous: None, runtime: ApiRuntime, spans: InMemorySpanExporter, db: sa.Engine
 ) -> None:
     """POST /tasks/{id}/retry publishes under the task's own trace; the request's span is linked."""
-    resp = await routes.dispatch(post_task({"task_type": "test_fail"}))
+    resp = await routes.dispatch(post_task(runtime, {"task_type": "test_fail"}))
     task = json.loads(resp.body)
     run_delivery(pop_message("tasklift.cpu"))
     spans.clear()
 
-    retry = HttpRequest("POST", f"/tasks/{task['task_id']}/retry", base_url="http://testserver")
+    retry = HttpRequest("POST", f"/tasks/{task['task_id']}/retry", base_url="http://testserver", runtime=runtime)
     assert (await routes.dispatch(retry)).status == 202
 
     finished = list(spans.get_finished_spans())
@@ -165,24 +164,26 @@ async def test_a_manual_retry_runs_in_the_task_trace_and_links_the_retry_request
 
 
 def test_database_calls_are_traced_inside_an_operation_and_silent_outside_one(
-    tasklift_env: dict[str, str], spans: InMemorySpanExporter
+    engine: sa.Engine, spans: InMemorySpanExporter
 ) -> None:
     """Heartbeats and sweeps query outside any trace: no root spans; inside a span, SQL is a child."""
-    with get_engine().connect() as conn:
+    with engine.connect() as conn:
         conn.exec_driver_sql("SELECT 1")
     assert spans.get_finished_spans() == ()
 
-    with telemetry.span("operation") as outer, get_engine().connect() as conn:
+    with telemetry.span("operation") as outer, engine.connect() as conn:
         conn.exec_driver_sql("SELECT 2")
     sql = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
     assert len(sql) == 1 and parent_of(sql[0]) == outer.get_span_context().span_id
     assert sql[0].attributes["db.system"] == "postgresql"
 
 
-async def test_probes_and_scrapes_make_no_spans(anonymous: None, spans: InMemorySpanExporter) -> None:
+async def test_probes_and_scrapes_make_no_spans(
+    anonymous: None, runtime: ApiRuntime, spans: InMemorySpanExporter
+) -> None:
     """/healthz, /readyz and /metrics are called every few seconds; tracing them would be noise."""
     for path in ("/healthz", "/readyz", "/metrics"):
-        assert (await routes.dispatch(HttpRequest("GET", path))).status == 200
+        assert (await routes.dispatch(HttpRequest("GET", path, runtime=runtime))).status == 200
     assert spans.get_finished_spans() == ()
 
 

@@ -172,16 +172,19 @@ def test_the_api_process_redacts_its_log_lines(secure_env: dict[str, str]) -> No
 
 
 def test_no_secret_reaches_a_client_or_the_log_when_the_store_is_down(
-    configure: Callable[..., None], secure_api: str, caplog: pytest.LogCaptureFixture
+    configure: Callable[..., None], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The database URL (with its password) comes from settings; an outage shows neither."""
     from tasklift.embedded import free_port
-    from tasklift.store.db import reset_engine
+    from tasklift.http.asgi import create_app
 
     configure(database_url=f"postgresql://tasklift:Db-Secret-42@127.0.0.1:{free_port()}/tasklift")
-    reset_engine()
+    server = ServerThread(create_app()).start()  # its runtime's engine is made from these settings
     caplog.set_level(logging.INFO)
-    resp = httpx.get(f"{secure_api}/tasks", headers={"Authorization": "Bearer tl_some-key-0000000000000000000000"})
+    try:
+        resp = httpx.get(f"{server.url}/tasks", headers={"Authorization": "Bearer tl_some-key-0000000000000000000000"})
+    finally:
+        server.stop()
     assert resp.status_code == 503 and resp.headers["retry-after"]
     assert "Db-Secret-42" not in resp.text and "127.0.0.1" not in resp.text
     assert "Db-Secret-42" not in caplog.text

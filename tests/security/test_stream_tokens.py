@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from pydantic import SecretStr
 
 from tasklift.security import stream_tokens
@@ -40,7 +42,7 @@ def _first_event(url: str, **kwargs: object) -> tuple[int, str]:
 
 
 def test_links_stream_carries_a_task_scoped_token_and_never_the_credential(
-    make_key: Callable[..., str], client_for: Callable[..., httpx.Client]
+    make_key: Callable[..., str], client_for: Callable[..., httpx.Client], db: sa.Engine
 ) -> None:
     key = make_key("alice")
     http = client_for(key)
@@ -49,7 +51,8 @@ def test_links_stream_carries_a_task_scoped_token_and_never_the_credential(
     assert link.startswith(f"/tasks/{task['task_id']}/stream?access_token=v1.")
     for body in (http.get(f"/tasks/{task['task_id']}").text, http.get("/tasks").text):
         assert key not in body and key[:10] not in body
-    grant = stream_tokens.verify(_token(link), task["task_id"], Settings(stream_signing_key=SIGNING_KEY))
+    settings = Settings(stream_signing_key=SIGNING_KEY)
+    grant = stream_tokens.verify(_token(link), task["task_id"], settings, active=partial(stream_tokens.active_keys, db))
     assert grant.principal == "key:alice"
     assert 0 < grant.expires_at - time.time() <= 600  # the default lifetime: ten minutes
 
@@ -137,8 +140,16 @@ class OpenStream:
         self.thread.join(10)
 
 
+@pytest.fixture
+def quick_key_checks(configure: Callable[..., None]) -> float:
+    """Key checks every 2 s on resync rounds of 1 s: set before the API starts, whose runtime builds
+    the hub from the settings (tasklift.http.runtime); returns the bound on a revoked stream."""
+    configure(stream_token_key_check_seconds=2, stream_resync_seconds=1)
+    return 2 + 1
+
+
 def test_a_revoked_keys_open_streams_end_within_the_bound_and_its_links_are_refused_at_once(
-    configure: Callable[..., None],
+    quick_key_checks: float,
     secure_env: dict[str, str],
     secure_api: str,
     alice: httpx.Client,
@@ -146,8 +157,7 @@ def test_a_revoked_keys_open_streams_end_within_the_bound_and_its_links_are_refu
 ) -> None:
     """Revoked with ``tasklift keys revoke``: alice's streams (by link, and by key) end within
     stream_token_key_check_seconds + stream_resync_seconds; bob's runs on; a new open is 401."""
-    configure(stream_token_key_check_seconds=2, stream_resync_seconds=1)
-    bound = 2 + 1
+    bound = quick_key_checks
     task, theirs = submit(alice), submit(bob)  # test_noop: stays PENDING (no worker), so no stream ends on its own
     by_link = OpenStream(secure_api + task["links"]["stream"])
     by_key = OpenStream(f"{secure_api}/tasks/{task['task_id']}/stream", headers=alice.headers)

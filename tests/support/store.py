@@ -1,7 +1,7 @@
 """Committed task rows for tests that set up a state without the API: through the store's one insert.
 
 :func:`insert_tasks` runs :func:`tasklift.store.aio.insert_many` (the statement every submit runs)
-on a loop of its own, from synchronous test code, and closes that loop's pool again.
+on a loop of its own, from synchronous test code, through a store it closes again.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from typing import Any
 
+from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
 
@@ -35,10 +36,11 @@ def insert_tasks(*tasks: repo.NewTask) -> list[uuid.UUID]:
     """Commit ``tasks`` (PENDING, first event, outbox row; nothing published); their ids."""
 
     async def insert() -> None:
+        store = aio.AsyncStore(get_settings())
         try:
-            await aio.run(lambda conn: aio.insert_many(conn, list(tasks)))
+            await store.run(lambda conn: aio.insert_many(conn, list(tasks)))
         finally:
-            await aio.close_pools()
+            await store.close()
 
     asyncio.run(insert())
     return [task.task_id for task in tasks]

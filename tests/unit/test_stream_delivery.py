@@ -259,16 +259,25 @@ def test_a_full_buffer_turns_into_resync_but_stop_stays_stop() -> None:
     assert sub.take_all() == [REVOKED]
 
 
-async def test_the_api_lifespan_tunes_the_garbage_collector() -> None:
+async def test_the_api_lifespan_tunes_the_garbage_collector(monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
+
+    from tasklift.settings import get_settings
+
+    # The lifespan builds the API runtime, which connects nothing until a request needs it.
+    monkeypatch.setenv("TASKLIFT_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv("TASKLIFT_REDIS_URL", "redis://127.0.0.1:1/0")
+    get_settings.cache_clear()
 
     from tasklift.http.asgi import GC_THRESHOLDS, create_app, lifespan
 
     before = gc.get_threshold()
     try:
-        async with lifespan(create_app()):
+        async with lifespan(create_app()) as state:
             assert gc.get_threshold() == GC_THRESHOLDS
             assert gc.get_freeze_count() > 0
+            assert set(state) == {"runtime"}  # what every request's scope["state"] gets
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+        get_settings.cache_clear()

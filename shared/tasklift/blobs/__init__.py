@@ -7,20 +7,20 @@ only when chosen.
 
 from __future__ import annotations
 
-import os
-import threading
+import logging
+from collections.abc import Iterator
+from typing import BinaryIO, NoReturn
 
 from tasklift.blobs.store import BlobNotFound, BlobStore, BlobStoreError
-from tasklift.settings import Settings, get_settings
+from tasklift.settings import Settings
 
-__all__ = ["BlobNotFound", "BlobStore", "BlobStoreError", "create_blob_store", "get_blob_store"]
+__all__ = ["BlobNotFound", "BlobStore", "BlobStoreError", "Unconfigured", "create_blob_store", "open_blob_store"]
 
-_lock = threading.Lock()
-_store: tuple[int, Settings, BlobStore] | None = None
+log = logging.getLogger(__name__)
 
 
 def create_blob_store(settings: Settings) -> BlobStore:
-    """A new store for ``settings``.
+    """A new store for ``settings`` (a runtime makes one per process: SDK clients must not cross a fork).
 
     Raises:
         BlobStoreError: the chosen backend is not configured or its SDK is not installed.
@@ -51,11 +51,43 @@ def create_blob_store(settings: Settings) -> BlobStore:
     return LocalBlobStore(settings.blob_local_dir or settings.data_dir / "blobs")
 
 
-def get_blob_store() -> BlobStore:
-    """This process's store (one per forked worker child: SDK clients must not cross a fork)."""
-    global _store
-    settings = get_settings()
-    with _lock:
-        if _store is None or _store[0] != os.getpid() or _store[1] is not settings:
-            _store = (os.getpid(), settings, create_blob_store(settings))
-        return _store[2]
+class Unconfigured:
+    """The store of a process whose blob backend could not be made: every use raises the error
+    that prevented it (:class:`BlobStoreError`), so only large payloads fail, each with a 503."""
+
+    def __init__(self, error: BlobStoreError) -> None:
+        self.error = error
+
+    def _fail(self) -> NoReturn:
+        raise BlobStoreError(str(self.error)) from self.error
+
+    def put(self, key: str, data: bytes | BinaryIO, *, content_type: str = "application/json") -> None:
+        self._fail()
+
+    def get(self, key: str) -> bytes:
+        self._fail()
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        self._fail()
+
+    def delete(self, key: str) -> None:
+        self._fail()
+
+    def exists(self, key: str) -> bool:
+        self._fail()
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        self._fail()
+
+    def url(self, key: str, ttl_seconds: int) -> str | None:
+        self._fail()
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """:func:`create_blob_store`, or :class:`Unconfigured` if it fails: a runtime starts whatever the
+    blob configuration, and a misconfigured backend fails only the payloads that need it."""
+    try:
+        return create_blob_store(settings)
+    except BlobStoreError as exc:
+        log.warning("blob storage is unavailable (large inputs and results will fail): %s", exc)
+        return Unconfigured(exc)

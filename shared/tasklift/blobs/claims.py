@@ -60,12 +60,6 @@ def result_url(task_id: uuid.UUID | str) -> str:
     return f"/tasks/{task_id}/result"
 
 
-def _default_store() -> BlobStore:
-    from tasklift.blobs import get_blob_store  # the package imports this module
-
-    return get_blob_store()
-
-
 def fits_inline(value: Any) -> bool:
     """True if :func:`check_in` would keep ``value`` itself (no blob store involved)."""
     limit = get_settings().blob_threshold_bytes
@@ -79,10 +73,10 @@ def fits_inline(value: Any) -> bool:
     return len(encode(value)) <= limit
 
 
-def check_in(value: Any, key: str, store: BlobStore | None = None, threshold: int | None = None) -> Any:
+def check_in(value: Any, key: str, store: BlobStore, threshold: int | None = None) -> Any:
     """``value`` itself if its JSON is at most ``threshold`` bytes, else a reference to it, stored under ``key``.
 
-    The store (default: this process's) is only touched for a large value, so a misconfigured blob
+    The store (the runtime's) is only touched for a large value, so a misconfigured blob
     backend fails large payloads alone.
 
     Raises:
@@ -92,11 +86,11 @@ def check_in(value: Any, key: str, store: BlobStore | None = None, threshold: in
     limit = get_settings().blob_threshold_bytes if threshold is None else threshold
     if len(data) <= limit:
         return value
-    (store or _default_store()).put(key, data)
+    store.put(key, data)
     return {REF: {"key": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
 
 
-def check_out(value: Any, store: BlobStore | None = None) -> Any:
+def check_out(value: Any, store: BlobStore) -> Any:
     """The value a reference stands for (anything else is returned as it is).
 
     Raises:
@@ -106,13 +100,13 @@ def check_out(value: Any, store: BlobStore | None = None) -> Any:
     if not is_ref(value):
         return value
     ref = value[REF]
-    data = (store or _default_store()).get(ref["key"])
+    data = store.get(ref["key"])
     if len(data) != ref.get("size") or hashlib.sha256(data).hexdigest() != ref.get("sha256"):
         raise BlobStoreError(f"blob {ref['key']} does not match its reference (size or sha256)")
     return json.loads(data)
 
 
-def discard(value: Any, store: BlobStore | None = None) -> None:
+def discard(value: Any, store: BlobStore) -> None:
     """Delete the blob behind a reference that nothing will point to; failures are only logged.
 
     A blob this misses is still found by the retention purge, which deletes a task's whole prefix.
@@ -120,7 +114,7 @@ def discard(value: Any, store: BlobStore | None = None) -> None:
     if not is_ref(value):
         return
     try:
-        (store or _default_store()).delete(value[REF]["key"])
+        store.delete(value[REF]["key"])
     except BlobStoreError as exc:
         log.warning("could not delete unused blob %s: %s", value[REF]["key"], exc)
 
@@ -139,13 +133,13 @@ class Claim:
     written: an error (the commit included) or an early return leaves no blob behind.
     """
 
-    def __init__(self, value: Any, store: BlobStore | None = None) -> None:
+    def __init__(self, value: Any, store: BlobStore) -> None:
         self.value = value
         self.store = store
         self.kept = False
 
     @classmethod
-    def check_in(cls, value: Any, key: str, store: BlobStore | None = None) -> Claim:
+    def check_in(cls, value: Any, key: str, store: BlobStore) -> Claim:
         """:func:`check_in` ``value`` under ``key``; raises :class:`BlobStoreError` if the store fails."""
         return cls(check_in(value, key, store), store)
 

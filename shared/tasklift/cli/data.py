@@ -30,11 +30,19 @@ def export(
     Run it before the retention purge (retention_days) reaches those tasks:
     ``tasklift export --before 2025-01-01 > tasks.jsonl``.
     """
+    from tasklift.blobs import create_blob_store
+    from tasklift.settings import get_settings
+    from tasklift.store.db import database_url, make_engine
     from tasklift.tasks.retention import export_finished
 
     count = 0
-    for record in export_finished(_moment(before), events=events, resolve_blobs=blobs):
-        sys.stdout.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-        count += 1
+    settings = get_settings()
+    engine, store = make_engine(database_url(settings), pooled=False), create_blob_store(settings)
+    try:
+        for record in export_finished(engine, store, _moment(before), events=events, resolve_blobs=blobs):
+            sys.stdout.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+            count += 1
+    finally:
+        engine.dispose()
     sys.stdout.flush()
     console.print(f"exported {count} tasks finished before {before}")

@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from tasklift import telemetry
 from tasklift.events.bus import CHANNEL_PREFIX, channel
+from tasklift.store.aio import AsyncStore, DatabaseError
 from tasklift.store.repository import Event
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ class EventHub:
     def __init__(
         self,
         redis_url: str,
+        store: AsyncStore,
         *,
         queue_size: int = 256,
         check_seconds: float | None = None,
@@ -181,6 +182,7 @@ class EventHub:
     ) -> None:
         """Args:
         redis_url: the Redis of the event channels.
+        store: the API's asyncpg store, on this hub's loop (the database check reads through it).
         queue_size: each subscription's buffer; beyond it the subscription resyncs from the database.
         check_seconds: the period of the database check (missed events and, with ``active_keys``,
             revoked keys); None: no check.
@@ -188,6 +190,7 @@ class EventHub:
         key_check_seconds: the least time between two key checks (they run on the check's rounds).
         """
         self._url = redis_url
+        self._store = store
         self._queue_size = queue_size
         self._check_seconds = check_seconds
         self._active_keys = active_keys
@@ -202,7 +205,6 @@ class EventHub:
         self._closed = False
         self._draining = False
         self._pending: set[asyncio.Task[None]] = set()
-        # Held so that id(loop) in _hubs cannot be reused by a later loop while this hub exists.
         self.loop = asyncio.get_running_loop()
 
     @property
@@ -264,8 +266,6 @@ class EventHub:
         the previous round's numbers leaves an event one period to arrive live, so a publish
         still in flight causes no replay.
         """
-        from tasklift.store import aio
-
         assert self._check_seconds is not None
         previous: dict[str, int] = {}
         keys_checked = self.loop.time()
@@ -278,8 +278,8 @@ class EventHub:
                 keys_checked = self.loop.time()
                 await self._end_revoked()
             try:
-                latest = await aio.run(lambda conn: _last_seqs(conn, list(self._watchers)))
-            except aio.DatabaseError as exc:  # the store is down: streams stall; the next round tries again
+                latest = await self._store.run(lambda conn: _last_seqs(conn, list(self._watchers)))
+            except DatabaseError as exc:  # the store is down: streams stall; the next round tries again
                 log.debug("event hub check failed: %s", exc)
                 continue
             for task_id, seq in previous.items():
@@ -396,32 +396,3 @@ async def _last_seqs(conn: Any, task_ids: list[str]) -> dict[str, int]:
     """The latest event sequence number of each of ``task_ids`` (by primary key: one index scan each)."""
     ids = [uuid.UUID(t) for t in task_ids]
     return {row[0]: row[1] for row in await conn.fetch(_LAST_SEQS, ids)}
-
-
-_hubs: dict[int, EventHub] = {}
-telemetry.count_open_streams(lambda: sum(hub.subscriptions for hub in tuple(_hubs.values())))
-
-
-def get_hub() -> EventHub:
-    """The hub of the running event loop (one per process in practice)."""
-    from tasklift.security.stream_tokens import active_keys
-    from tasklift.settings import get_settings, redis_url
-
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(id(loop))
-    if hub is None or hub._closed:
-        settings = get_settings()
-        hub = _hubs[id(loop)] = EventHub(
-            redis_url(),
-            check_seconds=settings.stream_resync_seconds,
-            active_keys=active_keys,
-            key_check_seconds=settings.stream_token_key_check_seconds,
-        )
-    return hub
-
-
-async def close_hub() -> None:
-    """Close the running loop's hub, if it has one (server shutdown)."""
-    hub = _hubs.pop(id(asyncio.get_running_loop()), None)
-    if hub is not None:
-        await hub.close()

@@ -22,16 +22,15 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from tasklift.events.hub import close_hub, get_hub
+from tasklift.events.hub import EventHub
 from tasklift.http import openapi, pages, routes
 from tasklift.http._compat import PlainRoute
 from tasklift.http.problems import Problem, problem_response
+from tasklift.http.runtime import STATE_KEY, ApiRuntime, HostRuntime
 from tasklift.http.types import HttpRequest, HttpResponse
-from tasklift.queue import dispatch
 from tasklift.security.headers import SecurityHeadersMiddleware, security_headers, with_security_headers
 from tasklift.security.redaction import install_redaction
 from tasklift.settings import get_settings
-from tasklift.store import aio
 
 
 async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -59,13 +58,15 @@ async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
-def to_neutral(request: Request, body: bytes) -> HttpRequest:
+def to_neutral(request: Request, body: bytes, runtime: ApiRuntime | None = None) -> HttpRequest:
     """Starlette request → :class:`HttpRequest` (:func:`scope_to_neutral` of its scope)."""
-    return scope_to_neutral(request.scope, body)
+    return scope_to_neutral(request.scope, body, runtime)
 
 
-def scope_to_neutral(scope: Scope, body: bytes) -> HttpRequest:
+def scope_to_neutral(scope: Scope, body: bytes, runtime: ApiRuntime | None = None) -> HttpRequest:
     """An ASGI request → :class:`HttpRequest`, read straight from the scope.
+
+    ``runtime``: the host's API runtime; by default the one the lifespan put in ``scope["state"]``.
 
     The same values as Starlette's ``request.url.path`` / ``base_url`` / ``query_params`` (the
     scheme and host after uvicorn's proxy-headers handling), without building URL objects per
@@ -87,15 +88,16 @@ def scope_to_neutral(scope: Scope, body: bytes) -> HttpRequest:
         body=body,
         base_url=f"{scheme}://{host}{root}".rstrip("/"),
         path_params=dict(scope.get("path_params", {})),
+        runtime=runtime or scope.get("state", {}).get(STATE_KEY),
     )
 
 
-def to_starlette(resp: HttpResponse) -> Response:
+def to_starlette(resp: HttpResponse, hub: EventHub | None = None) -> Response:
     """:class:`HttpResponse` → Starlette response (streaming when the handler streams).
 
     SSE goes through sse-starlette's EventSourceResponse for its disconnect detection and its
     graceful drain on server shutdown; the pings come from our stream (every host needs them), so
-    its own ping task is off.
+    its own ping task is off. ``hub``: the runtime's, drained on server shutdown (a stream's).
     """
     resp.headers = with_security_headers(resp.headers)  # hosts that skip the middleware (Azure) get them too
     if resp.stream is not None:
@@ -104,7 +106,8 @@ def to_starlette(resp: HttpResponse) -> Response:
 
             async def drain_on_shutdown() -> None:
                 await shutdown.wait()
-                get_hub().drain()
+                if hub is not None:
+                    hub.drain()
 
             return EventSourceResponse(
                 resp.stream,
@@ -133,7 +136,9 @@ def raw_headers(resp: HttpResponse) -> list[tuple[bytes, bytes]]:
     return raw
 
 
-async def _answer(route: routes.Route, scope: Scope, receive: Receive) -> HttpResponse:
+async def _answer(
+    route: routes.Route, scope: Scope, receive: Receive, runtime: ApiRuntime | None = None
+) -> HttpResponse:
     """``route``'s answer to the request in ``scope``: its body read under the cap, then the handler."""
     try:
         # Only POST /tasks has a body; it may be large (its input then goes to blob storage).
@@ -142,7 +147,7 @@ async def _answer(route: routes.Route, scope: Scope, receive: Receive) -> HttpRe
         )
     except Problem as problem:
         return problem_response(problem, scope["path"])
-    return await routes.handle(route, scope_to_neutral(scope, body))
+    return await routes.handle(route, scope_to_neutral(scope, body, runtime))
 
 
 def _asgi(route: routes.Route) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -151,7 +156,7 @@ def _asgi(route: routes.Route) -> Callable[[Scope, Receive, Send], Awaitable[Non
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         resp = await _answer(route, scope, receive)
         if resp.stream is not None:
-            await to_starlette(resp)(scope, receive, send)
+            await to_starlette(resp, scope["state"][STATE_KEY].hub)(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": resp.status, "headers": raw_headers(resp)})
         await send({"type": "http.response.body", "body": resp.body})
@@ -159,9 +164,9 @@ def _asgi(route: routes.Route) -> Callable[[Scope, Receive, Send], Awaitable[Non
     return app
 
 
-async def serve(route: routes.Route, request: Request) -> Response:
+async def serve(route: routes.Route, request: Request, runtime: ApiRuntime) -> Response:
     """``route`` for a Starlette request (what Azure Functions hands over): :func:`_answer` in its types."""
-    return to_starlette(await _answer(route, request.scope, request.receive))
+    return to_starlette(await _answer(route, request.scope, request.receive, runtime), runtime.hub)
 
 
 def _endpoint(route: routes.Route) -> Any:
@@ -169,7 +174,7 @@ def _endpoint(route: routes.Route) -> Any:
     (:class:`~tasklift.http._compat.PlainRoute`)."""
 
     async def endpoint(request: Request) -> Response:
-        return await serve(route, request)
+        return await serve(route, request, request.scope["state"][STATE_KEY])
 
     endpoint.__name__ = route.name
     endpoint.__doc__ = route.handler.__doc__
@@ -179,7 +184,6 @@ def _endpoint(route: routes.Route) -> Any:
 
 #: Young-generation collections every 10,000 net allocations instead of 700 (see tune_gc).
 GC_THRESHOLDS = (10_000, 20, 10)
-_gc_frozen = False
 
 
 def tune_gc() -> None:
@@ -191,30 +195,50 @@ def tune_gc() -> None:
     of a process serving 1,000 streams stops the event loop for ~300 ms, every stream at once (the
     fan-out benchmark's p99). Rarer young collections let those futures die young, and freezing what
     exists after startup (modules, the app, SQLAlchemy metadata) takes it out of every full
-    collection. Uncollectable cycles among frozen objects are never freed: this runs once.
+    collection. Uncollectable cycles among frozen objects are never freed: this freezes once (the
+    interpreter's own count says whether it did).
     """
-    global _gc_frozen
     gc.set_threshold(*GC_THRESHOLDS)
-    if not _gc_frozen:
-        _gc_frozen = True
+    if gc.get_freeze_count() == 0:
         gc.collect()
         gc.freeze()
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Size the worker-thread pool to the database pool; close the hub and asyncpg pool at the end.
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    """Build the process's API runtime and hand it to every request; close it at the end.
 
-    Handlers run their database work in anyio's threads (40 by default). More threads than pooled
-    connections makes SQLAlchemy open and close overflow connections on every request (the pool
-    keeps ``db_pool_size`` connections; overflow ones are closed when returned).
+    The runtime goes out as Starlette's lifespan state: the server copies it into each request's
+    ``scope["state"]`` (:mod:`tasklift.http.runtime`). Also sizes the worker-thread pool to the
+    database pool: handlers run their database work in anyio's threads (40 by default), and more
+    threads than pooled connections makes SQLAlchemy open and close overflow connections on every
+    request (the pool keeps ``db_pool_size`` connections; overflow ones are closed when returned).
     """
-    anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().db_pool_size
+    settings = get_settings()
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
     tune_gc()
-    yield
-    await close_hub()
-    await dispatch.aclose()  # first: it writes the last outbox marks through the pool
-    await aio.close_pools()
+    runtime = ApiRuntime.open(settings)
+    try:
+        yield {STATE_KEY: runtime}
+    finally:
+        await runtime.close()
+
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class WithoutLifespan:
+    """``app`` for a host that runs no ASGI lifespan (Mangum on Lambda): its requests get the
+    runtime of :attr:`host` (a :class:`~tasklift.http.runtime.HostRuntime`), built at the first."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.host = HostRuntime()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["state"] = {**scope.get("state", {}), STATE_KEY: self.host.get()}
+        await self.app(scope, receive, send)
 
 
 def create_app() -> FastAPI:

@@ -28,10 +28,9 @@ from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.security import stream_tokens
 from tasklift.security.api_keys import authenticate_key, looks_like_key
 from tasklift.security.identity import ANONYMOUS, Identity, acting_as
-from tasklift.security.limits import StreamSlot, active_tasks, limit_store
+from tasklift.security.limits import StreamSlot, active_tasks
 from tasklift.security.oidc import InvalidToken, IssuerUnavailable, verifier_for
 from tasklift.settings import Settings, get_settings
-from tasklift.store.db import get_engine
 
 #: A route's handler, as the route table holds it.
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -77,11 +76,14 @@ async def guard(name: str, handler: Handler, req: HttpRequest) -> HttpResponse:
 
 
 def admit(route_name: str, req: HttpRequest, settings: Settings) -> tuple[Identity, StreamSlot | None]:
-    """Blocking part of :func:`guard` (database, Redis, JWKS): the caller, and its stream slot."""
+    """Blocking part of :func:`guard` (database, Redis, JWKS): the caller, and its stream slot.
+
+    The database and Redis are the API runtime's (``req.runtime``: its engine and limit store).
+    """
     identity = authenticate(route_name, req, settings)
     if identity.is_anonymous:
         return identity, None  # one principal shared by every caller: limits would be global
-    store = limit_store()
+    store = req.runtime.limits
     if settings.rate_limit_requests:
         decision = store.hit(identity.principal, settings.rate_limit_requests, settings.rate_limit_window_seconds)
         if not decision.allowed:
@@ -90,7 +92,7 @@ def admit(route_name: str, req: HttpRequest, settings: Settings) -> tuple[Identi
                 decision.retry_after,
             )
     if route_name == SUBMIT_ROUTE and settings.max_active_tasks:
-        with get_engine().connect() as conn:
+        with req.runtime.engine.connect() as conn:
             active = active_tasks(conn, identity.principal)
         if active >= settings.max_active_tasks:
             raise _too_many(f"{active} tasks are pending or running; at most {settings.max_active_tasks} may be", 5)
@@ -106,11 +108,13 @@ def authenticate(route_name: str, req: HttpRequest, settings: Settings) -> Ident
     """The caller's identity; a 401 (or 503) :class:`Problem` otherwise."""
     credential = _credential(req)
     if credential is not None:
-        return _check_credential(credential, settings)
+        return _check_credential(req, credential, settings)
     token = req.query.get("access_token") if route_name == STREAM_ROUTE else None
     if token:
         try:
-            grant = stream_tokens.verify(token, req.path_params.get("task_id", ""), settings)
+            grant = stream_tokens.verify(
+                token, req.path_params.get("task_id", ""), settings, active=req.runtime.active_keys
+            )
         except stream_tokens.BadStreamToken as exc:
             log.info("refused a stream token: %s", exc)
             raise _unauthorized("the stream link expired or is not valid; read the task for a fresh one") from None
@@ -131,9 +135,9 @@ def _credential(req: HttpRequest) -> str | None:
     return key.strip() if key is not None else None
 
 
-def _check_credential(credential: str, settings: Settings) -> Identity:
+def _check_credential(req: HttpRequest, credential: str, settings: Settings) -> Identity:
     if looks_like_key(credential):
-        with get_engine().begin() as conn:
+        with req.runtime.engine.begin() as conn:
             identity = authenticate_key(conn, credential)
         if identity is None:
             raise _unauthorized("the API key is not valid or has been revoked")

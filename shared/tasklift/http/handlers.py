@@ -19,17 +19,15 @@ import redis
 from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
-from tasklift.blobs import BlobNotFound, BlobStoreError, claims, get_blob_store
-from tasklift.events.hub import get_hub
+from tasklift.blobs import BlobNotFound, BlobStoreError, claims
 from tasklift.events.sse import StreamPlan, stream_events
 from tasklift.http.problems import Problem
 from tasklift.http.resources import etag, retry_after, task_resource
+from tasklift.http.runtime import ApiRuntime, RuntimeMissing
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
 from tasklift.security.identity import current_identity, owner_scope
-from tasklift.settings import get_settings, redis_url
-from tasklift.store import aio
+from tasklift.settings import get_settings
 from tasklift.store import repository as repo
-from tasklift.store.db import get_engine
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import InvalidInput, TaskService, utc_instant
 from tasklift.tasks.states import TERMINAL, TaskStatus
@@ -39,10 +37,16 @@ log = logging.getLogger(__name__)
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def _service() -> TaskService:
-    from tasklift.http.app_state import service
+def _runtime(req: HttpRequest) -> ApiRuntime:
+    """The API runtime the host handed over with ``req`` (:mod:`tasklift.http.runtime`)."""
+    runtime: ApiRuntime | None = req.runtime
+    if runtime is None:
+        raise RuntimeMissing("no API runtime: the host must build one (tasklift.http.runtime) and pass it")
+    return runtime
 
-    return service()
+
+def _service(req: HttpRequest) -> TaskService:
+    return _runtime(req).service
 
 
 def _json_body(req: HttpRequest) -> Any:
@@ -197,7 +201,7 @@ async def submit_task(req: HttpRequest) -> HttpResponse:
             [{"loc": ["header", "Idempotency-Key"], "msg": "1 to 255 characters, no NUL"}],
         )
     try:
-        outcome = await _service().submit(req.principal, body, key)
+        outcome = await _service(req).submit(req.principal, body, key)
     except BlobStoreError as exc:  # a large input could not be stored: no task was created
         log.warning("blob storage failed on submit: %s", exc)
         raise _blob_store_unavailable() from None
@@ -232,24 +236,24 @@ def _float_query(req: HttpRequest, name: str, low: float, high: float) -> float 
 async def get_task(req: HttpRequest) -> HttpResponse:
     """GET /tasks/{id}: the resource, with ETag / 304, an adaptive Retry-After and ``?wait=N`` long poll."""
     wait = _float_query(req, "wait", 0, get_settings().max_long_poll_seconds)
-    row = await _service().get(owner_scope(req), req.path_params["task_id"])
+    row = await _service(req).get(owner_scope(req), req.path_params["task_id"])
     client_tag = req.header("if-none-match")
     if wait and TaskStatus(row["status"]) not in TERMINAL and client_tag in (None, etag(row), "*"):
-        row = await _wait_for_change(row, wait)
+        row = await _wait_for_change(_runtime(req), row, wait)
     headers = _task_headers(row)
     if client_tag in (headers["ETag"], "*"):
         return HttpResponse(304, headers)
     return json_response(200, task_resource(row), headers)
 
 
-async def _wait_for_change(row: Any, seconds: float) -> Any:
+async def _wait_for_change(runtime: ApiRuntime, row: Any, seconds: float) -> Any:
     """Long poll: sleep on the hub (no busy loop) until the task's next event or ``seconds``."""
-    async with await get_hub().subscribe(str(row["id"])) as sub:
-        current = await aio.get_task(row["id"]) or row
+    async with await runtime.hub.subscribe(str(row["id"])) as sub:
+        current = await runtime.store.get_task(row["id"]) or row
         if current["last_seq"] == row["last_seq"]:
             sub.seen = current["last_seq"]  # a missed publish wakes it by the hub's database check
             await sub.get(seconds)
-            current = await aio.get_task(row["id"]) or current
+            current = await runtime.store.get_task(row["id"]) or current
     return current
 
 
@@ -270,7 +274,7 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
             )
     raw_id = next((raw for _, _, raw in given if raw), None)
     last_event_id = None if raw_id is None else int(raw_id)
-    service = _service()
+    service = _service(req)
     row = await service.get(owner_scope(req), req.path_params["task_id"])
     settings = get_settings()
     plan = StreamPlan(
@@ -278,7 +282,7 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
         last_event_id=last_event_id,
         load_events=service.events_after,
         load_task=service.load,
-        hub=get_hub(),
+        hub=_runtime(req).hub,
         ping_seconds=settings.sse_ping_seconds,
         retry_ms=settings.sse_retry_ms,
         window_seconds=settings.sse_window_seconds,
@@ -307,7 +311,7 @@ async def list_tasks(req: HttpRequest) -> HttpResponse:
     owner = owner_scope(req)
 
     def run() -> Any:
-        return _service().list(
+        return _service(req).list(
             owner,
             status=req.query.get("status") or None,
             task_type=req.query.get("task_type") or None,
@@ -328,7 +332,7 @@ def _blob_store_unavailable() -> Problem:
 
 async def task_result(req: HttpRequest) -> HttpResponse:
     """GET /tasks/{id}/result: the result inline, a 303 to a short-lived signed URL, or streamed from blob storage."""
-    row = await _service().get(owner_scope(req), req.path_params["task_id"])
+    row = await _service(req).get(owner_scope(req), req.path_params["task_id"])
     status = TaskStatus(row["status"])
     if status != TaskStatus.SUCCESS:
         headers = {} if status in TERMINAL else {"Retry-After": str(get_settings().poll_retry_after_seconds)}
@@ -337,7 +341,7 @@ async def task_result(req: HttpRequest) -> HttpResponse:
     if not claims.is_ref(row["result"]):
         return json_response(200, row["result"], {"Cache-Control": "no-store"})
     ref = row["result"][claims.REF]
-    store = get_blob_store()
+    store = _runtime(req).blobs
     try:
         url = await anyio.to_thread.run_sync(store.url, ref["key"], get_settings().blob_url_ttl_seconds)
         if url is not None:  # S3 presigned / Azure SAS: the bytes do not pass through the API
@@ -377,7 +381,7 @@ async def task_logs(req: HttpRequest) -> HttpResponse:
     owner = owner_scope(req)
 
     def run() -> Any:
-        return _service().logs(owner, req.path_params["task_id"], after=after, limit=limit)
+        return _service(req).logs(owner, req.path_params["task_id"], after=after, limit=limit)
 
     rows = await anyio.to_thread.run_sync(run)
     lines = [
@@ -389,7 +393,7 @@ async def task_logs(req: HttpRequest) -> HttpResponse:
 
 async def cancel_task(req: HttpRequest) -> HttpResponse:
     """DELETE /tasks/{id}: 204 once CANCELLED, 202 while a running task stops, 409 if finished."""
-    outcome = await anyio.to_thread.run_sync(_service().cancel, owner_scope(req), req.path_params["task_id"])
+    outcome = await anyio.to_thread.run_sync(_service(req).cancel, owner_scope(req), req.path_params["task_id"])
     if outcome.done:
         return HttpResponse(204)
     return json_response(202, task_resource(outcome.task), _task_headers(outcome.task))
@@ -397,7 +401,7 @@ async def cancel_task(req: HttpRequest) -> HttpResponse:
 
 async def retry_task(req: HttpRequest) -> HttpResponse:
     """POST /tasks/{id}/retry: re-queue a FAILED or CANCELLED task (same id, events continue)."""
-    row = await anyio.to_thread.run_sync(_service().retry, owner_scope(req), req.path_params["task_id"])
+    row = await anyio.to_thread.run_sync(_service(req).retry, owner_scope(req), req.path_params["task_id"])
     resource = task_resource(row)
     headers = {"Location": resource["links"]["self"], "Retry-After": str(get_settings().poll_retry_after_seconds)}
     return json_response(202, resource, headers)
@@ -424,20 +428,16 @@ async def healthz(req: HttpRequest) -> HttpResponse:
     return json_response(200, {"status": "ok"}, {"Cache-Control": "no-store"})
 
 
-def _check_dependencies() -> dict[str, str]:
+def _check_dependencies(runtime: ApiRuntime) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
-        with get_engine().connect() as conn:
+        with runtime.engine.connect() as conn:
             repo.ping(conn)
         checks["database"] = "ok"
     except DBAPIError:
         checks["database"] = "unavailable"
     try:
-        client = redis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
-        try:
-            client.ping()
-        finally:
-            client.close()
+        runtime.broker.client.ping()
         checks["broker"] = "ok"
     except redis.RedisError:
         checks["broker"] = "unavailable"
@@ -452,7 +452,7 @@ async def metrics(req: HttpRequest) -> HttpResponse:
 
 async def readyz(req: HttpRequest) -> HttpResponse:
     """GET /readyz: 200 when PostgreSQL and Redis answer, else 503 with Retry-After."""
-    checks = await anyio.to_thread.run_sync(_check_dependencies)
+    checks = await anyio.to_thread.run_sync(_check_dependencies, _runtime(req))
     if all(v == "ok" for v in checks.values()):
         return json_response(200, {"status": "ready", "checks": checks}, {"Cache-Control": "no-store"})
     return json_response(

@@ -23,6 +23,9 @@ class HttpRequest:
     base_url: str = ""  #: scheme://host[:port] the client used, for absolute URLs
     path_params: dict[str, str] = field(default_factory=dict)
     principal: str = "anonymous"
+    #: The process's :class:`~tasklift.http.runtime.ApiRuntime`, as the host hands it over (typed
+    #: Any: the runtime module imports the layers below, which import this one).
+    runtime: Any = None
 
     def header(self, name: str) -> str | None:
         """A header value by case-insensitive name."""

@@ -92,11 +92,13 @@ def _quiet_per_task_lines(**_: object) -> None:
 
 
 @signals.worker_process_init.connect
-def _fresh_connections(**_: object) -> None:
-    """A forked child must not reuse its parent's pooled database sockets."""
-    from tasklift.store.db import reset_engine
+def _open_runtime(**_: object) -> None:
+    """Each pool process builds its own worker runtime (engines, Redis clients, threads; a forked
+    child must not reuse its parent's sockets): queue/runtime.py."""
+    from tasklift.queue import runtime
+    from tasklift.settings import get_settings
 
-    reset_engine()
+    runtime.install(runtime.WorkerRuntime.open(get_settings()))
 
 
 @signals.worker_process_init.connect
@@ -116,28 +118,33 @@ def _child_telemetry(**_: object) -> None:
 
 
 @signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
-def _flush_inline_events(**_: object) -> None:
-    """The solo and threads pools publish from this process (a prefork parent has nothing queued)."""
-    from tasklift.queue.runner import flush_task_events
+def _close_inline_runtime(**_: object) -> None:
+    """The solo and threads pools ran tasks in this process: close its runtime, sending the task
+    events still queued (a prefork parent has none)."""
+    from tasklift.queue import runtime
 
-    flush_task_events(timeout=2.0)
+    runtime.close(timeout=2.0)
 
 
 @signals.worker_process_shutdown.connect
 def _flush_child_telemetry(**_: object) -> None:
-    """A child exits with os._exit (no atexit): send the task events its publish thread still
-    holds, and flush its spans and metrics."""
+    """A child exits with os._exit (no atexit): close its runtime (sending the task events its
+    publish thread still holds), and flush its spans and metrics."""
     from tasklift import telemetry
-    from tasklift.queue.runner import flush_task_events
+    from tasklift.queue import runtime
 
-    flush_task_events(timeout=2.0)
+    runtime.close(timeout=2.0)
     telemetry.shutdown()
 
 
 @signals.worker_init.connect
-def _inline_pool_telemetry(sender: object = None, **_: object) -> None:
-    """The solo and threads pools run tasks in this process, which then needs the providers."""
+def _inline_pool_runtime(sender: object = None, **_: object) -> None:
+    """The solo and threads pools run tasks in this process, which then needs the providers and
+    its worker runtime."""
     if "prefork" not in str(getattr(sender, "pool_cls", "prefork")):
         from tasklift import telemetry
+        from tasklift.queue import runtime
+        from tasklift.settings import get_settings
 
         telemetry.configure("worker")
+        runtime.install(runtime.WorkerRuntime.open(get_settings()))

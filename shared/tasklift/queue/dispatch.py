@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import redis
@@ -27,14 +24,11 @@ from sqlalchemy import Engine
 from tasklift import telemetry
 from tasklift.queue import _compat
 from tasklift.queue.reconcile import reconcile
-from tasklift.settings import get_settings, redis_url
+from tasklift.settings import get_settings
 from tasklift.store import aio, outbox
 from tasklift.store import repository as repo
 
 log = logging.getLogger(__name__)
-
-_epoch_lock = threading.Lock()
-_epoch: tuple[float, str | None] = (0.0, None)
 
 
 @dataclass(frozen=True)
@@ -53,109 +47,101 @@ class Dispatch:
         return self.task_id, self.intent_seq
 
 
-def enqueue(item: Dispatch) -> None:
-    """Send ``tasklift.run(task_id)`` with Celery's task id equal to ours. Raises on broker errors.
+class BrokerEpoch:
+    """The Redis server's ``run_id`` as last read, for ``max_age`` seconds: it changes when Redis
+    restarts (and may have lost messages). One per runtime, shared by its sync :class:`Broker`
+    and its :class:`Enqueuer`, so either's reading serves both."""
 
-    One LPUSH of the message Celery would send (:mod:`tasklift.queue._compat`); no retry here: the
-    outbox retries, and a blocking retry would stall the HTTP response.
-    """
-    with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
-        # trace_headers: the W3C traceparent; the worker's span continues the task's trace.
-        _broker().lpush(item.queue, _compat.task_message(item.task_id, item.queue, item.task_type, trace_headers))
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read: tuple[float, str | None] = (0.0, None)
 
+    def cached(self, now: float, max_age: float) -> str | None:
+        with self._lock:
+            return self._read[1] if now - self._read[0] < max_age else None
 
-@cache
-def _client_for(pid: int) -> redis.Redis:
-    # A plain redis-py client (it reconnects by itself after a Redis restart).
-    return redis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
-
-
-def _broker() -> redis.Redis:
-    return _client_for(os.getpid())
-
-
-_aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+    def remember(self, now: float, info: dict[str, object]) -> str:
+        run_id = str(info["run_id"])
+        with self._lock:
+            self._read = (now, run_id)
+        return run_id
 
 
-def _abroker() -> aioredis.Redis:
-    """This event loop's Redis client (redis.asyncio connections are bound to their loop)."""
-    loop = asyncio.get_running_loop()
-    client = _aclients.get(loop)
-    if client is None:
-        # No socket timeout: with one, redis-py writes every command through asyncio.wait_for, a
-        # task and a turn of the loop each. The callers bound their waits with asyncio.timeout.
-        client = _aclients[loop] = aioredis.Redis.from_url(redis_url(), socket_timeout=None, socket_connect_timeout=2)
-    return client
+class Broker:
+    """Publishing from synchronous code: a plain redis-py client (it reconnects by itself after a
+    Redis restart) and the epoch it last read. The API runtime's for a manual retry, the reaper's
+    for the dispatcher. The API's submits publish on the event loop instead (:class:`Enqueuer`)."""
 
+    def __init__(self, url: str, epochs: BrokerEpoch | None = None) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.epochs = epochs or BrokerEpoch()
 
-def _cached_epoch(now: float, max_age: float) -> str | None:
-    with _epoch_lock:
-        return _epoch[1] if now - _epoch[0] < max_age else None
+    def close(self) -> None:
+        self.client.close()
 
+    def enqueue(self, item: Dispatch) -> None:
+        """Send ``tasklift.run(task_id)`` with Celery's task id equal to ours. Raises on broker errors.
 
-def _remember_epoch(now: float, info: dict[str, object]) -> str:
-    global _epoch
-    run_id = str(info["run_id"])
-    with _epoch_lock:
-        _epoch = (now, run_id)
-    return run_id
+        One LPUSH of the message Celery would send (:mod:`tasklift.queue._compat`); no retry here:
+        the outbox retries, and a blocking retry would stall the HTTP response.
+        """
+        with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
+            # trace_headers: the W3C traceparent; the worker's span continues the task's trace.
+            message = _compat.task_message(item.task_id, item.queue, item.task_type, trace_headers)
+            self.client.lpush(item.queue, message)
 
+    def epoch(self, max_age: float = 2.0) -> str | None:
+        """The Redis server's ``run_id`` (:class:`BrokerEpoch`); None if Redis does not answer."""
+        now = time.monotonic()
+        if (cached := self.epochs.cached(now, max_age)) is not None:
+            return cached
+        try:
+            return self.epochs.remember(now, self.client.info("server"))
+        except redis.RedisError as exc:
+            log.debug("could not read the broker epoch: %s", exc)
+            return None
 
-def broker_epoch(max_age: float = 2.0) -> str | None:
-    """The Redis server's ``run_id``: it changes when Redis restarts (and may have lost messages)."""
-    now = time.monotonic()
-    if (cached := _cached_epoch(now, max_age)) is not None:
-        return cached
-    try:
-        return _remember_epoch(now, _broker().info("server"))
-    except redis.RedisError as exc:
-        log.debug("could not read the broker epoch: %s", exc)
-        return None
+    def enqueue_after_commit(self, engine: Engine, items: Iterable[Dispatch]) -> bool:
+        """Publish freshly committed tasks from synchronous code (a manual retry) and mark them.
 
+        On a broker failure they are left to the dispatcher. The mark is one short transaction with
+        ``synchronous_commit = off``: a lost mark only means the dispatcher sends the task again
+        after the grace period, and the worker's lease drops the duplicate, so it need not wait for
+        the WAL flush. (The API's submits publish and mark on the event loop: :class:`Enqueuer`.)
+        """
+        items = list(items)
+        try:
+            for item in items:
+                self.enqueue(item)
+        except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the task
+            log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
+            return False
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                outbox.mark_published(conn, [item.intent for item in items], self.epoch())
+        except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the lease dedupes
+            log.warning("could not mark %d tasks published (they may be sent twice): %s", len(items), exc)
+        return True
 
-async def abroker_epoch(max_age: float = 2.0) -> str | None:
-    """:func:`broker_epoch` on the event loop (shares its cache)."""
-    now = time.monotonic()
-    if (cached := _cached_epoch(now, max_age)) is not None:
-        return cached
-    try:
-        async with asyncio.timeout(2):
-            return _remember_epoch(now, await _abroker().info("server"))
-    except (redis.RedisError, TimeoutError) as exc:
-        log.debug("could not read the broker epoch: %s", exc)
-        return None
-
-
-def enqueue_after_commit(engine: Engine, items: Iterable[Dispatch]) -> bool:
-    """Publish freshly committed tasks from synchronous code (a manual retry) and mark them.
-
-    On a broker failure they are left to the dispatcher. The mark is one short transaction with
-    ``synchronous_commit = off``: a lost mark only means the dispatcher sends the task again
-    after the grace period, and the worker's lease drops the duplicate, so it need not wait for
-    the WAL flush. (The API's submits publish and mark on the event loop: :func:`aenqueue`.)
-    """
-    items = list(items)
-    try:
-        for item in items:
-            enqueue(item)
-    except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the task
-        log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
-        return False
-    try:
+    def dispatch_due(self, engine: Engine, limit: int = 500) -> int:
+        """Publish outbox rows whose time has come. Returns how many were published."""
+        epoch = self.epoch()
         with engine.begin() as conn:
-            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            outbox.mark_published(conn, [item.intent for item in items], broker_epoch())
-    except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the lease dedupes
-        log.warning("could not mark %d tasks published (they may be sent twice): %s", len(items), exc)
-    return True
-
-
-def _enqueuer() -> _Enqueuer:
-    loop = asyncio.get_running_loop()
-    enqueuer = _enqueuers.get(loop)
-    if enqueuer is None:
-        enqueuer = _enqueuers[loop] = _Enqueuer()
-    return enqueuer
+            rows = outbox.take_due_outbox(conn, limit)
+            sent: list[tuple[uuid.UUID, int]] = []
+            for row in rows:
+                item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
+                try:
+                    self.enqueue(item)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("dispatcher: broker unavailable, will retry: %s", exc)
+                    break
+                sent.append(item.intent)
+            if sent:
+                # Marked in the same transaction that locked the rows: a crash before commit re-sends.
+                outbox.mark_published(conn, sent, epoch)
+        return len(sent)
 
 
 @dataclass(frozen=True)
@@ -169,51 +155,18 @@ async def _insert_submits(conn: Any, submits: list[_Submit]) -> list[Any]:
     return await aio.insert_many(conn, [submit.task for submit in submits])
 
 
-async def _enqueue_submits(submits: list[_Submit], _rows: list[Any]) -> None:
-    await _enqueuer().send([(submit.item, submit.message) for submit in submits])
-
-
 def _message(item: Dispatch) -> bytes:
     """The message Celery would send for ``item``, with its producer span (under the caller's)."""
     with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
         return _compat.task_message(item.task_id, item.queue, item.task_type, trace_headers)
 
 
-async def asubmit(task: repo.NewTask, item: Dispatch) -> Any:
-    """Commit a new task, then publish it and mark it published (:func:`aenqueue`'s path).
+class Enqueuer:
+    """Commits the API's submits, sends their messages and marks their outbox rows published.
 
-    The submits in flight together share one INSERT (one commit), and the moment it commits, one
-    LPUSH per queue carrying all of their messages is written to Redis; only then do their callers
-    resume. So a 202 means "durable, and (normally) on its way to the broker", with one round trip
-    to PostgreSQL per batch, none to Redis (its answer is read afterwards, see :class:`_Enqueuer`)
-    and none of the callers' turns in between. The message (and its producer span) is made before
-    the INSERT, under the caller's span. Returns the task's row.
-    """
-    return await _submits().call(_Submit(task, item, _message(item)))
+    One per API runtime, on its event loop: its Redis client (redis.asyncio connections are bound
+    to their loop) and the submits' gatherer of its :class:`~tasklift.store.aio.AsyncStore`.
 
-
-async def aenqueue(items: Iterable[Dispatch]) -> None:
-    """Publish tasks committed on the event loop, and have them marked: the API's one publish.
-
-    The same enqueuer as :func:`asubmit`'s batches (:class:`_Enqueuer`); on a broker failure
-    the tasks stay in the outbox for the dispatcher. Never raises for the broker.
-    """
-    batch = [(item, _message(item)) for item in items]
-    if batch:
-        await _enqueuer().send(batch)
-
-
-def _submits() -> Any:
-    return aio.gathered("submit", _insert_submits, _enqueue_submits)
-
-
-async def submit_turn() -> None:
-    """Before a submit's work: let a submit statement that has enough callers start first."""
-    await _submits().turn()
-
-
-class _Enqueuer:
-    """Sends the messages of one event loop's submits, and marks their outbox rows published.
 
     A batch goes out as one LPUSH per queue: ``LPUSH q m1 m2 m3`` leaves the list as three
     separate LPUSHes would, so workers (popping from the other end) still take the messages in
@@ -231,17 +184,70 @@ class _Enqueuer:
     #: Seconds to write a batch to Redis, and again for Redis to confirm it.
     TIMEOUT = 2.0
 
-    def __init__(self) -> None:
+    def __init__(self, url: str, store: aio.AsyncStore, epochs: BrokerEpoch) -> None:
+        # No socket timeout: with one, redis-py writes every command through asyncio.wait_for, a
+        # task and a turn of the loop each. The callers bound their waits with asyncio.timeout.
+        self.client = aioredis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=2)
+        self.store = store
+        self.epochs = epochs
+        self._submits = aio.Gathered(store, _insert_submits, self._enqueue_submits)
         self._marks: dict[str | None, list[tuple[uuid.UUID, int]]] = {}  # broker epoch → intents to mark
         self._marker: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self._confirming: set[asyncio.Task[None]] = set()  # held, as above
+
+    async def submit(self, task: repo.NewTask, item: Dispatch) -> Any:
+        """Commit a new task, then publish it and mark it published (:meth:`enqueue`'s path).
+
+        The submits in flight together share one INSERT (one commit), and the moment it commits,
+        one LPUSH per queue carrying all of their messages is written to Redis; only then do their
+        callers resume. So a 202 means "durable, and (normally) on its way to the broker", with one
+        round trip to PostgreSQL per batch, none to Redis (its answer is read afterwards, see
+        :meth:`send`) and none of the callers' turns in between. The message (and its producer
+        span) is made before the INSERT, under the caller's span. Returns the task's row.
+        """
+        return await self._submits.call(_Submit(task, item, _message(item)))
+
+    async def enqueue(self, items: Iterable[Dispatch]) -> None:
+        """Publish tasks committed on the event loop, and have them marked.
+
+        The same sending as :meth:`submit`'s batches; on a broker failure the tasks stay in the
+        outbox for the dispatcher. Never raises for the broker.
+        """
+        batch = [(item, _message(item)) for item in items]
+        if batch:
+            await self.send(batch)
+
+    async def turn(self) -> None:
+        """Before a submit's work: let a submit statement that has enough callers start first."""
+        await self._submits.turn()
+
+    async def _enqueue_submits(self, submits: list[_Submit], _rows: list[Any]) -> None:
+        await self.send([(submit.item, submit.message) for submit in submits])
+
+    async def epoch(self, max_age: float = 2.0) -> str | None:
+        """:meth:`Broker.epoch` on the event loop (the same :class:`BrokerEpoch`)."""
+        now = time.monotonic()
+        if (cached := self.epochs.cached(now, max_age)) is not None:
+            return cached
+        try:
+            async with asyncio.timeout(2):
+                return self.epochs.remember(now, await self.client.info("server"))
+        except (redis.RedisError, TimeoutError) as exc:
+            log.debug("could not read the broker epoch: %s", exc)
+            return None
+
+    async def aclose(self) -> None:
+        """Write the pending outbox marks, then close the Redis client (the runtime's shutdown,
+        before the store closes: the marks go through it)."""
+        await self.mark_now()
+        await self.client.aclose()
 
     async def send(self, batch: list[tuple[Dispatch, bytes]]) -> None:
         """Write one LPUSH per queue for ``batch`` now; its confirmation and outbox marks follow."""
         queues: dict[str, list[bytes]] = {}
         for item, message in batch:
             queues.setdefault(item.queue, []).append(message)
-        pool = _abroker().connection_pool
+        pool = self.client.connection_pool
         try:
             async with asyncio.timeout(self.TIMEOUT):
                 conn = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -271,7 +277,7 @@ class _Enqueuer:
             await self._drop(pool, conn, exc, "publish not confirmed")
             return
         await pool.release(conn)
-        self._mark_later(sent, await abroker_epoch())
+        self._mark_later(sent, await self.epoch())
 
     @staticmethod
     async def _drop(pool: Any, conn: Any, exc: BaseException, what: str) -> None:
@@ -302,7 +308,7 @@ class _Enqueuer:
             marks, self._marks = self._marks, {}
             for epoch, sent in marks.items():
                 try:
-                    await aio.mark_published(sent, epoch)
+                    await self.store.mark_published(sent, epoch)
                 except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the claim dedupes
                     log.warning("could not mark %d tasks published (they may be sent twice): %s", len(sent), exc)
         finally:
@@ -311,56 +317,23 @@ class _Enqueuer:
                 self._marker = asyncio.get_running_loop().create_task(self._mark())
 
 
-_enqueuers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Enqueuer] = weakref.WeakKeyDictionary()
-
-
-async def aclose() -> None:
-    """Close this event loop's Redis client (the ASGI lifespan calls this on shutdown)."""
-    loop = asyncio.get_running_loop()
-    enqueuer = _enqueuers.pop(loop, None)
-    if enqueuer is not None:
-        await enqueuer.mark_now()
-    client = _aclients.pop(loop, None)
-    if client is not None:
-        await client.aclose()
-
-
-def dispatch_due(engine: Engine, limit: int = 500) -> int:
-    """Publish outbox rows whose time has come. Returns how many were published."""
-    epoch = broker_epoch()
-    with engine.begin() as conn:
-        rows = outbox.take_due_outbox(conn, limit)
-        sent: list[tuple[uuid.UUID, int]] = []
-        for row in rows:
-            item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
-            try:
-                enqueue(item)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("dispatcher: broker unavailable, will retry: %s", exc)
-                break
-            sent.append(item.intent)
-        if sent:
-            # Marked in the same transaction that locked the rows: a crash before commit re-sends.
-            outbox.mark_published(conn, sent, epoch)
-    return len(sent)
-
-
 class Dispatcher:
-    """The reaper's outbox job: sends the due intents each round (:func:`dispatch_due`), and looks in
+    """The reaper's outbox job: sends the due intents each round (:meth:`Broker.dispatch_due`), and looks in
     Redis for intents marked sent but unclaimed (:func:`tasklift.queue.reconcile.reconcile`) every
     ``outbox_verify_seconds``, and at once when it first sees a Redis run (a restart may have lost
     messages, or kept them all in its append-only file)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, broker: Broker) -> None:
         self.engine = engine
+        self.broker = broker
         self._epoch: str | None = None  # the Redis run last looked at
         self._next_look = 0.0
 
     def round(self) -> int:
         """One dispatcher round; returns how many messages it sent."""
-        epoch, now = broker_epoch(), time.monotonic()
+        epoch, now = self.broker.epoch(), time.monotonic()
         if epoch is not None and (epoch != self._epoch or now >= self._next_look):
             every = get_settings().outbox_verify_seconds
-            reconcile(self.engine, _broker(), epoch, older_than=every)
+            reconcile(self.engine, self.broker.client, epoch, older_than=every)
             self._epoch, self._next_look = epoch, now + every
-        return dispatch_due(self.engine)
+        return self.broker.dispatch_due(self.engine)

@@ -27,11 +27,10 @@ from tasklift import telemetry
 from tasklift.queue import gauges
 from tasklift.queue.app import celery_app
 from tasklift.queue.dispatch import Dispatcher
-from tasklift.queue.runner import get_announcer
+from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
 from tasklift.store import leases
 from tasklift.store import repository as repo
-from tasklift.store.db import get_engine
 from tasklift.tasks import retention
 from tasklift.tasks.states import TaskStatus
 
@@ -40,25 +39,25 @@ log = logging.getLogger(__name__)
 CLEANUP_INTERVAL = 3600.0
 
 
-def reap_expired_leases() -> int:
+def reap_expired_leases(rt: WorkerRuntime) -> int:
     """Recover RUNNING tasks whose lease expired; returns how many were handled."""
-    settings = get_settings()
+    settings = rt.settings
     events = []
-    with get_engine().begin() as conn:
+    with rt.engine.begin() as conn:
         for row in leases.expired_leases(conn):
             done = leases.recover_expired(conn, row["id"], row["attempts"], max_redispatches=settings.max_redispatches)
             if done:
                 log.warning("task %s: lease expired (attempt %s) → %s", row["id"], row["attempts"], done[0]["status"])
                 events.append(done[1])
-    get_announcer().announce(events)
+    rt.announcer.announce(events)
     return len(events)
 
 
-def enforce_cancels() -> int:
+def enforce_cancels(rt: WorkerRuntime) -> int:
     """Terminate tasks that ignored their cancel flag past the grace period."""
-    settings = get_settings()
+    settings = rt.settings
     events, terminated = [], []
-    with get_engine().begin() as conn:
+    with rt.engine.begin() as conn:
         for row in leases.overdue_cancels(conn, settings.cancel_grace_seconds):
             done = leases.finish(conn, row["id"], row["attempts"], TaskStatus.CANCELLED)
             if done:
@@ -73,25 +72,25 @@ def enforce_cancels() -> int:
             celery_app.control.revoke(task_id, terminate=True, signal=None)
         except Exception as exc:  # noqa: BLE001 - its writes are fenced anyway: status is CANCELLED
             log.warning("revoke of %s failed: %s", task_id, exc)
-    get_announcer().announce(events)
+    rt.announcer.announce(events)
     return len(events)
 
 
-def cleanup() -> int:
+def cleanup(rt: WorkerRuntime) -> int:
     """Delete expired idempotency records."""
-    with get_engine().begin() as conn:
+    with rt.engine.begin() as conn:
         return repo.purge_expired_idempotency_keys(conn)
 
 
-def sweep(now: float, due: dict[str, float], dispatcher: Dispatcher) -> None:
+def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Dispatcher) -> None:
     """Run every job whose time has come (``due`` holds the next run time of each)."""
-    settings = get_settings()
+    settings = rt.settings
     jobs = (
         ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
-        ("leases", settings.reaper_interval_seconds, reap_expired_leases),
-        ("cancels", settings.reaper_interval_seconds, enforce_cancels),
-        ("cleanup", CLEANUP_INTERVAL, cleanup),
-        ("retention", settings.retention_interval_seconds, retention.purge_expired),
+        ("leases", settings.reaper_interval_seconds, lambda: reap_expired_leases(rt)),
+        ("cancels", settings.reaper_interval_seconds, lambda: enforce_cancels(rt)),
+        ("cleanup", CLEANUP_INTERVAL, lambda: cleanup(rt)),
+        ("retention", settings.retention_interval_seconds, lambda: retention.purge_expired(rt.engine, rt.blobs)),
     )
     for name, interval, job in jobs:
         if now < due.get(name, 0):
@@ -109,13 +108,21 @@ def sweep(now: float, due: dict[str, float], dispatcher: Dispatcher) -> None:
 
 
 def run_forever(stop: threading.Event | None = None) -> None:
-    """Sweep until ``stop`` is set (or forever); this process reports the backlog gauges meanwhile."""
-    gauges.register()
-    stop = stop or threading.Event()
-    due: dict[str, float] = {}
-    dispatcher = Dispatcher(get_engine())
-    log.info("reaper started")
-    while not stop.is_set():
-        sweep(time.monotonic(), due, dispatcher)
-        stop.wait(min(get_settings().dispatch_interval_seconds, get_settings().reaper_interval_seconds))
-    log.info("reaper stopped")
+    """Sweep until ``stop`` is set (or forever); this process reports the backlog gauges meanwhile.
+
+    The reaper's runtime (engines, Redis clients, blob store: :class:`WorkerRuntime`) is built here
+    and passed to every job; it is closed when the loop ends.
+    """
+    rt = WorkerRuntime.open(get_settings())
+    try:
+        gauges.register(rt.engine, rt.broker.client)
+        stop = stop or threading.Event()
+        due: dict[str, float] = {}
+        dispatcher = Dispatcher(rt.engine, rt.broker)
+        log.info("reaper started")
+        while not stop.is_set():
+            sweep(rt, time.monotonic(), due, dispatcher)
+            stop.wait(min(rt.settings.dispatch_interval_seconds, rt.settings.reaper_interval_seconds))
+        log.info("reaper stopped")
+    finally:
+        rt.close()

@@ -11,10 +11,7 @@ import logging
 import os
 import random
 import signal
-import threading
-import time
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 from billiard.common import TERM_SIGNAL
@@ -24,104 +21,15 @@ from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
 from tasklift.blobs import claims
-from tasklift.events.bus import EventAnnouncer
-from tasklift.settings import get_settings, redis_url
+from tasklift.queue import runtime
 from tasklift.store import leases
 from tasklift.store import repository as repo
-from tasklift.store.db import get_autocommit_engine, get_engine, retry_transient
-from tasklift.store.repository import Event
+from tasklift.store.db import retry_transient
 from tasklift.tasks.context import Cancelled, LeaseLost, TaskContext
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
-
-_announcer: tuple[int, EventAnnouncer] | None = None
-
-
-def get_announcer() -> EventAnnouncer:
-    """The process's event announcer (one per forked child)."""
-    global _announcer
-    if _announcer is None or _announcer[0] != os.getpid():
-        _announcer = (os.getpid(), EventAnnouncer(redis_url()))
-    return _announcer[1]
-
-
-class DeferredAnnouncer:
-    """The worker's announcer for task events: :meth:`announce` queues them and returns at once.
-
-    Publishing is a wake-up, not the record: every event is committed before it is queued, and a
-    listener that misses one re-reads the database. So a task's end need not wait for the Redis
-    round trip: the child hands the outcome back to Celery (which acks it) while one thread per
-    process sends the events, in the order they were queued, whatever was queued meanwhile (the
-    next task's, a heartbeat's) in the same round trip. :meth:`flush` waits until all is sent; a
-    child calls it before it exits (``worker_process_shutdown``).
-    """
-
-    def __init__(self, announcer: EventAnnouncer) -> None:
-        self.announcer = announcer
-        self._lock = threading.Lock()
-        self._queued = threading.Condition(self._lock)
-        self._drained = threading.Condition(self._lock)
-        self._events: list[Event] = []
-        self._sending = False
-        self._thread: threading.Thread | None = None
-
-    def announce(self, events: Iterable[Event]) -> None:
-        with self._lock:
-            self._events.extend(events)
-            if not self._events:
-                return
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="tasklift-publish", daemon=True)
-                self._thread.start()
-            self._queued.notify()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued event was sent (or given up on); False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._events or self._sending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._drained.wait(left)
-        return True
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._events:
-                    self._queued.wait()
-                batch, self._events = self._events, []
-                self._sending = True
-            try:
-                self.announcer.announce(batch)  # logs and swallows Redis errors
-            except Exception:  # noqa: BLE001 - the thread must outlive anything
-                log.exception("event announce failed")
-            finally:
-                with self._lock:
-                    self._sending = False
-                    self._drained.notify_all()
-
-
-_task_announcer: tuple[int, DeferredAnnouncer] | None = None
-
-
-def get_task_announcer() -> DeferredAnnouncer:
-    """The process's announcer for the events of the tasks it runs (one per forked child)."""
-    global _task_announcer
-    if _task_announcer is None or _task_announcer[0] != os.getpid():
-        _task_announcer = (os.getpid(), DeferredAnnouncer(get_announcer()))
-    return _task_announcer[1]
-
-
-def flush_task_events(timeout: float = 5.0) -> None:
-    """Before this process exits: send the task events still queued (at most ``timeout`` s)."""
-    found = _task_announcer
-    if found is not None and found[0] == os.getpid() and not found[1].flush(timeout):
-        log.warning("task events still unsent after %g s; listeners will catch up from the database", timeout)
-
 
 # --- soft shutdown: hand a still-running attempt back --------------------------------------------
 #
@@ -187,120 +95,6 @@ class LeaseNotRecorded(Exception):  # noqa: N818
     """The database could not record the lease; the delivery must be requeued, not acked."""
 
 
-#: How long a claim's status event may wait to go out together with the next one (usually the
-#: outcome, in one Redis round trip): only a task still running after this is announced alone.
-ANNOUNCE_AFTER_SECONDS = 0.05
-
-
-class Heartbeats:
-    """One long-lived thread per process that keeps the leases of its running tasks alive.
-
-    Every ``interval`` seconds after a task was registered (and then every ``interval`` after its
-    previous beat) it calls ``ctx.heartbeat()``: flush coalesced progress or renew the lease, and
-    refresh the cancel flag. ``announce_after`` seconds after registration it publishes the events
-    the task holds back (its claim event), unless the task published them itself meanwhile. A task
-    shorter than both costs no database write, no publish of its own and no thread start.
-    :meth:`unwatch` returns only once no job of that task is in flight, so the outcome is always
-    recorded after the last heartbeat write.
-
-    While tasks come and go, the thread wakes every ``min(interval, announce_after)`` by itself,
-    so registering a task never has to wake it (a job may run up to that much late); after
-    ``IDLE_SECONDS`` without tasks it sleeps until the next one is registered.
-    """
-
-    IDLE_SECONDS = 1.0
-
-    def __init__(self, interval: float, announce_after: float = ANNOUNCE_AFTER_SECONDS) -> None:
-        self.interval = interval
-        self.announce_after = announce_after
-        self._cond = threading.Condition()
-        self._beat_at: dict[TaskContext, float] = {}
-        self._announce_at: dict[TaskContext, float] = {}
-        self._busy: TaskContext | None = None
-        self._thread: threading.Thread | None = None
-        self._tick = min(interval, announce_after)
-        self._last_watch = 0.0
-        self._asleep = True  #: waiting until notified (no timeout)
-
-    def watch(self, ctx: TaskContext) -> None:
-        now = time.monotonic()
-        with self._cond:
-            self._beat_at[ctx] = now + self.interval
-            if ctx.holds_events:
-                self._announce_at[ctx] = now + self.announce_after
-            self._last_watch = now
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="tasklift-heartbeat", daemon=True)
-                self._thread.start()
-            if self._asleep:
-                self._cond.notify_all()  # all: an unwatch() of another thread may be waiting too
-
-    def unwatch(self, ctx: TaskContext, timeout: float = 5.0) -> None:
-        """Stop the task's jobs; wait (at most ``timeout``: a hung database) for one in flight."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._beat_at.pop(ctx, None)
-            self._announce_at.pop(ctx, None)
-            while self._busy is ctx:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    log.warning("heartbeat of %s still running after %g s; recording the outcome", ctx.task_id, timeout)
-                    break
-                self._cond.wait(left)
-
-    def _next(self) -> tuple[float, TaskContext, bool] | None:
-        """The earliest job: (when, task, is_announce)."""
-        jobs = [(when, ctx, True) for ctx, when in self._announce_at.items()]
-        jobs += [(when, ctx, False) for ctx, when in self._beat_at.items()]
-        return min(jobs, key=lambda job: job[0], default=None)
-
-    def _run(self) -> None:
-        with self._cond:
-            self._asleep = False
-            while True:
-                now = time.monotonic()
-                job = self._next()
-                if job is None or job[0] > now:
-                    if job is None and now - self._last_watch > self.IDLE_SECONDS:
-                        self._asleep = True
-                        self._cond.wait()
-                        self._asleep = False
-                    else:
-                        self._cond.wait(min(self._tick, (job[0] if job else now + self._tick) - now))
-                    continue
-                _, ctx, announce = job
-                if announce:
-                    del self._announce_at[ctx]
-                else:  # not rescheduled yet: parks the task until this beat is done
-                    self._beat_at[ctx] = float("inf")
-                self._busy = ctx
-                self._cond.release()
-                try:
-                    if announce:
-                        ctx.announce()
-                    else:
-                        ctx.heartbeat()
-                except Exception as exc:  # noqa: BLE001 - a database blip must not kill the task
-                    log.warning("heartbeat for %s failed: %s", ctx.task_id, exc)
-                finally:
-                    self._cond.acquire()
-                    self._busy = None
-                    if not announce and ctx in self._beat_at:  # still watched
-                        self._beat_at[ctx] = time.monotonic() + self.interval
-                    self._cond.notify_all()
-
-
-_heartbeats: tuple[int, Heartbeats] | None = None
-
-
-def get_heartbeats() -> Heartbeats:
-    """The process's heartbeat thread (one per forked child, started with its first task)."""
-    global _heartbeats
-    if _heartbeats is None or _heartbeats[0] != os.getpid():
-        _heartbeats = (os.getpid(), Heartbeats(get_settings().heartbeat_seconds))
-    return _heartbeats[1]
-
-
 def error_of(exc: BaseException) -> dict[str, Any]:
     """The client-facing error: a type and a message, never a stack trace."""
     return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
@@ -332,11 +126,11 @@ def execute(task_id_str: str, worker: str) -> None:
 
 
 def _execute(task_id_str: str, worker: str) -> None:
-    settings = get_settings()
+    rt = runtime.current()
+    settings = rt.settings
     # Claim, heartbeat, progress, log lines and the outcome are one statement each (autocommit);
     # ctx.transaction() and a retry's requeue need real transactions (the default engine).
-    writer = get_autocommit_engine()
-    announcer = get_task_announcer()
+    writer = rt.writer
     try:
         task_id = uuid.UUID(task_id_str)
     except ValueError:
@@ -365,9 +159,9 @@ def _execute(task_id_str: str, worker: str) -> None:
         task_id=task_id,
         attempt=attempt,
         task_type=row["task_type"],
-        engine=get_engine(),
+        engine=rt.engine,
         writer=writer,
-        announcer=announcer,
+        announcer=rt.events,
         lease_seconds=settings.lease_seconds,
         progress_interval=settings.progress_interval_seconds,
     )
@@ -375,67 +169,73 @@ def _execute(task_id_str: str, worker: str) -> None:
     # PUBLISH round trip instead of two), or after ANNOUNCE_AFTER_SECONDS by the heartbeat thread.
     ctx.hold(event)
     if ttype is None:
-        _finish(ctx, TaskStatus.FAILED, error={"type": "UnknownTaskType", "message": row["task_type"]})
+        _finish(rt, ctx, TaskStatus.FAILED, error={"type": "UnknownTaskType", "message": row["task_type"]})
         return
-    heartbeats = get_heartbeats()
-    heartbeats.watch(ctx)
+    rt.heartbeats.watch(ctx)
     try:
-        outcome = _run(ctx, ttype, row)
+        outcome = _run(rt, ctx, ttype, row)
     finally:
-        heartbeats.unwatch(ctx)
+        rt.heartbeats.unwatch(ctx)
     outcome()
 
 
-def _run(ctx: TaskContext, ttype: TaskType, row: Any) -> Any:
+def _run(rt: runtime.WorkerRuntime, ctx: TaskContext, ttype: TaskType, row: Any) -> Any:
     """Run the task function; returns a thunk that records the outcome after the heartbeat stops."""
     try:
         # Claim check: a large input comes back from blob storage before validation, so the task
         # function sees the same input either way; a large result goes there before it is recorded.
-        inp = ttype.input_model.model_validate(claims.check_out(row["input"]))
+        inp = ttype.input_model.model_validate(claims.check_out(row["input"], rt.blobs))
         value = to_jsonable(shutdown_cancel.call(ttype, ctx, inp))
-        result = claims.check_in(value, claims.result_key(ctx.task_id, ctx.attempt))
+        result = claims.check_in(value, claims.result_key(ctx.task_id, ctx.attempt), rt.blobs)
     except HandBack:
-        return lambda: _hand_back(ctx)
+        return lambda: _hand_back(rt, ctx)
     except Cancelled:
-        return lambda: _finish(ctx, TaskStatus.CANCELLED)
+        return lambda: _finish(rt, ctx, TaskStatus.CANCELLED)
     except LeaseLost:
         return lambda: None
     except SoftTimeLimitExceeded:
         error = {"type": "TimeLimitExceeded", "message": f"the task ran longer than {ttype.timeout:g} s"}
-        return lambda: _finish(ctx, TaskStatus.FAILED, error=error)
+        return lambda: _finish(rt, ctx, TaskStatus.FAILED, error=error)
     except ValidationError as exc:
         error = {"type": "InvalidInput", "message": str(exc)}
-        return lambda: _finish(ctx, TaskStatus.FAILED, error=error)
+        return lambda: _finish(rt, ctx, TaskStatus.FAILED, error=error)
     except Exception as exc:  # noqa: BLE001 - any task error is recorded, not raised to Celery
         log.exception("task %s attempt %s failed", ctx.task_id, ctx.attempt)
         failure = exc  # `exc` is unbound once the except block ends
-        return lambda: _fail_or_retry(ctx, ttype, row, failure)
-    return lambda: _finish(ctx, TaskStatus.SUCCESS, result=result)
+        return lambda: _fail_or_retry(rt, ctx, ttype, row, failure)
+    return lambda: _finish(rt, ctx, TaskStatus.SUCCESS, result=result)
 
 
-def _finish(ctx: TaskContext, status: TaskStatus, *, result: Any = None, error: dict[str, Any] | None = None) -> None:
+def _finish(
+    rt: runtime.WorkerRuntime,
+    ctx: TaskContext,
+    status: TaskStatus,
+    *,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+) -> None:
     ctx.flush()
     progress = ctx.last_progress
     if status == TaskStatus.SUCCESS:
         progress = {**(progress or {"current": None, "total": None, "message": None}), "percent": 100.0}
 
     def record() -> Any:
-        with telemetry.span("tasklift.finish", outcome=status.value), get_autocommit_engine().connect() as conn:
+        with telemetry.span("tasklift.finish", outcome=status.value), rt.writer.connect() as conn:
             return leases.finish(conn, ctx.task_id, ctx.attempt, status, result=result, error=error, progress=progress)
 
     done = retry_transient(record)
     if done is None:
-        done = _recorded_outcome(ctx, status, result, error)
+        done = _recorded_outcome(rt, ctx, status, result, error)
         if done is None:
             log.warning("task %s attempt %s: outcome %s refused (lease lost)", ctx.task_id, ctx.attempt, status)
-            claims.discard(result)  # nothing will ever point to this attempt's result blob
+            claims.discard(result, rt.blobs)  # nothing will ever point to this attempt's result blob
             return
         log.info("task %s attempt %s: %s stored by a try whose reply was lost", ctx.task_id, ctx.attempt, status)
     ctx.announce([done[1]])
     telemetry.task_finished(ctx.task_type, status.value)
 
 
-def _recorded_outcome(ctx: TaskContext, status: TaskStatus, result: Any, error: Any) -> Any:
+def _recorded_outcome(rt: runtime.WorkerRuntime, ctx: TaskContext, status: TaskStatus, result: Any, error: Any) -> Any:
     """(row, its last event) if the stored outcome is exactly this attempt's own, else None.
 
     A try whose COMMIT went through but whose reply was lost (PostgreSQL restarting, a dropped
@@ -444,7 +244,7 @@ def _recorded_outcome(ctx: TaskContext, status: TaskStatus, result: Any, error: 
     """
 
     def read() -> Any:
-        with get_engine().connect() as conn:
+        with rt.engine.connect() as conn:
             row = repo.get_task(conn, ctx.task_id)
             if row is None or (row["status"], row["attempts"], row["result"], row["error"]) != (
                 status.value,
@@ -459,15 +259,15 @@ def _recorded_outcome(ctx: TaskContext, status: TaskStatus, result: Any, error: 
     return retry_transient(read)
 
 
-def _hand_back(ctx: TaskContext) -> None:
+def _hand_back(rt: runtime.WorkerRuntime, ctx: TaskContext) -> None:
     """RUNNING → PENDING, due at once (fenced by the attempt): another worker finishes the task."""
-    window = get_settings().soft_shutdown_seconds
+    window = rt.settings.soft_shutdown_seconds
     note = f"attempt {ctx.attempt} handed back: its worker shut down after a {window} s soft shutdown"
     with contextlib.suppress(LeaseLost):
         ctx.flush()
 
     def record() -> Any:
-        with telemetry.span("tasklift.finish", outcome="HANDBACK"), get_engine().begin() as conn:
+        with telemetry.span("tasklift.finish", outcome="HANDBACK"), rt.engine.begin() as conn:
             done = leases.hand_back(conn, ctx.task_id, ctx.attempt, window=window)
             return done, leases.append_log(conn, ctx.task_id, None, "WARNING", note) if done else None
 
@@ -481,7 +281,7 @@ def _hand_back(ctx: TaskContext) -> None:
     telemetry.task_finished(ctx.task_type, "HANDBACK")
 
 
-def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseException) -> None:
+def _fail_or_retry(rt: runtime.WorkerRuntime, ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseException) -> None:
     failures = leases.failures(row)
     if isinstance(exc, ttype.retry_on) and failures <= row["max_retries"]:
         delay = retry_delay(ttype, failures)
@@ -490,7 +290,7 @@ def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseExcepti
         note = f"attempt {ctx.attempt} failed ({error['type']}); retry in {delay:.1f} s"
 
         def record() -> Any:
-            with telemetry.span("tasklift.finish", outcome="RETRY"), get_engine().begin() as conn:
+            with telemetry.span("tasklift.finish", outcome="RETRY"), rt.engine.begin() as conn:
                 requeued = leases.requeue(conn, ctx.task_id, ctx.attempt, error=error, delay=delay)
                 return requeued, leases.append_log(conn, ctx.task_id, None, "WARNING", note) if requeued else None
 
@@ -499,4 +299,4 @@ def _fail_or_retry(ctx: TaskContext, ttype: TaskType, row: Any, exc: BaseExcepti
             ctx.announce([done[1], *([log_event] if log_event else [])])
             telemetry.task_finished(ctx.task_type, "RETRY")
         return
-    _finish(ctx, TaskStatus.FAILED, error=error_of(exc))
+    _finish(rt, ctx, TaskStatus.FAILED, error=error_of(exc))

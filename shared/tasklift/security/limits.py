@@ -21,18 +21,15 @@ not limited at all: every caller shares it, so a per-principal limit would be a 
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, TypeVar
 
 import pybreaker
 import redis
 from sqlalchemy import Connection, func, select, text
 
-from tasklift.settings import redis_url
 from tasklift.store.tables import tasks
 
 log = logging.getLogger(__name__)
@@ -142,16 +139,6 @@ class StreamSlot:
 
     def release(self) -> None:
         self.store._call(lambda: self.store.redis.zrem(self.key, self.member))
-
-
-@cache
-def _store_for(pid: int, url: str) -> LimitStore:
-    return LimitStore(url)
-
-
-def limit_store() -> LimitStore:
-    """The process's :class:`LimitStore` (a forked child makes its own connections)."""
-    return _store_for(os.getpid(), redis_url())
 
 
 def active_tasks(conn: Connection, owner: str) -> int:

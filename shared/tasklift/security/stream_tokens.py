@@ -24,7 +24,10 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy import Engine
 
 from tasklift.security.identity import Identity, current_identity
 from tasklift.settings import Settings, get_settings
@@ -102,8 +105,19 @@ def issue(
     return f"{message}.{_sign(key, message)}"
 
 
-def verify(token: str, task_id: str, settings: Settings | None = None, *, now: float | None = None) -> StreamGrant:
-    """The grant of a valid token for ``task_id``; :class:`BadStreamToken` otherwise."""
+def verify(
+    token: str,
+    task_id: str,
+    settings: Settings | None = None,
+    *,
+    active: Callable[[list[str]], set[str]] | None = None,
+    now: float | None = None,
+) -> StreamGrant:
+    """The grant of a valid token for ``task_id``; :class:`BadStreamToken` otherwise.
+
+    ``active``: which API key ids are not revoked (:func:`active_keys` on the runtime's engine);
+    needed for a token issued to an API key.
+    """
     settings = settings or get_settings()
     parts = token.split(".")
     if len(parts) != 4 or parts[0] != VERSION:
@@ -124,20 +138,19 @@ def verify(token: str, task_id: str, settings: Settings | None = None, *, now: f
         raise BadStreamToken("expired")
     if grant.task_id != task_id:
         raise BadStreamToken("issued for another task")
-    if grant.key_id is not None and not active_keys([grant.key_id]):
+    if grant.key_id is not None and (active is None or not active([grant.key_id])):
         raise BadStreamToken("its API key has been revoked")
     return grant
 
 
-def active_keys(key_ids: list[str]) -> set[str]:
+def active_keys(engine: Engine, key_ids: list[str]) -> set[str]:
     """Those of the API keys ``key_ids`` that are not revoked, as the database says now (one query).
 
     Blocking: :func:`verify` runs it in the guard's worker thread, the event hub in a thread too.
     """
     from tasklift.security.api_keys import active_key_ids
-    from tasklift.store.db import get_engine
 
-    with get_engine().connect() as conn:
+    with engine.connect() as conn:
         return active_key_ids(conn, key_ids)
 
 

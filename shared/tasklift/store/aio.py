@@ -1,15 +1,16 @@
 """asyncpg on the API's event loop: the API's store (submit, read a task) without a thread hop.
 
 The API's requests on the hot path, ``POST /tasks`` and ``GET /tasks/{id}``, run here on an
-:class:`asyncpg.Pool` (:func:`pool`); workers, the reaper and the CLI use SQLAlchemy
+:class:`asyncpg.Pool` (:class:`AsyncStore`, one per API runtime); workers, the reaper and the CLI use SQLAlchemy
 (:mod:`tasklift.store.db`). The SQL text is the repository's (:mod:`tasklift.store.repository`):
 this module only runs it. The submits that arrive together share ONE statement and one commit
 (:data:`~tasklift.store.repository.INSERT_TASKS_SQL`), and so do the reads
-(:data:`~tasklift.store.repository.GET_TASKS_SQL` for many ids); see :class:`_Gathered`.
+(:data:`~tasklift.store.repository.GET_TASKS_SQL` for many ids); see :class:`Gathered`.
 
 A pool belongs to the event loop that made it (asyncpg connections are loop-bound), so there is
-one per running loop: uvicorn has one for the process; a host that runs a fresh loop per
-invocation gets a fresh pool. The pool is asyncpg's own, configured through its public options:
+one per API runtime, which belongs to one loop: uvicorn's lifespan builds it for the process; a
+host without a lifespan builds it at its first request (:mod:`tasklift.http.runtime`). The pool
+is asyncpg's own, configured through its public options:
 
 - connections are made on demand up to ``db_pool_size`` (``min_size=0``) and closed after
   :data:`IDLE_SECONDS` unused (``max_inactive_connection_lifetime``), so an idle API holds none and
@@ -21,7 +22,7 @@ invocation gets a fresh pool. The pool is asyncpg's own, configured through its 
   transaction left open before ``reset`` runs;
 - a connection the server closed (a PostgreSQL restart, ``pg_terminate_backend``) is replaced by
   the pool on the next acquire; a statement that fails because its connection was lost meanwhile
-  is tried once more on another (:func:`run`).
+  is tried once more on another (:meth:`AsyncStore.run`).
 """
 
 from __future__ import annotations
@@ -30,15 +31,14 @@ import asyncio
 import json
 import logging
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
 from tasklift.jsoncodec import json_text
-from tasklift.settings import get_settings
+from tasklift.settings import Settings
 from tasklift.store import outbox
 from tasklift.store import repository as repo
 from tasklift.store.db import database_url, positional
@@ -61,9 +61,6 @@ _FAILED = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.Postgr
 #: Of those, the ones worth one more try on another connection (the pooled one died).
 _LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionResetError, BrokenPipeError)
 
-#: Each running loop's pool, made once (a task, so that callers arriving together share it).
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[asyncpg.Pool]] = weakref.WeakKeyDictionary()
-
 
 def asyncpg_dsn(url: str) -> str:
     """A SQLAlchemy URL (``postgresql+psycopg2://…``) as a libpq-style DSN asyncpg understands."""
@@ -80,67 +77,6 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Nothing to reset between uses: see the module docstring."""
 
 
-async def _make_pool() -> asyncpg.Pool:
-    settings = get_settings()
-    made: asyncpg.Pool = await asyncpg.create_pool(
-        asyncpg_dsn(database_url(settings)),
-        min_size=0,
-        max_size=settings.db_pool_size,
-        max_inactive_connection_lifetime=IDLE_SECONDS,
-        init=_init,
-        reset=_no_reset,
-        timeout=5,  # to connect
-        statement_cache_size=settings.db_statement_cache_size,
-        command_timeout=30,
-        server_settings={"application_name": "tasklift-api"},
-    )
-    return made
-
-
-async def pool() -> asyncpg.Pool:
-    """This event loop's pool (made on first use; it connects lazily)."""
-    loop = asyncio.get_running_loop()
-    made = _pools.get(loop)
-    if made is None or (made.done() and (made.cancelled() or made.exception() is not None)):
-        made = _pools[loop] = loop.create_task(_make_pool())
-    return await made
-
-
-async def run(operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """``operation(conn)`` on a pooled connection; once more on another if the first was lost.
-
-    ``operation`` runs one autocommit statement, or a transaction it ends itself
-    (``async with conn.transaction()``).
-    """
-    db = await pool()
-    for attempt in (1, 2):
-        try:
-            async with db.acquire() as conn:
-                return await operation(conn)
-        except _LOST as exc:
-            if attempt == 2:
-                raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
-            log.info("database connection lost (%s); retrying on a new connection", type(exc).__name__)
-        except _FAILED as exc:
-            raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
-    raise AssertionError("unreachable")
-
-
-async def close_pools() -> None:
-    """Close this loop's pool (the ASGI lifespan calls this on shutdown)."""
-    made = _pools.pop(asyncio.get_running_loop(), None)
-    if made is None:
-        return
-    try:
-        db = await made
-    except Exception:  # noqa: BLE001 - it never opened: nothing to close
-        return
-    try:
-        await asyncio.wait_for(db.close(), 5)
-    except (TimeoutError, *_FAILED):
-        db.terminate()  # the server is gone or slow
-
-
 # --- the statements ------------------------------------------------------------------------------
 
 _GET_TASKS, _ = positional(repo.GET_TASKS_SQL)  # ($1 ids)
@@ -154,21 +90,11 @@ _GET_KEY, _ = positional(repo.GET_KEY_SQL)  # ($1 owner, $2 key)
 _COMPLETE_KEY, _COMPLETE_KEY_ARGS = positional(repo.COMPLETE_KEY_SQL)
 
 
-async def get_task(task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:
-    """:func:`tasklift.store.repository.get_task` on asyncpg, read with the reads beside it.
-
-    Reads that arrive together share one ``SELECT … WHERE id = ANY(…)``; each still sees the
-    task as committed when its own request was already in. A task of another owner is None.
-    """
-    row: asyncpg.Record | None = await gathered("get", _get_many).call(task_id)
-    return row if row is None or owner is None or row["owner"] == owner else None
-
-
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-class _Gathered(Generic[Item, Result]):
+class Gathered(Generic[Item, Result]):
     """Calls on one event loop that arrive while a connection is being found, run as ONE statement.
 
     ``execute(conn, items)`` returns one result per item, in order. As many statements run at once
@@ -185,9 +111,11 @@ class _Gathered(Generic[Item, Result]):
 
     def __init__(
         self,
+        store: AsyncStore,
         execute: Callable[[asyncpg.Connection, list[Item]], Awaitable[list[Result]]],
         after: Callable[[list[Item], list[Result]], Awaitable[None]] | None = None,
     ) -> None:
+        self._store = store
         self._execute = execute
         self._after = after
         self._due = False  #: a statement task was created and has not started yet
@@ -240,7 +168,7 @@ class _Gathered(Generic[Item, Result]):
             return await self._execute(conn, [item for item, _ in batch]) if batch else []
 
         try:
-            results = await run(execute)
+            results = await self._store.run(execute)
         except BaseException as exc:
             for _, done in batch if batch is not None else self._take():
                 if done.done():
@@ -265,27 +193,6 @@ class _Gathered(Generic[Item, Result]):
                     done.set_result(result)
 
 
-_gatherers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gathered[Any, Any]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def gathered(
-    name: str,
-    execute: Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]],
-    after: Callable[[list[Any], list[Any]], Awaitable[None]] | None = None,
-) -> _Gathered[Any, Any]:
-    """This event loop's gatherer for ``name`` (see :class:`_Gathered`)."""
-    loop = asyncio.get_running_loop()
-    mine = _gatherers.get(loop)
-    if mine is None:
-        mine = _gatherers[loop] = {}
-    found = mine.get(name)
-    if found is None:
-        found = mine[name] = _Gathered(execute, after)
-    return found
-
-
 async def insert_many(conn: asyncpg.Connection, tasks: list[repo.NewTask]) -> list[asyncpg.Record]:
     """INSERT_TASKS_SQL for ``tasks`` (one statement, autocommit); their rows in the same order."""
     values = repo.NewTask.many_params(tasks)
@@ -301,38 +208,115 @@ async def insert_many(conn: asyncpg.Connection, tasks: list[repo.NewTask]) -> li
     return [by_id[task.task_id] for task in tasks]
 
 
-async def submit_with_key(
-    task: repo.NewTask, key: str, request_hash: str, ttl: float
-) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
-    """Reserve the Idempotency-Key ``key`` of ``task.owner``, insert ``task`` and bind the key to it,
-    in ONE transaction; returns ``(task row, None)``.
-
-    If a live record of the key exists, nothing is written and ``(None, record)`` is returned (its
-    ``request_hash`` and ``task_id``, None while the first request is in flight): the caller decides
-    between a replay and a conflict. The insert is :func:`insert_many`'s statement.
-    """
-
-    async def transaction(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
-        async with conn.transaction():
-            await conn.execute(_DELETE_EXPIRED_KEY, task.owner, key)
-            if await conn.fetchval(_INSERT_KEY, task.owner, key, request_hash, float(ttl)) is None:
-                return None, await conn.fetchrow(_GET_KEY, task.owner, key)
-            [row] = await insert_many(conn, [task])
-            values = {"owner": task.owner, "key": key, "task_id": task.task_id}
-            await conn.execute(_COMPLETE_KEY, *[values[name] for name in _COMPLETE_KEY_ARGS])
-            return row, None
-
-    return await run(transaction)
-
-
 async def _get_many(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list[asyncpg.Record | None]:
     rows = await conn.fetch(_GET_TASKS, list(set(task_ids)))
     by_id = {row["id"]: row for row in rows}
     return [by_id.get(task_id) for task_id in task_ids]
 
 
-async def mark_published(sent: list[tuple[uuid.UUID, int]], broker_epoch: str | None) -> None:
-    """:func:`tasklift.store.outbox.mark_published` on asyncpg (one statement, autocommit)."""
-    values = {"ids": [task_id for task_id, _ in sent], "seqs": [seq for _, seq in sent], "epoch": broker_epoch}
-    args = [values[name] for name in _MARK_PUBLISHED_ARGS]
-    await run(lambda conn: conn.execute(_MARK_PUBLISHED, *args))
+class AsyncStore:
+    """The API's asyncpg pool and the gatherer of its reads, on ONE event loop.
+
+    Made by the API runtime (:class:`tasklift.http.runtime.ApiRuntime`) on the loop that serves its
+    requests; asyncpg connections are bound to their loop. The pool is created on first use (it
+    connects lazily), and made again if creating it failed.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: asyncio.Task[asyncpg.Pool] | None = None  # a task: callers arriving together share it
+        self._reads: Gathered[uuid.UUID, asyncpg.Record | None] = Gathered(self, _get_many)
+
+    async def _make_pool(self) -> asyncpg.Pool:
+        settings = self.settings
+        made: asyncpg.Pool = await asyncpg.create_pool(
+            asyncpg_dsn(database_url(settings)),
+            min_size=0,
+            max_size=settings.db_pool_size,
+            max_inactive_connection_lifetime=IDLE_SECONDS,
+            init=_init,
+            reset=_no_reset,
+            timeout=5,  # to connect
+            statement_cache_size=settings.db_statement_cache_size,
+            command_timeout=30,
+            server_settings={"application_name": "tasklift-api"},
+        )
+        return made
+
+    async def pool(self) -> asyncpg.Pool:
+        """The pool (made on first use; it connects lazily)."""
+        made = self._pool
+        if made is None or (made.done() and (made.cancelled() or made.exception() is not None)):
+            made = self._pool = asyncio.get_running_loop().create_task(self._make_pool())
+        return await made
+
+    async def run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``operation(conn)`` on a pooled connection; once more on another if the first was lost.
+
+        ``operation`` runs one autocommit statement, or a transaction it ends itself
+        (``async with conn.transaction()``).
+        """
+        db = await self.pool()
+        for attempt in (1, 2):
+            try:
+                async with db.acquire() as conn:
+                    return await operation(conn)
+            except _LOST as exc:
+                if attempt == 2:
+                    raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
+                log.info("database connection lost (%s); retrying on a new connection", type(exc).__name__)
+            except _FAILED as exc:
+                raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def get_task(self, task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:
+        """:func:`tasklift.store.repository.get_task` on asyncpg, read with the reads beside it.
+
+        Reads that arrive together share one ``SELECT … WHERE id = ANY(…)``; each still sees the
+        task as committed when its own request was already in. A task of another owner is None.
+        """
+        row = await self._reads.call(task_id)
+        return row if row is None or owner is None or row["owner"] == owner else None
+
+    async def submit_with_key(
+        self, task: repo.NewTask, key: str, request_hash: str, ttl: float
+    ) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+        """Reserve the Idempotency-Key ``key`` of ``task.owner``, insert ``task`` and bind the key to
+        it, in ONE transaction; returns ``(task row, None)``.
+
+        If a live record of the key exists, nothing is written and ``(None, record)`` is returned
+        (its ``request_hash`` and ``task_id``, None while the first request is in flight): the
+        caller decides between a replay and a conflict. The insert is :func:`insert_many`'s statement.
+        """
+
+        async def transaction(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+            async with conn.transaction():
+                await conn.execute(_DELETE_EXPIRED_KEY, task.owner, key)
+                if await conn.fetchval(_INSERT_KEY, task.owner, key, request_hash, float(ttl)) is None:
+                    return None, await conn.fetchrow(_GET_KEY, task.owner, key)
+                [row] = await insert_many(conn, [task])
+                values = {"owner": task.owner, "key": key, "task_id": task.task_id}
+                await conn.execute(_COMPLETE_KEY, *[values[name] for name in _COMPLETE_KEY_ARGS])
+                return row, None
+
+        return await self.run(transaction)
+
+    async def mark_published(self, sent: list[tuple[uuid.UUID, int]], broker_epoch: str | None) -> None:
+        """:func:`tasklift.store.outbox.mark_published` on asyncpg (one statement, autocommit)."""
+        values = {"ids": [task_id for task_id, _ in sent], "seqs": [seq for _, seq in sent], "epoch": broker_epoch}
+        args = [values[name] for name in _MARK_PUBLISHED_ARGS]
+        await self.run(lambda conn: conn.execute(_MARK_PUBLISHED, *args))
+
+    async def close(self) -> None:
+        """Close the pool (the runtime's shutdown); a pool that never opened has nothing to close."""
+        made, self._pool = self._pool, None
+        if made is None:
+            return
+        try:
+            db = await made
+        except Exception:  # noqa: BLE001 - it never opened: nothing to close
+            return
+        try:
+            await asyncio.wait_for(db.close(), 5)
+        except (TimeoutError, *_FAILED):
+            db.terminate()  # the server is gone or slow

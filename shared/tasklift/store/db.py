@@ -1,4 +1,5 @@
-"""Engine and connections, created once per process (after fork, for Celery's prefork children)."""
+"""Engines and connections. Each process's runtime makes its engines (:mod:`tasklift.http.runtime`,
+:mod:`tasklift.queue.runtime`); a forked worker child makes its own."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -20,11 +20,6 @@ from tasklift.settings import Settings, get_settings
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-_lock = threading.Lock()
-#: autocommit? → (pid that made it, engine)
-_engines: dict[bool, tuple[int, Engine]] = {}
-
 
 IDLE_PING_SECONDS = 5.0
 
@@ -92,44 +87,6 @@ def database_url(settings: Settings | None = None) -> str:
         if url.startswith(bare):
             return "postgresql+psycopg2://" + url[len(bare) :]
     return url
-
-
-def _process_engine(autocommit: bool) -> Engine:
-    """This process's engine of that kind; a forked child makes its own (sockets must not be shared)."""
-    pid = os.getpid()
-    found = _engines.get(autocommit)
-    if found is None or found[0] != pid:
-        with _lock:
-            found = _engines.get(autocommit)
-            if found is None or found[0] != pid:
-                if found is not None:
-                    found[1].dispose(close=False)
-                settings = get_settings()
-                found = _engines[autocommit] = (
-                    pid,
-                    make_engine(database_url(settings), settings.db_pool_size, autocommit=autocommit),
-                )
-    return found[1]
-
-
-def get_engine() -> Engine:
-    """The process-wide engine; a forked child gets its own (pooled sockets must not be shared)."""
-    return _process_engine(autocommit=False)
-
-
-def get_autocommit_engine() -> Engine:
-    """The process-wide autocommit engine, for writes that are one statement (the worker's claim,
-    heartbeat, progress, log and outcome: one round trip each, no BEGIN/COMMIT). Never use it for
-    a multi-statement transaction: ``begin()`` on it does not make one."""
-    return _process_engine(autocommit=True)
-
-
-def reset_engine() -> None:
-    """Forget the engines (tests and `tasklift dev` after changing the URL)."""
-    with _lock:
-        for _, engine in _engines.values():
-            engine.dispose()
-        _engines.clear()
 
 
 def positional(sql: str) -> tuple[str, tuple[str, ...]]:

@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, func, select, tuple_
+from sqlalchemy import Connection, Engine, RowMapping, delete, func, select, tuple_
 
-from tasklift.blobs import BlobStore, claims, get_blob_store
+from tasklift.blobs import BlobStore, claims
 from tasklift.settings import get_settings
-from tasklift.store.db import get_engine
 from tasklift.store.tables import Task, task_events, tasks
 from tasklift.tasks.states import TERMINAL
 
@@ -56,9 +55,9 @@ def delete_task_blobs(task_id: Any, store: BlobStore) -> int:
     return len(keys)
 
 
-def purge_batch(days: float, store: BlobStore, limit: int = BATCH) -> int:
+def purge_batch(engine: Engine, days: float, store: BlobStore, limit: int = BATCH) -> int:
     """Purge up to ``limit`` expired tasks in one transaction; returns how many rows were deleted."""
-    with get_engine().begin() as conn:
+    with engine.begin() as conn:
         ids = [row["id"] for row in _expired(conn, days, limit)]
         if not ids:
             return 0
@@ -68,31 +67,33 @@ def purge_batch(days: float, store: BlobStore, limit: int = BATCH) -> int:
     return deleted
 
 
-def purge_expired(days: float | None = None, budget_seconds: float = BUDGET_SECONDS) -> int:
+def purge_expired(
+    engine: Engine, store: BlobStore, days: float | None = None, budget_seconds: float = BUDGET_SECONDS
+) -> int:
     """Purge expired finished tasks for up to ``budget_seconds``; ``retention_days`` = 0 keeps everything."""
     days = get_settings().retention_days if days is None else days
     if days <= 0:
         return 0
-    store = get_blob_store()
     total, deadline = 0, time.monotonic() + budget_seconds
     while time.monotonic() < deadline:
-        purged = purge_batch(days, store)
+        purged = purge_batch(engine, days, store)
         total += purged
         if purged < BATCH:
             break
     return total
 
 
-def export_finished(before: datetime, *, events: bool = False, resolve_blobs: bool = True) -> Iterator[dict[str, Any]]:
+def export_finished(
+    engine: Engine, store: BlobStore, before: datetime, *, events: bool = False, resolve_blobs: bool = True
+) -> Iterator[dict[str, Any]]:
     """Finished tasks completed before ``before``, oldest first, as JSON-ready dicts (``tasklift export``).
 
     With ``resolve_blobs`` a large input or result is read back from blob storage and written inline,
     so the export stays complete after the purge has deleted the blobs.
     """
-    store = get_blob_store()
     after: tuple[datetime, Any] | None = None
     while True:
-        with get_engine().connect() as conn:
+        with engine.connect() as conn:
             query = select(tasks).where(tasks.c.status.in_(_FINISHED), tasks.c.completed_at < before)
             if after is not None:
                 query = query.where(tuple_(tasks.c.completed_at, tasks.c.id) > tuple_(*after))

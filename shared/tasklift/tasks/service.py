@@ -22,12 +22,12 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, RowMapping
 
 from tasklift import jsoncodec, telemetry
-from tasklift.blobs import claims
-from tasklift.queue.dispatch import Dispatch, aenqueue, asubmit, enqueue_after_commit, submit_turn
+from tasklift.blobs import BlobStore, claims
+from tasklift.queue.dispatch import Broker, Dispatch, Enqueuer
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
-from tasklift.store.db import get_engine, reading
+from tasklift.store.db import reading
 from tasklift.store.repository import Event
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
@@ -83,9 +83,18 @@ Announce = Callable[[list[Event]], None]
 
 @dataclass
 class TaskService:
-    """Operations on tasks for one store; ``announce`` announces committed events."""
+    """Operations on tasks for one store; ``announce`` announces committed events.
 
-    engine_factory: Callable[[], Engine] = get_engine
+    The API runtime makes one (:class:`tasklift.http.runtime.ApiRuntime`): ``store`` and
+    ``enqueuer`` are on its event loop; ``engine`` and ``broker`` serve the synchronous operations,
+    which the handlers run in worker threads.
+    """
+
+    engine: Engine
+    store: aio.AsyncStore
+    enqueuer: Enqueuer
+    broker: Broker
+    blobs: BlobStore
     announce: Announce = field(default=lambda events: None)
 
     # --- submit ---------------------------------------------------------------------------------
@@ -94,9 +103,9 @@ class TaskService:
         """Validate and durably accept a task; publish it after the commit.
 
         The common submit (no Idempotency-Key) is one INSERT shared with the submits beside it and
-        one LPUSH (:func:`~tasklift.queue.dispatch.asubmit`). With a key, the key's reservation,
+        one LPUSH (:meth:`~tasklift.queue.dispatch.Enqueuer.submit`). With a key, the key's reservation,
         the same INSERT and the key's completion are one transaction, then the task is published
-        (:func:`~tasklift.queue.dispatch.aenqueue`). An input too large to store inline is put in
+        (:meth:`~tasklift.queue.dispatch.Enqueuer.enqueue`). An input too large to store inline is put in
         blob storage first (in a worker thread: the blob clients are synchronous).
 
         Raises:
@@ -105,31 +114,33 @@ class TaskService:
             Conflict: the Idempotency-Key is being used by a request still in flight.
             BlobStoreError: a large input could not be stored (no task was created).
         """
-        await submit_turn()
+        await self.enqueuer.turn()
         ttype, task_input, metadata = parse_submission(body)
         task_id = uuid.uuid4()
         with telemetry.span("tasklift.submit"):
             telemetry.annotate(task_id=task_id, task_type=ttype.name)
             if claims.fits_inline(task_input):
-                claim = claims.Claim(task_input)
+                claim = claims.Claim(task_input, self.blobs)
             else:  # claim check: in blob storage before the commit, deleted again if no task comes of it
-                claim = await anyio.to_thread.run_sync(claims.Claim.check_in, task_input, claims.input_key(task_id))
+                claim = await anyio.to_thread.run_sync(
+                    claims.Claim.check_in, task_input, claims.input_key(task_id), self.blobs
+                )
             try:
                 task = new_task(task_id, owner, ttype, claim.value, metadata)
                 item = Dispatch(task_id, ttype.queue, ttype.name)
                 if idempotency_key is None:
-                    row = await asubmit(task, item)  # commit, then LPUSH
+                    row = await self.enqueuer.submit(task, item)  # commit, then LPUSH
                 else:
                     fingerprint = request_fingerprint(body)
                     ttl = get_settings().idempotency_ttl_seconds
-                    row, earlier = await aio.submit_with_key(task, idempotency_key, fingerprint, ttl)
+                    row, earlier = await self.store.submit_with_key(task, idempotency_key, fingerprint, ttl)
                     if earlier is not None:
                         return await self._replay(owner, earlier, fingerprint)
-                    await aenqueue([item])
+                    await self.enqueuer.enqueue([item])
                 claim.keep()
             finally:
                 if not claim.kept and claims.is_ref(claim.value):
-                    await anyio.to_thread.run_sync(claims.discard, claim.value)
+                    await anyio.to_thread.run_sync(claims.discard, claim.value, self.blobs)
         # The first event is not announced: nobody can watch a task whose id has not been returned.
         telemetry.task_submitted(ttype.name)
         return Submitted(row)
@@ -142,7 +153,7 @@ class TaskService:
             )
         if earlier["task_id"] is None:
             raise Conflict("a request with this Idempotency-Key is still being processed")
-        row = await aio.get_task(earlier["task_id"], owner)
+        row = await self.store.get_task(earlier["task_id"], owner)
         if row is None:  # the task was purged by retention while its key lived on
             raise Conflict("the task created with this Idempotency-Key no longer exists")
         return Submitted(row, replayed=True)
@@ -151,7 +162,7 @@ class TaskService:
 
     async def get(self, owner: str | None, task_id: str) -> Mapping[str, Any]:
         """The task, or :class:`NotFound` (also for another owner's task)."""
-        row = await aio.get_task(parse_task_id(task_id), owner)
+        row = await self.store.get_task(parse_task_id(task_id), owner)
         if row is None:
             raise NotFound(f"task {task_id} does not exist")
         return row
@@ -170,7 +181,7 @@ class TaskService:
         if status is not None and status not in TaskStatus.__members__:
             raise InvalidInput(f"unknown status {status!r}", [{"loc": ["query", "status"], "msg": "unknown status"}])
         before = decode_cursor(cursor) if cursor else None
-        with reading(self.engine_factory()) as conn:
+        with reading(self.engine) as conn:
             rows = repo.list_tasks(
                 conn,
                 owner=owner,
@@ -187,18 +198,18 @@ class TaskService:
 
     def logs(self, owner: str | None, task_id: str, *, after: int = 0, limit: int = 100) -> list[RowMapping]:
         """Log lines after sequence ``after``, oldest first; :class:`NotFound` for no such task."""
-        with reading(self.engine_factory()) as conn:
+        with reading(self.engine) as conn:
             row = _owned(conn, owner, task_id)
             return repo.logs_after(conn, row["id"], after, limit)
 
     def load(self, task_id: uuid.UUID) -> RowMapping | None:
         """The task row by id, for any owner (callers have already checked access)."""
-        with reading(self.engine_factory()) as conn:
+        with reading(self.engine) as conn:
             return repo.get_task(conn, task_id)
 
     def events_after(self, task_id: uuid.UUID, after: int, limit: int = 1000) -> list[Event]:
         """Events after sequence ``after`` (for stream replay)."""
-        with reading(self.engine_factory()) as conn:
+        with reading(self.engine) as conn:
             return repo.events_after(conn, task_id, after, limit)
 
     # --- cancel ---------------------------------------------------------------------------------
@@ -210,7 +221,7 @@ class TaskService:
             NotFound: no such task for this caller.
             Conflict: the task already finished (SUCCESS or FAILED).
         """
-        with self.engine_factory().begin() as conn:
+        with self.engine.begin() as conn:
             tid = _owned(conn, owner, task_id)["id"]
             done = repo.cancel_pending(conn, tid) or repo.request_cancel(conn, tid)
             current = done[0] if done else repo.get_task(conn, tid)
@@ -230,18 +241,18 @@ class TaskService:
 
     def retry(self, owner: str | None, task_id: str) -> RowMapping:
         """Re-queue a FAILED or CANCELLED task (new attempt, same id); :class:`Conflict` otherwise."""
-        with reading(self.engine_factory()) as conn:
+        with reading(self.engine) as conn:
             row = _owned(conn, owner, task_id)
         ttype = get_task_type(row["task_type"])
         if ttype is None:
             raise Conflict(f"task type {row['task_type']} is no longer registered")
-        engine = self.engine_factory()
+        engine = self.engine
         with engine.begin() as conn:
             done = repo.reopen(conn, row["id"], ttype.retries)
         if done is None:
             raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {row['status']}")
         intent = Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"], intent_seq=done[1].seq)
-        enqueue_after_commit(engine, [intent])
+        self.broker.enqueue_after_commit(engine, [intent])
         self.announce([done[1]])
         return done[0]
 

@@ -170,9 +170,11 @@ def prometheus_text() -> tuple[bytes, str]:
 _stream_counts: list[Callable[[], int]] = []
 
 
-def count_open_streams(source: Callable[[], int]) -> None:
-    """Report ``source()`` (streams and long polls this process serves) in ``tasklift.streams.open``."""
+def count_open_streams(source: Callable[[], int]) -> Callable[[], None]:
+    """Report ``source()`` (streams and long polls this process serves) in ``tasklift.streams.open``,
+    until the function returned is called (an API runtime counts its hub's while it is open)."""
     _stream_counts.append(source)
+    return lambda: _stream_counts.remove(source) if source in _stream_counts else None
 
 
 def _open_streams() -> dict[tuple[tuple[str, str], ...], float]:
