@@ -139,8 +139,13 @@ def test_the_configured_role_claim_makes_an_admin(oidc: Issuer, alice: httpx.Cli
     assert admin.get(f"/tasks/{task['task_id']}").status_code == 200
 
 
-def test_an_unreachable_issuer_is_503_not_401(configure: Callable[..., None], client_for) -> None:
+@pytest.fixture
+def unreachable_issuer(configure: Callable[..., None]) -> None:
+    """An issuer nobody answers for, configured before the API starts (its runtime makes the verifier)."""
     configure(oidc_issuer="http://127.0.0.1:9", oidc_audience=AUDIENCE, oidc_jwks_url="http://127.0.0.1:9/keys")
+
+
+def test_an_unreachable_issuer_is_503_not_401(unreachable_issuer: None, client_for) -> None:
     token = jwt.encode({"sub": "x"}, rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256")
     resp = client_for(token).get("/tasks")
     assert resp.status_code == 503 and resp.headers["retry-after"]

@@ -29,7 +29,7 @@ from tasklift.security import stream_tokens
 from tasklift.security.api_keys import authenticate_key, looks_like_key
 from tasklift.security.identity import ANONYMOUS, Identity, acting_as
 from tasklift.security.limits import StreamSlot, active_tasks
-from tasklift.security.oidc import InvalidToken, IssuerUnavailable, verifier_for
+from tasklift.security.oidc import InvalidToken, IssuerUnavailable
 from tasklift.settings import Settings, get_settings
 
 #: A route's handler, as the route table holds it.
@@ -142,7 +142,7 @@ def _check_credential(req: HttpRequest, credential: str, settings: Settings) -> 
         if identity is None:
             raise _unauthorized("the API key is not valid or has been revoked")
         return identity
-    verifier = verifier_for(settings)
+    verifier = req.runtime.oidc
     if verifier is None:
         raise _unauthorized("the credential is not a valid API key")
     try:

@@ -31,6 +31,7 @@ from tasklift.events.bus import EventAnnouncer
 from tasklift.events.hub import EventHub
 from tasklift.queue.dispatch import Broker, BrokerEpoch, Enqueuer
 from tasklift.security.limits import LimitStore
+from tasklift.security.oidc import OidcVerifier, verifier_for
 from tasklift.security.stream_tokens import active_keys
 from tasklift.settings import Settings, get_settings, redis_url
 from tasklift.store.aio import AsyncStore
@@ -58,6 +59,7 @@ class ApiRuntime:
     hub: EventHub  #: the one Redis pub/sub connection of the streams and long polls
     blobs: BlobStore
     limits: LimitStore  #: sync Redis, for the rate limit and the stream slots (security/limits.py)
+    oidc: OidcVerifier | None  #: bearer JWTs of the configured issuer (its signing keys cached); None: OIDC off
     service: TaskService
     _uncount: Any = field(default=None, repr=False)  #: removes the hub from the open-streams gauge
 
@@ -85,7 +87,8 @@ class ApiRuntime:
         blobs = open_blob_store(settings)
         limits = LimitStore(url)
         service = TaskService(engine, store, enqueuer, broker, blobs, announce=announcer.announce)
-        runtime = cls(settings, engine, store, broker, enqueuer, announcer, hub, blobs, limits, service)
+        oidc = verifier_for(settings)
+        runtime = cls(settings, engine, store, broker, enqueuer, announcer, hub, blobs, limits, oidc, service)
         runtime._uncount = telemetry.count_open_streams(lambda: hub.subscriptions)
         return runtime
 

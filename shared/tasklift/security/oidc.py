@@ -65,7 +65,7 @@ class OidcConfig:
 
 
 class OidcVerifier:
-    """Checks bearer JWTs against one issuer; thread-safe, one per process and configuration."""
+    """Checks bearer JWTs against one issuer; thread-safe, one per API runtime."""
 
     def __init__(self, config: OidcConfig) -> None:
         self.config = config
@@ -135,16 +135,8 @@ def _discover_jwks_url(issuer: str) -> str:
     return jwks_uri
 
 
-_verifiers: dict[OidcConfig, OidcVerifier] = {}
-_verifiers_lock = threading.Lock()
-
-
 def verifier_for(settings: Settings) -> OidcVerifier | None:
-    """The process's verifier for the configured issuer (None when OIDC is off)."""
+    """A verifier for the configured issuer (None when OIDC is off); the API runtime makes one per
+    process (tasklift.http.runtime), which caches the issuer's signing keys."""
     config = OidcConfig.from_settings(settings)
-    if config is None:
-        return None
-    with _verifiers_lock:
-        if config not in _verifiers:
-            _verifiers[config] = OidcVerifier(config)
-        return _verifiers[config]
+    return None if config is None else OidcVerifier(config)
