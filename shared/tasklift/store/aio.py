@@ -66,7 +66,7 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[asyncp
 
 
 def asyncpg_dsn(url: str) -> str:
-    """A SQLAlchemy URL (``postgresql+psycopg2://…``) as a libpq-style DSN asyncpg understands."""
+    """A SQLAlchemy URL (``postgresql+psycopg://…``) as a libpq-style DSN asyncpg understands."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
