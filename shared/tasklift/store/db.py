@@ -40,7 +40,9 @@ def make_engine(url: str, pool_size: int = 10, *, pooled: bool = True, autocommi
     )
     if autocommit:
         options["isolation_level"] = "AUTOCOMMIT"
-    connect_args: dict[str, Any] = {"connect_timeout": 5, "application_name": "tasklift"}
+    # client_encoding: on a SQL_ASCII database psycopg would return text as bytes (asyncpg, too,
+    # always asks for UTF8).
+    connect_args: dict[str, Any] = {"connect_timeout": 5, "application_name": "tasklift", "client_encoding": "utf8"}
     if get_settings().db_statement_cache_size <= 0:
         # psycopg prepares a statement server-side once a connection has run it prepare_threshold
         # (5) times: parsed and planned once per connection instead of per call. None: never
