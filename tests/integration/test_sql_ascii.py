@@ -20,7 +20,9 @@ def sql_ascii_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     name = f"ascii_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(pg_server.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+        conn.exec_driver_sql(
+            f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        )
     yield pg_server.url.rsplit("/", 1)[0] + "/" + name
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

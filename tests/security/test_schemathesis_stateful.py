@@ -130,10 +130,10 @@ def _run(api: str, principals: list[dict[str, str]], scenarios: int) -> set[tupl
     machine = schema.as_state_machine()
 
     for headers in principals:
-        done = [0]  # scenarios ended (a closure: hypothesis runs subclasses of the machine)
 
         class Scenario(machine):  # type: ignore[misc, valid-type]
             principal = headers
+            ended = [0]  #: scenarios ended (a list: hypothesis may run a subclass of this machine)
 
             def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
                 return {"base_url": api, "headers": self.principal, "timeout": 10}
@@ -142,7 +142,7 @@ def _run(api: str, principals: list[dict[str, str]], scenarios: int) -> set[tupl
                 answered.add((case.operation.label, response.status_code))
 
             def teardown(self) -> None:
-                done[0] += 1
+                self.ended[0] += 1
 
             def step(self, input: Any) -> Any:
                 self.last_response = None
@@ -171,7 +171,7 @@ def _run(api: str, principals: list[dict[str, str]], scenarios: int) -> set[tupl
                         assert locs == {("header", "Idempotency-Key")}, response.text
                 case.validate_response(response, excluded_checks=excluded, transport_kwargs=kwargs)
 
-        ran = _run_scenarios(Scenario, scenarios, lambda: done[0])
+        ran = _run_scenarios(Scenario, scenarios, lambda: Scenario.ended[0])
         assert ran >= scenarios, f"only {ran} of {scenarios} scenarios ran"
     assert not failures, f"{len(failures)} responses failed schemathesis' checks:\n\n" + "\n\n".join(failures)
     return answered

@@ -164,9 +164,9 @@ class Statement:
     The SQL text with ``:name`` parameters, run through SQLAlchemy's ``Connection`` as driver SQL
     (psycopg's ``%(name)s`` placeholders): no statement compilation, cache key or parameter
     processing per call. psycopg prepares it on the connection once it has run a few times
-    (``prepare_threshold``, see :func:`make_engine`). ``jsonb`` names the parameters that are passed as Python values and
-    serialized here as SQLAlchemy's JSONB type does (``None`` becomes JSON ``null``); the SQL casts
-    them (``CAST(:name AS jsonb)``).
+    (``prepare_threshold``, see :func:`make_engine`). ``jsonb`` names the parameters that are passed
+    as Python values and serialized here as SQLAlchemy's JSONB type does (``None`` becomes JSON
+    ``null``); the SQL casts them (``CAST(:name AS jsonb)``).
     """
 
     def __init__(self, sql: str, jsonb: frozenset[str] = frozenset()) -> None:
