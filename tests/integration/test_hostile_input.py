@@ -177,7 +177,7 @@ def test_the_store_refusing_a_value_is_classified_apart_from_the_store_being_dow
     with pytest.raises(DBAPIError) as refused, db.connect() as conn:
         conn.execute(sa.text("SELECT CAST(:t AS timestamptz)"), {"t": "2000-01-01T00:00:00-23:59"})
     assert repo.refused_value(refused.value)
-    unreachable = sa.create_engine("postgresql+psycopg2://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2})
+    unreachable = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2})
     with pytest.raises(DBAPIError) as down:
         unreachable.connect()
     assert not repo.refused_value(down.value)

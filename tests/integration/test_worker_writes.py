@@ -442,3 +442,20 @@ def test_a_failing_statement_on_the_worker_path_leaves_its_connection_usable(
     assert not is_transient(failed.value)
     assert stored(db, task_id)[0]["status"] == "RUNNING"  # autocommit: nothing half-done
     assert finish(writer, task_id, 1, TaskStatus.SUCCESS, result="ok") is not None
+
+
+def test_psycopg_prepares_the_lease_and_the_outcome_unless_told_not_to(
+    prepared_writer: sa.Engine, request: pytest.FixtureRequest
+) -> None:
+    writer = prepared_writer
+    for _ in range(6):  # psycopg prepares a statement on its prepare_threshold-th run (5) on a connection
+        task_id = submit()
+        assert claim(writer, task_id) is not None
+        assert finish(writer, task_id, 1, TaskStatus.SUCCESS, result=1) is not None
+    with writer.connect() as conn:  # the one pooled connection the statements ran on
+        prepared = conn.exec_driver_sql(
+            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%%INSERT INTO task_events%%'"
+        ).scalars()
+        kinds = {"lease" if "SET status = 'RUNNING'" in sql else "outcome" for sql in prepared}
+    expected = set() if "plain" in request.node.callspec.id else {"lease", "outcome"}
+    assert kinds == expected

@@ -10,7 +10,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
 from tasklift import telemetry
 from tasklift.telemetry import setup
@@ -80,8 +80,22 @@ def test_client_spans_without_a_parent_are_dropped_and_everything_else_is_sample
     assert decision(SpanKind.CONSUMER) == Decision.RECORD_AND_SAMPLE
 
 
+def test_nothing_is_sampled_while_nothing_reads_the_spans() -> None:
+    sampler = telemetry.QuietClientRoots(ALWAYS_ON, read=False)
+    assert sampler.should_sample(None, 1, "x", SpanKind.SERVER).decision == Decision.DROP
+    state = TraceState([("vendor", "abc")])
+    for flags, decision in ((TraceFlags.DEFAULT, Decision.DROP), (TraceFlags.SAMPLED, Decision.RECORD_AND_SAMPLE)):
+        caller = SpanContext(trace_id=1, span_id=2, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
+        result = sampler.should_sample(trace.set_span_in_context(NonRecordingSpan(caller)), 1, "x", SpanKind.SERVER)
+        assert result.decision == decision  # a caller's sampled traceparent is followed
+        assert result.trace_state == state  # the caller's tracestate goes on either way
+    sampler.read = True  # an exporter, or add_span_processor
+    assert sampler.should_sample(None, 1, "x", SpanKind.SERVER).decision == Decision.RECORD_AND_SAMPLE
+
+
 @pytest.mark.parametrize("exporter", [None, "console"])
-def test_sql_and_http_client_spans_are_made_whether_or_not_spans_leave_the_process(exporter: str | None) -> None:
+def test_the_same_tracer_and_instrumentors_run_whether_or_not_spans_leave_the_process(exporter: str | None) -> None:
+    """Instrumented either way; recorded only when exported; a valid trace id (stored with each task) both ways."""
     import os
     import subprocess
     import sys
@@ -91,7 +105,9 @@ def test_sql_and_http_client_spans_are_made_whether_or_not_spans_leave_the_proce
         env["OTEL_TRACES_EXPORTER"] = exporter
     probe = (
         "from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor; from tasklift import telemetry; "
-        "telemetry.configure('api'); print(AsyncPGInstrumentor().is_instrumented_by_opentelemetry)"
+        "telemetry.configure('api'); print(AsyncPGInstrumentor().is_instrumented_by_opentelemetry); "
+        "from opentelemetry import trace; span = trace.get_tracer('t').start_span('s', kind=trace.SpanKind.SERVER); "
+        "print(span.is_recording(), span.get_span_context().is_valid)"
     )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "True"
+    assert out.splitlines()[:2] == ["True", f"{exporter is not None} True"], out

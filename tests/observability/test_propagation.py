@@ -1,4 +1,4 @@
-"""Without any exporter configured, the SDK still makes the spans: the caller's trace goes on into
+"""Without any exporter configured, the same SDK tracer runs: the caller's trace goes on into
 the stored row and the Celery message, with its tracestate and baggage (the W3C propagators)."""
 
 from __future__ import annotations

@@ -7,8 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,31 +15,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from jwt.algorithms import RSAAlgorithm
 
 from tasklift.security.oidc import OidcConfig
 from tasklift.settings import Settings
 from tests.security.conftest import submit
-from tests.support import http_server
-from tests.support.http_server import QuietHandler
-
-AUDIENCE = "api://tasklift-tests"
-
-
-@dataclass
-class Issuer:
-    """A tiny OpenID provider: discovery document and JWKS over HTTP, tokens signed with its RSA key."""
-
-    url: str
-    key: rsa.RSAPrivateKey
-    kid: str = "test-key-1"
-    hits: dict[str, int] = field(default_factory=dict)
-
-    def token(self, sub: str = "user-1", **claims: Any) -> str:
-        now = int(time.time())
-        payload = {"iss": self.url, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 300, **claims}
-        payload = {k: v for k, v in payload.items() if v is not None}
-        return jwt.encode(payload, self.key, algorithm="RS256", headers={"kid": self.kid})
+from tests.support.oidc import AUDIENCE, Issuer
 
 
 def _hs256(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
@@ -49,31 +28,6 @@ def _hs256(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str
 
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
     return f"{signing_input}.{b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
-
-
-@pytest.fixture
-def issuer() -> Iterator[Issuer]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
-    state: dict[str, Issuer] = {}
-
-    class Handler(QuietHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            iss = state["issuer"]
-            iss.hits[self.path] = iss.hits.get(self.path, 0) + 1
-            if self.path == "/.well-known/openid-configuration":
-                body = {"issuer": iss.url, "jwks_uri": f"{iss.url}/keys"}
-            elif self.path == "/keys":
-                body = {"keys": [{**jwk, "kid": iss.kid, "use": "sig", "alg": "RS256"}]}
-            else:
-                self.send_error(404)
-                return
-            self.reply(json.dumps(body).encode(), "application/json")
-
-    server = http_server.start(Handler)
-    state["issuer"] = Issuer(f"http://127.0.0.1:{server.server_address[1]}", key)
-    yield state["issuer"]
-    http_server.stop(server)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -75,7 +76,7 @@ class Peer:
     # --- processes ---
 
     def env_for(self, stack: bk.Stack, stamps: Path) -> dict[str, str]:
-        pg = stack.database_url.replace("+psycopg2", "")
+        pg = libpq_url(stack.database_url)
         return {
             "PEER_DATABASE_URL": pg,
             "PEER_REDIS_URL": stack.redis_url,
@@ -178,15 +179,21 @@ def run(stack: bk.Stack, name: str, args: list[str], env: dict[str, str]) -> Non
     stack.procs.remove(proc)
 
 
-def count(url: str, sql: str) -> int:
-    import psycopg2
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL (``postgresql+psycopg://…``) as the plain ``postgresql://`` URL libpq reads."""
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
 
-    with psycopg2.connect(url.replace("+psycopg2", "")) as conn, conn.cursor() as cur:
+
+def count(url: str, sql: str) -> int:
+    import psycopg
+
+    with psycopg.connect(libpq_url(url)) as conn, conn.cursor() as cur:
         try:
             cur.execute(sql)
-        except psycopg2.errors.UndefinedTable:  # the peer creates its tables on first use
+        except psycopg.errors.UndefinedTable:  # the peer creates its tables on first use
             return 0
-        return int(cur.fetchone()[0])
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 def http(method: str, url: str, body: str | None = None) -> dict[str, Any]:

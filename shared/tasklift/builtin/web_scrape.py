@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 import httpx
-from bs4 import BeautifulSoup
 from pydantic import AnyHttpUrl, BaseModel, Field
 
 from tasklift.security.ssrf import BlockedTarget, Target, UnresolvableHost, vet
@@ -134,6 +133,8 @@ def web_scrape(ctx: TaskContext, inp: ScrapeInput) -> ScrapeResult:
     final_url, body = fetch(url)
     ctx.progress(50, "Parsing HTML...")
     ctx.log(f"Fetched {len(body)} bytes from {final_url}")
+    from bs4 import BeautifulSoup  # only a worker runs this; the API and the Lambda layer go without bs4
+
     soup = BeautifulSoup(body, "html.parser")
     ctx.progress(80, "Extracting metadata...")
     meta = soup.find("meta", attrs={"name": "description"})

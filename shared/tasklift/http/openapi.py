@@ -99,7 +99,8 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 
 
 _TASK_ID = _param("task_id", "path", {"type": "string"}, "The task's id (a UUID; any other value names no task: 404)")
-_EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+#: An event id; empty is no id (as an absent header: EventSource never sends an empty one).
+_EVENT_ID = {"type": "string", "pattern": "^([0-9]{1,18})?$"}
 
 
 def _parameters(route_name: str) -> list[dict[str, Any]]:

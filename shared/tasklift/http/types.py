@@ -58,7 +58,7 @@ def rfc3339(value: datetime | None) -> str | None:
     """RFC 3339 UTC with a ``Z``, as API.md requires."""
     if value is None:
         return None
-    if value.tzinfo is not UTC:  # asyncpg already returns UTC; psycopg2 the session's zone
+    if value.tzinfo is not UTC:  # asyncpg already returns UTC; psycopg the session's zone
         value = value.astimezone(UTC)
     return value.isoformat().replace("+00:00", "Z")
 

@@ -63,7 +63,7 @@ _LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, Connection
 
 
 def asyncpg_dsn(url: str) -> str:
-    """A SQLAlchemy URL (``postgresql+psycopg2://…``) as a libpq-style DSN asyncpg understands."""
+    """A SQLAlchemy URL (``postgresql+psycopg://…``) as a libpq-style DSN asyncpg understands."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 

@@ -35,9 +35,17 @@ def make_engine(url: str, pool_size: int = 10, *, pooled: bool = True, autocommi
     )
     if autocommit:
         options["isolation_level"] = "AUTOCOMMIT"
+    # client_encoding: on a SQL_ASCII database psycopg would return text as bytes (asyncpg, too,
+    # always asks for UTF8).
+    connect_args: dict[str, Any] = {"connect_timeout": 5, "application_name": "tasklift", "client_encoding": "utf8"}
+    if get_settings().db_statement_cache_size <= 0:
+        # psycopg prepares a statement server-side once a connection has run it prepare_threshold
+        # (5) times: parsed and planned once per connection instead of per call. None: never
+        # (PgBouncer < 1.21 in transaction mode, TASKLIFT_DB_STATEMENT_CACHE_SIZE=0).
+        connect_args["prepare_threshold"] = None
     engine = create_engine(
         url,
-        connect_args={"connect_timeout": 5, "application_name": "tasklift"},
+        connect_args=connect_args,
         **options,  # type: ignore[arg-type]
     )
     if pooled:
@@ -82,15 +90,16 @@ def database_url(settings: Settings | None = None) -> str:
             "TASKLIFT_DATABASE_URL is not set. `tasklift dev` starts an embedded PostgreSQL and sets it; "
             "elsewhere point it at your server."
         )
-    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; we ship psycopg2-binary.
-    for bare in ("postgresql://", "postgres://"):
+    # The driver is psycopg 3 (SQLAlchemy 2.0 would take a bare postgresql:// for psycopg2, which is
+    # not installed; a URL written for psycopg2 keeps working).
+    for bare in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
         if url.startswith(bare):
-            return "postgresql+psycopg2://" + url[len(bare) :]
+            return "postgresql+psycopg://" + url[len(bare) :]
     return url
 
 
 def positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """``sql`` with ``:name`` parameters as ``$n`` (asyncpg, PREPARE), and the names in ``$n`` order."""
+    """``sql`` with ``:name`` parameters as ``$n`` (asyncpg), and the names in ``$n`` order."""
     names: list[str] = []
 
     def number(found: re.Match[str]) -> str:
@@ -106,64 +115,33 @@ def interval(seconds: float) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
-class Prepared:
-    """One SQL statement the worker runs on every task (the claim, the outcome): :func:`run_prepared`.
+class Statement:
+    """One SQL statement the worker runs on every task (the lease, the outcome): :func:`run_statement`.
 
-    The same SQL text with ``:name`` parameters, run through SQLAlchemy's ``Connection`` as driver
-    SQL: no statement compilation, cache key or parameter processing per call. Unless
-    ``TASKLIFT_DB_STATEMENT_CACHE_SIZE`` is 0 (PgBouncer in transaction mode, which cannot keep a
-    session's SQL-level prepared statements), it is a server-side prepared statement: PostgreSQL
-    parses and plans it once per connection instead of once per call. ``types`` gives each
-    parameter's PostgreSQL type; ``jsonb`` parameters are passed as Python values and serialized
-    here as SQLAlchemy's JSONB type does (``None`` becomes JSON ``null``).
+    The SQL text with ``:name`` parameters, run through SQLAlchemy's ``Connection`` as driver SQL
+    (psycopg's ``%(name)s`` placeholders): no statement compilation, cache key or parameter
+    processing per call. psycopg prepares it on the connection once it has run a few times
+    (``prepare_threshold``, see :func:`make_engine`). ``jsonb`` names the parameters that are passed
+    as Python values and serialized here as SQLAlchemy's JSONB type does (``None`` becomes JSON
+    ``null``); the SQL casts them (``CAST(:name AS jsonb)``).
     """
 
-    def __init__(self, name: str, sql: str, types: Mapping[str, str]) -> None:
-        numbered, names = positional(sql)
-        self.name = name
+    def __init__(self, sql: str, jsonb: frozenset[str] = frozenset()) -> None:
         self.sql = sql
-        self.names = names
-        self.json = frozenset(n for n in names if types[n] == "jsonb")
-        self.prepare_sql = f"PREPARE {name} ({', '.join(types[n] for n in names)}) AS {numbered}"
-        self.execute_sql = f"EXECUTE {name} ({', '.join('%s' for _ in names)})"
-        #: without server-side preparation: psycopg2's %s placeholders, one per occurrence
-        self.plain_sql = re.sub(r"(?<![:\w]):(\w+)", "%s", sql.replace("%", "%%"))
-        self.plain_names = tuple(re.findall(r"(?<![:\w]):(\w+)", sql))
+        self.driver_sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
+        self.jsonb = jsonb
 
-    def args(self, params: Mapping[str, Any], names: tuple[str, ...]) -> tuple[Any, ...]:
-        return tuple(json.dumps(params[n]) if n in self.json else params[n] for n in names)
+    def params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {n: json.dumps(v) if n in self.jsonb else v for n, v in params.items()}
 
 
-#: SQLSTATE of a prepared statement the server does not have.
-_NOT_PREPARED = "26000"
-
-
-def run_prepared(conn: Connection, statement: Prepared, params: Mapping[str, Any]) -> dict[str, Any] | None:
+def run_statement(conn: Connection, statement: Statement, params: Mapping[str, Any]) -> dict[str, Any] | None:
     """Run ``statement`` on ``conn``; its first row as a dict (the driver's values), or None.
 
     Through SQLAlchemy's ``Connection`` like any other statement, so its events (the OpenTelemetry
-    SQL instrumentation), its error wrapping and its invalidation of a lost connection apply, with
-    tracing on or off. Which statements a connection has prepared is kept in the pooled
-    connection's ``info``, which SQLAlchemy clears when it replaces the DBAPI connection.
+    SQL instrumentation), its error wrapping and its invalidation of a lost connection apply.
     """
-    if get_settings().db_statement_cache_size <= 0:
-        result = conn.exec_driver_sql(statement.plain_sql, statement.args(params, statement.plain_names))
-        found = result.mappings().first()
-        return None if found is None else dict(found)
-    prepared: set[str] = conn.connection.info.setdefault("tasklift_prepared", set())
-    args = statement.args(params, statement.names)
-    if statement.name not in prepared:
-        conn.exec_driver_sql(statement.prepare_sql)
-        prepared.add(statement.name)
-    try:
-        found = conn.exec_driver_sql(statement.execute_sql, args).mappings().first()
-    except DBAPIError as exc:
-        if getattr(exc.orig, "pgcode", None) != _NOT_PREPARED or not conn.connection.dbapi_connection.autocommit:
-            raise  # (a lost connection is invalidated: the first test keeps it untouched)
-        # The session lost it (DEALLOCATE/DISCARD ALL); autocommit, so nothing else was undone.
-        conn.rollback()
-        conn.exec_driver_sql(statement.prepare_sql)
-        found = conn.exec_driver_sql(statement.execute_sql, args).mappings().first()
+    found = conn.exec_driver_sql(statement.driver_sql, statement.params(params)).mappings().first()
     return None if found is None else dict(found)
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Float, Integer, RowMapping, Text, bindparam, 
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from tasklift.store import repository as repo
-from tasklift.store.db import Prepared, interval, run_prepared
+from tasklift.store.db import Statement, interval, run_statement
 from tasklift.store.outbox import insert_intent
 from tasklift.store.repository import Event
 from tasklift.store.tables import tasks
@@ -55,7 +55,7 @@ WITH r AS (
     DELETE FROM task_outbox WHERE task_id = :task_id AND EXISTS (SELECT FROM r)
 )
 SELECT {repo.TASK_COLUMNS} FROM r"""
-_TAKE_LEASE = Prepared("tasklift_take_lease", TAKE_LEASE_SQL, {"task_id": "uuid", "lease": "float8", "worker": "text"})
+_TAKE_LEASE = Statement(TAKE_LEASE_SQL)
 
 
 def take_lease(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) -> tuple[dict[str, Any], Event] | None:
@@ -64,7 +64,7 @@ def take_lease(conn: Connection, task_id: uuid.UUID, worker: str, lease: float) 
     One statement: the status event is appended and the outbox row deleted only if the CAS won.
     On the worker's autocommit connection it is its own transaction, committed when this returns.
     """
-    row = run_prepared(conn, _TAKE_LEASE, {"task_id": task_id, "worker": worker, "lease": lease})
+    row = run_statement(conn, _TAKE_LEASE, {"task_id": task_id, "worker": worker, "lease": lease})
     if row is None:
         return None
     return row, Event(str(task_id), row["last_seq"], "status", repo.status_data(row))
@@ -184,20 +184,7 @@ WITH r AS (
     FROM r
 )
 SELECT {_FINISH_NAMES} FROM r"""
-_FINISH = Prepared(
-    "tasklift_finish",
-    FINISH_SQL,
-    {
-        "task_id": "uuid",
-        "attempt": "integer",
-        "status": "text",
-        "result": "jsonb",
-        "error": "jsonb",
-        "set_progress": "boolean",
-        "progress": "jsonb",
-        "extra": "jsonb",
-    },
-)
+_FINISH = Statement(FINISH_SQL, jsonb=frozenset({"result", "error", "progress", "extra"}))
 
 
 def finish(
@@ -216,7 +203,7 @@ def finish(
     ``queue`` and ``last_seq``. On the worker's autocommit connection it is committed, durably,
     when this returns; the reaper runs it inside its own transaction.
     """
-    row = run_prepared(conn, _FINISH, _finish_params(task_id, attempt, status, result, error, progress))
+    row = run_statement(conn, _FINISH, _finish_params(task_id, attempt, status, result, error, progress))
     if row is None:
         return None
     return row, Event(str(task_id), row["last_seq"], "status", repo.status_data(row))

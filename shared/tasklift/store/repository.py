@@ -324,7 +324,7 @@ def refused_value(exc: BaseException) -> bool:
     """True when the store refused a *value* of the statement, not because it is unavailable.
 
     SQLSTATE class 22 (data exception: a time zone out of range, a string PostgreSQL cannot hold,
-    a number too large) from psycopg2 through SQLAlchemy's ``DBAPIError``, or from asyncpg behind
+    a number too large) from psycopg through SQLAlchemy's ``DBAPIError``, or from asyncpg behind
     :class:`tasklift.store.aio.DatabaseError` (its ``__cause__``), and asyncpg's own client-side
     ``DataError`` (an argument it cannot encode). Such a request is the client's error (4xx);
     retrying it would fail the same way, so it must not be a 503.
@@ -337,7 +337,7 @@ def refused_value(exc: BaseException) -> bool:
     for cause in (getattr(exc, "orig", None), exc.__cause__):
         if isinstance(cause, asyncpg.DataError):
             return True
-        code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+        code = getattr(cause, "sqlstate", None)  # psycopg and asyncpg both name it so
         if isinstance(code, str) and code.startswith("22"):
             return True
     return False

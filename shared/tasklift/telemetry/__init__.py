@@ -14,10 +14,11 @@ The trace of a task, whichever host served the request and whichever process ran
 A message published later by the outbox dispatcher (after a crash, a broker outage or a retry's
 back-off) parents its producer span on the task's stored traceparent, so it joins the same trace.
 
-Configuration is the standard ``OTEL_*`` environment only. With none set, nothing is exported, but
-the spans are made all the same, by the same SDK tracer and instrumentors (asyncpg, SQLAlchemy,
-httpx in workers): a deployment that exports runs the code the tests and benchmarks ran. Every task
-gets a trace id, stored and returned by the API, and log lines carry it:
+Configuration is the standard ``OTEL_*`` environment only. With none set, nothing is exported and
+spans are not recorded (the sampler drops them: :class:`~tasklift.telemetry.setup.QuietClientRoots`),
+but the same SDK tracer, instrumentors (asyncpg, SQLAlchemy, httpx in workers) and propagation run:
+a deployment that exports runs the code the tests and benchmarks ran, and every task gets a trace
+id, stored and returned by the API, and log lines carry it:
 
 - ``OTEL_SDK_DISABLED=true``: no SDK at all (trace ids only from an incoming traceparent).
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the per-signal ``…_TRACES_/…_METRICS_ENDPOINT``): export
@@ -33,6 +34,7 @@ does not hang on a dead collector).
 
 Deliberate divergences:
 
+- Nothing is sampled while nothing reads spans (no exporter, no added span processor).
 - Client spans with no parent are not sampled. Heartbeats, reaper sweeps and health probes query
   the database outside any request or task; as roots they would bury the task traces in noise.
 - ``/healthz``, ``/readyz`` and ``/metrics`` get no server span for the same reason.

@@ -100,7 +100,10 @@ def _build(state: _State) -> None:
 
     resource = _resource(state.role)
     span_exporters = _span_exporters()
-    provider = TracerProvider(resource=resource, sampler=QuietClientRoots(_env_sampler()))
+    # Spans are recorded only while something reads them (an exporter here, or a processor added
+    # later); otherwise every span is the SDK's non-recording one, ids and propagation included.
+    sampler = QuietClientRoots(_env_sampler(), read=bool(span_exporters))
+    provider = TracerProvider(resource=resource, sampler=sampler)
     for exporter in span_exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -162,6 +165,9 @@ def add_span_processor(processor: Any) -> None:
     state = _state
     assert state is not None and state.tracer_provider is not None, "OpenTelemetry SDK disabled"
     state.tracer_provider.add_span_processor(processor)
+    sampler = state.tracer_provider.sampler
+    if isinstance(sampler, QuietClientRoots):
+        sampler.read = True
 
 
 def _resource(role: str) -> Any:
@@ -289,14 +295,25 @@ def tracer_provider() -> TracerProvider | None:
 
 
 class QuietClientRoots(Sampler):
-    """A sampler that drops client spans without a parent, else defers to ``delegate``.
+    """A sampler that drops every span while nothing reads spans, and client spans without a parent
+    always; else it defers to ``delegate``.
 
     Heartbeats, reaper sweeps and probes query the database outside any request or task; as roots
     their spans would bury the task traces. ``delegate`` is what ``OTEL_TRACES_SAMPLER`` asks for.
+
+    With no exporter (``read`` false) a recorded span would be built, ended and thrown away: about a
+    quarter of a submit's CPU (docs/benchmarks.md). So a new trace is not sampled then; a trace
+    whose caller sent a sampled ``traceparent`` still is (its flag goes on to the message, the
+    worker and the task's own calls, as W3C Trace Context expects of a participant). Dropped spans
+    carry generated trace and span ids and the caller's ``tracestate``, so tasks store and return
+    their trace ids, log lines carry them, and the same SDK tracer, instrumentors and propagation
+    run either way: only the sampling decision differs, as it does for the unsampled share of an
+    exporting deployment's traffic.
     """
 
-    def __init__(self, delegate: Sampler) -> None:
+    def __init__(self, delegate: Sampler, *, read: bool = True) -> None:
         self._delegate = delegate
+        self.read = read  #: something reads the spans (an exporter or an added span processor)
 
     def should_sample(
         self,
@@ -308,8 +325,13 @@ class QuietClientRoots(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: Any = None,
     ) -> SamplingResult:
-        if kind == SpanKind.CLIENT and not trace.get_current_span(parent_context).get_span_context().is_valid:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if kind == SpanKind.CLIENT and not parent.is_valid:
             return SamplingResult(Decision.DROP)
+        if not self.read and not (parent.is_valid and parent.trace_flags.sampled):
+            # Nobody reads spans, and no caller asked for this trace to be recorded (a caller's
+            # sampled traceparent is still followed, so its flag reaches the worker and beyond).
+            return SamplingResult(Decision.DROP, trace_state=parent.trace_state if parent.is_valid else None)
         return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:
