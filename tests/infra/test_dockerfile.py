@@ -92,9 +92,9 @@ def test_the_default_image_has_no_dev_engine_and_no_emulator() -> None:
     builder, _ = _stages()
     extras = next(line for line in builder if line.startswith("ARG TASKLIFT_EXTRAS="))
     assert "local" not in extras.split("=", 1)[1].split(",") and "dev" not in extras
-    assert "ARG TASKLIFT_EMULATORS=false" in builder
+    assert "ARG INSTALL_EMULATORS=false" in builder
     install = next(line for line in builder if "uv export" in line)
-    assert 'emulators=$([ "${TASKLIFT_EMULATORS}" = true ] && echo ./local || true)' in install
+    assert 'emulators=$([ "${INSTALL_EMULATORS}" = true ] && echo ./local || true)' in install
 
 
 def test_the_final_stage_defines_a_healthcheck_and_a_tasklift_command() -> None:
