@@ -9,6 +9,7 @@ is refused without buffering all of it.
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -63,6 +64,11 @@ def to_neutral(request: Request, body: bytes, runtime: ApiRuntime | None = None)
     return scope_to_neutral(request.scope, body, runtime)
 
 
+def _repeated(pairs: list[tuple[str, str]]) -> frozenset[str]:
+    counts = Counter(name for name, _ in pairs)
+    return frozenset(name for name, count in counts.items() if count > 1)
+
+
 def scope_to_neutral(scope: Scope, body: bytes, runtime: ApiRuntime | None = None) -> HttpRequest:
     """An ASGI request → :class:`HttpRequest`, read straight from the scope.
 
@@ -79,12 +85,15 @@ def scope_to_neutral(scope: Scope, body: bytes, runtime: ApiRuntime | None = Non
         server_host, port = scope.get("server") or ("", None)
         host = server_host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{server_host}:{port}"
     root = scope.get("app_root_path", scope.get("root_path", ""))
-    query = scope.get("query_string") or b""
+    raw_query = scope.get("query_string") or b""
+    pairs = parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True) if raw_query else []
+    query = dict(pairs)
     return HttpRequest(
         method=scope["method"],
         path=scope["path"],
         headers=headers,
-        query=dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {},
+        query=query,
+        repeated_query=_repeated(pairs) if len(query) < len(pairs) else frozenset(),
         body=body,
         base_url=f"{scheme}://{host}{root}".rstrip("/"),
         path_params=dict(scope.get("path_params", {})),

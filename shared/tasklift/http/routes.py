@@ -88,6 +88,11 @@ async def handle(route: Route, req: HttpRequest) -> HttpResponse:
     try:
         if len(req.headers) > (most := get_settings().max_header_count):
             raise Problem(431, f"a request may carry at most {most} headers (max_header_count)")
+        for name in sorted(req.repeated_query):  # which one would count is the host's guess
+            raise InvalidInput(
+                f"the query parameter {name} is given more than once",
+                [{"loc": ["query", name], "msg": "given more than once; this parameter takes one value"}],
+            )
         for name, value in req.query.items():
             if "\x00" in value:  # PostgreSQL text cannot hold NUL; no parameter means one
                 raise InvalidInput(

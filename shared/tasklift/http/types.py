@@ -19,6 +19,8 @@ class HttpRequest:
     path: str
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
+    #: Query parameters given more than once (no parameter of the API is a list: refused, 422).
+    repeated_query: frozenset[str] = frozenset()
     body: bytes = b""
     base_url: str = ""  #: scheme://host[:port] the client used, for absolute URLs
     path_params: dict[str, str] = field(default_factory=dict)
