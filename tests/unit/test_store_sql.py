@@ -8,7 +8,7 @@ from tasklift.store.tables import tasks
 
 
 def test_the_task_columns_are_the_tables_columns_in_order() -> None:
-    assert repo.TASK_COLUMN_NAMES == tuple(column.name for column in tasks.c)
+    assert tuple(column.name for column in tasks.c) == repo.TASK_COLUMN_NAMES
 
 
 def test_the_listing_statement_has_only_the_filters_given_in_a_fixed_order() -> None:

@@ -11,11 +11,11 @@ from tasklift import telemetry
 from tasklift.http import handlers
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
-from tasklift.http.service import Conflict, InvalidInput, NotFound
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
+from tasklift.tasks.service import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from tasklift.queue.app import celery_app
 from tasklift.queue.broker import Dispatcher
 from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
-from tasklift.states import TaskStatus
 from tasklift.store import leases
 from tasklift.tasks import retention
+from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from sqlalchemy.exc import DBAPIError
 from tasklift import telemetry
 from tasklift.blobs import claims
 from tasklift.queue import runtime
-from tasklift.states import TaskStatus
 from tasklift.store import leases
 from tasklift.store.db import retry_transient
 from tasklift.tasks.context import Cancelled, LeaseLost, TaskContext
 from tasklift.tasks.registry import TaskType, get_task_type
+from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
 
