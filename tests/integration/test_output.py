@@ -190,3 +190,24 @@ def test_chunks_of_an_attempt_that_lost_its_lease_are_refused(db: sa.Engine, tas
         assert stored == [(1, 1, ["one", "two"]), (2, 3, ["three"])]
     finally:
         writer.dispose()
+
+
+def test_the_python_client_follows_output_and_pages_it(api: str, client: httpx.Client, start_worker: Any) -> None:
+    from tasklift.client import TaskliftClient
+
+    start_worker(concurrency=1)
+    with TaskliftClient(api) as tl:
+        task = tl.submit("test_emit", count=500, rate=1000)
+        assert list(tl.follow_output(task.task_id)) == EXPECTED[:500]
+        page = tl.output(task.task_id, after=498)
+    assert [c["data"] for c in page["chunks"]] == ["tok498 ", "tok499 "] and page["complete"]
+
+
+def test_cli_follow_prints_the_output_on_stdout(api: str, tasklift_env: dict[str, str], start_worker: Any) -> None:
+    from tests.integration.test_client import _cli
+
+    start_worker(concurrency=1)
+    done = _cli("submit", "test_emit", "-f", "count=300", "-f", "rate=1000", "--follow", "--url", api, env=tasklift_env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "".join(f"tok{i} " for i in range(300)) in done.stdout.replace("\n", "")
+    assert '"emitted": 300' in done.stdout
