@@ -186,3 +186,18 @@ def test_a_version_mismatch_is_detected_in_process_too(db: sa.Engine, writer: sa
     context(task_id, db, writer, version="1").step("a", lambda: 1)
     with pytest.raises(StepVersionChanged, match="version '2'"):
         context(task_id, db, writer, version="2").step("a", lambda: pytest.fail("must not run"))
+
+
+def test_migration_0006_steps_downgrades_and_upgrades_again(db: sa.Engine) -> None:
+    from alembic import command
+
+    from tasklift.store.migrate import alembic_config, upgrade
+
+    command.downgrade(alembic_config(), "0005")
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT to_regclass('task_steps')")).scalar() is None
+        assert conn.execute(sa.text("SELECT to_regclass('ix_task_events_output')")).scalar() is None
+    upgrade()
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT to_regclass('task_steps')")).scalar() == "task_steps"
+        assert conn.execute(sa.text("SELECT to_regclass('ix_task_events_output')")).scalar() == "ix_task_events_output"

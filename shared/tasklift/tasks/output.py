@@ -66,7 +66,8 @@ class OutputBuffer:
                 self._cond.notify()
             self._chunks.append(value)
             self._bytes += size
-            full = self._bytes >= self._max_bytes
+            # Full, or emitted after the task function returned (from a thread it left running).
+            full = self._bytes >= self._max_bytes or self._closed
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="tasklift-output", daemon=True)
                 self._thread.start()
