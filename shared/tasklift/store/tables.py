@@ -1,7 +1,8 @@
-"""The tables: tasks, their event log, the dispatch outbox and idempotency records.
+"""The tables: tasks, their event log, their durable steps, the dispatch outbox and idempotency records.
 
-PostgreSQL is the source of truth. Log lines are events of kind ``log`` in ``task_events``:
-one append-only, sequence-numbered log per task serves the stream, replay and GET /logs alike.
+PostgreSQL is the source of truth. Log lines are events of kind ``log`` in ``task_events``, output
+chunks batches of kind ``output``: one append-only, sequence-numbered log per task serves the
+stream, replay, GET /logs and GET /output alike.
 """
 
 from __future__ import annotations
