@@ -201,3 +201,12 @@ def test_migration_0006_steps_downgrades_and_upgrades_again(db: sa.Engine) -> No
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT to_regclass('task_steps')")).scalar() == "task_steps"
         assert conn.execute(sa.text("SELECT to_regclass('ix_task_events_output')")).scalar() == "ix_task_events_output"
+
+
+def test_steps_do_not_nest(db: sa.Engine, writer: sa.Engine) -> None:
+    task_id = running(writer)
+    ctx = context(task_id, db, writer)
+    with pytest.raises(RuntimeError, match="do not nest"):
+        ctx.step("outer", lambda: ctx.step("inner", lambda: 1))
+    assert steps_of(db, str(task_id)) == []
+    assert ctx.step("after", lambda: 2) == 2  # the context is usable again

@@ -85,6 +85,7 @@ class TaskContext:
         self._steps = StepJournal(task_id, task_type, version, blobs)
         self._output = OutputBuffer(self._write_output, output_interval, output_bytes)
         self._next_chunk: int | None = None  #: index of the next output chunk; read at the first flush
+        self._in_step = False
 
     # --- the task author's API ---------------------------------------------------------------
 
@@ -140,6 +141,8 @@ class TaskContext:
         :class:`LeaseLost` when this attempt may no longer record (docs/steps-and-output.md).
         """
         self.check_cancelled()
+        if self._in_step:  # a replayed outer step would skip the inner one and shift every position after it
+            raise RuntimeError(f"ctx.step({name!r}) inside another step: steps do not nest")
         full_name, position = self._steps.name_call(name)
         if not self._steps.loaded:
 
@@ -152,7 +155,11 @@ class TaskContext:
         if found:
             return value  # type: ignore[no-any-return]
         started = time.perf_counter()
-        result = fn(*args, **kwargs)
+        self._in_step = True
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            self._in_step = False
         duration_ms = (time.perf_counter() - started) * 1000
         record, returned = self._steps.prepare(full_name, position, self.attempt, result)
 
