@@ -196,14 +196,24 @@ class TaskContext:
         if self._lease_lost:
             return  # refused anyway: this attempt no longer holds the task
 
+        tried: dict[str, Any] = {}
+
         def write() -> Any:
             with self._writer.begin() as conn:
                 if self._next_chunk is None:
                     self._next_chunk = output_store.last_index(conn, self.task_id) + 1
+                elif tried and output_store.last_index(conn, self.task_id) >= tried["last"]:
+                    # A try whose COMMIT went through but whose reply was lost: stored once is enough
+                    # (its event reaches the streams by the hub's database check).
+                    return tried, "stored"
                 data = output_store.batch_data(self.attempt, self._next_chunk, chunks)
+                tried.update(data)
                 return data, output_store.append_output(conn, self.task_id, self.attempt, data, self._lease)
 
         data, done = retry_transient(write)
+        if done == "stored":
+            self._next_chunk = data["last"] + 1
+            return
         if done is None:
             log.warning("task %s attempt %s: %d output chunks refused", self.task_id, self.attempt, len(chunks))
             self._lost()
