@@ -13,10 +13,7 @@ from tasklift.http.handlers import _int_query, _runtime
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
 from tasklift.security.identity import owner_scope
 from tasklift.store import output
-from tasklift.store.db import positional
 from tasklift.tasks.states import TERMINAL, TaskStatus
-
-_OUTPUT_AFTER, _OUTPUT_AFTER_ARGS = positional(output.OUTPUT_AFTER_SQL)
 
 
 async def task_output(req: HttpRequest) -> HttpResponse:
@@ -26,9 +23,8 @@ async def task_output(req: HttpRequest) -> HttpResponse:
     runtime = _runtime(req)
     row = await runtime.service.get(owner_scope(req), req.path_params["task_id"])
     # A batch holds at least one chunk, so `limit` batches hold at least `limit` chunks.
-    values: dict[str, Any] = {"task_id": row["id"], "after": after, "limit": limit}
-    args = [values[name] for name in _OUTPUT_AFTER_ARGS]
-    batches = await runtime.store.run(lambda conn: conn.fetch(_OUTPUT_AFTER, *args))
+    params: dict[str, Any] = {"task_id": row["id"], "after": after, "limit": limit}
+    batches = await runtime.store.fetch(output.OUTPUT_AFTER_SQL, params)
     chunks = output.chunks_after(batches, after, limit)
     # The runner writes the last chunks before the outcome: once terminal, nothing more will come.
     complete = TaskStatus(row["status"]) in TERMINAL and len(chunks) < limit
