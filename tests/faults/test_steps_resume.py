@@ -20,6 +20,7 @@ from tasklift.settings import get_settings
 from tests.conftest import wait_for_status
 from tests.faults.conftest import pool_children
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 MODULES = json.dumps(["tests.support.task_types", "tests.support.step_types"])
 
 
