@@ -23,6 +23,7 @@ class TaskLinks(BaseModel):
     self: str
     stream: str
     logs: str
+    output: str
     cancel: str
     retry: str
 
