@@ -63,6 +63,10 @@ def test_1000_chunks_a_second_reach_100_streams_and_a_resumed_one_in_order_once(
     start_worker(concurrency=1)
     task_id = client.post("/tasks", json={"task_type": "test_emit", "count": CHUNKS, "rate": 1000}).json()["task_id"]
     url = f"{api}/tasks/{task_id}/stream"
+    # `fresh` opens without an id: it starts from a status snapshot and gets the chunks emitted after
+    # it (the earlier ones are GET /output's). The 100 below ask for the whole log (Last-Event-ID: 0).
+    fresh: list[list[SseEvent]] = []
+    threads = [follow(url, fresh)]
     # The client that resumes saw the first three batches, then lost its connection: it comes back
     # with Last-Event-ID while the task still emits.
     deadline = time.monotonic() + 30
@@ -76,11 +80,8 @@ def test_1000_chunks_a_second_reach_100_streams_and_a_resumed_one_in_order_once(
                     {"t": task_id},
                 ).scalars()
             )
-    # `fresh` opens without an id: it starts from a status snapshot and gets the chunks emitted after
-    # it (the earlier ones are GET /output's). The 100 ask for the whole log (Last-Event-ID: 0).
     resumed: list[list[SseEvent]] = []
-    fresh: list[list[SseEvent]] = []
-    threads = [follow(url, resumed, last_event_id=str(seqs[2])), follow(url, fresh)]
+    threads.append(follow(url, resumed, last_event_id=str(seqs[2])))
     with db.connect() as conn:
         status = conn.execute(sa.text("SELECT status FROM tasks WHERE id = :t"), {"t": task_id}).scalar()
     assert status == "RUNNING", "the resumed stream joins while the task still emits"
@@ -150,6 +151,26 @@ def test_get_output_pages_by_index_and_refuses_bad_input(client: httpx.Client, s
         assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     assert client.get(f"/tasks/{uuid.uuid4()}/output").status_code == 404
     assert client.get("/tasks/not-a-uuid/output").status_code in (404, 422)
+
+
+def test_get_output_pages_of_large_chunks_stay_within_the_page_bytes(client: httpx.Client, start_worker: Any) -> None:
+    from tasklift.store.output import PAGE_BYTES
+
+    start_worker(concurrency=1)
+    pad = 100 * 1024
+    task_id = client.post("/tasks", json={"task_type": "test_emit", "count": 100, "rate": 5000, "pad": pad})
+    task_id = task_id.json()["task_id"]
+    wait_for_status(client, task_id, "SUCCESS")
+    sizes, seen, after = [], [], 0
+    while True:
+        page = client.get(f"/tasks/{task_id}/output", params={"after": after, "limit": 1000}).json()
+        sizes.append(len(page["chunks"]))
+        seen += [c["index"] for c in page["chunks"]]
+        after = page["next_after"]
+        if page["complete"]:
+            break
+    assert seen == list(range(1, 101))
+    assert sizes == [PAGE_BYTES // (pad + 12)] * 2 + [100 - 2 * (PAGE_BYTES // (pad + 12))], sizes
 
 
 def test_chunks_of_an_attempt_that_lost_its_lease_are_refused(db: sa.Engine, tasklift_env: dict[str, str]) -> None:

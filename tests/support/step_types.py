@@ -64,6 +64,7 @@ class Emit(TaskInput):
     count: int = Field(1000, ge=0)
     rate: float = Field(1000.0, gt=0)  #: chunks per second
     json_chunks: bool = False
+    pad: int = Field(0, ge=0)  #: bytes of padding after each text chunk
 
 
 @task("test_emit", input=Emit, queue="cpu", timeout=600)
@@ -74,5 +75,5 @@ def test_emit(ctx: TaskContext, inp: Emit) -> dict[str, int]:
         due = started + i / inp.rate
         if (wait := due - time.monotonic()) > 0:
             time.sleep(wait)
-        ctx.emit({"i": i} if inp.json_chunks else f"tok{i} ")
+        ctx.emit({"i": i} if inp.json_chunks else f"tok{i} " + "x" * inp.pad)
     return {"emitted": inp.count}

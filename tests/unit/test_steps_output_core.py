@@ -112,3 +112,31 @@ def test_a_failed_write_keeps_its_chunks_in_front_for_the_next_one() -> None:
     buffer.add("b")
     buffer.close()
     assert written.batches == [["a", "b"]]
+
+
+def batch(seq: int, first: int, chunks: list[Any]) -> dict[str, Any]:
+    return {"seq": seq, "data": {"attempt": 1, "first": first, "last": first + len(chunks) - 1, "chunks": chunks}}
+
+
+def test_a_page_takes_chunks_after_its_index_up_to_the_limit_and_knows_when_more_exist() -> None:
+    from tasklift.store.output import Page
+
+    batches = [batch(5, 1, ["a", "b", "c"]), batch(7, 4, ["d", "e"])]
+    page = Page(after=2, limit=2)
+    page.take(batches)
+    assert [(c["index"], c["seq"], c["data"]) for c in page.chunks] == [(3, 5, "c"), (4, 7, "d")]
+    assert page.full and page.after == 4
+    rest = Page(after=4, limit=10)
+    rest.take(batches)
+    assert [c["data"] for c in rest.chunks] == ["e"] and not rest.full
+
+
+def test_a_page_stops_at_its_byte_budget_but_always_holds_one_chunk() -> None:
+    from tasklift.store.output import Page
+
+    page = Page(after=0, limit=100, max_bytes=10)
+    page.take([batch(1, 1, ["12345678", "x", "y"])])  # "12345678" is 10 bytes as JSON
+    assert [c["data"] for c in page.chunks] == ["12345678"] and page.full
+    huge = Page(after=0, limit=100, max_bytes=1)
+    huge.take([batch(1, 1, ["too big for the budget"])])
+    assert len(huge.chunks) == 1 and not huge.full

@@ -17,17 +17,23 @@ from tasklift.tasks.states import TERMINAL, TaskStatus
 
 
 async def task_output(req: HttpRequest) -> HttpResponse:
-    """GET /tasks/{id}/output: chunks with index > ``?after=`` (default 0), at most ``?limit=``, oldest first."""
+    """GET /tasks/{id}/output: chunks with index > ``?after=`` (default 0), oldest first: at most ``?limit=``
+    of them and about :data:`~tasklift.store.output.PAGE_BYTES` (at least one)."""
     after = _int_query(req, "after", 0, 0, 2**62)
     limit = _int_query(req, "limit", 100, 1, 1000)
     runtime = _runtime(req)
     row = await runtime.service.get(owner_scope(req), req.path_params["task_id"])
-    # A batch holds at least one chunk, so `limit` batches hold at least `limit` chunks.
-    params: dict[str, Any] = {"task_id": row["id"], "after": after, "limit": limit}
-    batches = await runtime.store.fetch(output.OUTPUT_AFTER_SQL, params)
-    chunks = output.chunks_after(batches, after, limit)
+    page = output.Page(after, limit)
+    while True:
+        params: dict[str, Any] = {"task_id": row["id"], "after": page.after, "limit": output.BATCHES_PER_READ}
+        batches = await runtime.store.fetch(output.OUTPUT_AFTER_SQL, params)
+        page.take(batches)
+        stored_all = len(batches) < output.BATCHES_PER_READ  # nothing is stored after these batches
+        if page.full or stored_all or len(page.chunks) == limit:
+            break
+    chunks = page.chunks
     # The runner writes the last chunks before the outcome: once terminal, nothing more will come.
-    complete = TaskStatus(row["status"]) in TERMINAL and len(chunks) < limit
+    complete = TaskStatus(row["status"]) in TERMINAL and stored_all and not page.full
     body = {
         "task_id": str(row["id"]),
         "status": row["status"],

@@ -10,6 +10,7 @@ The write is fenced by the attempt in the same statement, like progress.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -66,16 +67,36 @@ WHERE task_id = :task_id AND kind = 'output' AND CAST(data ->> 'last' AS bigint)
 ORDER BY CAST(data ->> 'last' AS bigint)
 LIMIT :limit"""
 
+#: Batches GET /output reads per query: a batch holds up to TASKLIFT_OUTPUT_FLUSH_BYTES of chunks,
+#: so a page is read in a few small queries, never ``limit`` batches at once.
+BATCHES_PER_READ = 8
+#: The most bytes (as JSON) of chunks one page of GET /output holds; it holds at least one chunk.
+PAGE_BYTES = 4 * 1024 * 1024
 
-def chunks_after(batches: list[Any], after: int, limit: int) -> list[dict[str, Any]]:
-    """The chunks of ``batches`` (rows of :data:`OUTPUT_AFTER_SQL`) after index ``after``, at most ``limit``."""
-    out: list[dict[str, Any]] = []
-    for batch in batches:
-        data = batch["data"]
-        for offset, chunk in enumerate(data["chunks"]):
-            index = data["first"] + offset
-            if index > after:
-                out.append({"index": index, "seq": batch["seq"], "attempt": data.get("attempt"), "data": chunk})
-                if len(out) == limit:
-                    return out
-    return out
+
+class Page:
+    """One page of GET /output: the chunks after index ``after``, at most ``limit`` and about ``max_bytes``."""
+
+    def __init__(self, after: int, limit: int, max_bytes: int = PAGE_BYTES) -> None:
+        self.after = after  #: the index of the last chunk taken (or looked past)
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self.chunks: list[dict[str, Any]] = []
+        self.size = 0
+        self.full = False  #: a chunk after the page's last one is known to exist
+
+    def take(self, batches: list[Any]) -> None:
+        """Add the chunks of ``batches`` (rows of :data:`OUTPUT_AFTER_SQL`, in order) until the page is full."""
+        for batch in batches:
+            data = batch["data"]
+            for offset, chunk in enumerate(data["chunks"]):
+                index = data["first"] + offset
+                if index <= self.after:
+                    continue
+                size = len(json.dumps(chunk, ensure_ascii=False).encode())
+                if self.chunks and (len(self.chunks) == self.limit or self.size + size > self.max_bytes):
+                    self.full = True
+                    return
+                self.chunks.append({"index": index, "seq": batch["seq"], "attempt": data.get("attempt"), "data": chunk})
+                self.size += size
+                self.after = index
