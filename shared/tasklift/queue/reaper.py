@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import DBAPIError
 
@@ -87,7 +88,7 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
     settings = rt.settings
     # Leases first: a task whose expired lease this sweep re-queues (an intent due now) is published
     # by the same sweep's dispatch, not a dispatcher round later (resume <= lease + reaper interval).
-    jobs = (
+    jobs: tuple[tuple[str, float, Callable[[], int]], ...] = (
         ("leases", settings.reaper_interval_seconds, lambda: reap_expired_leases(rt)),
         ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
         ("cancels", settings.reaper_interval_seconds, lambda: enforce_cancels(rt)),
