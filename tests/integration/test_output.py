@@ -154,7 +154,7 @@ def test_get_output_pages_by_index_and_refuses_bad_input(client: httpx.Client, s
 
 
 def test_get_output_pages_of_large_chunks_stay_within_the_page_bytes(client: httpx.Client, start_worker: Any) -> None:
-    from tasklift.store.output import PAGE_BYTES
+    from tasklift.http.output import PAGE_BYTES
 
     start_worker(concurrency=1)
     pad = 100 * 1024

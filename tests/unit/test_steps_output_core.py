@@ -119,7 +119,7 @@ def batch(seq: int, first: int, chunks: list[Any]) -> dict[str, Any]:
 
 
 def test_a_page_takes_chunks_after_its_index_up_to_the_limit_and_knows_when_more_exist() -> None:
-    from tasklift.store.output import Page
+    from tasklift.http.output import Page
 
     batches = [batch(5, 1, ["a", "b", "c"]), batch(7, 4, ["d", "e"])]
     page = Page(after=2, limit=2)
@@ -132,7 +132,7 @@ def test_a_page_takes_chunks_after_its_index_up_to_the_limit_and_knows_when_more
 
 
 def test_a_page_stops_at_its_byte_budget_but_always_holds_one_chunk() -> None:
-    from tasklift.store.output import Page
+    from tasklift.http.output import Page
 
     page = Page(after=0, limit=100, max_bytes=10)
     page.take([batch(1, 1, ["12345678", "x", "y"])])  # "12345678" is 10 bytes as JSON

@@ -16,10 +16,10 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from tasklift.http.guard import PUBLIC_ROUTES
 from tasklift.http.schemas import Health, LogLine, OutputPage, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
+from tasklift.http.service import DEFAULT_TASK_TYPE
 from tasklift.settings import get_settings
+from tasklift.states import TaskStatus
 from tasklift.tasks.registry import all_task_types
-from tasklift.tasks.service import DEFAULT_TASK_TYPE
-from tasklift.tasks.states import TaskStatus
 
 PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
 

@@ -5,12 +5,12 @@ A flushed batch is ONE event of kind ``output`` in ``task_events`` with data
 indexes ``first`` … ``last`` (1-based, consecutive over the task's whole life). Its ``seq`` is its
 SSE id, so a stream resumes with ``Last-Event-ID`` like every other event; ``GET /tasks/{id}/output``
 pages by chunk index through the partial index on ``(task_id, last)`` (migration 0006_steps).
-The write is fenced by the attempt in the same statement, like progress.
+The write is fenced by the attempt in the same statement, like progress. (The API's read of the
+batches is plain text in :mod:`tasklift.store.repository`: an API process imports no SQLAlchemy.)
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -58,45 +58,3 @@ def append_output(
     """Store one batch (also a heartbeat): ``(seq, cancel flag)``, or None if this attempt was fenced off."""
     row = conn.execute(_APPEND, {"task_id": task_id, "attempt": attempt, "lease": lease, "data": data}).first()
     return None if row is None else (row.last_seq, row.cancel_requested)
-
-
-#: The batches holding chunks after index ``:after``, oldest first (the API runs it on asyncpg).
-OUTPUT_AFTER_SQL = """
-SELECT seq, data FROM task_events
-WHERE task_id = :task_id AND kind = 'output' AND CAST(data ->> 'last' AS bigint) > :after
-ORDER BY CAST(data ->> 'last' AS bigint)
-LIMIT :limit"""
-
-#: Batches GET /output reads per query: a batch holds up to TASKLIFT_OUTPUT_FLUSH_BYTES of chunks,
-#: so a page is read in a few small queries, never ``limit`` batches at once.
-BATCHES_PER_READ = 8
-#: The most bytes (as JSON) of chunks one page of GET /output holds; it holds at least one chunk.
-PAGE_BYTES = 4 * 1024 * 1024
-
-
-class Page:
-    """One page of GET /output: the chunks after index ``after``, at most ``limit`` and about ``max_bytes``."""
-
-    def __init__(self, after: int, limit: int, max_bytes: int = PAGE_BYTES) -> None:
-        self.after = after  #: the index of the last chunk taken (or looked past)
-        self.limit = limit
-        self.max_bytes = max_bytes
-        self.chunks: list[dict[str, Any]] = []
-        self.size = 0
-        self.full = False  #: a chunk after the page's last one is known to exist
-
-    def take(self, batches: list[Any]) -> None:
-        """Add the chunks of ``batches`` (rows of :data:`OUTPUT_AFTER_SQL`, in order) until the page is full."""
-        for batch in batches:
-            data = batch["data"]
-            for offset, chunk in enumerate(data["chunks"]):
-                index = data["first"] + offset
-                if index <= self.after:
-                    continue
-                size = len(json.dumps(chunk, ensure_ascii=False).encode())
-                if self.chunks and (len(self.chunks) == self.limit or self.size + size > self.max_bytes):
-                    self.full = True
-                    return
-                self.chunks.append({"index": index, "seq": batch["seq"], "attempt": data.get("attempt"), "data": chunk})
-                self.size += size
-                self.after = index

@@ -22,12 +22,11 @@ from sqlalchemy.exc import DBAPIError
 
 from tasklift.blobs import claims
 from tasklift.blobs.store import BlobStore
-from tasklift.events.bus import Announcer
 from tasklift.store import leases
 from tasklift.store import output as output_store
 from tasklift.store import steps as steps_store
 from tasklift.store.db import is_transient, retry_transient
-from tasklift.store.repository import Event
+from tasklift.store.repository import Announcer, Event
 from tasklift.tasks.output import OutputBuffer
 from tasklift.tasks.steps import StepJournal
 
