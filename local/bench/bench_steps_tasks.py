@@ -20,6 +20,7 @@ from tasklift.tasks.registry import TaskInput
 class Steps(TaskInput):
     steps: int = Field(500, ge=1)
     durable: bool = True  #: False: the same calls without ctx.step (the baseline)
+    log_each: bool = False  #: with durable False: a ctx.log line per call (one fenced commit, as a step)
     fail_marker: str = ""  #: while this file exists the run fails at the end, its time in the error
     slow_marker: str = ""  #: the middle step sleeps once (a kill lands in it), writing its pid here
 
@@ -41,6 +42,8 @@ def bench_steps(ctx: TaskContext, inp: Steps) -> dict[str, Any]:
             ctx.step("work", _work, number, inp.slow_marker, middle)
         else:
             _work(number, inp.slow_marker, middle)
+            if inp.log_each:
+                ctx.log(f"call {number}")
     elapsed = time.perf_counter() - started
     if inp.fail_marker and Path(inp.fail_marker).exists():
         raise ValueError(f"elapsed={elapsed!r}")

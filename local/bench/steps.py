@@ -4,8 +4,10 @@
 (a) **Step overhead**: one task runs ``--steps`` tiny steps (a function returning ``{"n": i}``)
     through ``ctx.step`` and, as the baseline, the same calls without it; each reports its loop's
     time, measured in the worker's pool process. Recording cost per step = (durable - plain) / steps
-    (target <= 2 ms). Then the durable task's first run fails at its end (a marker file), a retry
-    replays every step from PostgreSQL: replay cost per step.
+    (target <= 2 ms); beside it, the same calls each writing a ``ctx.log`` line (one fenced commit
+    and its PUBLISH: the floor of a step's record on the machine at that moment). Then the durable
+    task's first run fails at its end (a marker file), a retry replays every step from PostgreSQL:
+    replay cost per step.
 (b) **Resume after a kill**: a task of ``--steps`` steps sleeps in its middle step; the pool
     process running it is SIGKILLed there. Measured: kill → the first step recorded by the new
     attempt (resumed) and kill → SUCCESS, against lease + reaper interval
@@ -77,6 +79,9 @@ def submit(http: httpx.Client, **fields: Any) -> str:
 
 def step_overhead(http: httpx.Client, steps: int, workdir: Path) -> dict[str, Any]:
     plain = wait_terminal(http, submit(http, task_type="bench_steps", steps=steps, durable=False))
+    # The same calls with a ctx.log line each: the cost of one fenced autocommit write (WAL flush) +
+    # its PUBLISH on this machine right now, what a step's record costs at the least.
+    logged = wait_terminal(http, submit(http, task_type="bench_steps", steps=steps, durable=False, log_each=True))
     marker = workdir / "fail"
     marker.touch()
     task_id = submit(http, task_type="bench_steps", steps=steps, fail_marker=str(marker))
@@ -91,6 +96,7 @@ def step_overhead(http: httpx.Client, steps: int, workdir: Path) -> dict[str, An
         "plain_ms_per_call": 1000 * base / steps,
         "record_ms_per_step": 1000 * (recorded - base) / steps,
         "replay_ms_per_step": 1000 * (replayed - base) / steps,
+        "log_line_ms_per_call": 1000 * (logged["result"]["elapsed"] - base) / steps,
     }
 
 
@@ -180,7 +186,7 @@ def main() -> int:
         print(f"{part}: " + json.dumps(results[part], default=str))
     so, rs, out = results["step_overhead"], results["resume"], results["output"]
     print(f"step overhead: record {so['record_ms_per_step']:.3f} ms/step, replay {so['replay_ms_per_step']:.3f} ms/step"
-          f" (target <= 2 ms)")  # fmt: skip
+          f" (target <= 2 ms); a ctx.log line: {so['log_line_ms_per_call']:.3f} ms")  # fmt: skip
     print(f"resume after kill: resumed {rs['kill_to_resumed_s']:.2f} s, SUCCESS {rs['kill_to_success_s']:.2f} s"
           f" (lease + reaper = {rs['lease_plus_reaper_s']:.1f} s)")  # fmt: skip
     print(f"output: {out['emit_calls_per_s']:,.0f} emit calls/s, {out['stored_chunks_per_s']:,.0f} chunks/s stored"
