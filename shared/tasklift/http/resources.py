@@ -35,6 +35,7 @@ def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:
             "self": base,
             "stream": stream_link(tid),  # with a short-lived access token: EventSource cannot send headers
             "logs": f"{base}/logs",
+            "output": f"{base}/output",
             "cancel": base,
             "retry": f"{base}/retry",
         },

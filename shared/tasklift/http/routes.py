@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tasklift import telemetry
-from tasklift.http import handlers
+from tasklift.http import handlers, output
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -43,6 +43,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "/tasks/{task_id}", handlers.cancel_task, "cancel_task"),
     Route("GET", "/tasks/{task_id}/logs", handlers.task_logs, "task_logs"),
     Route("GET", "/tasks/{task_id}/stream", handlers.stream_task, "stream_task"),
+    Route("GET", "/tasks/{task_id}/output", output.task_output, "task_output"),
     Route("GET", "/tasks/{task_id}/result", handlers.task_result, "task_result"),
     Route("POST", "/tasks/{task_id}/retry", handlers.retry_task, "retry_task"),
     Route("GET", "/task-types", handlers.task_types, "task_types"),

@@ -179,6 +179,17 @@ class Dispatch:
         return self.task_id, self.intent_seq
 
 
+@dataclass(frozen=True)
+class RecordedStep:
+    """A finished step as stored."""
+
+    name: str
+    position: int
+    version: str
+    attempt: int
+    result: Any  #: the JSON result, or a claim-check reference to it
+
+
 # --- reads --------------------------------------------------------------------------------------
 
 
@@ -326,3 +337,14 @@ def refused_value(exc: BaseException) -> bool:
         if isinstance(code, str) and code.startswith("22"):
             return True
     return False
+
+
+# --- output (ctx.emit) -----------------------------------------------------------------------------
+
+#: The ``output`` batches holding chunks after index ``:after``, oldest first (GET /tasks/{id}/output;
+#: the partial index ``ix_task_events_output`` on ``(task_id, last)``, written by :mod:`tasklift.store.output`).
+OUTPUT_AFTER_SQL = """
+SELECT seq, data FROM task_events
+WHERE task_id = :task_id AND kind = 'output' AND CAST(data ->> 'last' AS bigint) > :after
+ORDER BY CAST(data ->> 'last' AS bigint)
+LIMIT :limit"""
