@@ -26,3 +26,4 @@ handler = Mangum(WithoutLifespan(create_app()), lifespan="off")
 # One Lambda function per endpoint (template.yaml); each routes through the same app.
 submit_task = list_tasks = get_task = cancel_task = task_logs = stream_task = task_result = retry_task = handler
 task_types = healthz = readyz = not_found = handler
+get_operation_status = get_google_operation = handler

@@ -80,6 +80,16 @@ async def retry_task(req: Request) -> Response:
     return await serve("retry_task", req)
 
 
+@app.route(route="operations/{task_id}", methods=[func.HttpMethod.GET])
+async def get_operation_status(req: Request) -> Response:
+    return await serve("get_operation_status", req)
+
+
+@app.route(route="v1/operations/{task_id}", methods=[func.HttpMethod.GET])
+async def get_google_operation(req: Request) -> Response:
+    return await serve("get_google_operation", req)
+
+
 @app.route(route="task-types", methods=[func.HttpMethod.GET])
 async def task_types(req: Request) -> Response:
     return await serve("task_types", req)

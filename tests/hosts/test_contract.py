@@ -22,7 +22,7 @@ def test_submit_answers_202_with_the_pending_task_and_where_to_poll(http: httpx.
     assert task["status"] == "PENDING" and task["task_type"] == "test_noop"
     assert task["metadata"] == {"source": "hosts"}
     assert resp.headers["Location"] == f"/tasks/{task['task_id']}" == task["links"]["self"]
-    assert resp.headers["Operation-Location"] == f"{host.url}/tasks/{task['task_id']}"
+    assert resp.headers["Operation-Location"] == f"{host.url}/operations/{task['task_id']}"  # the Azure monitor
     assert resp.headers["Retry-After"] == "1"
     again = http.get(resp.headers["Location"])
     assert again.status_code == 200 and again.json()["task_id"] == task["task_id"]
@@ -153,3 +153,18 @@ def test_a_task_submitted_through_azure_is_the_same_task_through_aws(
         assert via_aws.post(f"/tasks/{task_id}/retry").status_code == 202  # retried through AWS…
         assert wait_for_status(via_azure, task_id, "FAILED")["attempts"] == 2  # …seen through Azure
         assert [line["message"] for line in via_azure.get(f"/tasks/{task_id}/logs").json()] == ["about to fail"] * 2
+
+
+def test_every_host_serves_the_operation_views_and_their_colon_cancel(http: httpx.Client, host: Host) -> None:
+    """The Azure monitor, the AIP-151 Operation and ``…:cancel`` (a colon in the path) on every host."""
+    task_id = http.post("/tasks", json={"task_type": "test_noop"}).json()["task_id"]
+    monitor = http.get(f"/operations/{task_id}")
+    assert monitor.status_code == 200 and monitor.json()["status"] == "NotStarted", monitor.text
+    operation = http.get(f"/v1/operations/{task_id}")
+    assert operation.status_code == 200 and operation.json()["done"] is False, operation.text
+    cancelled = http.post(f"/v1/operations/{task_id}:cancel")
+    assert cancelled.status_code == 200 and cancelled.json() == {}, cancelled.text
+    assert http.get(f"/operations/{task_id}").json()["status"] == "Canceled"
+    done = http.get(f"/v1/operations/{task_id}").json()
+    assert done["done"] is True and done["error"]["code"] == 1
+    assert_problem(http.get(f"/operations/{uuid.uuid4()}"), 404)

@@ -209,7 +209,7 @@ async def submit_task(req: HttpRequest) -> HttpResponse:
     base = get_settings().public_url or req.base_url
     headers = {
         "Location": resource["links"]["self"],
-        "Operation-Location": f"{base.rstrip('/')}{resource['links']['self']}",
+        "Operation-Location": f"{base.rstrip('/')}{resource['links']['operation']}",  # the Azure status monitor
         "Retry-After": str(get_settings().poll_retry_after_seconds),
     }
     if outcome.replayed:

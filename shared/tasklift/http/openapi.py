@@ -15,7 +15,16 @@ from fastapi import Response, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from tasklift.http.guard import PUBLIC_ROUTES
-from tasklift.http.schemas import Health, LogLine, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
+from tasklift.http.schemas import (
+    GoogleOperation,
+    Health,
+    LogLine,
+    OperationStatus,
+    ProblemDetail,
+    TaskList,
+    TaskResource,
+    TaskTypeInfo,
+)
 from tasklift.settings import get_settings
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
@@ -88,6 +97,15 @@ _DOCS: dict[str, dict[str, Any]] = {
         "response_model": TaskResource,
         "responses": {202: {"description": "Queued again", "links": TASK_LINKS}, 404: PROBLEM, 409: PROBLEM},
     },
+    "get_operation_status": {"response_model": OperationStatus, "responses": {404: PROBLEM}},
+    "get_google_operation": {"response_model": GoogleOperation, "responses": {404: PROBLEM}},
+    "cancel_google_operation": {
+        "responses": {
+            200: {"content": {"application/json": {}}, "description": "google.protobuf.Empty: cancelled or cancelling"},
+            404: PROBLEM,
+            409: PROBLEM,
+        },
+    },
     "task_types": {"response_model": list[TaskTypeInfo]},
     "healthz": {"response_model": Health},
     "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
@@ -138,6 +156,9 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
             _param("If-None-Match", "header", {"type": "string"}, "An ETag of this task: 304 while it is current"),
         ],
         "cancel_task": [_TASK_ID],
+        "get_operation_status": [_TASK_ID],
+        "get_google_operation": [_TASK_ID],
+        "cancel_google_operation": [_TASK_ID],
         "retry_task": [_TASK_ID],
         "task_result": [_TASK_ID],
         "task_logs": [

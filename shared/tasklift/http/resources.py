@@ -38,6 +38,8 @@ def task_resource(row: RowMapping) -> dict[str, Any]:
             "logs": f"{base}/logs",
             "cancel": base,
             "retry": f"{base}/retry",
+            "operation": f"/operations/{tid}",  # the Azure status monitor (Operation-Location)
+            "google_operation": f"/v1/operations/{tid}",  # the AIP-151 google.longrunning.Operation
         },
     }
 

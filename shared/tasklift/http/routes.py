@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
-from tasklift.http import handlers
+from tasklift.http import handlers, operations
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -47,6 +47,11 @@ ROUTES: list[Route] = [
     Route("GET", "/tasks/{task_id}/stream", handlers.stream_task, "stream_task"),
     Route("GET", "/tasks/{task_id}/result", handlers.task_result, "task_result"),
     Route("POST", "/tasks/{task_id}/retry", handlers.retry_task, "retry_task"),
+    # Standard long-running-operation views of a task (http/operations.py): Azure's status monitor
+    # (Operation-Location) and AIP-151's google.longrunning.Operation.
+    Route("GET", "/operations/{task_id}", operations.get_operation_status, "get_operation_status"),
+    Route("GET", "/v1/operations/{task_id}", operations.get_google_operation, "get_google_operation"),
+    Route("POST", "/v1/operations/{task_id}:cancel", operations.cancel_google_operation, "cancel_google_operation"),
     Route("GET", "/task-types", handlers.task_types, "task_types"),
     Route("GET", "/healthz", handlers.healthz, "healthz"),
     Route("GET", "/readyz", handlers.readyz, "readyz"),

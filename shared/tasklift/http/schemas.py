@@ -25,6 +25,8 @@ class TaskLinks(BaseModel):
     logs: str
     cancel: str
     retry: str
+    operation: str
+    google_operation: str
 
 
 class TaskResource(BaseModel):
@@ -83,3 +85,39 @@ class ProblemDetail(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] | None = None
+
+
+class OperationError(BaseModel):
+    code: str
+    message: str
+
+
+class OperationStatus(BaseModel):
+    """The Azure REST API guidelines' status monitor of a task (``Operation-Location``)."""
+
+    id: str
+    status: str = Field(description="NotStarted | Running | Succeeded | Failed | Canceled")
+    percentComplete: float  # noqa: N815 - the guidelines' name
+    createdDateTime: str  # noqa: N815
+    lastUpdatedDateTime: str  # noqa: N815
+    error: OperationError | None = Field(None, description="When Failed")
+    result: Any = Field(None, description="When Succeeded: the task's result (null if it is in blob storage)")
+    resultUrl: str | None = Field(None, description="When Succeeded with a result in blob storage")  # noqa: N815
+    resourceLocation: str | None = Field(None, description="When Succeeded: the task's absolute URL")  # noqa: N815
+
+
+class RpcStatus(BaseModel):
+    """A ``google.rpc.Status``."""
+
+    code: int
+    message: str
+
+
+class GoogleOperation(BaseModel):
+    """A ``google.longrunning.Operation`` in proto3 JSON (AIP-151)."""
+
+    name: str = Field(description="operations/{task_id}")
+    done: bool
+    metadata: dict[str, Any] = Field(description="A google.protobuf.Struct Any: the task's status and progress")
+    response: dict[str, Any] | None = Field(None, description="When done with success: Struct Any of the task")
+    error: RpcStatus | None = Field(None, description="When FAILED (code 2, 3, 4 or 12) or CANCELLED (code 1)")
