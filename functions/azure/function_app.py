@@ -43,6 +43,11 @@ async def submit_task(req: Request) -> Response:
     return await serve("submit_task", req)
 
 
+@app.route(route="tasks:batch", methods=[func.HttpMethod.POST])
+async def submit_tasks_batch(req: Request) -> Response:
+    return await serve("submit_tasks_batch", req)
+
+
 @app.route(route="tasks", methods=[func.HttpMethod.GET])
 async def list_tasks(req: Request) -> Response:
     return await serve("list_tasks", req)

@@ -168,3 +168,21 @@ def test_every_host_serves_the_operation_views_and_their_colon_cancel(http: http
     done = http.get(f"/v1/operations/{task_id}").json()
     assert done["done"] is True and done["error"]["code"] == 1
     assert_problem(http.get(f"/operations/{uuid.uuid4()}"), 404)
+
+
+def test_every_host_takes_a_batch_at_its_colon_path_and_answers_per_item(http: httpx.Client, start_worker) -> None:
+    items = [{"task": {"task_type": "test_noop"}, "idempotency_key": f"b{i}"} for i in range(20)]
+    items.insert(5, {"task": {"task_type": "no_such_type"}})
+    resp = http.post("/tasks:batch", json={"items": items})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [item["status"] for item in body["items"]] == [202] * 5 + [422] + [202] * 15
+    assert body["items"][5]["problem"]["errors"][0]["loc"] == ["body", "items", 5, "task", "task_type"]
+    again = http.post("/tasks:batch", json={"items": items}).json()
+    assert [a["task"]["task_id"] for a in again["items"] if a["status"] == 202] == [
+        a["task"]["task_id"] for a in body["items"] if a["status"] == 202
+    ]
+    start_worker(concurrency=1)
+    for answer in body["items"]:
+        if answer["status"] == 202:
+            wait_for_status(http, answer["task"]["task_id"], "SUCCESS")

@@ -40,9 +40,15 @@ FALLBACK_ONLY = {
 }
 
 
-def assert_one_function_per_route(declared: set[tuple[str, str]]) -> None:
+#: And on AWS only: ``/tasks:batch`` (a colon inside a literal segment, AIP-136's custom-method
+#: style) is left to the greedy ``/{proxy+}`` route rather than declared, since whether an HTTP API
+#: route key may hold one is not checked here; that function is the same app (Mangum) with the body.
+AWS_FALLBACK_ONLY = {("POST", "/tasks:batch")}
+
+
+def assert_one_function_per_route(declared: set[tuple[str, str]], fallback: frozenset = frozenset()) -> None:
     assert declared <= CORE_ROUTES, f"functions for routes the core no longer has: {declared - CORE_ROUTES}"
-    missing = CORE_ROUTES - declared - FALLBACK_ONLY
+    missing = CORE_ROUTES - declared - FALLBACK_ONLY - fallback
     assert not missing, f"core routes without a function of their own: {missing}"
 
 
@@ -138,7 +144,9 @@ def test_v2_event_for_an_unknown_route_is_a_404_problem(lambda_handler: Any) -> 
 def test_the_sam_template_declares_one_function_per_core_route_plus_a_fallback() -> None:
     routes = http_api_routes(FUNCTIONS / "aws" / "template.yaml")
     fallback = {"/{proxy+}", "/"}  # every other path, and the site root (the dashboard) a greedy path misses
-    assert_one_function_per_route({(r.method, r.path) for r in routes if r.path not in fallback})
+    assert_one_function_per_route(
+        {(r.method, r.path) for r in routes if r.path not in fallback}, frozenset(AWS_FALLBACK_ONLY)
+    )
     assert sorted((r.method, r.path) for r in routes if r.path in fallback) == [("ANY", "/"), ("ANY", "/{proxy+}")]
     assert len({r.function for r in routes if r.path in fallback}) == 1, "one fallback function"
     assert len({r.function for r in routes}) == len(routes) - 1, "one function per endpoint"

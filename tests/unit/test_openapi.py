@@ -20,6 +20,7 @@ from tasklift.http.routes import ROUTES
 #: off the public routes, 400 a value the store refuses, 401 no or bad credentials, 429 over a limit).
 STATUSES = {
     "submit_task": {202, 409, 413, 415, 422},
+    "submit_tasks_batch": {200, 413, 415, 422},
     "list_tasks": {200, 422},
     "get_task": {200, 304, 404, 422},
     "cancel_task": {202, 204, 404, 409},

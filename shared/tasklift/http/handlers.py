@@ -49,12 +49,14 @@ def _service(req: HttpRequest) -> TaskService:
     return _runtime(req).service
 
 
-def _json_body(req: HttpRequest) -> Any:
+def _json_body(req: HttpRequest, limit: int | None = None) -> Any:
+    """The JSON body of ``req`` within ``limit`` bytes (default: POST /tasks's), checked storable."""
     content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise Problem(415, f"send the body as application/json, not {content_type}", slug="unsupported-media-type")
     settings = get_settings()
-    limit = settings.submit_body_limit  # large inputs go to blob storage (docs/large-payloads.md)
+    if limit is None:
+        limit = settings.submit_body_limit  # large inputs go to blob storage (docs/large-payloads.md)
     if len(req.body) > limit:
         raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
     try:

@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from tasklift.http.guard import PUBLIC_ROUTES
 from tasklift.http.schemas import (
+    BatchResult,
     GoogleOperation,
     Health,
     LogLine,
@@ -54,6 +55,15 @@ _DOCS: dict[str, dict[str, Any]] = {
             202: {"description": "Accepted: the task is committed", "links": TASK_LINKS},
             **dict.fromkeys((400, 413, 415, 422, 503), PROBLEM),
             409: {**PROBLEM, "description": "A request with this Idempotency-Key is still being processed"},
+        },
+    },
+    "submit_tasks_batch": {
+        "response_model": BatchResult,
+        "responses": {
+            200: {
+                "description": "One result per item, in order: 202 items with their task, 422/409 items with a problem"
+            },
+            **dict.fromkeys((400, 413, 415, 422, 503), PROBLEM),
         },
     },
     "list_tasks": {"response_model": TaskList, "responses": {422: PROBLEM}},
@@ -221,12 +231,31 @@ def _submit_body_schema() -> dict[str, Any]:
     }
 
 
+def _batch_body_schema() -> dict[str, Any]:
+    task = _submit_body_schema()["content"]["application/json"]["schema"]
+    item = {
+        "type": "object",
+        "properties": {"task": task, "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255}},
+        "required": ["task"],
+        "additionalProperties": False,
+    }
+    items = {"type": "array", "items": item, "minItems": 1, "maxItems": get_settings().batch_max_items}
+    schema = {"type": "object", "properties": {"items": items}, "required": ["items"], "additionalProperties": False}
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": schema}},
+        "description": "Up to batch_max_items submits: each item's task is a POST /tasks body.",
+    }
+
+
 def route_options(name: str) -> dict[str, Any]:
     """The keyword arguments of FastAPI's ``add_api_route`` that document the route called ``name``."""
     docs: dict[str, Any] = {"response_class": Response, "operation_id": name, **_DOCS.get(name, {})}
     openapi_extra: dict[str, Any] = {}
     if name == "submit_task":
         openapi_extra["requestBody"] = _submit_body_schema()
+    if name == "submit_tasks_batch":
+        openapi_extra["requestBody"] = _batch_body_schema()
     if parameters := _parameters(name):
         openapi_extra["parameters"] = parameters
     if openapi_extra:

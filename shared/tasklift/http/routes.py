@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
-from tasklift.http import handlers, operations
+from tasklift.http import batch, handlers, operations
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -40,6 +40,7 @@ class Route:
 
 ROUTES: list[Route] = [
     Route("POST", "/tasks", handlers.submit_task, "submit_task"),
+    Route("POST", "/tasks:batch", batch.submit_tasks_batch, "submit_tasks_batch"),  # http/batch.py
     Route("GET", "/tasks", handlers.list_tasks, "list_tasks"),
     Route("GET", "/tasks/{task_id}", handlers.get_task, "get_task"),
     Route("DELETE", "/tasks/{task_id}", handlers.cancel_task, "cancel_task"),

@@ -121,3 +121,20 @@ class GoogleOperation(BaseModel):
     metadata: dict[str, Any] = Field(description="A google.protobuf.Struct Any: the task's status and progress")
     response: dict[str, Any] | None = Field(None, description="When done with success: Struct Any of the task")
     error: RpcStatus | None = Field(None, description="When FAILED (code 2, 3, 4 or 12) or CANCELLED (code 1)")
+
+
+class BatchItemResult(BaseModel):
+    """One item of a batch: ``status`` 202 with ``task``, or 422 / 409 with ``problem``."""
+
+    status: int = Field(description="202 accepted (task) · 422 invalid · 409 its idempotency_key is in flight")
+    task: TaskResource | None = None
+    replayed: bool | None = Field(None, description="True when the item's idempotency_key gave an earlier task back")
+    problem: ProblemDetail | None = None
+
+
+class BatchResult(BaseModel):
+    """The answer to POST /tasks:batch: one result per item, in request order."""
+
+    accepted: int
+    rejected: int
+    items: list[BatchItemResult]
