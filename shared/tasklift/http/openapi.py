@@ -44,6 +44,14 @@ _TASK_LINKS: dict[str, dict[str, Any]] = {
     "CancelTask": {"operationId": "cancel_task", "description": "Cancel it (links.cancel)"},
     "TaskResult": {"operationId": "task_result", "description": "Its result once it has one"},
     "RetryTask": {"operationId": "retry_task", "description": "Run it again once FAILED or CANCELLED"},
+    "GetOperationStatus": {
+        "operationId": "get_operation_status",
+        "description": "Its Azure status monitor (links.operation; Operation-Location)",
+    },
+    "GetGoogleOperation": {
+        "operationId": "get_google_operation",
+        "description": "It as an AIP-151 google.longrunning.Operation (links.google_operation)",
+    },
 }
 TASK_LINKS = {name: {**link, "parameters": _TASK_ID_FROM_BODY} for name, link in _TASK_LINKS.items()}
 
