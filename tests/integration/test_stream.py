@@ -192,7 +192,7 @@ def test_events_stored_but_never_published_reach_an_open_stream_within_two_resyn
     2 x stream_resync_seconds (docs/streaming.md). Nothing here publishes: the events are written
     with the store's own statements, as a worker's would be, and no one announces them."""
     from tasklift.store import leases
-    from tasklift.store import repository as repo
+    from tests.support import store
 
     period = fast_resync
     task_id = submit(client, task_type="test_noop")  # no worker: it stays PENDING
@@ -201,7 +201,7 @@ def test_events_stored_but_never_published_reach_an_open_stream_within_two_resyn
         assert next(line for line in lines if line.startswith("event:")) == "event: status"  # the snapshot
         with db.begin() as conn:
             log = leases.append_log(conn, uuid.UUID(task_id), None, "info", "stored, never published")
-            cancelled = repo.cancel_pending(conn, uuid.UUID(task_id))
+        cancelled = store.cancel(uuid.UUID(task_id))
         assert log is not None and cancelled is not None
         written = time.monotonic()
         bound = 2 * period + 1.5  # + slack for a loaded machine

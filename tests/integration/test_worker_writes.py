@@ -19,6 +19,7 @@ from tasklift.store import leases
 from tasklift.store import repository as repo
 from tasklift.store.db import database_url, is_transient, make_engine, retry_transient
 from tasklift.tasks.states import TaskStatus
+from tests.support import store
 from tests.support.store import insert_tasks, new_task
 
 #: How claims and outcomes are written: "prepared" is a server-side prepared statement per
@@ -111,8 +112,7 @@ def test_a_claim_of_a_task_that_is_not_pending_changes_nothing_and_writes_no_eve
     running = submit()
     assert claim(writer, running) is not None
     cancelled = submit()
-    with db.begin() as conn:
-        assert repo.cancel_pending(conn, cancelled) is not None
+    assert store.cancel(cancelled) is not None
     cancel_flagged = submit()  # PENDING with the flag set (a retry's requeue racing a cancel): never runs
     with db.begin() as conn:
         conn.execute(sa.text("UPDATE tasks SET cancel_requested = true WHERE id = :t"), {"t": cancel_flagged})
@@ -204,8 +204,7 @@ def test_every_outcome_event_matches_what_is_stored(
 ) -> None:
     task_id = submit()
     claim(writer, task_id)
-    with db.begin() as conn:
-        assert repo.request_cancel(conn, task_id) is not None  # the flag shows in the outcome's event
+    assert store.cancel(task_id) is not None  # RUNNING: the flag, which shows in the outcome's event
     done = finish(writer, task_id, 1, status, **kwargs)
     assert done is not None
     _, event = done

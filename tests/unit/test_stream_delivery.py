@@ -68,12 +68,12 @@ class Store:
             "last_seq": last.seq,
         }
 
-    def load_events(self, task_id: uuid.UUID, after: int) -> list[Event]:
+    async def load_events(self, task_id: uuid.UUID, after: int) -> list[Event]:
         self.loads += 1
         # Fresh objects, as rows read from the database are (no shared encoding cache).
         return [Event(e.task_id, e.seq, e.kind, e.data) for e in self.events if e.seq > after][: sse.REPLAY_PAGE]
 
-    def load_task(self, task_id: uuid.UUID) -> dict[str, Any]:
+    async def load_task(self, task_id: uuid.UUID) -> dict[str, Any]:
         return self.row()
 
 

@@ -23,13 +23,11 @@ import logging
 import math
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import anyio
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
 from tasklift.events.bus import CHANNEL_PREFIX, channel
 from tasklift.store.aio import AsyncStore, DatabaseError
@@ -177,7 +175,7 @@ class EventHub:
         *,
         queue_size: int = 256,
         check_seconds: float | None = None,
-        active_keys: Callable[[list[str]], set[str]] | None = None,
+        active_keys: Callable[[list[str]], Awaitable[set[str]]] | None = None,
         key_check_seconds: float = 10,
     ) -> None:
         """Args:
@@ -186,7 +184,7 @@ class EventHub:
         queue_size: each subscription's buffer; beyond it the subscription resyncs from the database.
         check_seconds: the period of the database check (missed events and, with ``active_keys``,
             revoked keys); None: no check.
-        active_keys: blocking; those of the given API key ids still active (one query for all).
+        active_keys: those of the given API key ids still active (one query for all, on this loop).
         key_check_seconds: the least time between two key checks (they run on the check's rounds).
         """
         self._url = redis_url
@@ -298,10 +296,9 @@ class EventHub:
         subs = [sub for watchers in self._watchers.values() for sub in watchers if sub.key_id is not None]
         if not subs:
             return
-        check = self._active_keys
         try:
-            active = await anyio.to_thread.run_sync(check, sorted({sub.key_id for sub in subs if sub.key_id}))
-        except SQLAlchemyError as exc:  # the store is down: nothing can be checked; the next round tries again
+            active = await self._active_keys(sorted({sub.key_id for sub in subs if sub.key_id}))
+        except DatabaseError as exc:  # the store is down: nothing can be checked; the next round tries again
             log.debug("event hub key check failed: %s", exc)
             return
         for sub in subs:

@@ -19,12 +19,9 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import anyio
-from sqlalchemy import RowMapping
 
 from tasklift.blobs import claims
 from tasklift.events.hub import RESYNC, REVOKED, STOP, EventHub, _Marker
@@ -77,7 +74,7 @@ def is_terminal(event: Event) -> bool:
     return event.kind == "status" and event.data.get("status") in {s.value for s in TERMINAL}
 
 
-def snapshot(row: RowMapping) -> Event:
+def snapshot(row: Mapping[str, Any]) -> Event:
     """A ``status`` event reflecting the task as stored, with the id of the latest event it covers."""
     return Event(str(row["id"]), row["last_seq"], "status", status_data(row))
 
@@ -86,10 +83,10 @@ def snapshot(row: RowMapping) -> Event:
 class StreamPlan:
     """What a stream needs, resolved before the response starts (so errors can still be 404)."""
 
-    task: RowMapping
+    task: Mapping[str, Any]
     last_event_id: int | None
-    load_events: Callable[[uuid.UUID, int], list[Event]]  #: sync; runs in a worker thread
-    load_task: Callable[[uuid.UUID], RowMapping | None]  #: sync; runs in a worker thread
+    load_events: Callable[[uuid.UUID, int], Awaitable[list[Event]]]  #: the store's replay, on the loop
+    load_task: Callable[[uuid.UUID], Awaitable[Mapping[str, Any] | None]]  #: the store's read, on the loop
     hub: EventHub
     ping_seconds: float
     retry_ms: int
@@ -128,7 +125,7 @@ async def _events(plan: StreamPlan) -> AsyncGenerator[bytes, None]:
         if plan.last_event_id is None:
             # Re-read the task now that we are subscribed, so nothing falls between the snapshot and
             # the first live event (a later gap is caught by its sequence number).
-            row = await anyio.to_thread.run_sync(plan.load_task, task_id) or plan.task
+            row = await plan.load_task(task_id) or plan.task
             yield cursor.add(snapshot(row))
         else:
             async for chunk in _replay_chunks(plan, task_id, cursor):
@@ -228,7 +225,7 @@ async def _replay_chunks(plan: StreamPlan, task_id: uuid.UUID, cursor: _Cursor) 
 async def _replay_pages(plan: StreamPlan, task_id: uuid.UUID, after: int) -> AsyncIterator[list[Event]]:
     """Every stored event after ``after``, read from the database page by page."""
     while True:
-        page = await anyio.to_thread.run_sync(plan.load_events, task_id, after)
+        page = await plan.load_events(task_id, after)
         if page:
             yield page
         if len(page) < REPLAY_PAGE:

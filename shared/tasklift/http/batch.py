@@ -42,7 +42,7 @@ def _envelope_items(body: Any, most: int) -> list[Any]:
 
 def _item(result: ItemResult, instance: str) -> dict[str, Any]:
     if result.task is not None:
-        return {"status": 202, "task": task_resource(result.task), "replayed": result.replayed}  # type: ignore[arg-type]
+        return {"status": 202, "task": task_resource(result.task), "replayed": result.replayed}
     error = result.error
     assert error is not None
     status, slug = (409, "conflict") if isinstance(error, Conflict) else (422, "invalid-input")

@@ -26,9 +26,9 @@ import anyio
 from tasklift.http.problems import Problem
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.security import stream_tokens
-from tasklift.security.api_keys import authenticate_key, looks_like_key
+from tasklift.security.api_keys import active_key_ids, authenticate_key, looks_like_key
 from tasklift.security.identity import ANONYMOUS, Identity, acting_as
-from tasklift.security.limits import StreamSlot, active_tasks
+from tasklift.security.limits import StreamSlot
 from tasklift.security.oidc import InvalidToken, IssuerUnavailable
 from tasklift.settings import Settings, get_settings
 
@@ -57,9 +57,9 @@ async def guard(name: str, handler: Handler, req: HttpRequest) -> HttpResponse:
     settings = get_settings()
     stream_token = name == STREAM_ROUTE and req.query.get("access_token")
     if settings.anonymous and not stream_token and _credential(req) is None:
-        identity, slot = ANONYMOUS, None  # no credential to look up and no limits: no thread needed
+        identity, slot = ANONYMOUS, None  # no credential to look up and no limits
     else:
-        identity, slot = await anyio.to_thread.run_sync(admit, name, req, settings)
+        identity, slot = await admit(name, req, settings)
     req.principal = identity.principal
     try:
         with acting_as(identity):
@@ -77,46 +77,50 @@ async def guard(name: str, handler: Handler, req: HttpRequest) -> HttpResponse:
     return response
 
 
-def admit(route_name: str, req: HttpRequest, settings: Settings) -> tuple[Identity, StreamSlot | None]:
-    """Blocking part of :func:`guard` (database, Redis, JWKS): the caller, and its stream slot.
+async def admit(route_name: str, req: HttpRequest, settings: Settings) -> tuple[Identity, StreamSlot | None]:
+    """The caller (:func:`authenticate`) within its limits, and its stream slot.
 
-    The database and Redis are the API runtime's (``req.runtime``: its engine and limit store).
+    PostgreSQL is the API runtime's store (``req.runtime.store``, on the loop); the rate and stream
+    limits are Redis scripts on the runtime's synchronous limit store, run in a worker thread.
     """
-    identity = authenticate(route_name, req, settings)
+    identity = await authenticate(route_name, req, settings)
     if identity.is_anonymous:
         return identity, None  # one principal shared by every caller: limits would be global
-    store = req.runtime.limits
+    limits = req.runtime.limits
     if settings.rate_limit_requests:
-        decision = store.hit(identity.principal, settings.rate_limit_requests, settings.rate_limit_window_seconds)
+        decision = await anyio.to_thread.run_sync(
+            limits.hit, identity.principal, settings.rate_limit_requests, settings.rate_limit_window_seconds
+        )
         if not decision.allowed:
             raise _too_many(
                 f"more than {settings.rate_limit_requests} requests in {settings.rate_limit_window_seconds} s",
                 decision.retry_after,
             )
     if route_name in SUBMIT_ROUTES and settings.max_active_tasks:
-        with req.runtime.engine.connect() as conn:
-            active = active_tasks(conn, identity.principal)
+        active = await req.runtime.store.active_tasks(identity.principal)
         if active >= settings.max_active_tasks:
             raise _too_many(f"{active} tasks are pending or running; at most {settings.max_active_tasks} may be", 5)
     if route_name == STREAM_ROUTE and settings.max_open_streams:
-        slot = store.open_stream(identity.principal, settings.max_open_streams, stream_lease_seconds(settings))
+        slot = await anyio.to_thread.run_sync(
+            limits.open_stream, identity.principal, settings.max_open_streams, stream_lease_seconds(settings)
+        )
         if slot is None:
             raise _too_many(f"at most {settings.max_open_streams} streams may be open at once", 5)
         return identity, slot
     return identity, None
 
 
-def authenticate(route_name: str, req: HttpRequest, settings: Settings) -> Identity:
+async def authenticate(route_name: str, req: HttpRequest, settings: Settings) -> Identity:
     """The caller's identity; a 401 (or 503) :class:`Problem` otherwise."""
     credential = _credential(req)
     if credential is not None:
-        return _check_credential(req, credential, settings)
+        return await _check_credential(req, credential, settings)
     token = req.query.get("access_token") if route_name == STREAM_ROUTE else None
     if token:
         try:
-            grant = stream_tokens.verify(
-                token, req.path_params.get("task_id", ""), settings, active=req.runtime.active_keys
-            )
+            grant = stream_tokens.verify(token, req.path_params.get("task_id", ""), settings)
+            if grant.key_id is not None and not await active_key_ids(req.runtime.store, [grant.key_id]):
+                raise stream_tokens.BadStreamToken("its API key has been revoked")
         except stream_tokens.BadStreamToken as exc:
             log.info("refused a stream token: %s", exc)
             raise _unauthorized("the stream link expired or is not valid; read the task for a fresh one") from None
@@ -137,10 +141,9 @@ def _credential(req: HttpRequest) -> str | None:
     return key.strip() if key is not None else None
 
 
-def _check_credential(req: HttpRequest, credential: str, settings: Settings) -> Identity:
+async def _check_credential(req: HttpRequest, credential: str, settings: Settings) -> Identity:
     if looks_like_key(credential):
-        with req.runtime.engine.begin() as conn:
-            identity = authenticate_key(conn, credential)
+        identity = await authenticate_key(req.runtime.store, credential)
         if identity is None:
             raise _unauthorized("the API key is not valid or has been revoked")
         return identity
@@ -148,7 +151,8 @@ def _check_credential(req: HttpRequest, credential: str, settings: Settings) -> 
     if verifier is None:
         raise _unauthorized("the credential is not a valid API key")
     try:
-        return verifier.verify(credential)
+        # Blocking: a key rotation fetches the issuer's JWKS (cached otherwise).
+        return await anyio.to_thread.run_sync(verifier.verify, credential)
     except InvalidToken as exc:
         log.info("refused a bearer token: %s", exc)
         raise _unauthorized("the bearer token is not valid") from None

@@ -1,11 +1,12 @@
 """The endpoint handlers: async, host-neutral, each translating HTTP to one service call.
 
-Database work runs in a worker thread (``anyio.to_thread``) so that an async host stays free to
-serve streams while PostgreSQL answers.
+Database work runs on the event loop, on the API runtime's asyncpg store; only blocking clients
+(blob storage SDKs, the metrics' gauges) run in a worker thread (``anyio.to_thread``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -16,7 +17,6 @@ from typing import Any
 
 import anyio
 import redis
-from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
 from tasklift.blobs import BlobNotFound, BlobStoreError, claims
@@ -27,7 +27,7 @@ from tasklift.http.runtime import ApiRuntime, RuntimeMissing
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
 from tasklift.security.identity import current_identity, owner_scope
 from tasklift.settings import get_settings
-from tasklift.store import repository as repo
+from tasklift.store.aio import DatabaseError
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import InvalidInput, TaskService, utc_instant
 from tasklift.tasks.states import TERMINAL, TaskStatus
@@ -310,19 +310,14 @@ async def list_tasks(req: HttpRequest) -> HttpResponse:
                 [{"loc": ["query", "created_after"], "msg": "an RFC 3339 time (years 1 to 9999 in UTC)"}],
             ) from None
 
-    owner = owner_scope(req)
-
-    def run() -> Any:
-        return _service(req).list(
-            owner,
-            status=req.query.get("status") or None,
-            task_type=req.query.get("task_type") or None,
-            created_after=created_after,
-            limit=limit,
-            cursor=req.query.get("cursor") or None,
-        )
-
-    listing = await anyio.to_thread.run_sync(run)
+    listing = await _service(req).list_tasks(
+        owner_scope(req),
+        status=req.query.get("status") or None,
+        task_type=req.query.get("task_type") or None,
+        created_after=created_after,
+        limit=limit,
+        cursor=req.query.get("cursor") or None,
+    )
     items = [task_resource(row) for row in listing.items]
     return json_response(200, {"items": items, "next_cursor": listing.next_cursor}, {"Cache-Control": "no-store"})
 
@@ -380,12 +375,7 @@ async def task_logs(req: HttpRequest) -> HttpResponse:
     after = _int_query(req, "after", 0, 0, 2**62)
     limit = _int_query(req, "limit", 100, 1, 1000)
 
-    owner = owner_scope(req)
-
-    def run() -> Any:
-        return _service(req).logs(owner, req.path_params["task_id"], after=after, limit=limit)
-
-    rows = await anyio.to_thread.run_sync(run)
+    rows = await _service(req).logs(owner_scope(req), req.path_params["task_id"], after=after, limit=limit)
     lines = [
         {"seq": r["seq"], "timestamp": r["created_at"], "level": r["data"]["level"], "message": r["data"]["message"]}
         for r in rows
@@ -395,7 +385,7 @@ async def task_logs(req: HttpRequest) -> HttpResponse:
 
 async def cancel_task(req: HttpRequest) -> HttpResponse:
     """DELETE /tasks/{id}: 204 once CANCELLED, 202 while a running task stops, 409 if finished."""
-    outcome = await anyio.to_thread.run_sync(_service(req).cancel, owner_scope(req), req.path_params["task_id"])
+    outcome = await _service(req).cancel(owner_scope(req), req.path_params["task_id"])
     if outcome.done:
         return HttpResponse(204)
     return json_response(202, task_resource(outcome.task), _task_headers(outcome.task))
@@ -403,7 +393,7 @@ async def cancel_task(req: HttpRequest) -> HttpResponse:
 
 async def retry_task(req: HttpRequest) -> HttpResponse:
     """POST /tasks/{id}/retry: re-queue a FAILED or CANCELLED task (same id, events continue)."""
-    row = await anyio.to_thread.run_sync(_service(req).retry, owner_scope(req), req.path_params["task_id"])
+    row = await _service(req).retry(owner_scope(req), req.path_params["task_id"])
     resource = task_resource(row)
     headers = {"Location": resource["links"]["self"], "Retry-After": str(get_settings().poll_retry_after_seconds)}
     return json_response(202, resource, headers)
@@ -430,18 +420,18 @@ async def healthz(req: HttpRequest) -> HttpResponse:
     return json_response(200, {"status": "ok"}, {"Cache-Control": "no-store"})
 
 
-def _check_dependencies(runtime: ApiRuntime) -> dict[str, str]:
+async def _check_dependencies(runtime: ApiRuntime) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
-        with runtime.engine.connect() as conn:
-            repo.ping(conn)
+        await runtime.store.ping()
         checks["database"] = "ok"
-    except DBAPIError:
+    except DatabaseError:
         checks["database"] = "unavailable"
     try:
-        runtime.broker.client.ping()
+        async with asyncio.timeout(2):
+            await runtime.enqueuer.client.ping()
         checks["broker"] = "ok"
-    except redis.RedisError:
+    except (redis.RedisError, TimeoutError):
         checks["broker"] = "unavailable"
     return checks
 
@@ -454,7 +444,7 @@ async def metrics(req: HttpRequest) -> HttpResponse:
 
 async def readyz(req: HttpRequest) -> HttpResponse:
     """GET /readyz: 200 when PostgreSQL and Redis answer, else 503 with Retry-After."""
-    checks = await anyio.to_thread.run_sync(_check_dependencies, _runtime(req))
+    checks = await _check_dependencies(_runtime(req))
     if all(v == "ok" for v in checks.values()):
         return json_response(200, {"status": "ready", "checks": checks}, {"Cache-Control": "no-store"})
     return json_response(

@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
-
 from tasklift.blobs import claims
 from tasklift.http.handlers import _service
 from tasklift.http.resources import retry_after, task_resource
@@ -84,7 +82,7 @@ def azure_monitor(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
 
 def google_operation(row: Mapping[str, Any]) -> dict[str, Any]:
     """The task ``row`` as a ``google.longrunning.Operation`` in proto3 JSON (AIP-151)."""
-    resource = task_resource(row)  # type: ignore[arg-type]  # an asyncpg Record reads as a RowMapping
+    resource = task_resource(row)
     status = TaskStatus(row["status"])
     metadata = {
         name: resource[name]
@@ -110,7 +108,7 @@ def google_operation(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _headers(row: Mapping[str, Any]) -> dict[str, str]:
     headers = {"Cache-Control": "no-store"}
-    seconds = retry_after(row, floor=get_settings().poll_retry_after_seconds)  # type: ignore[arg-type]
+    seconds = retry_after(row, floor=get_settings().poll_retry_after_seconds)
     if seconds is not None:  # azure-core's poller waits this long (its default without it is 30 s)
         headers["Retry-After"] = str(seconds)
     return headers
@@ -135,5 +133,5 @@ async def cancel_google_operation(req: HttpRequest) -> HttpResponse:
     Answers ``google.protobuf.Empty`` (``{}``) once cancelled or cancelling; a finished task is 409,
     as every conflict with a task's state (Google's clients raise ``google.api_core.exceptions.Conflict``).
     """
-    await anyio.to_thread.run_sync(_service(req).cancel, owner_scope(req), req.path_params["task_id"])
+    await _service(req).cancel(owner_scope(req), req.path_params["task_id"])
     return json_response(200, {}, {"Cache-Control": "no-store"})

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-
-from sqlalchemy import RowMapping
 
 from tasklift.blobs import claims
 from tasklift.http.types import rfc3339
@@ -13,7 +12,7 @@ from tasklift.security.stream_tokens import stream_link
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
 
-def task_resource(row: RowMapping) -> dict[str, Any]:
+def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON resource of a task."""
     tid = str(row["id"])
     base = f"/tasks/{tid}"
@@ -44,12 +43,12 @@ def task_resource(row: RowMapping) -> dict[str, Any]:
     }
 
 
-def etag(row: RowMapping) -> str:
+def etag(row: Mapping[str, Any]) -> str:
     """A strong validator: every change to a task appends an event and bumps ``last_seq``."""
     return f'"{row["id"].hex}.{row["last_seq"]}"'
 
 
-def retry_after(row: RowMapping, floor: int = 1, ceiling: int = 30) -> int | None:
+def retry_after(row: Mapping[str, Any], floor: int = 1, ceiling: int = 30) -> int | None:
     """Seconds a poller should wait: none for a finished task, more for a long one far from done.
 
     For a running task with progress p% after t seconds, the rest takes about t·(100-p)/p; polling

@@ -14,7 +14,7 @@ Built once per process on the event loop that serves the requests, and passed to
 
 A runtime belongs to one event loop (asyncpg and redis.asyncio connections are loop-bound) and one
 process. :meth:`ApiRuntime.close` closes in reverse order of building: the hub, then the enqueuer
-(it writes its last outbox marks through the store), then the store, the sync clients last.
+(it writes its last outbox marks through the store), then the store, the sync Redis clients last.
 """
 
 from __future__ import annotations
@@ -23,19 +23,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Engine
-
 from tasklift import telemetry
 from tasklift.blobs import BlobStore, open_blob_store
 from tasklift.events.bus import EventAnnouncer
 from tasklift.events.hub import EventHub
-from tasklift.queue.dispatch import Broker, BrokerEpoch, Enqueuer
+from tasklift.queue.dispatch import BrokerEpoch, Enqueuer
+from tasklift.security.api_keys import active_key_ids
 from tasklift.security.limits import LimitStore
 from tasklift.security.oidc import OidcVerifier, verifier_for
-from tasklift.security.stream_tokens import active_keys
 from tasklift.settings import Settings, get_settings, redis_url
 from tasklift.store.aio import AsyncStore
-from tasklift.store.db import database_url, make_engine
 from tasklift.tasks.service import TaskService
 
 #: The key of the runtime in Starlette's lifespan state (``scope["state"]``).
@@ -51,10 +48,8 @@ class ApiRuntime:
     """What an API process holds: see the module docstring. Make it with :meth:`open`."""
 
     settings: Settings
-    engine: Engine  #: SQLAlchemy, for the synchronous operations (list, logs, cancel, retry, auth)
-    store: AsyncStore  #: asyncpg, for the hot path (submit, read)
-    broker: Broker  #: sync Redis, for a manual retry's publish
-    enqueuer: Enqueuer  #: async Redis, for the submits' publish
+    store: AsyncStore  #: asyncpg: every statement of the API (submit, read, list, cancel, retry, auth)
+    enqueuer: Enqueuer  #: async Redis, for the publish of submits and manual retries
     announcer: EventAnnouncer  #: sync Redis PUBLISH of the API's own events (cancel, retry)
     hub: EventHub  #: the one Redis pub/sub connection of the streams and long polls
     blobs: BlobStore
@@ -63,32 +58,25 @@ class ApiRuntime:
     service: TaskService
     _uncount: Any = field(default=None, repr=False)  #: removes the hub from the open-streams gauge
 
-    def active_keys(self, key_ids: list[str]) -> set[str]:
-        """Those of the API keys ``key_ids`` not revoked (blocking; :func:`stream_tokens.active_keys`)."""
-        return active_keys(self.engine, key_ids)
-
     @classmethod
     def open(cls, settings: Settings) -> ApiRuntime:
         """Build the runtime on the running event loop. Connections are made lazily, on first use."""
         url = redis_url()
-        engine = make_engine(database_url(settings), settings.db_pool_size)
         store = AsyncStore(settings)
-        epochs = BrokerEpoch()  # one cache for the sync and the async client
-        broker = Broker(url, epochs)
-        enqueuer = Enqueuer(url, store, epochs)
+        enqueuer = Enqueuer(url, store, BrokerEpoch())
         announcer = EventAnnouncer(url)
         hub = EventHub(
             url,
             store,
             check_seconds=settings.stream_resync_seconds,
-            active_keys=partial(active_keys, engine),
+            active_keys=partial(active_key_ids, store),
             key_check_seconds=settings.stream_token_key_check_seconds,
         )
         blobs = open_blob_store(settings)
         limits = LimitStore(url)
-        service = TaskService(engine, store, enqueuer, broker, blobs, announce=announcer.announce)
+        service = TaskService(store, enqueuer, blobs, announce=announcer.announce)
         oidc = verifier_for(settings)
-        runtime = cls(settings, engine, store, broker, enqueuer, announcer, hub, blobs, limits, oidc, service)
+        runtime = cls(settings, store, enqueuer, announcer, hub, blobs, limits, oidc, service)
         runtime._uncount = telemetry.count_open_streams(lambda: hub.subscriptions)
         return runtime
 
@@ -101,8 +89,6 @@ class ApiRuntime:
         await self.store.close()
         self.limits.redis.close()
         self.announcer.close()
-        self.broker.close()
-        self.engine.dispose()
 
 
 class HostRuntime:

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, RowMapping, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tasklift.security.identity import Identity
+from tasklift.store.aio import AsyncStore
 from tasklift.store.tables import ApiKey, api_keys
 
 KEY_PREFIX = "tl_"
@@ -93,21 +94,30 @@ def list_keys(conn: Connection) -> list[RowMapping]:
     return list(conn.execute(select(api_keys).order_by(api_keys.c.created_at, api_keys.c.name)).mappings())
 
 
-def authenticate_key(conn: Connection, secret: str) -> Identity | None:
-    """The identity of a valid, unrevoked key, or None."""
+#: The key whose digest is ``:key_hash`` (the unique index on key_hash).
+KEY_BY_DIGEST_SQL = (
+    "SELECT id, principal, admin, key_hash, revoked_at, last_used_at FROM api_keys WHERE key_hash = :key_hash"
+)
+TOUCH_KEY_SQL = "UPDATE api_keys SET last_used_at = now() WHERE id = :id"
+#: Of the ids ``:ids``, those of unrevoked keys (ONE query however many are asked).
+ACTIVE_KEYS_SQL = "SELECT id FROM api_keys WHERE id = ANY(CAST(:ids AS uuid[])) AND revoked_at IS NULL"
+
+
+async def authenticate_key(store: AsyncStore, secret: str) -> Identity | None:
+    """The identity of a valid, unrevoked key, or None (on the API's store)."""
     wanted = digest(secret)
-    row = conn.execute(select(api_keys).where(api_keys.c.key_hash == wanted)).mappings().first()
+    row = await store.fetchrow(KEY_BY_DIGEST_SQL, {"key_hash": wanted})
     # The lookup is by digest; comparing again in constant time costs nothing and keeps the check
     # independent of how the database compares strings.
     if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], wanted):
         return None
     last_used = row["last_used_at"]
     if last_used is None or (datetime.now(UTC) - last_used).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
-        conn.execute(update(ApiKey).where(ApiKey.id == row["id"]).values(last_used_at=func.now()))
+        await store.execute(TOUCH_KEY_SQL, {"id": row["id"]})
     return Identity(row["principal"], admin=row["admin"], method="api-key", key_id=str(row["id"]))
 
 
-def active_key_ids(conn: Connection, key_ids: Iterable[str]) -> set[str]:
+async def active_key_ids(store: AsyncStore, key_ids: Iterable[str]) -> set[str]:
     """Those of ``key_ids`` that name an existing, unrevoked key: ONE query however many are asked.
 
     What stream tokens re-check (:mod:`tasklift.security.stream_tokens`), when a stream opens and,
@@ -119,5 +129,5 @@ def active_key_ids(conn: Connection, key_ids: Iterable[str]) -> set[str]:
             wanted.add(uuid.UUID(key_id))
     if not wanted:
         return set()
-    rows = conn.execute(select(api_keys.c.id).where(api_keys.c.id.in_(wanted), api_keys.c.revoked_at.is_(None)))
-    return {str(row[0]) for row in rows}
+    rows = await store.fetch(ACTIVE_KEYS_SQL, {"ids": list(wanted)})
+    return {str(row["id"]) for row in rows}

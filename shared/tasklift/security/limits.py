@@ -10,7 +10,8 @@ server's clock:
   renews its lease while it runs and removes itself when it ends; the lease is the safety net for
   an API process that dies without removing its streams (they count for one lease at most).
 
-Unfinished tasks (PENDING + RUNNING) are counted in PostgreSQL, the truth, on a partial index.
+Unfinished tasks (PENDING + RUNNING) are counted in PostgreSQL, the truth, on a partial index
+(:data:`tasklift.store.repository.ACTIVE_TASKS_SQL`, on the API's store).
 
 When Redis cannot be reached the rate and stream limits are skipped (fail open) for a few seconds
 at a time: Redis is also the broker, and accepted tasks must keep being accepted while it is away
@@ -28,15 +29,11 @@ from typing import Any, TypeVar
 
 import pybreaker
 import redis
-from sqlalchemy import Connection, func, select, text
-
-from tasklift.store.tables import tasks
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ACTIVE_PREDICATE = "status IN ('PENDING', 'RUNNING')"
 KEY_PREFIX = "tasklift:limits:"
 
 _RATE = """
@@ -139,10 +136,3 @@ class StreamSlot:
 
     def release(self) -> None:
         self.store._call(lambda: self.store.redis.zrem(self.key, self.member))
-
-
-def active_tasks(conn: Connection, owner: str) -> int:
-    """PENDING + RUNNING tasks of ``owner`` (served by the partial index ix_tasks_active_owner)."""
-    # The status test is literal SQL so that it matches the index predicate even as a prepared statement.
-    query = select(func.count()).select_from(tasks).where(tasks.c.owner == owner, text(ACTIVE_PREDICATE))
-    return int(conn.execute(query).scalar_one())

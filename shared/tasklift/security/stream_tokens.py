@@ -8,7 +8,8 @@ API key, while that key is not revoked. The key is checked in the database each 
 opens (the same one indexed lookup an API key's own requests cost), so a revoked key's links are
 refused at once; a stream already open when its key is revoked is ended by its process's event hub
 within ``stream_token_key_check_seconds`` + ``stream_resync_seconds`` (one query per period for
-every open stream's key: :func:`active_keys`). An API key or bearer token never appears in a URL.
+every open stream's key: :func:`tasklift.security.api_keys.active_key_ids`). An API key or bearer
+token never appears in a URL.
 
 Format: ``v1.<kid>.<payload>.<signature>`` (base64url), where ``kid`` names the signing key so
 that rotation works: sign with ``stream_signing_key``, also accept ``stream_signing_previous_keys``
@@ -24,10 +25,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-
-from sqlalchemy import Engine
 
 from tasklift.security.identity import Identity, current_identity
 from tasklift.settings import Settings, get_settings
@@ -110,13 +108,12 @@ def verify(
     task_id: str,
     settings: Settings | None = None,
     *,
-    active: Callable[[list[str]], set[str]] | None = None,
     now: float | None = None,
 ) -> StreamGrant:
-    """The grant of a valid token for ``task_id``; :class:`BadStreamToken` otherwise.
+    """The grant of a validly signed, unexpired token for ``task_id``; :class:`BadStreamToken` otherwise.
 
-    ``active``: which API key ids are not revoked (:func:`active_keys` on the runtime's engine);
-    needed for a token issued to an API key.
+    A grant with a ``key_id`` stands only while that API key is not revoked: the caller checks it
+    (:func:`tasklift.security.api_keys.active_key_ids`, one query on the API's store).
     """
     settings = settings or get_settings()
     parts = token.split(".")
@@ -138,20 +135,7 @@ def verify(
         raise BadStreamToken("expired")
     if grant.task_id != task_id:
         raise BadStreamToken("issued for another task")
-    if grant.key_id is not None and (active is None or not active([grant.key_id])):
-        raise BadStreamToken("its API key has been revoked")
     return grant
-
-
-def active_keys(engine: Engine, key_ids: list[str]) -> set[str]:
-    """Those of the API keys ``key_ids`` that are not revoked, as the database says now (one query).
-
-    Blocking: :func:`verify` runs it in the guard's worker thread, the event hub in a thread too.
-    """
-    from tasklift.security.api_keys import active_key_ids
-
-    with engine.connect() as conn:
-        return active_key_ids(conn, key_ids)
 
 
 def grant_identity(grant: StreamGrant) -> Identity:

@@ -1,9 +1,11 @@
-"""asyncpg on the API's event loop: the API's store (submit, read a task) without a thread hop.
+"""asyncpg on the API's event loop: the API's one store, without a thread hop.
 
-The API's requests on the hot path, ``POST /tasks`` and ``GET /tasks/{id}``, run here on an
-:class:`asyncpg.Pool` (:class:`AsyncStore`, one per API runtime); workers, the reaper and the CLI use SQLAlchemy
-(:mod:`tasklift.store.db`). The SQL text is the repository's (:mod:`tasklift.store.repository`):
-this module only runs it. The submits that arrive together share ONE statement and one commit
+Every statement an API process runs goes through here, on ONE :class:`asyncpg.Pool`
+(:class:`AsyncStore`, one per API runtime): submit and read, list, logs, stream replay, cancel,
+retry, API-key checks and the readiness probe. Workers, the reaper and the CLI use SQLAlchemy on
+psycopg (:mod:`tasklift.store.db`). The SQL text is the repository's
+(:mod:`tasklift.store.repository`; the API keys' is in :mod:`tasklift.security.api_keys`): this
+module only runs it (:meth:`AsyncStore.fetch`). The submits that arrive together share ONE statement and one commit
 (:data:`~tasklift.store.repository.INSERT_TASKS_SQL`), and so do the reads
 (:data:`~tasklift.store.repository.GET_TASKS_SQL` for many ids); see :class:`Gathered`.
 
@@ -28,11 +30,12 @@ is asyncpg's own, configured through its public options:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -78,6 +81,13 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 # --- the statements ------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=128)
+def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """:func:`~tasklift.store.db.positional`, once per statement text."""
+    return positional(sql)
+
 
 _GET_TASKS, _ = positional(repo.GET_TASKS_SQL)  # ($1 ids)
 _MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = positional(outbox.MARK_PUBLISHED_SQL)
@@ -214,6 +224,11 @@ async def _get_many(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list
     return [by_id.get(task_id) for task_id in task_ids]
 
 
+def _status_event(row: asyncpg.Record) -> repo.Event:
+    """The status event a state change by one statement appended (``seq`` = the row's ``last_seq``)."""
+    return repo.Event(str(row["id"]), row["last_seq"], "status", repo.status_data(row))
+
+
 class AsyncStore:
     """The API's asyncpg pool and the gatherer of its reads, on ONE event loop.
 
@@ -300,6 +315,67 @@ class AsyncStore:
                 return row, None
 
         return await self.run(transaction)
+
+    # --- statements by their text (named parameters) ---------------------------------------------
+
+    async def fetch(self, sql: str, params: Mapping[str, Any]) -> list[asyncpg.Record]:
+        """The rows of the statement ``sql`` (``:name`` parameters from ``params``), autocommit."""
+        text, names = _positional(sql)
+        args = [params[name] for name in names]
+        return await self.run(lambda conn: conn.fetch(text, *args))
+
+    async def fetchrow(self, sql: str, params: Mapping[str, Any]) -> asyncpg.Record | None:
+        """The first row of :meth:`fetch`'s statement, or None."""
+        text, names = _positional(sql)
+        args = [params[name] for name in names]
+        return await self.run(lambda conn: conn.fetchrow(text, *args))
+
+    async def execute(self, sql: str, params: Mapping[str, Any]) -> None:
+        """Run the statement ``sql`` for its effect, autocommit."""
+        text, names = _positional(sql)
+        args = [params[name] for name in names]
+        await self.run(lambda conn: conn.execute(text, *args))
+
+    # --- the API's operations besides submit and read -------------------------------------------
+
+    async def list_tasks(self, limit: int, **filters: Any) -> list[asyncpg.Record]:
+        """:func:`~tasklift.store.repository.list_tasks_sql` with the ``filters`` that are not None
+        (``owner``, ``status``, ``task_type``, ``created_after``, ``before``: a ``(created_at, id)``)."""
+        given = {name: value for name, value in filters.items() if value is not None}
+        params: dict[str, Any] = {**given, "limit": limit}
+        if "before" in given:
+            params["before_created"], params["before_id"] = given["before"]
+        return await self.fetch(repo.list_tasks_sql(tuple(given)), params)
+
+    async def events_after(self, task_id: uuid.UUID, after: int, limit: int = 1000) -> list[repo.Event]:
+        """The task's events after sequence ``after``, oldest first (stream replay)."""
+        rows = await self.fetch(repo.EVENTS_AFTER_SQL, {"task_id": task_id, "after": after, "limit": limit})
+        return [repo.Event(str(task_id), row["seq"], row["kind"], row["data"]) for row in rows]
+
+    async def logs_after(self, task_id: uuid.UUID, after: int, limit: int) -> list[asyncpg.Record]:
+        """Log lines after sequence ``after``, oldest first."""
+        return await self.fetch(repo.LOGS_AFTER_SQL, {"task_id": task_id, "after": after, "limit": limit})
+
+    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> tuple[asyncpg.Record, repo.Event] | None:
+        """:data:`~tasklift.store.repository.CANCEL_SQL`: the changed row and its event, or None."""
+        row = await self.fetchrow(repo.CANCEL_SQL, {"task_id": task_id, "owner": owner})
+        return None if row is None else (row, _status_event(row))
+
+    async def reopen(
+        self, task_id: uuid.UUID, owner: str | None, retries: int
+    ) -> tuple[asyncpg.Record, repo.Event] | None:
+        """:data:`~tasklift.store.repository.REOPEN_SQL`: the reopened row and its event, or None."""
+        row = await self.fetchrow(repo.REOPEN_SQL, {"task_id": task_id, "owner": owner, "retries": retries})
+        return None if row is None else (row, _status_event(row))
+
+    async def active_tasks(self, owner: str) -> int:
+        """PENDING + RUNNING tasks of ``owner`` (:data:`~tasklift.store.repository.ACTIVE_TASKS_SQL`)."""
+        row = await self.fetchrow(repo.ACTIVE_TASKS_SQL, {"owner": owner})
+        return int(row[0]) if row is not None else 0
+
+    async def ping(self) -> None:
+        """Raise :class:`DatabaseError` unless the database answers."""
+        await self.run(lambda conn: conn.fetchval("SELECT 1"))
 
     async def mark_published(self, sent: list[tuple[uuid.UUID, int]], broker_epoch: str | None) -> None:
         """:func:`tasklift.store.outbox.mark_published` on asyncpg (one statement, autocommit)."""

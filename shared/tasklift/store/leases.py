@@ -29,11 +29,7 @@ from tasklift.store.repository import Event
 from tasklift.store.tables import tasks
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
-#: The part of :func:`status_data` that SQL builds from the updated row (``r``); the rest is added below.
-_STATUS_DATA_SQL = (
-    "jsonb_build_object('status', r.status, 'progress', r.progress, 'attempts', r.attempts,"
-    " 'cancel_requested', r.cancel_requested)"
-)
+_STATUS_DATA_SQL = repo.STATUS_DATA_SQL  #: the status event SQL builds from the updated row ``r``
 _TASK_ID = bindparam("task_id", type_=UUID(as_uuid=True))
 _ATTEMPT = bindparam("attempt", type_=Integer)
 _LEASE = bindparam("lease", type_=Float)

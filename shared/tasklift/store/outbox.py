@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, func, or_, select, text
+from sqlalchemy import Connection, RowMapping, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklift.store.db import interval
@@ -114,8 +114,3 @@ def insert_intent(conn: Connection, task_id: uuid.UUID, queue: str, intent_seq: 
             set_={"available_at": due, "published_at": None, "broker_epoch": None, "intent_seq": intent_seq},
         )
     )
-
-
-def drop_intent(conn: Connection, task_id: uuid.UUID) -> None:
-    """Delete the task's intent (a PENDING task cancelled: nothing is to be sent)."""
-    conn.execute(delete(outbox).where(outbox.c.task_id == task_id))

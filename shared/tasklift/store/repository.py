@@ -13,25 +13,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     RowMapping,
-    and_,
     bindparam,
     delete,
     func,
     insert,
-    or_,
-    select,
     text,
     update,
 )
 from sqlalchemy.dialects.postgresql import UUID
 
-from tasklift.store import outbox as outbox_store
 from tasklift.store.tables import idempotency_keys, task_events, tasks
 from tasklift.tasks.states import TaskStatus
 
@@ -181,111 +176,103 @@ def get_task(conn: Connection, task_id: uuid.UUID, owner: str | None = None) -> 
     return conn.execute(_GET_OWNED_TASK, {"id": task_id, "owner": owner}).mappings().first()
 
 
-def list_tasks(
-    conn: Connection,
-    *,
-    owner: str | None,
-    status: str | None,
-    task_type: str | None,
-    created_after: datetime | None,
-    before: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-) -> list[RowMapping]:
-    """Tasks newest first, keyset-paged by ``(created_at, id)``."""
-    query = select(tasks).order_by(tasks.c.created_at.desc(), tasks.c.id.desc()).limit(limit)
-    if owner is not None:
-        query = query.where(tasks.c.owner == owner)
-    if status:
-        query = query.where(tasks.c.status == status)
-    if task_type:
-        query = query.where(tasks.c.task_type == task_type)
-    if created_after:
-        query = query.where(tasks.c.created_at > created_after)
-    if before:
-        created, last_id = before
-        query = query.where(
-            or_(tasks.c.created_at < created, and_(tasks.c.created_at == created, tasks.c.id < last_id))
-        )
-    return list(conn.execute(query).mappings())
+#: The caller's tasks newest first, keyset-paged by ``(created_at, id)``: the filters that are given
+#: (:func:`list_tasks_sql`). Each combination is its own statement, so each is planned on the index
+#: that serves it (ix_tasks_owner_created for an owner) rather than on a catch-all ``IS NULL OR``.
+_LIST_FILTERS = {
+    "owner": "owner = :owner",
+    "status": "status = :status",
+    "task_type": "task_type = :task_type",
+    "created_after": "created_at > :created_after",
+    "before": "(created_at, id) < (:before_created, :before_id)",
+}
+
+
+def list_tasks_sql(filters: Sequence[str]) -> str:
+    """The listing statement for the given filters (names of :data:`_LIST_FILTERS`), ``:limit`` rows."""
+    where = " AND ".join(_LIST_FILTERS[name] for name in _LIST_FILTERS if name in filters) or "TRUE"
+    return f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, id DESC LIMIT :limit"
+
+
+#: The task's events with ``seq > :after``, oldest first (stream replay; the worker's last event).
+EVENTS_AFTER_SQL = (
+    "SELECT seq, kind, data FROM task_events WHERE task_id = :task_id AND seq > :after ORDER BY seq LIMIT :limit"
+)
+#: Log lines (events of kind ``log``) after ``:after``, oldest first.
+LOGS_AFTER_SQL = (
+    "SELECT seq, created_at, data FROM task_events"
+    " WHERE task_id = :task_id AND kind = 'log' AND seq > :after ORDER BY seq LIMIT :limit"
+)
+_EVENTS_AFTER = text(EVENTS_AFTER_SQL).bindparams(bindparam("task_id", type_=UUID(as_uuid=True)))
 
 
 def events_after(conn: Connection, task_id: uuid.UUID, after_seq: int, limit: int = 1000) -> list[Event]:
-    """The task's events with ``seq > after_seq``, oldest first."""
-    rows = conn.execute(
-        select(task_events.c.seq, task_events.c.kind, task_events.c.data)
-        .where(task_events.c.task_id == task_id, task_events.c.seq > after_seq)
-        .order_by(task_events.c.seq)
-        .limit(limit)
-    )
+    """The task's events with ``seq > after_seq``, oldest first (:data:`EVENTS_AFTER_SQL`)."""
+    rows = conn.execute(_EVENTS_AFTER, {"task_id": task_id, "after": after_seq, "limit": limit})
     return [Event(str(task_id), seq, kind, data) for seq, kind, data in rows]
 
 
-def logs_after(conn: Connection, task_id: uuid.UUID, after_seq: int, limit: int) -> list[RowMapping]:
-    """Log lines (events of kind ``log``) after ``after_seq``, oldest first."""
-    return list(
-        conn.execute(
-            select(task_events.c.seq, task_events.c.created_at, task_events.c.data)
-            .where(task_events.c.task_id == task_id, task_events.c.kind == "log", task_events.c.seq > after_seq)
-            .order_by(task_events.c.seq)
-            .limit(limit)
-        ).mappings()
-    )
+# --- the API's state changes: cancel and manual retry ---------------------------------------------
+#
+# Each is ONE statement: a compare-and-set on the task row (``r``), its status event, and its
+# outbox change, as data-modifying CTEs (as the worker's lease, :mod:`tasklift.store.leases`).
+# ``:owner`` NULL means any owner (an admin); another owner's task is simply not changed.
+
+#: The ``status`` event data SQL builds from the updated row ``r``: :func:`status_data` for the
+#: states these statements leave (no result, no error).
+STATUS_DATA_SQL = (
+    "jsonb_build_object('status', r.status, 'progress', r.progress, 'attempts', r.attempts,"
+    " 'cancel_requested', r.cancel_requested)"
+)
+_OWNED = "id = :task_id AND (CAST(:owner AS text) IS NULL OR owner = :owner)"
+_STATUS_EVENT = "INSERT INTO task_events (task_id, seq, kind, data) SELECT r.id, r.last_seq, 'status', {data} FROM r"
+
+#: Cancel: PENDING → CANCELLED at once (its outbox intent dropped: the queued message, if any, finds
+#: it cancelled and is dropped); RUNNING → the durable cancel flag, once (the first request wins
+#: the event; the worker stops at its next check). Returns the changed row, or none.
+CANCEL_SQL = f"""
+WITH r AS (
+    UPDATE tasks
+    SET status = CASE WHEN status = 'PENDING' THEN 'CANCELLED' ELSE status END,
+        completed_at = CASE WHEN status = 'PENDING' THEN now() ELSE completed_at END,
+        cancel_requested = TRUE, cancel_requested_at = now(), last_seq = last_seq + 1, updated_at = now()
+    WHERE {_OWNED} AND (status = 'PENDING' OR (status = 'RUNNING' AND cancel_requested IS FALSE))
+    RETURNING {TASK_COLUMNS}
+), cancel_event AS (
+    {_STATUS_EVENT.format(data=STATUS_DATA_SQL)}
+), no_dispatch AS (
+    DELETE FROM task_outbox WHERE task_id = :task_id AND EXISTS (SELECT FROM r WHERE r.status = 'CANCELLED')
+)
+SELECT {TASK_COLUMNS} FROM r"""
+
+#: Manual retry: FAILED | CANCELLED → PENDING, same id, a fresh retry budget (automatic retries
+#: count failures, see :func:`tasklift.store.leases.failures`), events go on; a new dispatch intent
+#: for this transition, due at once. Returns the reopened row, or none.
+REOPEN_SQL = f"""
+WITH r AS (
+    UPDATE tasks
+    SET status = 'PENDING', cancel_requested = FALSE, cancel_requested_at = NULL, error = NULL, result = NULL,
+        completed_at = NULL, max_retries = attempts - redispatches - handbacks + :retries,
+        last_seq = last_seq + 1, updated_at = now()
+    WHERE {_OWNED} AND status IN ('FAILED', 'CANCELLED')
+    RETURNING {TASK_COLUMNS}
+), reopen_event AS (
+    {_STATUS_EVENT.format(data=STATUS_DATA_SQL)}
+), dispatch_intent AS (
+    INSERT INTO task_outbox (task_id, queue, available_at, intent_seq)
+    SELECT r.id, r.queue, now(), r.last_seq FROM r
+    ON CONFLICT (task_id) DO UPDATE
+    SET available_at = EXCLUDED.available_at, published_at = NULL, broker_epoch = NULL,
+        intent_seq = EXCLUDED.intent_seq
+)
+SELECT {TASK_COLUMNS} FROM r"""
 
 
-# --- cancel -------------------------------------------------------------------------------------
-
-
-def cancel_pending(conn: Connection, task_id: uuid.UUID) -> tuple[RowMapping, Event] | None:
-    """PENDING → CANCELLED at once; the queued message will find it cancelled and be dropped."""
-    done = transition(
-        conn,
-        task_id,
-        [tasks.c.status == TaskStatus.PENDING.value],
-        {
-            "status": TaskStatus.CANCELLED.value,
-            "cancel_requested": True,
-            "cancel_requested_at": func.now(),
-            "completed_at": func.now(),
-        },
-    )
-    if done:
-        outbox_store.drop_intent(conn, task_id)
-    return done
-
-
-def request_cancel(conn: Connection, task_id: uuid.UUID) -> tuple[RowMapping, Event] | None:
-    """Set the durable cancel flag of a RUNNING task (idempotent: the first request wins the event)."""
-    return transition(
-        conn,
-        task_id,
-        [tasks.c.status == TaskStatus.RUNNING.value, tasks.c.cancel_requested.is_(False)],
-        {"cancel_requested": True, "cancel_requested_at": func.now()},
-    )
-
-
-# --- manual retry ---------------------------------------------------------------------------
-
-
-def reopen(conn: Connection, task_id: uuid.UUID, retries: int) -> tuple[RowMapping, Event] | None:
-    """FAILED | CANCELLED → PENDING for a manual retry: same id, a fresh retry budget, events go on."""
-    done = transition(
-        conn,
-        task_id,
-        [tasks.c.status.in_([TaskStatus.FAILED.value, TaskStatus.CANCELLED.value])],
-        {
-            "status": TaskStatus.PENDING.value,
-            "cancel_requested": False,
-            "cancel_requested_at": None,
-            "error": None,
-            "result": None,
-            "completed_at": None,
-            # Automatic retries count failures (see failures()); the budget restarts here.
-            "max_retries": tasks.c.attempts - tasks.c.redispatches - tasks.c.handbacks + retries,
-        },
-    )
-    if done:
-        outbox_store.insert_intent(conn, done[0]["id"], done[0]["queue"], done[1].seq, 0)
-    return done
+#: The condition of an unfinished task, literal so that it matches the partial index
+#: ix_tasks_active_owner's predicate even in a prepared statement.
+ACTIVE_PREDICATE = "status IN ('PENDING', 'RUNNING')"
+#: PENDING + RUNNING tasks of ``:owner`` (the submit's limit, :mod:`tasklift.security.limits`).
+ACTIVE_TASKS_SQL = f"SELECT count(*) FROM tasks WHERE owner = :owner AND {ACTIVE_PREDICATE}"
 
 
 # --- idempotency --------------------------------------------------------------------------------

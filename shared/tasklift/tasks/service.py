@@ -19,15 +19,13 @@ from typing import Any
 
 import anyio
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, RowMapping
 
 from tasklift import jsoncodec, telemetry
 from tasklift.blobs import BlobStore, claims
-from tasklift.queue.dispatch import Broker, Dispatch, Enqueuer
+from tasklift.queue.dispatch import Dispatch, Enqueuer
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
-from tasklift.store.db import reading
 from tasklift.store.repository import Event
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
@@ -68,16 +66,17 @@ class Submitted:
 class CancelOutcome:
     """Outcome of a cancel: ``done`` (now CANCELLED) or ``requested`` (the worker will stop)."""
 
-    task: RowMapping
+    task: Mapping[str, Any]
     done: bool
 
 
 @dataclass
 class Listing:
-    items: list[RowMapping]
+    items: list[Mapping[str, Any]]
     next_cursor: str | None
 
 
+#: Announces committed events (blocking: a Redis PUBLISH; the service runs it in a worker thread).
 Announce = Callable[[list[Event]], None]
 
 
@@ -86,14 +85,11 @@ class TaskService:
     """Operations on tasks for one store; ``announce`` announces committed events.
 
     The API runtime makes one (:class:`tasklift.http.runtime.ApiRuntime`): ``store`` and
-    ``enqueuer`` are on its event loop; ``engine`` and ``broker`` serve the synchronous operations,
-    which the handlers run in worker threads.
+    ``enqueuer`` are on its event loop.
     """
 
-    engine: Engine
     store: aio.AsyncStore
     enqueuer: Enqueuer
-    broker: Broker
     blobs: BlobStore
     announce: Announce = field(default=lambda events: None)
 
@@ -167,7 +163,7 @@ class TaskService:
             raise NotFound(f"task {task_id} does not exist")
         return row
 
-    def list(
+    async def list_tasks(
         self,
         owner: str | None,
         *,
@@ -181,91 +177,80 @@ class TaskService:
         if status is not None and status not in TaskStatus.__members__:
             raise InvalidInput(f"unknown status {status!r}", [{"loc": ["query", "status"], "msg": "unknown status"}])
         before = decode_cursor(cursor) if cursor else None
-        with reading(self.engine) as conn:
-            rows = repo.list_tasks(
-                conn,
-                owner=owner,
-                status=status,
-                task_type=task_type,
-                created_after=created_after,
-                before=before,
-                limit=limit + 1,
-            )
+        rows = await self.store.list_tasks(
+            limit + 1, owner=owner, status=status, task_type=task_type, created_after=created_after, before=before
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
-        return Listing(rows, next_cursor)
+        return Listing(list(rows), next_cursor)
 
-    def logs(self, owner: str | None, task_id: str, *, after: int = 0, limit: int = 100) -> list[RowMapping]:
+    async def logs(self, owner: str | None, task_id: str, *, after: int = 0, limit: int = 100) -> list[Any]:
         """Log lines after sequence ``after``, oldest first; :class:`NotFound` for no such task."""
-        with reading(self.engine) as conn:
-            row = _owned(conn, owner, task_id)
-            return repo.logs_after(conn, row["id"], after, limit)
+        row = await self.get(owner, task_id)
+        return await self.store.logs_after(row["id"], after, limit)
 
-    def load(self, task_id: uuid.UUID) -> RowMapping | None:
+    async def load(self, task_id: uuid.UUID) -> Mapping[str, Any] | None:
         """The task row by id, for any owner (callers have already checked access)."""
-        with reading(self.engine) as conn:
-            return repo.get_task(conn, task_id)
+        return await self.store.get_task(task_id)
 
-    def events_after(self, task_id: uuid.UUID, after: int, limit: int = 1000) -> list[Event]:
+    async def events_after(self, task_id: uuid.UUID, after: int, limit: int = 1000) -> list[Event]:
         """Events after sequence ``after`` (for stream replay)."""
-        with reading(self.engine) as conn:
-            return repo.events_after(conn, task_id, after, limit)
+        return await self.store.events_after(task_id, after, limit)
+
+    async def _announce(self, events: list[Event]) -> None:
+        await anyio.to_thread.run_sync(self.announce, events)
 
     # --- cancel ---------------------------------------------------------------------------------
 
-    def cancel(self, owner: str | None, task_id: str) -> CancelOutcome:
+    async def cancel(self, owner: str | None, task_id: str) -> CancelOutcome:
         """Cancel a task: PENDING ends at once; RUNNING gets the durable cancel flag.
+
+        One statement (:data:`~tasklift.store.repository.CANCEL_SQL`); when it changes nothing the
+        task is read to say why.
 
         Raises:
             NotFound: no such task for this caller.
             Conflict: the task already finished (SUCCESS or FAILED).
         """
-        with self.engine.begin() as conn:
-            tid = _owned(conn, owner, task_id)["id"]
-            done = repo.cancel_pending(conn, tid) or repo.request_cancel(conn, tid)
-            current = done[0] if done else repo.get_task(conn, tid)
-        if done:
-            self.announce([done[1]])
-        assert current is not None
-        status = TaskStatus(current["status"])
-        if status == TaskStatus.CANCELLED:
-            return CancelOutcome(current, done=True)
-        if status == TaskStatus.RUNNING:
-            return CancelOutcome(current, done=False)
-        if status == TaskStatus.PENDING:  # raced with a claim that then requeued; ask again
-            return self.cancel(owner, task_id)
-        raise Conflict(f"task {task_id} already finished with {status.value}; it cannot be cancelled")
+        tid = parse_task_id(task_id)
+        while True:
+            done = await self.store.cancel(tid, owner)
+            if done is not None:
+                await self._announce([done[1]])
+                current: Mapping[str, Any] = done[0]
+            else:
+                current = await self.get(owner, task_id)
+            status = TaskStatus(current["status"])
+            if status == TaskStatus.CANCELLED:
+                return CancelOutcome(current, done=True)
+            if status == TaskStatus.RUNNING:  # the flag is set (now or by an earlier request)
+                return CancelOutcome(current, done=False)
+            if status != TaskStatus.PENDING:
+                raise Conflict(f"task {task_id} already finished with {status.value}; it cannot be cancelled")
+            # PENDING after a statement that changed nothing: it raced with a claim that then
+            # handed the task back; ask again.
 
     # --- retry ----------------------------------------------------------------------------------
 
-    def retry(self, owner: str | None, task_id: str) -> RowMapping:
+    async def retry(self, owner: str | None, task_id: str) -> Mapping[str, Any]:
         """Re-queue a FAILED or CANCELLED task (new attempt, same id); :class:`Conflict` otherwise."""
-        with reading(self.engine) as conn:
-            row = _owned(conn, owner, task_id)
+        row = await self.get(owner, task_id)
         ttype = get_task_type(row["task_type"])
         if ttype is None:
             raise Conflict(f"task type {row['task_type']} is no longer registered")
-        engine = self.engine
-        with engine.begin() as conn:
-            done = repo.reopen(conn, row["id"], ttype.retries)
+        done = await self.store.reopen(row["id"], owner, ttype.retries)
         if done is None:
-            raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {row['status']}")
-        intent = Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"], intent_seq=done[1].seq)
-        self.broker.enqueue_after_commit(engine, [intent])
-        self.announce([done[1]])
-        return done[0]
+            current = await self.get(owner, task_id)
+            raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {current['status']}")
+        reopened, event = done
+        # Its outbox intent is committed with it: the publish is the enqueuer's, as a submit's.
+        await self.enqueuer.enqueue([Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"], event.seq)])
+        await self._announce([event])
+        return reopened
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def _owned(conn: Connection, owner: str | None, task_id: str) -> RowMapping:
-    """The task ``task_id`` of ``owner`` (None: any owner) read on ``conn``, or :class:`NotFound`."""
-    row = repo.get_task(conn, parse_task_id(task_id), owner)
-    if row is None:
-        raise NotFound(f"task {task_id} does not exist")
-    return row
 
 
 def new_task(
