@@ -10,6 +10,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tasklift.store.batches import KeyedTask, insert_batch
+from tests.support.store import new_task
+
 
 def bad_item(i: int) -> Any:
     """Five ways an item goes wrong, each with the loc its problem must point at."""
@@ -151,3 +154,15 @@ def test_a_batch_over_batch_max_bytes_is_413_and_not_json_is_400(client: httpx.C
     assert resp.status_code == 413 and resp.headers["Content-Type"] == "application/problem+json"
     assert client.post("/tasks:batch", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
     assert count(db, "SELECT count(*) FROM tasks") == 0
+
+
+async def test_the_batch_transaction_run_again_after_its_commit_returns_the_same_tasks(runtime, db: sa.Engine) -> None:
+    """What AsyncStore.run does when the commit's answer was lost: the same transaction once more."""
+    keyed = KeyedTask(new_task("test_noop", "tasklift.cpu"), "again-1", "hash-1")
+    plain = KeyedTask(new_task("test_noop", "tasklift.cpu"))
+    first = await insert_batch(runtime.store, "anonymous", [keyed, plain], 3600)
+    again = await insert_batch(runtime.store, "anonymous", [keyed, plain], 3600)
+    assert [row["id"] for row in first.rows if row is not None] == [keyed.task.task_id, plain.task.task_id]
+    assert again.rows[0] is None and again.earlier["again-1"]["task_id"] == keyed.task.task_id  # a replay
+    assert again.rows[1] is not None and again.rows[1]["id"] == plain.task.task_id  # read back, not doubled
+    assert count(db, "SELECT count(*) FROM tasks") == 2

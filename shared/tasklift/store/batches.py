@@ -88,7 +88,17 @@ async def insert_batch(store: aio.AsyncStore, owner: str, items: Sequence[KeyedT
                     found = await conn.fetch(_GET_KEYS, *_args(_GET_KEYS_ARGS, {"owner": owner, "keys": held}))
                     earlier = {row["key"]: row for row in found}
             fresh = [item for item in items if item.key is None or item.key in reserved]
-            inserted = await aio.insert_many(conn, [item.task for item in fresh]) if fresh else []
+            inserted: list[asyncpg.Record] = []
+            if fresh:
+                # AsyncStore.run runs this again when its connection was lost, perhaps after the
+                # commit: the rows of this batch already there are read back, not inserted again
+                # (one index lookup; a unique violation would abort this transaction, and
+                # insert_many's own read-back is for autocommit). Keyed items are replays above.
+                inserted = await conn.fetch(_GET_TASKS, [item.task.task_id for item in fresh])
+                there = {row["id"] for row in inserted}
+                fresh = [item for item in fresh if item.task.task_id not in there]
+            if fresh:
+                inserted += await aio.insert_many(conn, [item.task for item in fresh])
             by_id = {row["id"]: row for row in inserted}
             bound = [item for item in fresh if item.key is not None]
             if bound:
