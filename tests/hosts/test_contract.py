@@ -186,3 +186,9 @@ def test_every_host_takes_a_batch_at_its_colon_path_and_answers_per_item(http: h
     for answer in body["items"]:
         if answer["status"] == 202:
             wait_for_status(http, answer["task"]["task_id"], "SUCCESS")
+
+
+def test_every_host_routes_queue_pause_and_refuses_it_without_an_admin(http: httpx.Client) -> None:
+    queue = next(t["queue"] for t in http.get("/task-types").json() if t["name"] == "test_noop")
+    for action in ("pause", "resume"):
+        assert_problem(http.post(f"/queues/{queue}:{action}"), 403)  # anonymous is no admin

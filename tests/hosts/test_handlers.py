@@ -37,6 +37,8 @@ FALLBACK_ONLY = {
     # Azure route with a literal after a parameter in one segment is ASP.NET's "complex segment":
     # the catch-all serves AIP-151's custom method on both, through the same core route.
     ("POST", "/v1/operations/{task_id}:cancel"),
+    ("POST", "/queues/{queue}:pause"),  # the same, and an operator's call, not a hot path
+    ("POST", "/queues/{queue}:resume"),
 }
 
 

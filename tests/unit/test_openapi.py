@@ -31,6 +31,8 @@ STATUSES = {
     "get_operation_status": {200, 404},
     "get_google_operation": {200, 404},
     "cancel_google_operation": {200, 404, 409},
+    "pause_queue": {200, 403, 404},
+    "resume_queue": {200, 403, 404},
     "task_types": {200},
     "healthz": {200},
     "readyz": {200},

@@ -22,6 +22,7 @@ from tasklift.http.schemas import (
     LogLine,
     OperationStatus,
     ProblemDetail,
+    QueueState,
     TaskList,
     TaskResource,
     TaskTypeInfo,
@@ -124,6 +125,8 @@ _DOCS: dict[str, dict[str, Any]] = {
             409: PROBLEM,
         },
     },
+    "pause_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
+    "resume_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
     "task_types": {"response_model": list[TaskTypeInfo]},
     "healthz": {"response_model": Health},
     "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
@@ -135,6 +138,7 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 
 
 _TASK_ID = _param("task_id", "path", {"type": "string"}, "The task's id (a UUID; any other value names no task: 404)")
+_QUEUE = _param("queue", "path", {"type": "string"}, "A task type's queue (GET /task-types); any other: 404")
 #: An event id; empty is no id (as an absent header: EventSource never sends an empty one).
 _EVENT_ID = {"type": "string", "pattern": "^([0-9]{1,18})?$"}
 
@@ -177,6 +181,8 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
         "get_operation_status": [_TASK_ID],
         "get_google_operation": [_TASK_ID],
         "cancel_google_operation": [_TASK_ID],
+        "pause_queue": [_QUEUE],
+        "resume_queue": [_QUEUE],
         "retry_task": [_TASK_ID],
         "task_result": [_TASK_ID],
         "task_logs": [

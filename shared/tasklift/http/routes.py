@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 
 from tasklift import telemetry
-from tasklift.http import batch, handlers, operations
+from tasklift.http import batch, handlers, operations, queues
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -53,6 +53,8 @@ ROUTES: list[Route] = [
     Route("GET", "/operations/{task_id}", operations.get_operation_status, "get_operation_status"),
     Route("GET", "/v1/operations/{task_id}", operations.get_google_operation, "get_google_operation"),
     Route("POST", "/v1/operations/{task_id}:cancel", operations.cancel_google_operation, "cancel_google_operation"),
+    Route("POST", "/queues/{queue}:pause", queues.pause_queue, "pause_queue"),  # http/queues.py (admin)
+    Route("POST", "/queues/{queue}:resume", queues.resume_queue, "resume_queue"),
     Route("GET", "/task-types", handlers.task_types, "task_types"),
     Route("GET", "/healthz", handlers.healthz, "healthz"),
     Route("GET", "/readyz", handlers.readyz, "readyz"),

@@ -47,6 +47,7 @@ class TaskResource(BaseModel):
     updated_at: str
     completed_at: str | None
     trace_id: str | None
+    paused: bool | None = Field(None, description="GET /tasks/{id}: its queue is paused (it stays PENDING)")
     links: TaskLinks
 
 
@@ -138,3 +139,11 @@ class BatchResult(BaseModel):
     accepted: int
     rejected: int
     items: list[BatchItemResult]
+
+
+class QueueState(BaseModel):
+    """A queue after POST /queues/{queue}:pause or :resume."""
+
+    queue: str
+    paused: bool
+    pending: int = Field(description="Its PENDING tasks")
