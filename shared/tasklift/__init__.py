@@ -7,6 +7,6 @@ Task authors import from here::
 
 from tasklift.tasks.context import Cancelled, TaskContext
 from tasklift.tasks.registry import RetryableError, task
+from tasklift.version import __version__
 
-__all__ = ["Cancelled", "RetryableError", "TaskContext", "task"]
-__version__ = "0.1.0"
+__all__ = ["Cancelled", "RetryableError", "TaskContext", "__version__", "task"]

@@ -220,3 +220,20 @@ def redis_url() -> str:
     if not url:
         raise RuntimeError("TASKLIFT_REDIS_URL is not set; `tasklift dev` starts an embedded Redis and sets it")
     return url
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """The configured database URL; the embedded engine exports it before anything connects."""
+    settings = settings or get_settings()
+    url = settings.database_url or os.environ.get("TASKLIFT_DATABASE_URL")
+    if not url:
+        raise RuntimeError(
+            "TASKLIFT_DATABASE_URL is not set. `tasklift dev` starts an embedded PostgreSQL and sets it; "
+            "elsewhere point it at your server."
+        )
+    # The driver is psycopg 3 (SQLAlchemy 2.0 would take a bare postgresql:// for psycopg2, which is
+    # not installed; a URL written for psycopg2 keeps working).
+    for bare in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg://" + url[len(bare) :]
+    return url

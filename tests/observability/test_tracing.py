@@ -18,6 +18,7 @@ from tasklift.http import routes
 from tasklift.http.runtime import ApiRuntime
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.logs import JsonFormatter, TaskContextFilter
+from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -121,9 +122,10 @@ async def test_a_task_submitted_without_a_caller_trace_starts_its_own_and_stores
 
 
 async def test_the_outbox_dispatcher_continues_the_trace_stored_with_the_task(
-    anonymous: None, runtime: ApiRuntime, spans: InMemorySpanExporter, db: sa.Engine
+    anonymous: None, runtime: ApiRuntime, worker_runtime: WorkerRuntime, spans: InMemorySpanExporter, db: sa.Engine
 ) -> None:
-    """A message published later by another process parents on tasks.traceparent: same trace."""
+    """A message published later by another process (the reaper's dispatcher) parents on
+    tasks.traceparent: same trace."""
     submitted = await runtime.service.submit("anonymous", {"task_type": "test_noop"})
     submit = one(list(spans.get_finished_spans()), "tasklift.submit")
     pop_message("tasklift.cpu")
@@ -134,7 +136,7 @@ async def test_the_outbox_dispatcher_continues_the_trace_stored_with_the_task(
         conn.execute(sa.text("UPDATE task_outbox SET published_at = NULL, available_at = now()"))
     spans.clear()
 
-    assert runtime.broker.dispatch_due(runtime.engine) == 1
+    assert worker_runtime.broker.dispatch_due(worker_runtime.engine) == 1
 
     publish = one(list(spans.get_finished_spans()), "tasklift.cpu publish")
     assert publish.parent is not None and publish.parent.span_id == submit.context.span_id

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 import tests.support.task_types  # noqa: F401  (registers test_noop & co. in this process, for the threaded API)
-from tasklift.security.api_keys import create_key
+from tasklift.security.keys_admin import create_key
 from tasklift.settings import get_settings
 from tests.conftest import ServerThread
 

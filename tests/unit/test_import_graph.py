@@ -1,8 +1,9 @@
 """The package's module-level imports form no cycle (issue "One way to do each thing", layers).
 
-A cycle makes import order matter and hides which layer owns what; the modules import one way
-(settings → store → tasks → queue/events → http → hosts/cli). Imports inside functions are not
-counted: they are the deliberate, lazy ones (an optional extra, a heavy dependency).
+A cycle makes import order matter and hides which layer owns what. The cycle check counts
+module-level imports (a lazy import inside a function cannot form an import-time cycle); the layer
+check counts every import, lazy ones too: the modules import one way (settings → store → security
+→ tasks → queue/events → http → cli; :data:`LAYERS`).
 """
 
 from __future__ import annotations
@@ -111,22 +112,87 @@ def all_imports(path: Path) -> set[str]:
     return found
 
 
-#: Lower layers that must not reach up: telemetry is set up by every process and reads nothing above
-#: it; events and security sit beside the queue, not on it (settings.redis_url is what they share).
-FORBIDDEN = {
-    "tasklift.telemetry": ("tasklift.queue", "tasklift.store", "tasklift.tasks", "tasklift.events", "tasklift.http"),
-    "tasklift.events": ("tasklift.queue",),
-    "tasklift.security": ("tasklift.queue",),
+#: The layers, lowest first (docs/architecture.md): a module imports only from its own layer or
+#: below, even lazily (inside a function). A module takes the layer of its longest listed prefix.
+LAYERS: dict[str, int] = {
+    # 0: what every process sets up first, importing nothing above it
+    "tasklift.settings": 0,
+    "tasklift.states": 0,
+    "tasklift.jsoncodec": 0,
+    "tasklift.version": 0,
+    "tasklift.security.redaction": 0,
+    "tasklift.logs": 0,
+    "tasklift.telemetry": 0,
+    # 1: the data: PostgreSQL and blob storage
+    "tasklift.store": 1,
+    "tasklift.blobs": 1,
+    # 2: who is calling and what they may do (API keys and tokens read the store)
+    "tasklift.security": 2,
+    # 3: what a task is, and the context it runs with
+    "tasklift.tasks": 3,
+    "tasklift": 3,  # the package's public face for task authors: task, TaskContext
+    "tasklift.builtin": 4,  # task types, plug-ins of the registry
+    # 5: moving tasks and their events: Redis, Celery, the reaper
+    "tasklift.queue": 5,
+    "tasklift.events": 5,
+    # 6: the host-neutral HTTP API over all of that
+    "tasklift.http": 6,
+    # 7: what runs it: the command line, the Python client, the embedded dev engines
+    "tasklift.cli": 7,
+    "tasklift.client": 7,
+    "tasklift.embedded": 7,
 }
 
 
-def test_telemetry_events_and_security_do_not_import_upward_even_lazily() -> None:
+def layer(module: str) -> int:
+    """The layer of ``module``: that of its longest prefix in :data:`LAYERS`."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        if (prefix := ".".join(parts[:end])) in LAYERS:
+            return LAYERS[prefix]
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """The package modules ``path`` imports, anywhere in it (``from tasklift import x`` is ``tasklift.x``)."""
+    modules = _modules()
+    found = set()
+    for name in all_imports(path):
+        if name in modules:
+            found.add(name)
+        elif name.rpartition(".")[0] in modules:  # an attribute: `from tasklift.x import name`
+            found.add(name.rpartition(".")[0])
+    if "tasklift" in found and not _imports_the_package_itself(path):
+        found.discard("tasklift")  # only `from tasklift import <module>`
+    return found
+
+
+def _imports_the_package_itself(path: Path) -> bool:
+    """True when ``path`` takes names defined in ``tasklift/__init__.py`` (``from tasklift import task``)."""
+    modules = _modules()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module == "tasklift"
+            and any(f"tasklift.{alias.name}" not in modules for alias in node.names)
+        ):
+            return True
+    return False
+
+
+def test_layers_point_one_way_even_lazily() -> None:
     offences = []
     for name, path in _modules().items():
-        for package, banned in FORBIDDEN.items():
-            if name == package or name.startswith(package + "."):
-                offences += [(name, imported) for imported in sorted(all_imports(path)) if imported.startswith(banned)]
+        for imported in sorted(_imported_modules(path)):
+            if layer(imported) > layer(name):
+                offences.append(f"{name} (layer {layer(name)}) imports {imported} (layer {layer(imported)})")
     assert offences == []
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    assert layer("tasklift.store.repository") < layer("tasklift.tasks.registry") < layer("tasklift.queue.runner")
+    assert layer("tasklift.security.redaction") < layer("tasklift.security.api_keys")
 
 
 def test_the_layer_check_sees_a_lazy_import(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ def export(
     ``tasklift export --before 2025-01-01 > tasks.jsonl``.
     """
     from tasklift.blobs import create_blob_store
-    from tasklift.settings import get_settings
-    from tasklift.store.db import database_url, make_engine
+    from tasklift.settings import database_url, get_settings
+    from tasklift.store.db import make_engine
     from tasklift.tasks.retention import export_finished
 
     count = 0

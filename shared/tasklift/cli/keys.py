@@ -38,7 +38,8 @@ out = Console()  # results on stdout; progress and errors on stderr (cli.base.co
 def _database(data_dir: Path | None) -> Iterator[Engine]:
     """An engine on the API's database (see the module docstring), disposed afterwards."""
     from tasklift.security.dev_state import read_live_state
-    from tasklift.store.db import database_url, make_engine
+    from tasklift.settings import database_url
+    from tasklift.store.db import make_engine
 
     settings = get_settings()
     data = (data_dir or settings.data_dir).resolve()
@@ -86,7 +87,7 @@ def create(
     data_dir: Path = DATA_DIR,
 ) -> None:
     """Create an API key and print it (last line). It is not shown again."""
-    from tasklift.security.api_keys import KeyExists, create_key
+    from tasklift.security.keys_admin import KeyExists, create_key
 
     _check_name(name, "--name")
     if principal is not None:
@@ -106,7 +107,7 @@ def create(
 @keys.command("revoke")
 def revoke(name: str = typer.Argument(..., help="Name of the key"), data_dir: Path = DATA_DIR) -> None:
     """Revoke an API key: requests with it are refused (401) from now on."""
-    from tasklift.security.api_keys import revoke_key
+    from tasklift.security.keys_admin import revoke_key
 
     with _database(data_dir) as engine, engine.begin() as conn:
         row = revoke_key(conn, name)
@@ -119,7 +120,7 @@ def revoke(name: str = typer.Argument(..., help="Name of the key"), data_dir: Pa
 @keys.command("list")
 def list_(data_dir: Path = DATA_DIR) -> None:
     """List API keys (names, principals and prefixes; never the keys)."""
-    from tasklift.security.api_keys import list_keys
+    from tasklift.security.keys_admin import list_keys
 
     with _database(data_dir) as engine, engine.connect() as conn:
         rows = list_keys(conn)

@@ -10,7 +10,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
-from typing import Protocol
 
 import redis
 
@@ -29,13 +28,6 @@ def channel(task_id: str) -> str:
 def encode(event: Event) -> str:
     """The wire form of an event on the bus."""
     return json.dumps({"seq": event.seq, "kind": event.kind, "data": event.data}, separators=(",", ":"))
-
-
-class Announcer(Protocol):
-    """What announces committed events (a Redis PUBLISH on each task's channel): :class:`EventAnnouncer`, or
-    the worker's deferred one."""
-
-    def announce(self, events: Iterable[Event]) -> None: ...
 
 
 class EventAnnouncer:

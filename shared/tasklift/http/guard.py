@@ -27,7 +27,7 @@ from tasklift.http.problems import Problem
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.security import stream_tokens
 from tasklift.security.api_keys import active_key_ids, authenticate_key, looks_like_key
-from tasklift.security.identity import ANONYMOUS, Identity, acting_as
+from tasklift.security.identity import ANONYMOUS, Identity, acting_as, current_identity
 from tasklift.security.limits import StreamSlot
 from tasklift.security.oidc import InvalidToken, IssuerUnavailable
 from tasklift.settings import Settings, get_settings
@@ -190,3 +190,18 @@ async def _holding(stream: AsyncIterator[bytes], slot: StreamSlot) -> AsyncItera
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(slot.release)
+
+
+def owner_scope(req: HttpRequest) -> str | None:
+    """The owner filter for reading or changing an existing task: None means "every owner".
+
+    None for an admin, and for a stream token on the task it was issued for (it was issued to a
+    caller who could see that task); otherwise the caller's own principal, so another principal's
+    task is simply not found (404), never forbidden (which would confirm that it exists).
+    """
+    identity = current_identity()
+    if identity is None:
+        return req.principal
+    if identity.admin or (identity.task_id is not None and identity.task_id == req.path_params.get("task_id")):
+        return None
+    return identity.principal

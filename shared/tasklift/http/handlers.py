@@ -21,16 +21,17 @@ import redis
 from tasklift import telemetry
 from tasklift.blobs import BlobNotFound, BlobStoreError, claims
 from tasklift.events.sse import StreamPlan, stream_events
+from tasklift.http.guard import owner_scope
 from tasklift.http.problems import Problem
 from tasklift.http.resources import etag, retry_after, task_resource
 from tasklift.http.runtime import ApiRuntime, RuntimeMissing
+from tasklift.http.service import InvalidInput, TaskService, utc_instant
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
-from tasklift.security.identity import current_identity, owner_scope
+from tasklift.security.identity import current_identity
 from tasklift.settings import get_settings
+from tasklift.states import TERMINAL, TaskStatus
 from tasklift.store.aio import DatabaseError
 from tasklift.tasks.registry import all_task_types
-from tasklift.tasks.service import InvalidInput, TaskService, utc_instant
-from tasklift.tasks.states import TERMINAL, TaskStatus
 
 log = logging.getLogger(__name__)
 

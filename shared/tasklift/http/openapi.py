@@ -27,10 +27,10 @@ from tasklift.http.schemas import (
     TaskResource,
     TaskTypeInfo,
 )
+from tasklift.http.service import DEFAULT_TASK_TYPE
 from tasklift.settings import get_settings
+from tasklift.states import TaskStatus
 from tasklift.tasks.registry import all_task_types
-from tasklift.tasks.service import DEFAULT_TASK_TYPE
-from tasklift.tasks.states import TaskStatus
 
 PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
 

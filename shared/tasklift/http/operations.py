@@ -24,12 +24,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasklift.blobs import claims
+from tasklift.http.guard import owner_scope
 from tasklift.http.handlers import _service
 from tasklift.http.resources import retry_after, task_resource
 from tasklift.http.types import HttpRequest, HttpResponse, json_response, rfc3339
-from tasklift.security.identity import owner_scope
 from tasklift.settings import get_settings
-from tasklift.tasks.states import TERMINAL, TaskStatus
+from tasklift.states import TERMINAL, TaskStatus
 
 #: A task's status as the Azure guidelines' operation status. A PENDING task that has run before
 #: (a retry's back-off, a lease taken over) is Running: the operation as a whole has started.

@@ -9,7 +9,7 @@ from typing import Any
 from tasklift.blobs import claims
 from tasklift.http.types import rfc3339
 from tasklift.security.stream_tokens import stream_link
-from tasklift.tasks.states import TERMINAL, TaskStatus
+from tasklift.states import TERMINAL, TaskStatus
 
 
 def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:

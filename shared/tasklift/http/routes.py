@@ -7,17 +7,15 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError
-
 from tasklift import telemetry
 from tasklift.http import batch, handlers, operations, queues
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
+from tasklift.http.service import Conflict, InvalidInput, NotFound
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
-from tasklift.tasks.service import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +114,7 @@ async def handle(route: Route, req: HttpRequest) -> HttpResponse:
         return problem_response(Problem(422, exc.detail, errors=exc.errors, slug="invalid-input"), req.path)
     except Conflict as exc:
         return problem_response(Problem(409, exc.detail, headers={"Retry-After": "1"}, slug="conflict"), req.path)
-    except (DBAPIError, aio.DatabaseError) as exc:
+    except aio.DatabaseError as exc:
         if repo.refused_value(exc):  # a value PostgreSQL cannot take: the request's fault, not an outage
             log.warning("the store refused a value of %s %s: %s", req.method, req.path, exc)
             problem = Problem(400, "the task store refused a value of this request", slug="invalid-value")

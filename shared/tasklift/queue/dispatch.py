@@ -1,9 +1,10 @@
-"""Publishing tasks to Celery, and the outbox dispatcher that guarantees it happens.
+"""Publishing tasks to Celery from the API's event loop: :class:`Enqueuer`.
 
 A submit commits the task and its outbox row together, then publishes inline and marks the row
 published. If the process dies or Redis is down in between, the row stays unpublished and the
-dispatcher (``tasklift reaper``) publishes it once ``available_at`` passes. A message published
-twice is harmless: the worker's claim is a compare-and-set and drops the second delivery.
+dispatcher (``tasklift reaper``, :mod:`tasklift.queue.broker`) publishes it once ``available_at``
+passes. A message published twice is harmless: the worker's lease is a compare-and-set and drops
+the second delivery.
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from sqlalchemy import Engine
 
 from tasklift import telemetry
 from tasklift.queue import _compat
-from tasklift.queue.reconcile import reconcile
-from tasklift.settings import get_settings
-from tasklift.store import aio, outbox
+from tasklift.store import aio
 from tasklift.store import repository as repo
 
 log = logging.getLogger(__name__)
@@ -65,83 +63,6 @@ class BrokerEpoch:
         with self._lock:
             self._read = (now, run_id)
         return run_id
-
-
-class Broker:
-    """Publishing from synchronous code: a plain redis-py client (it reconnects by itself after a
-    Redis restart) and the epoch it last read. The API runtime's for a manual retry, the reaper's
-    for the dispatcher. The API's submits publish on the event loop instead (:class:`Enqueuer`)."""
-
-    def __init__(self, url: str, epochs: BrokerEpoch | None = None) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.epochs = epochs or BrokerEpoch()
-
-    def close(self) -> None:
-        self.client.close()
-
-    def enqueue(self, item: Dispatch) -> None:
-        """Send ``tasklift.run(task_id)`` with Celery's task id equal to ours. Raises on broker errors.
-
-        One LPUSH of the message Celery would send (:mod:`tasklift.queue._compat`); no retry here:
-        the outbox retries, and a blocking retry would stall the HTTP response.
-        """
-        with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
-            # trace_headers: the W3C traceparent; the worker's span continues the task's trace.
-            message = _compat.task_message(item.task_id, item.queue, item.task_type, trace_headers)
-            self.client.lpush(item.queue, message)
-
-    def epoch(self, max_age: float = 2.0) -> str | None:
-        """The Redis server's ``run_id`` (:class:`BrokerEpoch`); None if Redis does not answer."""
-        now = time.monotonic()
-        if (cached := self.epochs.cached(now, max_age)) is not None:
-            return cached
-        try:
-            return self.epochs.remember(now, self.client.info("server"))
-        except redis.RedisError as exc:
-            log.debug("could not read the broker epoch: %s", exc)
-            return None
-
-    def enqueue_after_commit(self, engine: Engine, items: Iterable[Dispatch]) -> bool:
-        """Publish freshly committed tasks from synchronous code (a manual retry) and mark them.
-
-        On a broker failure they are left to the dispatcher. The mark is one short transaction with
-        ``synchronous_commit = off``: a lost mark only means the dispatcher sends the task again
-        after the grace period, and the worker's lease drops the duplicate, so it need not wait for
-        the WAL flush. (The API's submits publish and mark on the event loop: :class:`Enqueuer`.)
-        """
-        items = list(items)
-        try:
-            for item in items:
-                self.enqueue(item)
-        except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the task
-            log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
-            return False
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                outbox.mark_published(conn, [item.intent for item in items], self.epoch())
-        except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the lease dedupes
-            log.warning("could not mark %d tasks published (they may be sent twice): %s", len(items), exc)
-        return True
-
-    def dispatch_due(self, engine: Engine, limit: int = 500) -> int:
-        """Publish outbox rows whose time has come. Returns how many were published."""
-        epoch = self.epoch()
-        with engine.begin() as conn:
-            rows = outbox.take_due_outbox(conn, limit)
-            sent: list[tuple[uuid.UUID, int]] = []
-            for row in rows:
-                item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
-                try:
-                    self.enqueue(item)
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("dispatcher: broker unavailable, will retry: %s", exc)
-                    break
-                sent.append(item.intent)
-            if sent:
-                # Marked in the same transaction that locked the rows: a crash before commit re-sends.
-                outbox.mark_published(conn, sent, epoch)
-        return len(sent)
 
 
 @dataclass(frozen=True)
@@ -315,25 +236,3 @@ class Enqueuer:
             self._marker = None
             if self._marks:  # marks that arrived while this UPDATE ran
                 self._marker = asyncio.get_running_loop().create_task(self._mark())
-
-
-class Dispatcher:
-    """The reaper's outbox job: sends the due intents each round (:meth:`Broker.dispatch_due`), and looks in
-    Redis for intents marked sent but unclaimed (:func:`tasklift.queue.reconcile.reconcile`) every
-    ``outbox_verify_seconds``, and at once when it first sees a Redis run (a restart may have lost
-    messages, or kept them all in its append-only file)."""
-
-    def __init__(self, engine: Engine, broker: Broker) -> None:
-        self.engine = engine
-        self.broker = broker
-        self._epoch: str | None = None  # the Redis run last looked at
-        self._next_look = 0.0
-
-    def round(self) -> int:
-        """One dispatcher round; returns how many messages it sent."""
-        epoch, now = self.broker.epoch(), time.monotonic()
-        if epoch is not None and (epoch != self._epoch or now >= self._next_look):
-            every = get_settings().outbox_verify_seconds
-            reconcile(self.engine, self.broker.client, epoch, older_than=every)
-            self._epoch, self._next_look = epoch, now + every
-        return self.broker.dispatch_due(self.engine)

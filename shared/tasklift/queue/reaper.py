@@ -26,13 +26,12 @@ from sqlalchemy.exc import DBAPIError
 from tasklift import telemetry
 from tasklift.queue import gauges
 from tasklift.queue.app import celery_app
-from tasklift.queue.dispatch import Dispatcher
+from tasklift.queue.broker import Dispatcher
 from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
+from tasklift.states import TaskStatus
 from tasklift.store import leases
-from tasklift.store import repository as repo
 from tasklift.tasks import retention
-from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def enforce_cancels(rt: WorkerRuntime) -> int:
 def cleanup(rt: WorkerRuntime) -> int:
     """Delete expired idempotency records."""
     with rt.engine.begin() as conn:
-        return repo.purge_expired_idempotency_keys(conn)
+        return leases.purge_expired_idempotency_keys(conn)
 
 
 def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Dispatcher) -> None:

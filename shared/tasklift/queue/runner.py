@@ -22,12 +22,11 @@ from sqlalchemy.exc import DBAPIError
 from tasklift import telemetry
 from tasklift.blobs import claims
 from tasklift.queue import runtime
+from tasklift.states import TaskStatus
 from tasklift.store import leases
-from tasklift.store import repository as repo
 from tasklift.store.db import retry_transient
 from tasklift.tasks.context import Cancelled, LeaseLost, TaskContext
 from tasklift.tasks.registry import TaskType, get_task_type
-from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +244,7 @@ def _recorded_outcome(rt: runtime.WorkerRuntime, ctx: TaskContext, status: TaskS
 
     def read() -> Any:
         with rt.engine.connect() as conn:
-            row = repo.get_task(conn, ctx.task_id)
+            row = leases.get_task(conn, ctx.task_id)
             if row is None or (row["status"], row["attempts"], row["result"], row["error"]) != (
                 status.value,
                 ctx.attempt,
@@ -253,7 +252,7 @@ def _recorded_outcome(rt: runtime.WorkerRuntime, ctx: TaskContext, status: TaskS
                 error,
             ):
                 return None
-            events = repo.events_after(conn, ctx.task_id, row["last_seq"] - 1, 1)
+            events = leases.events_after(conn, ctx.task_id, row["last_seq"] - 1, 1)
             return (row, events[0]) if events else None
 
     return retry_transient(read)

@@ -27,9 +27,9 @@ from sqlalchemy import Engine
 
 from tasklift.blobs import BlobStore, open_blob_store
 from tasklift.events.bus import EventAnnouncer
-from tasklift.queue.dispatch import Broker
-from tasklift.settings import Settings, redis_url
-from tasklift.store.db import database_url, make_engine
+from tasklift.queue.broker import Broker
+from tasklift.settings import Settings, database_url, redis_url
+from tasklift.store.db import make_engine
 from tasklift.store.repository import Event
 from tasklift.tasks.context import TaskContext
 

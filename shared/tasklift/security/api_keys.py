@@ -14,33 +14,14 @@ import hmac
 import secrets
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from tasklift.security.identity import Identity
 from tasklift.store.aio import AsyncStore
-from tasklift.store.tables import ApiKey, api_keys
 
 KEY_PREFIX = "tl_"
 SHOWN_PREFIX = 10  #: characters of a key kept in clear (``tl_`` + 7) to tell keys apart in lists
 LAST_USED_RESOLUTION_SECONDS = 60  #: ``last_used_at`` is written at most this often per key
-
-
-class KeyExists(ValueError):
-    """A key with this name already exists (revoked keys keep their name)."""
-
-
-@dataclass(frozen=True)
-class NewKey:
-    """A key just created: ``secret`` is shown once and never stored."""
-
-    name: str
-    principal: str
-    admin: bool
-    secret: str
 
 
 def generate_secret() -> str:
@@ -56,42 +37,6 @@ def digest(secret: str) -> str:
 def looks_like_key(credential: str) -> bool:
     """True when ``credential`` has the shape of a tasklift API key (not a JWT)."""
     return credential.startswith(KEY_PREFIX)
-
-
-def create_key(conn: Connection, name: str, *, admin: bool = False, principal: str | None = None) -> NewKey:
-    """Store a new key named ``name``; its tasks belong to ``key:<principal or name>``.
-
-    Raises:
-        KeyExists: the name is taken.
-    """
-    secret = generate_secret()
-    owner = f"key:{principal or name}"
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(ApiKey).values(
-                    id=uuid.uuid4(),
-                    name=name,
-                    principal=owner,
-                    prefix=secret[:SHOWN_PREFIX],
-                    key_hash=digest(secret),
-                    admin=admin,
-                )
-            )
-    except IntegrityError:
-        raise KeyExists(f"a key named {name!r} already exists") from None
-    return NewKey(name, owner, admin, secret)
-
-
-def revoke_key(conn: Connection, name: str) -> RowMapping | None:
-    """Revoke the key named ``name`` (idempotent); None if there is no such key."""
-    conn.execute(update(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)).values(revoked_at=func.now()))
-    return conn.execute(select(api_keys).where(api_keys.c.name == name)).mappings().first()
-
-
-def list_keys(conn: Connection) -> list[RowMapping]:
-    """Every key, oldest first (digests included; callers must not print them)."""
-    return list(conn.execute(select(api_keys).order_by(api_keys.c.created_at, api_keys.c.name)).mappings())
 
 
 #: The key whose digest is ``:key_hash`` (the unique index on key_hash).

@@ -13,10 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tasklift.http.types import HttpRequest
 
 
 @dataclass(frozen=True)
@@ -57,18 +53,3 @@ def acting_as(identity: Identity) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
-
-
-def owner_scope(req: HttpRequest) -> str | None:
-    """The owner filter for reading or changing an existing task: None means "every owner".
-
-    None for an admin, and for a stream token on the task it was issued for (it was issued to a
-    caller who could see that task); otherwise the caller's own principal, so another principal's
-    task is simply not found (404), never forbidden (which would confirm that it exists).
-    """
-    identity = _current.get()
-    if identity is None:
-        return req.principal
-    if identity.admin or (identity.task_id is not None and identity.task_id == req.path_params.get("task_id")):
-        return None
-    return identity.principal

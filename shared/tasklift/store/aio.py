@@ -33,18 +33,16 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
 from tasklift.jsoncodec import json_text
-from tasklift.settings import Settings
-from tasklift.store import outbox
+from tasklift.settings import Settings, database_url
 from tasklift.store import repository as repo
-from tasklift.store.db import database_url, positional
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,8 +64,22 @@ _LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, Connection
 
 
 def asyncpg_dsn(url: str) -> str:
-    """A SQLAlchemy URL (``postgresql+psycopg://…``) as a libpq-style DSN asyncpg understands."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """A SQLAlchemy URL (``postgresql+psycopg://…``) as a libpq-style DSN asyncpg understands:
+    only the scheme differs (the driver's name goes; the rest is the same URL)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.partition('+')[0]}{sep}{rest}"
+
+
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with ``:name`` parameters as ``$n`` (asyncpg), and the names in ``$n`` order."""
+    names: list[str] = []
+
+    def number(found: re.Match[str]) -> str:
+        if found.group(1) not in names:
+            names.append(found.group(1))
+        return f"${names.index(found.group(1)) + 1}"
+
+    return re.sub(r"(?<![:\w]):(\w+)", number, sql), tuple(names)
 
 
 async def _init(conn: asyncpg.Connection) -> None:
@@ -85,12 +97,12 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 @functools.lru_cache(maxsize=128)
 def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """:func:`~tasklift.store.db.positional`, once per statement text."""
+    """:func:`positional`, once per statement text."""
     return positional(sql)
 
 
 _GET_TASKS, _ = positional(repo.GET_TASKS_SQL)  # ($1 ids)
-_MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = positional(outbox.MARK_PUBLISHED_SQL)
+_MARK_PUBLISHED, _MARK_PUBLISHED_ARGS = positional(repo.MARK_PUBLISHED_SQL)
 
 
 _INSERT_TASKS, _INSERT_TASKS_ARGS = positional(repo.INSERT_TASKS_SQL)

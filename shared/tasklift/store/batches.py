@@ -17,7 +17,7 @@ import asyncpg
 
 from tasklift.store import aio
 from tasklift.store import repository as repo
-from tasklift.store.db import positional
+from tasklift.store.aio import positional
 
 #: Expired records of these keys go first, as for one submit (:data:`repository.DELETE_EXPIRED_KEY_SQL`).
 DELETE_EXPIRED_KEYS_SQL = (

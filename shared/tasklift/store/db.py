@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -16,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.pool import NullPool
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from tasklift.settings import Settings, get_settings
+from tasklift.settings import get_settings
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -79,35 +78,6 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
 def reading(engine: Engine) -> Connection:
     """A connection for reads in autocommit: no BEGIN/ROLLBACK round trips around a single SELECT."""
     return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-
-
-def database_url(settings: Settings | None = None) -> str:
-    """The configured database URL; the embedded engine exports it before anything connects."""
-    settings = settings or get_settings()
-    url = settings.database_url or os.environ.get("TASKLIFT_DATABASE_URL")
-    if not url:
-        raise RuntimeError(
-            "TASKLIFT_DATABASE_URL is not set. `tasklift dev` starts an embedded PostgreSQL and sets it; "
-            "elsewhere point it at your server."
-        )
-    # The driver is psycopg 3 (SQLAlchemy 2.0 would take a bare postgresql:// for psycopg2, which is
-    # not installed; a URL written for psycopg2 keeps working).
-    for bare in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
-        if url.startswith(bare):
-            return "postgresql+psycopg://" + url[len(bare) :]
-    return url
-
-
-def positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """``sql`` with ``:name`` parameters as ``$n`` (asyncpg), and the names in ``$n`` order."""
-    names: list[str] = []
-
-    def number(found: re.Match[str]) -> str:
-        if found.group(1) not in names:
-            names.append(found.group(1))
-        return f"${names.index(found.group(1)) + 1}"
-
-    return re.sub(r"(?<![:\w]):(\w+)", number, sql), tuple(names)
 
 
 def interval(seconds: float) -> Any:

@@ -1,4 +1,6 @@
-"""The worker's lease writes and the reaper's recovery. Every write is fenced by the attempt that holds the lease.
+"""The worker's and the reaper's statements: reads, the lease writes and the recovery.
+
+Every write of a task's run is fenced by the attempt that holds the lease.
 
 A worker takes a task by a conditional update that records a lease (attempt + deadline,
 :func:`take_lease`); its heartbeats, progress, log lines and outcome are refused once another
@@ -16,18 +18,91 @@ event and delete the outbox row read the UPDATE's RETURNING, which is empty.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Float, Integer, RowMapping, Text, bindparam, func, select, text
+from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    RowMapping,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from tasklift.states import TERMINAL, TaskStatus
 from tasklift.store import repository as repo
 from tasklift.store.db import Statement, interval, run_statement
 from tasklift.store.outbox import insert_intent
 from tasklift.store.repository import Event
-from tasklift.store.tables import tasks
-from tasklift.tasks.states import TERMINAL, TaskStatus
+from tasklift.store.tables import idempotency_keys, task_events, tasks
+
+# --- reads and the generic state change (worker, reaper) ---------------------------------------
+
+
+def _append(conn: Connection, task_id: uuid.UUID, seq: int, kind: str, data: dict[str, Any]) -> repo.Event:
+    conn.execute(insert(task_events).values(task_id=task_id, seq=seq, kind=kind, data=data))
+    return repo.Event(str(task_id), seq, kind, data)
+
+
+def transition(
+    conn: Connection, task_id: uuid.UUID, where: Sequence[Any], values: dict[str, Any]
+) -> tuple[RowMapping, repo.Event] | None:
+    """Compare-and-set on one task row; on success append the status event in the same transaction."""
+    row = (
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id, *where)
+            .values(last_seq=tasks.c.last_seq + 1, updated_at=func.now(), **values)
+            .returning(*tasks.c)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return row, _append(conn, task_id, row["last_seq"], "status", repo.status_data(row))
+
+
+_ID = bindparam("id", type_=UUID(as_uuid=True))
+_GET_TASK = text(repo.GET_TASK_SQL).bindparams(_ID).columns(*tasks.c)
+_GET_OWNED_TASK = text(repo.GET_OWNED_TASK_SQL).bindparams(_ID).columns(*tasks.c)
+
+
+def get_task(conn: Connection, task_id: uuid.UUID, owner: str | None = None) -> RowMapping | None:
+    """The task row, or None if it does not exist or ``owner`` may not see it."""
+    if owner is None:
+        return conn.execute(_GET_TASK, {"id": task_id}).mappings().first()
+    return conn.execute(_GET_OWNED_TASK, {"id": task_id, "owner": owner}).mappings().first()
+
+
+_EVENTS_AFTER = text(repo.EVENTS_AFTER_SQL).bindparams(bindparam("task_id", type_=UUID(as_uuid=True)))
+
+
+def events_after(conn: Connection, task_id: uuid.UUID, after_seq: int, limit: int = 1000) -> list[repo.Event]:
+    """The task's events with ``seq > after_seq``, oldest first (``repository.EVENTS_AFTER_SQL``)."""
+    rows = conn.execute(_EVENTS_AFTER, {"task_id": task_id, "after": after_seq, "limit": limit})
+    return [repo.Event(str(task_id), seq, kind, data) for seq, kind, data in rows]
+
+
+def purge_expired_idempotency_keys(conn: Connection) -> int:
+    """Delete expired Idempotency-Key records; returns how many."""
+    return conn.execute(delete(idempotency_keys).where(idempotency_keys.c.expires_at < func.now())).rowcount or 0
+
+
+def ping(conn: Connection) -> None:
+    """Raise unless the database answers."""
+    conn.execute(text("SELECT 1"))
+
+
+# --- the lease ---------------------------------------------------------------------------------
 
 _STATUS_DATA_SQL = repo.STATUS_DATA_SQL  #: the status event SQL builds from the updated row ``r``
 _TASK_ID = bindparam("task_id", type_=UUID(as_uuid=True))
@@ -234,7 +309,7 @@ def requeue(
     conn: Connection, task_id: uuid.UUID, attempt: int, *, error: dict[str, Any], delay: float
 ) -> tuple[RowMapping, Event] | None:
     """RUNNING → PENDING for a retry after ``delay`` seconds; the dispatcher publishes it then."""
-    done = repo.transition(
+    done = transition(
         conn,
         task_id,
         _fenced(attempt),
@@ -265,7 +340,7 @@ def _requeue_now(
 ) -> tuple[RowMapping, Event] | None:
     """RUNNING ``attempt`` → PENDING with ``values``, lease and worker cleared, its intent due at once."""
     changes = {"status": TaskStatus.PENDING.value, "lease_expires_at": None, "worker": None, **values}
-    done = repo.transition(conn, task_id, _fenced(attempt), changes)
+    done = transition(conn, task_id, _fenced(attempt), changes)
     if done:
         insert_intent(conn, done[0]["id"], done[0]["queue"], done[1].seq, 0)
     return done
@@ -301,7 +376,7 @@ def recover_expired(
     conn: Connection, task_id: uuid.UUID, attempt: int, *, max_redispatches: int
 ) -> tuple[RowMapping, Event] | None:
     """Hand an expired task back to the queue, or fail it once its re-dispatch budget is spent."""
-    row = repo.get_task(conn, task_id)
+    row = get_task(conn, task_id)
     if row is None or row["status"] != TaskStatus.RUNNING or row["attempts"] != attempt:
         return None
     if row["cancel_requested"]:

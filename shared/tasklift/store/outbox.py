@@ -15,23 +15,16 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, exists, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from tasklift.store import repository as repo
 from tasklift.store.db import interval
 from tasklift.store.tables import outbox, paused_queues, tasks
 
-#: Record that the messages of the intents ``(:ids[i], :seqs[i])`` reached the broker (identified by
-#: its run id, ``:epoch``). Only the intent that was sent is marked: an intent re-armed since (a
-#: retry that failed before the mark arrived) keeps ``published_at`` NULL and is dispatched.
-#: Run by :func:`mark_published` below and by the API's enqueuer (:func:`tasklift.store.aio.mark_published`).
-MARK_PUBLISHED_SQL = """
-UPDATE task_outbox AS o SET published_at = now(), broker_epoch = :epoch
-FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[])) AS sent(task_id, intent_seq)
-WHERE o.task_id = sent.task_id AND o.intent_seq = sent.intent_seq
-"""
-_MARK_PUBLISHED = text(MARK_PUBLISHED_SQL)
+_MARK_PUBLISHED = text(repo.MARK_PUBLISHED_SQL)
 
 
 def mark_published(conn: Connection, sent: Sequence[tuple[uuid.UUID, int]], broker_epoch: str | None) -> None:
-    """Record that the messages of the intents ``sent`` (task id, intent seq) reached the broker."""
+    """Record that the messages of the intents ``sent`` (task id, intent seq) reached the broker
+    (:data:`~tasklift.store.repository.MARK_PUBLISHED_SQL`)."""
     conn.execute(
         _MARK_PUBLISHED,
         {"ids": [str(task_id) for task_id, _ in sent], "seqs": [seq for _, seq in sent], "epoch": broker_epoch},

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from tasklift.store import aio
-from tasklift.store.db import positional
+from tasklift.store.aio import positional
 
 PAUSE_SQL = """
 INSERT INTO paused_queues (queue, paused_by) VALUES (:queue, :principal)

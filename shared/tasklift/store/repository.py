@@ -1,34 +1,22 @@
-"""Typed queries over the tables. Every state change is a compare-and-set that appends its event.
+"""The SQL text of the API's statements, and the task events they write. Plain text: no SQLAlchemy.
 
-The tasks and their events (submit, reads, cancel, manual retry) and the Idempotency-Keys. The
-worker's lease writes and the reaper's recovery are in :mod:`tasklift.store.leases`, the outbox in
-:mod:`tasklift.store.outbox`; the API's asyncpg store (:mod:`tasklift.store.aio`) runs the SQL text
-defined here. All functions take an open :class:`~sqlalchemy.Connection` inside a transaction; callers decide
-the transaction boundaries (``with engine.begin() as conn``). Time comes from the database's
+Every statement an API process runs is here (submit, reads, list, logs, cancel, manual retry, the
+submit limit, Idempotency-Keys), as text with ``:name`` parameters, run by the API's asyncpg store
+(:mod:`tasklift.store.aio`), so an API process (a Lambda function, an Azure Functions worker)
+imports neither SQLAlchemy nor psycopg. Every state change is a compare-and-set that appends its
+event in the same statement. The worker's and the reaper's statements are SQLAlchemy Core on
+psycopg (:mod:`tasklift.store.leases`, :mod:`tasklift.store.outbox`). Time comes from the database's
 ``now()`` so that leases do not depend on the clocks of API and worker machines agreeing.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import (
-    Connection,
-    RowMapping,
-    bindparam,
-    delete,
-    func,
-    insert,
-    text,
-    update,
-)
-from sqlalchemy.dialects.postgresql import UUID
-
-from tasklift.store.tables import idempotency_keys, task_events, tasks
-from tasklift.tasks.states import TaskStatus
+from tasklift.states import TaskStatus
 
 
 @dataclass(frozen=True)
@@ -44,7 +32,14 @@ class Event:
     encoded: bytes | None = field(default=None, compare=False, repr=False)
 
 
-def status_data(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
+class Announcer(Protocol):
+    """What announces committed events (a Redis PUBLISH on each task's channel):
+    :class:`tasklift.events.bus.EventAnnouncer`, or the worker's deferred one."""
+
+    def announce(self, events: Iterable[Event]) -> None: ...
+
+
+def status_data(row: Mapping[str, Any]) -> dict[str, Any]:
     """The data of a ``status`` event for the task state in ``row``."""
     data: dict[str, Any] = {
         "status": row["status"],
@@ -61,34 +56,38 @@ def status_data(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _append(conn: Connection, task_id: uuid.UUID, seq: int, kind: str, data: dict[str, Any]) -> Event:
-    conn.execute(insert(task_events).values(task_id=task_id, seq=seq, kind=kind, data=data))
-    return Event(str(task_id), seq, kind, data)
-
-
-def transition(
-    conn: Connection, task_id: uuid.UUID, where: Sequence[Any], values: dict[str, Any]
-) -> tuple[RowMapping, Event] | None:
-    """Compare-and-set on one task row; on success append the status event in the same transaction."""
-    row = (
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id, *where)
-            .values(last_seq=tasks.c.last_seq + 1, updated_at=func.now(), **values)
-            .returning(*tasks.c)
-        )
-        .mappings()
-        .first()
-    )
-    if row is None:
-        return None
-    return row, _append(conn, task_id, row["last_seq"], "status", status_data(row))
-
-
 # --- submit and dispatch ------------------------------------------------------------------------
 
 
-TASK_COLUMNS = ", ".join(c.name for c in tasks.c)
+#: Every column of ``tasks``, in the table's order (tests/unit/test_store_sql.py holds it to tables.py).
+TASK_COLUMN_NAMES = (
+    "id",
+    "owner",
+    "task_type",
+    "queue",
+    "status",
+    "input",
+    "result",
+    "error",
+    "progress",
+    "metadata",
+    "attempts",
+    "max_retries",
+    "redispatches",
+    "handbacks",
+    "cancel_requested",
+    "cancel_requested_at",
+    "lease_expires_at",
+    "worker",
+    "last_seq",
+    "trace_id",
+    "traceparent",
+    "created_at",
+    "started_at",
+    "updated_at",
+    "completed_at",
+)
+TASK_COLUMNS = ", ".join(TASK_COLUMN_NAMES)
 
 #: Submit in ONE statement, one round trip: the tasks, their first events and their dispatch
 #: intents (outbox rows). The event and outbox rows are data-modifying CTEs; PostgreSQL runs each
@@ -120,10 +119,6 @@ GET_TASKS_SQL = (
     f"SELECT {TASK_COLUMNS}, EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue) AS paused"
     " FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))"
 )
-
-_ID = bindparam("id", type_=UUID(as_uuid=True))
-_GET_TASK = text(GET_TASK_SQL).bindparams(_ID).columns(*tasks.c)
-_GET_OWNED_TASK = text(GET_OWNED_TASK_SQL).bindparams(_ID).columns(*tasks.c)
 
 
 def first_event_data() -> dict[str, Any]:
@@ -172,13 +167,6 @@ class NewTask:
 # --- reads --------------------------------------------------------------------------------------
 
 
-def get_task(conn: Connection, task_id: uuid.UUID, owner: str | None = None) -> RowMapping | None:
-    """The task row, or None if it does not exist or ``owner`` may not see it."""
-    if owner is None:
-        return conn.execute(_GET_TASK, {"id": task_id}).mappings().first()
-    return conn.execute(_GET_OWNED_TASK, {"id": task_id, "owner": owner}).mappings().first()
-
-
 #: The caller's tasks newest first, keyset-paged by ``(created_at, id)``: the filters that are given
 #: (:func:`list_tasks_sql`). Each combination is its own statement, so each is planned on the index
 #: that serves it (ix_tasks_owner_created for an owner) rather than on a catch-all ``IS NULL OR``.
@@ -206,15 +194,6 @@ LOGS_AFTER_SQL = (
     "SELECT seq, created_at, data FROM task_events"
     " WHERE task_id = :task_id AND kind = 'log' AND seq > :after ORDER BY seq LIMIT :limit"
 )
-_EVENTS_AFTER = text(EVENTS_AFTER_SQL).bindparams(bindparam("task_id", type_=UUID(as_uuid=True)))
-
-
-def events_after(conn: Connection, task_id: uuid.UUID, after_seq: int, limit: int = 1000) -> list[Event]:
-    """The task's events with ``seq > after_seq``, oldest first (:data:`EVENTS_AFTER_SQL`)."""
-    rows = conn.execute(_EVENTS_AFTER, {"task_id": task_id, "after": after_seq, "limit": limit})
-    return [Event(str(task_id), seq, kind, data) for seq, kind, data in rows]
-
-
 # --- the API's state changes: cancel and manual retry ---------------------------------------------
 #
 # Each is ONE statement: a compare-and-set on the task row (``r``), its status event, and its
@@ -297,14 +276,18 @@ GET_KEY_SQL = (
 COMPLETE_KEY_SQL = "UPDATE idempotency_keys SET task_id = :task_id WHERE owner = :owner AND key = :key"
 
 
-def purge_expired_idempotency_keys(conn: Connection) -> int:
-    """Delete expired Idempotency-Key records; returns how many."""
-    return conn.execute(delete(idempotency_keys).where(idempotency_keys.c.expires_at < func.now())).rowcount or 0
+# --- the outbox marks ----------------------------------------------------------------------------
 
-
-def ping(conn: Connection) -> None:
-    """Raise unless the database answers."""
-    conn.execute(text("SELECT 1"))
+#: Record that the messages of the intents ``(:ids[i], :seqs[i])`` reached the broker (identified by
+#: its run id, ``:epoch``). Only the intent that was sent is marked: an intent re-armed since (a
+#: retry that failed before the mark arrived) keeps ``published_at`` NULL and is dispatched.
+#: Run by the API's enqueuer (:meth:`tasklift.store.aio.AsyncStore.mark_published`) and the
+#: dispatcher (:func:`tasklift.store.outbox.mark_published`).
+MARK_PUBLISHED_SQL = """
+UPDATE task_outbox AS o SET published_at = now(), broker_epoch = :epoch
+FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[])) AS sent(task_id, intent_seq)
+WHERE o.task_id = sent.task_id AND o.intent_seq = sent.intent_seq
+"""
 
 
 # --- error classification ---------------------------------------------------------------------------
@@ -320,10 +303,7 @@ def refused_value(exc: BaseException) -> bool:
     retrying it would fail the same way, so it must not be a 503.
     """
     import asyncpg
-    from sqlalchemy.exc import DataError
 
-    if isinstance(exc, DataError):
-        return True
     for cause in (getattr(exc, "orig", None), exc.__cause__):
         if isinstance(cause, asyncpg.DataError):
             return True

@@ -18,10 +18,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from tasklift.events.bus import Announcer
 from tasklift.store import leases
 from tasklift.store.db import is_transient, retry_transient
-from tasklift.store.repository import Event
+from tasklift.store.repository import Announcer, Event
 
 log = logging.getLogger(__name__)
 

@@ -98,17 +98,21 @@ def task(
     return register
 
 
+#: The task types that come with tasklift (the original demo's), loaded before TASKLIFT_TASK_MODULES.
+BUILTIN_MODULES = ("tasklift.builtin",)
+
+
 def load_task_types() -> None:
     """Import the built-in task types and every module named in TASKLIFT_TASK_MODULES.
 
+    Task modules are plug-ins of the registry: they import it (``@task``) and are imported by name,
+    the built-in ones (:data:`BUILTIN_MODULES`) as any other, so the registry depends on none of them.
     Each module is imported once, but the setting is read on every call, so a module added to it
     later in the process (tests, reconfiguration) is still picked up.
     """
     import importlib
 
-    import tasklift.builtin  # noqa: F401 - registers on import
-
-    for module in get_settings().task_modules:
+    for module in (*BUILTIN_MODULES, *get_settings().task_modules):
         if module not in _imported:
             importlib.import_module(module)
             _imported.add(module)

@@ -6,6 +6,7 @@ Configuration is the standard ``OTEL_*`` environment only (see the package docst
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import threading
@@ -149,7 +150,8 @@ def _trace_clients(state: _State) -> None:
     if state.clients_traced or state.tracer_provider is None or state.meter_provider is None:
         return
     state.clients_traced = True
-    _trace_databases(state.tracer_provider, state.meter_provider)
+    if importlib.util.find_spec("sqlalchemy") is not None:  # a function package has none: its API uses asyncpg only
+        _trace_databases(state.tracer_provider, state.meter_provider)
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor  # the API's hot path (store/aio.py)
 
     AsyncPGInstrumentor().instrument(tracer_provider=state.tracer_provider)
@@ -173,7 +175,7 @@ def add_span_processor(processor: Any) -> None:
 def _resource(role: str) -> Any:
     from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 
-    from tasklift import __version__
+    from tasklift.version import __version__
 
     detected = Resource.create({SERVICE_VERSION: __version__})  # reads OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES
     named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")

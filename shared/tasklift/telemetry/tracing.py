@@ -34,7 +34,7 @@ def tracer() -> trace.Tracer:
     """tasklift's tracer (configures the process on first use)."""
     state = setup.state()
     if state.tracer is None:
-        from tasklift import __version__
+        from tasklift.version import __version__
 
         state.tracer = trace.get_tracer(setup.SCOPE, __version__)
     return state.tracer

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from tasklift.store.db import database_url, make_engine
+from tasklift.settings import database_url
+from tasklift.store.db import make_engine
 from tasklift.store.tables import Base
 
 target_metadata = Base.metadata

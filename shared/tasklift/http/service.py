@@ -24,11 +24,11 @@ from tasklift import jsoncodec, telemetry
 from tasklift.blobs import BlobStore, claims
 from tasklift.queue.dispatch import Dispatch, Enqueuer
 from tasklift.settings import get_settings
+from tasklift.states import TaskStatus
 from tasklift.store import aio
 from tasklift.store import repository as repo
 from tasklift.store.repository import Event
 from tasklift.tasks.registry import TaskType, get_task_type
-from tasklift.tasks.states import TaskStatus
 
 DEFAULT_TASK_TYPE = "vector_processing"  # the original demo's default
 
