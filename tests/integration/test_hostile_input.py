@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError
 
+from tasklift.settings import get_settings
+from tasklift.store import aio
 from tasklift.store import repository as repo
 from tests.conftest import wait_for_status
 from tests.integration.test_stream import parse, raw_stream
@@ -181,16 +182,25 @@ def test_forged_cursors_are_pages_or_422_never_503(client: httpx.Client) -> None
         assert_problem(client.get("/tasks", params={"cursor": forged}), 422)
 
 
-def test_the_store_refusing_a_value_is_classified_apart_from_the_store_being_down(db: sa.Engine) -> None:
+async def test_the_store_refusing_a_value_is_classified_apart_from_the_store_being_down(
+    tasklift_env: dict[str, str],
+) -> None:
     """A data exception (SQLSTATE 22) is the request's fault: routes.handle answers 400 for it, and
-    keeps 503 for a store that cannot be reached."""
-    with pytest.raises(DBAPIError) as refused, db.connect() as conn:
-        conn.execute(sa.text("SELECT CAST(:t AS timestamptz)"), {"t": "2000-01-01T00:00:00-23:59"})
-    assert repo.refused_value(refused.value)
-    unreachable = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2})
-    with pytest.raises(DBAPIError) as down:
-        unreachable.connect()
-    assert not repo.refused_value(down.value)
+    keeps 503 for a store that cannot be reached. Both through the API's store (asyncpg)."""
+    store = aio.AsyncStore(get_settings())
+    try:
+        with pytest.raises(aio.DatabaseError) as refused:
+            await store.fetch("SELECT CAST(CAST(:t AS text) AS timestamptz)", {"t": "2000-01-01T00:00:00-23:59"})
+        assert repo.refused_value(refused.value)
+    finally:
+        await store.close()
+    unreachable = aio.AsyncStore(get_settings().model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"}))
+    try:
+        with pytest.raises(aio.DatabaseError) as down:
+            await unreachable.ping()
+        assert not repo.refused_value(down.value)
+    finally:
+        await unreachable.close()
 
 
 # --- defect 7: strict validation as the schema reads ------------------------------------------------

@@ -13,14 +13,17 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
-
-from tasklift.store import leases
-from tasklift.store.db import is_transient, retry_transient
 from tasklift.store.repository import Announcer, Event
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+# The worker's statements (tasklift.store.leases, on SQLAlchemy) are imported by the methods that
+# write, not with this module: task modules import TaskContext for their functions' signatures, and
+# an API process imports the task modules to validate inputs, never to run them; a function package
+# (the Lambda layer) has no SQLAlchemy at all (docs/deploy.md, "Package sizes").
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,9 @@ class TaskContext:
     def log(self, message: str, level: str = "INFO") -> None:
         """Append a log line to the task's durable log (never coalesced)."""
 
+        from tasklift.store import leases
+        from tasklift.store.db import retry_transient
+
         def write() -> Event | None:
             with self._writer.begin() as conn:
                 return leases.append_log(conn, self.task_id, self.attempt, level.upper(), str(message))
@@ -122,6 +128,8 @@ class TaskContext:
                 if not conn.execute(select(done).where(done.c.task_id == ctx.task_id)).first():
                     conn.execute(insert(done).values(task_id=ctx.task_id, ...))
         """
+        from tasklift.store import leases
+
         with self._engine.begin() as conn:
             if not leases.lock_for_attempt(conn, self.task_id, self.attempt):
                 self._lost()
@@ -144,6 +152,11 @@ class TaskContext:
 
     def flush(self) -> None:
         """Write the latest coalesced progress, if any (also renews the lease)."""
+        from sqlalchemy.exc import DBAPIError
+
+        from tasklift.store import leases
+        from tasklift.store.db import is_transient
+
         with self._lock:
             value, self._pending = self._pending, None
             if value is None:
@@ -186,6 +199,8 @@ class TaskContext:
         if self._pending is not None:
             self.flush()
             return
+        from tasklift.store import leases
+
         with self._writer.begin() as conn:
             flag = leases.heartbeat(conn, self.task_id, self.attempt, self._lease)
         if flag is None:
