@@ -24,6 +24,7 @@ from tasklift.http.asgi import WithoutLifespan, create_app  # noqa: E402
 handler = Mangum(WithoutLifespan(create_app()), lifespan="off")
 
 # One Lambda function per endpoint (template.yaml); each routes through the same app.
-submit_task = list_tasks = get_task = cancel_task = task_logs = stream_task = task_result = retry_task = handler
+submit_task = list_tasks = get_task = cancel_task = task_logs = task_output = stream_task = task_result = handler
+retry_task = handler
 task_types = healthz = readyz = not_found = handler
 get_operation_status = get_google_operation = handler

@@ -68,6 +68,11 @@ async def task_logs(req: Request) -> Response:
     return await serve("task_logs", req)
 
 
+@app.route(route="tasks/{task_id}/output", methods=[func.HttpMethod.GET])
+async def task_output(req: Request) -> Response:
+    return await serve("task_output", req)
+
+
 @app.route(route="tasks/{task_id}/stream", methods=[func.HttpMethod.GET])
 async def stream_task(req: Request) -> Response:
     # Live SSE: the extension streams the response as the core yields it (functionTimeout bounds it;

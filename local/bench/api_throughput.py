@@ -41,8 +41,8 @@ TARGETS = {"post": 0.40, "get": 0.50}
 DEMO = {"post": 0.04, "get": 0.06}
 PROFILE_FOCUS: list[bk.Focus] = [
     # the submit path
-    ("TaskService.submit", "tasklift/http/service.py", "TaskService.submit"),
-    ("  parse_submission (validation)", "tasklift/http/service.py", "parse_submission"),
+    ("TaskService.submit", "tasklift/tasks/service.py", "TaskService.submit"),
+    ("  parse_submission (validation)", "tasklift/tasks/service.py", "parse_submission"),
     ("  aio.insert_many (gathered INSERT)", "tasklift/store/aio.py", "insert_many"),
     ("  Enqueuer.send (LPUSH)", "tasklift/queue/dispatch.py", "Enqueuer.send"),
     ("    Celery send_task (kombu)", "celery/app/base.py", "send_task"),
@@ -50,7 +50,7 @@ PROFILE_FOCUS: list[bk.Focus] = [
     ("    AsyncStore.mark_published", "tasklift/store/aio.py", "AsyncStore.mark_published"),
     ("  EventAnnouncer.publish (PUBLISH)", "tasklift/events/bus.py", "publish"),
     # the read path
-    ("TaskService.get", "tasklift/http/service.py", "TaskService.get"),
+    ("TaskService.get", "tasklift/tasks/service.py", "TaskService.get"),
     ("  AsyncStore.get_task (gathered SELECT)", "tasklift/store/aio.py", "AsyncStore.get_task"),
     # SQLAlchemy / driver
     ("pool checkout", "sqlalchemy/pool/base.py", "_checkout"),

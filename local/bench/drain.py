@@ -57,7 +57,7 @@ PROFILE_FOCUS: list[bk.Focus] = [
     ("COMMIT", "sqlalchemy/engine/base.py", "_commit_impl"),
     ("logging", "logging/__init__.py", "handle"),
     ("billiard pool: receive / ack", "billiard/pool.py", "workloop"),
-    ("API: TaskService.submit", "tasklift/http/service.py", "TaskService.submit"),
+    ("API: TaskService.submit", "tasklift/tasks/service.py", "TaskService.submit"),
     ("API: uvicorn run_asgi", "uvicorn/protocols/http/httptools_impl.py", "run_asgi"),
 ]
 

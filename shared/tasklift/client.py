@@ -193,6 +193,27 @@ class TaskliftClient:
                 pass  # the connection dropped (server restart, proxy cut): reconnect after retry_ms
             time.sleep(retry_ms / 1000)
 
+    def output(self, task_id: str, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        """GET /tasks/{id}/output: one page of output chunks with index > ``after``."""
+        params = {"after": after, "limit": limit}
+        return dict(self._check(self._http.get(f"/tasks/{task_id}/output", params=params)).json())
+
+    def follow_output(self, task_id: str) -> Iterator[tuple[int, Any]]:
+        """Every output chunk of the task as ``(index, chunk)``, in order, live, until the task ends.
+
+        Reads the task's whole event log from its start (``Last-Event-ID: 0``) and then the live
+        stream, so no chunk emitted before the call is missed; reconnections lose and repeat nothing.
+        """
+        last = 0
+        for event in self.stream(task_id, last_event_id=0):
+            if event.kind != "output":
+                continue
+            first = event.data["first"]
+            for offset, chunk in enumerate(event.data["chunks"]):
+                if first + offset > last:
+                    last = first + offset
+                    yield last, chunk
+
     def cancel(self, task_id: str) -> TaskResource | None:
         """DELETE /tasks/{id}: None when it is CANCELLED now, else the task (cancel requested)."""
         resp = self._check(self._http.delete(f"/tasks/{task_id}"))

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
 
     # --- events and streaming ------------------------------------------------------------------
     progress_interval_seconds: float = Field(0.1, ge=0, description="Progress ticks closer than this are coalesced")
+    output_flush_seconds: float = Field(
+        0.05, gt=0, le=1, description="ctx.emit() chunks are written as one batch at most this long after the first"
+    )
+    output_flush_bytes: int = Field(
+        65536, ge=1024, description="ctx.emit() writes its batch at once when it holds this many bytes"
+    )
     sse_ping_seconds: float = Field(15, gt=0, description="Interval of ': ping' comments on idle streams")
     sse_retry_ms: int = Field(2000, ge=0, description="retry: sent to EventSource clients")
     stream_resync_seconds: float = Field(

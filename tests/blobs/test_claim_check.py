@@ -264,9 +264,9 @@ def test_an_outcome_whose_commit_reply_was_lost_keeps_its_result_blob(
     from tasklift.events.bus import EventAnnouncer
     from tasklift.queue import runner
     from tasklift.settings import redis_url
-    from tasklift.states import TaskStatus
     from tasklift.store import leases
     from tasklift.tasks.context import TaskContext
+    from tasklift.tasks.states import TaskStatus
     from tests.support.store import insert_tasks, new_task
 
     task_id = uuid.uuid4()

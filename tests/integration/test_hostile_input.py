@@ -194,7 +194,9 @@ async def test_the_store_refusing_a_value_is_classified_apart_from_the_store_bei
         assert repo.refused_value(refused.value)
     finally:
         await store.close()
-    unreachable = aio.AsyncStore(get_settings().model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"}))
+    unreachable = aio.AsyncStore(
+        get_settings().model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"})
+    )
     try:
         with pytest.raises(aio.DatabaseError) as down:
             await unreachable.ping()

@@ -15,11 +15,12 @@ import redis
 import sqlalchemy as sa
 
 from tasklift.http.runtime import ApiRuntime
-from tasklift.http.service import new_task, parse_submission
 from tasklift.queue import dispatch
-from tasklift.queue.dispatch import Dispatch, Enqueuer
+from tasklift.queue.dispatch import Enqueuer
 from tasklift.settings import get_settings
 from tasklift.store import aio
+from tasklift.store.repository import Dispatch
+from tasklift.tasks.service import new_task, parse_submission
 
 
 @pytest.fixture

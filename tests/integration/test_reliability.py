@@ -72,7 +72,7 @@ def test_idempotency_key_still_in_flight_is_409_with_retry_after(client: httpx.C
                 "INSERT INTO idempotency_keys (owner, key, request_hash, expires_at)"
                 " VALUES ('anonymous', 'busy', :h, now() + interval '1 hour')"
             ),
-            {"h": __import__("tasklift.http.service", fromlist=["x"]).request_fingerprint({"task_type": "test_noop"})},
+            {"h": __import__("tasklift.tasks.service", fromlist=["x"]).request_fingerprint({"task_type": "test_noop"})},
         )
     resp = client.post("/tasks", json={"task_type": "test_noop"}, headers={"Idempotency-Key": "busy"})
     assert resp.status_code == 409 and resp.headers["Retry-After"]
@@ -105,7 +105,7 @@ def test_expired_idempotency_keys_are_cleaned_up(
 
 def test_writes_from_a_stale_attempt_are_refused(client: httpx.Client, engine: sa.Engine) -> None:
     """Fencing: once attempt 2 holds the task, attempt 1 can neither report progress nor finish it."""
-    from tasklift.states import TaskStatus
+    from tasklift.tasks.states import TaskStatus
 
     task_id = client.post("/tasks", json={"task_type": "test_noop"}).json()["task_id"]
     import uuid

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 
 from tasklift.blobs import claims
 from tasklift.settings import database_url, get_settings
-from tasklift.states import TaskStatus
 from tasklift.store import leases
 from tasklift.store import repository as repo
 from tasklift.store.db import is_transient, make_engine, retry_transient
+from tasklift.tasks.states import TaskStatus
 from tests.support import store
 from tests.support.store import insert_tasks, new_task
 

@@ -19,6 +19,7 @@ PROTECTED = [
     ("GET", TASK),
     ("DELETE", TASK),
     ("GET", f"{TASK}/logs"),
+    ("GET", f"{TASK}/output"),
     ("GET", f"{TASK}/stream"),
     ("POST", f"{TASK}/retry"),
     ("GET", "/task-types"),

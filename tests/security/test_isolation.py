@@ -18,6 +18,7 @@ def test_another_principal_gets_404_for_status_stream_logs_cancel_and_retry(
         ("GET", f"/tasks/{task_id}"),
         ("GET", f"/tasks/{task_id}/stream"),
         ("GET", f"/tasks/{task_id}/logs"),
+        ("GET", f"/tasks/{task_id}/output"),
         ("DELETE", f"/tasks/{task_id}"),
         ("POST", f"/tasks/{task_id}/retry"),
         ("GET", f"/operations/{task_id}"),
@@ -51,6 +52,7 @@ def test_an_admin_key_sees_and_cancels_every_principals_tasks(
     assert {t["task_id"] for t in admin.get("/tasks").json()["items"]} == ids
     some = next(iter(ids))
     assert admin.get(f"/tasks/{some}/logs").status_code == 200
+    assert admin.get(f"/tasks/{some}/output").status_code == 200
     assert admin.delete(f"/tasks/{some}").status_code == 204
     assert admin.post(f"/tasks/{some}/retry").status_code == 202
 

@@ -44,6 +44,7 @@ NEGATABLE = [
     ("GET", "/tasks"),
     ("GET", "/tasks/{task_id}"),
     ("GET", "/tasks/{task_id}/logs"),
+    ("GET", "/tasks/{task_id}/output"),
     ("GET", "/tasks/{task_id}/stream"),
 ]
 

@@ -25,6 +25,7 @@ STATUSES = {
     "get_task": {200, 304, 404, 422},
     "cancel_task": {202, 204, 404, 409},
     "task_logs": {200, 404, 422},
+    "task_output": {200, 404, 422},
     "stream_task": {200, 204, 404, 422},
     "task_result": {200, 303, 404, 409, 410},
     "retry_task": {202, 404, 409},

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tasklift.http.operations import AZURE_STATUS, azure_monitor, google_operation
-from tasklift.states import TaskStatus
+from tasklift.tasks.states import TaskStatus
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasklift.states import TERMINAL, TRANSITIONS, TaskStatus, can_transition
+from tasklift.tasks.states import TERMINAL, TRANSITIONS, TaskStatus, can_transition
 
 S = TaskStatus
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from tasklift.http.service import InvalidInput, decode_cursor, encode_cursor, parse_submission, request_fingerprint
+from tasklift.tasks.service import InvalidInput, decode_cursor, encode_cursor, parse_submission, request_fingerprint
 
 
 def test_default_type_is_vector_processing_as_in_the_demo() -> None:

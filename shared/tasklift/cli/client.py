@@ -44,7 +44,7 @@ def submit(
     field: list[str] = typer.Option([], "--field", "-f", help="Input field key=value (repeatable)"),
     metadata: str = typer.Option(None, help="Metadata as a JSON object"),
     idempotency_key: str = typer.Option(None, help="Idempotency-Key header"),
-    follow: bool = typer.Option(False, "--follow", help="Follow the live stream with a progress bar"),
+    follow: bool = typer.Option(False, "--follow", help="Follow the live stream with a progress bar; print its output"),
     url: str = URL,
 ) -> None:
     """Submit a task; with --follow, draw its progress live and exit non-zero unless it succeeds."""
@@ -69,10 +69,19 @@ def submit(
 def _follow(client: TaskliftClient, task_id: str) -> int:
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     final: dict[str, Any] = {}
+    text = ""  # output text after its last newline: printed once the line is complete
     with Progress(*columns, console=console, transient=False) as bar:
         handle = bar.add_task("PENDING", total=100)
-        for event in client.stream(task_id):
+        # From the task's first event: nothing it emitted before the stream opened is missed.
+        for event in client.stream(task_id, last_event_id=0):
             data = event.data
+            if event.kind == "output":  # ctx.emit chunks: text as it is, JSON values one per line
+                for chunk in data["chunks"]:
+                    text += chunk if isinstance(chunk, str) else json.dumps(chunk) + "\n"
+                lines, _, text = text.rpartition("\n")
+                if lines:  # on stdout, like the result (Progress shows it above the bar on a terminal)
+                    typer.echo(lines)
+                continue
             progress = data.get("progress") or {}
             if progress.get("percent") is not None:
                 bar.update(handle, completed=progress["percent"])
@@ -82,6 +91,8 @@ def _follow(client: TaskliftClient, task_id: str) -> int:
                 bar.console.print(f"[dim]{data.get('level', 'INFO'):<7}[/dim] {data.get('message')}")
             if event.terminal:
                 final = data
+        if text:
+            typer.echo(text)
     status = final.get("status", "UNKNOWN")
     if status == "SUCCESS":
         console.print("[green]SUCCESS[/green]")

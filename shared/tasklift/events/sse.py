@@ -25,8 +25,8 @@ from typing import Any
 
 from tasklift.blobs import claims
 from tasklift.events.hub import RESYNC, REVOKED, STOP, EventHub, _Marker
-from tasklift.states import TERMINAL, TaskStatus
 from tasklift.store.repository import Event, status_data
+from tasklift.tasks.states import TERMINAL, TaskStatus
 
 WINDOW_RETRY_MS = 250  #: reconnect delay after a bounded-window response
 REPLAY_PAGE = 1000  #: events read from the database per query when catching up

@@ -227,13 +227,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     """Build the process's API runtime and hand it to every request; close it at the end.
 
     The runtime goes out as Starlette's lifespan state: the server copies it into each request's
-    ``scope["state"]`` (:mod:`tasklift.http.runtime`). Also sizes the worker-thread pool to the
-    database pool: handlers run their database work in anyio's threads (40 by default), and more
-    threads than pooled connections makes SQLAlchemy open and close overflow connections on every
-    request (the pool keeps ``db_pool_size`` connections; overflow ones are closed when returned).
+    ``scope["state"]`` (:mod:`tasklift.http.runtime`). The database work runs on the event loop;
+    anyio's worker threads (40 by default) carry only the blocking clients: the Redis limit
+    scripts, OIDC key fetches, cancel's and retry's announcements, blob storage and /metrics.
     """
     settings = get_settings()
-    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
     tune_gc()
     runtime = ApiRuntime.open(settings)
     try:

@@ -28,10 +28,14 @@ from typing import Any
 
 from tasklift import telemetry
 from tasklift.blobs import claims
-from tasklift.http.handlers import _json_body, _service
+from tasklift.http.handlers import _json_body, request_runtime
 from tasklift.http.problems import PROBLEM_TYPE_BASE
 from tasklift.http.resources import task_resource
-from tasklift.http.service import (
+from tasklift.http.types import HttpRequest, HttpResponse, json_response
+from tasklift.settings import get_settings
+from tasklift.store.batches import KeyedTask, insert_batch
+from tasklift.store.repository import Dispatch
+from tasklift.tasks.service import (
     Conflict,
     InvalidInput,
     ServiceError,
@@ -40,10 +44,6 @@ from tasklift.http.service import (
     parse_submission,
     request_fingerprint,
 )
-from tasklift.http.types import HttpRequest, HttpResponse, json_response
-from tasklift.queue.dispatch import Dispatch
-from tasklift.settings import get_settings
-from tasklift.store.batches import KeyedTask, insert_batch
 
 MAX_KEY = 255
 _ITEM_FIELDS = frozenset({"task", "idempotency_key"})
@@ -219,7 +219,7 @@ async def submit_tasks_batch(req: HttpRequest) -> HttpResponse:
     settings = get_settings()
     body = _json_body(req, settings.batch_max_bytes)
     items = _envelope_items(body, settings.batch_max_items)
-    results = await submit_batch(_service(req), req.principal, items)
+    results = await submit_batch(request_runtime(req).service, req.principal, items)
     answers = [_item(result, req.path) for result in results]
     accepted = sum(1 for answer in answers if answer["status"] == 202)
     summary = {"accepted": accepted, "rejected": len(answers) - accepted}

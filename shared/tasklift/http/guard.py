@@ -11,7 +11,7 @@ Lambda and the local emulators authenticate and limit identically (adapters hold
    Credentials that are present but wrong are 401 even when anonymous access is on.
 3. Limits (429 + ``Retry-After``): request rate, unfinished tasks at submit, open streams.
 4. The handler runs with the request's ``principal`` set and the identity current
-   (:func:`tasklift.security.identity.owner_scope`).
+   (:func:`owner_scope`, below).
 """
 
 from __future__ import annotations

@@ -25,20 +25,20 @@ from tasklift.http.guard import owner_scope
 from tasklift.http.problems import Problem
 from tasklift.http.resources import etag, retry_after, task_resource
 from tasklift.http.runtime import ApiRuntime, RuntimeMissing
-from tasklift.http.service import InvalidInput, TaskService, utc_instant
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
 from tasklift.security.identity import current_identity
 from tasklift.settings import get_settings
-from tasklift.states import TERMINAL, TaskStatus
 from tasklift.store.aio import DatabaseError
 from tasklift.tasks.registry import all_task_types
+from tasklift.tasks.service import InvalidInput, TaskService, utc_instant
+from tasklift.tasks.states import TERMINAL, TaskStatus
 
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def _runtime(req: HttpRequest) -> ApiRuntime:
+def request_runtime(req: HttpRequest) -> ApiRuntime:
     """The API runtime the host handed over with ``req`` (:mod:`tasklift.http.runtime`)."""
     runtime: ApiRuntime | None = req.runtime
     if runtime is None:
@@ -47,7 +47,7 @@ def _runtime(req: HttpRequest) -> ApiRuntime:
 
 
 def _service(req: HttpRequest) -> TaskService:
-    return _runtime(req).service
+    return request_runtime(req).service
 
 
 def _json_body(req: HttpRequest, limit: int | None = None) -> Any:
@@ -170,7 +170,7 @@ def _unstorable_text(loc: list[Any]) -> InvalidInput:
     )
 
 
-def _int_query(req: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+def int_query(req: HttpRequest, name: str, default: int, low: int, high: int) -> int:
     raw = req.query.get(name)
     if raw is None or raw == "":
         return default
@@ -242,7 +242,7 @@ async def get_task(req: HttpRequest) -> HttpResponse:
     row = await _service(req).get(owner_scope(req), req.path_params["task_id"])
     client_tag = req.header("if-none-match")
     if wait and TaskStatus(row["status"]) not in TERMINAL and client_tag in (None, etag(row), "*"):
-        row = await _wait_for_change(_runtime(req), row, wait)
+        row = await _wait_for_change(request_runtime(req), row, wait)
     headers = _task_headers(row)
     if client_tag in (headers["ETag"], "*"):
         return HttpResponse(304, headers)
@@ -285,7 +285,7 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
         last_event_id=last_event_id,
         load_events=service.events_after,
         load_task=service.load,
-        hub=_runtime(req).hub,
+        hub=request_runtime(req).hub,
         ping_seconds=settings.sse_ping_seconds,
         retry_ms=settings.sse_retry_ms,
         window_seconds=settings.sse_window_seconds,
@@ -300,7 +300,7 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
 
 async def list_tasks(req: HttpRequest) -> HttpResponse:
     """GET /tasks: the caller's tasks, newest first, keyset-paged."""
-    limit = _int_query(req, "limit", 20, 1, 100)
+    limit = int_query(req, "limit", 20, 1, 100)
     created_after = None
     if raw := req.query.get("created_after"):
         try:
@@ -339,7 +339,7 @@ async def task_result(req: HttpRequest) -> HttpResponse:
     if not claims.is_ref(row["result"]):
         return json_response(200, row["result"], {"Cache-Control": "no-store"})
     ref = row["result"][claims.REF]
-    store = _runtime(req).blobs
+    store = request_runtime(req).blobs
     try:
         url = await anyio.to_thread.run_sync(store.url, ref["key"], get_settings().blob_url_ttl_seconds)
         if url is not None:  # S3 presigned / Azure SAS: the bytes do not pass through the API
@@ -373,8 +373,8 @@ async def _in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 
 async def task_logs(req: HttpRequest) -> HttpResponse:
     """GET /tasks/{id}/logs: log lines after ``?after=<seq>``, oldest first."""
-    after = _int_query(req, "after", 0, 0, 2**62)
-    limit = _int_query(req, "limit", 100, 1, 1000)
+    after = int_query(req, "after", 0, 0, 2**62)
+    limit = int_query(req, "limit", 100, 1, 1000)
 
     rows = await _service(req).logs(owner_scope(req), req.path_params["task_id"], after=after, limit=limit)
     lines = [
@@ -445,7 +445,7 @@ async def metrics(req: HttpRequest) -> HttpResponse:
 
 async def readyz(req: HttpRequest) -> HttpResponse:
     """GET /readyz: 200 when PostgreSQL and Redis answer, else 503 with Retry-After."""
-    checks = await _check_dependencies(_runtime(req))
+    checks = await _check_dependencies(request_runtime(req))
     if all(v == "ok" for v in checks.values()):
         return json_response(200, {"status": "ready", "checks": checks}, {"Cache-Control": "no-store"})
     return json_response(

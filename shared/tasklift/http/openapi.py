@@ -21,16 +21,17 @@ from tasklift.http.schemas import (
     Health,
     LogLine,
     OperationStatus,
+    OutputPage,
     ProblemDetail,
     QueueState,
     TaskList,
     TaskResource,
     TaskTypeInfo,
 )
-from tasklift.http.service import DEFAULT_TASK_TYPE
 from tasklift.settings import get_settings
-from tasklift.states import TaskStatus
 from tasklift.tasks.registry import all_task_types
+from tasklift.tasks.service import DEFAULT_TASK_TYPE
+from tasklift.tasks.states import TaskStatus
 
 PROBLEM = {"model": ProblemDetail, "content": {"application/problem+json": {}}}
 
@@ -42,6 +43,7 @@ _TASK_LINKS: dict[str, dict[str, Any]] = {
     "GetTask": {"operationId": "get_task", "description": "The task's status (links.self)"},
     "StreamTask": {"operationId": "stream_task", "description": "Its events as Server-Sent Events (links.stream)"},
     "TaskLogs": {"operationId": "task_logs", "description": "Its log lines (links.logs)"},
+    "TaskOutput": {"operationId": "task_output", "description": "Its output chunks (ctx.emit)"},
     "CancelTask": {"operationId": "cancel_task", "description": "Cancel it (links.cancel)"},
     "TaskResult": {"operationId": "task_result", "description": "Its result once it has one"},
     "RetryTask": {"operationId": "retry_task", "description": "Run it again once FAILED or CANCELLED"},
@@ -93,6 +95,7 @@ _DOCS: dict[str, dict[str, Any]] = {
         },
     },
     "task_logs": {"response_model": list[LogLine], "responses": {404: PROBLEM}},
+    "task_output": {"response_model": OutputPage, "responses": {404: PROBLEM}},
     "stream_task": {
         "responses": {
             200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events (see API.md)"},
@@ -188,6 +191,11 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
         "task_logs": [
             _TASK_ID,
             _param("after", "query", {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0}, "After seq"),
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "At most"),
+        ],
+        "task_output": [
+            _TASK_ID,
+            _param("after", "query", {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0}, "After index"),
             _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "At most"),
         ],
         "stream_task": [

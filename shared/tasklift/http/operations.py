@@ -25,11 +25,11 @@ from typing import Any
 
 from tasklift.blobs import claims
 from tasklift.http.guard import owner_scope
-from tasklift.http.handlers import _service
+from tasklift.http.handlers import request_runtime
 from tasklift.http.resources import retry_after, task_resource
 from tasklift.http.types import HttpRequest, HttpResponse, json_response, rfc3339
 from tasklift.settings import get_settings
-from tasklift.states import TERMINAL, TaskStatus
+from tasklift.tasks.states import TERMINAL, TaskStatus
 
 #: A task's status as the Azure guidelines' operation status. A PENDING task that has run before
 #: (a retry's back-off, a lease taken over) is Running: the operation as a whole has started.
@@ -116,14 +116,14 @@ def _headers(row: Mapping[str, Any]) -> dict[str, str]:
 
 async def get_operation_status(req: HttpRequest) -> HttpResponse:
     """GET /operations/{id}: the task's Azure status monitor (``Operation-Location`` names it)."""
-    row = await _service(req).get(owner_scope(req), req.path_params["task_id"])
+    row = await request_runtime(req).service.get(owner_scope(req), req.path_params["task_id"])
     base = get_settings().public_url or req.base_url
     return json_response(200, azure_monitor(row, base), _headers(row))
 
 
 async def get_google_operation(req: HttpRequest) -> HttpResponse:
     """GET /v1/operations/{id}: the task as a ``google.longrunning.Operation`` (AIP-151)."""
-    row = await _service(req).get(owner_scope(req), req.path_params["task_id"])
+    row = await request_runtime(req).service.get(owner_scope(req), req.path_params["task_id"])
     return json_response(200, google_operation(row), _headers(row))
 
 
@@ -133,5 +133,5 @@ async def cancel_google_operation(req: HttpRequest) -> HttpResponse:
     Answers ``google.protobuf.Empty`` (``{}``) once cancelled or cancelling; a finished task is 409,
     as every conflict with a task's state (Google's clients raise ``google.api_core.exceptions.Conflict``).
     """
-    await _service(req).cancel(owner_scope(req), req.path_params["task_id"])
+    await request_runtime(req).service.cancel(owner_scope(req), req.path_params["task_id"])
     return json_response(200, {}, {"Cache-Control": "no-store"})

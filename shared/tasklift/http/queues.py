@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasklift.http.handlers import _runtime
+from tasklift.http.handlers import request_runtime
 from tasklift.http.problems import Problem
 from tasklift.http.types import HttpRequest, HttpResponse, json_response
 from tasklift.security.identity import current_identity
@@ -37,10 +37,10 @@ def _state(queue: str, row: Any) -> HttpResponse:
 async def pause_queue(req: HttpRequest) -> HttpResponse:
     """POST /queues/{queue}:pause: its PENDING tasks stay PENDING (admin only)."""
     queue = _queue(req)
-    return _state(queue, await queues.pause(_runtime(req).store, queue, req.principal))
+    return _state(queue, await queues.pause(request_runtime(req).store, queue, req.principal))
 
 
 async def resume_queue(req: HttpRequest) -> HttpResponse:
     """POST /queues/{queue}:resume: its tasks are dispatched again, none lost (admin only)."""
     queue = _queue(req)
-    return _state(queue, await queues.resume(_runtime(req).store, queue))
+    return _state(queue, await queues.resume(request_runtime(req).store, queue))

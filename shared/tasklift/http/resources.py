@@ -9,7 +9,7 @@ from typing import Any
 from tasklift.blobs import claims
 from tasklift.http.types import rfc3339
 from tasklift.security.stream_tokens import stream_link
-from tasklift.states import TERMINAL, TaskStatus
+from tasklift.tasks.states import TERMINAL, TaskStatus
 
 
 def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,6 +36,7 @@ def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:
             "self": base,
             "stream": stream_link(tid),  # with a short-lived access token: EventSource cannot send headers
             "logs": f"{base}/logs",
+            "output": f"{base}/output",
             "cancel": base,
             "retry": f"{base}/retry",
             "operation": f"/operations/{tid}",  # the Azure status monitor (Operation-Location)

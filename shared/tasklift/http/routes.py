@@ -8,14 +8,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tasklift import telemetry
-from tasklift.http import batch, handlers, operations, queues
+from tasklift.http import batch, handlers, operations, output, queues
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
-from tasklift.http.service import Conflict, InvalidInput, NotFound
 from tasklift.http.types import HttpRequest, HttpResponse
 from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
+from tasklift.tasks.service import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "/tasks/{task_id}", handlers.cancel_task, "cancel_task"),
     Route("GET", "/tasks/{task_id}/logs", handlers.task_logs, "task_logs"),
     Route("GET", "/tasks/{task_id}/stream", handlers.stream_task, "stream_task"),
+    Route("GET", "/tasks/{task_id}/output", output.task_output, "task_output"),
     Route("GET", "/tasks/{task_id}/result", handlers.task_result, "task_result"),
     Route("POST", "/tasks/{task_id}/retry", handlers.retry_task, "retry_task"),
     # Standard long-running-operation views of a task (http/operations.py): Azure's status monitor

@@ -27,13 +27,13 @@ from tasklift import telemetry
 from tasklift.blobs import BlobStore, open_blob_store
 from tasklift.events.bus import EventAnnouncer
 from tasklift.events.hub import EventHub
-from tasklift.http.service import TaskService
 from tasklift.queue.dispatch import BrokerEpoch, Enqueuer
 from tasklift.security.api_keys import active_key_ids
 from tasklift.security.limits import LimitStore
 from tasklift.security.oidc import OidcVerifier, verifier_for
 from tasklift.settings import Settings, get_settings, redis_url
 from tasklift.store.aio import AsyncStore
+from tasklift.tasks.service import TaskService
 
 #: The key of the runtime in Starlette's lifespan state (``scope["state"]``).
 STATE_KEY = "runtime"

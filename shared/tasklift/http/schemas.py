@@ -23,6 +23,7 @@ class TaskLinks(BaseModel):
     self: str
     stream: str
     logs: str
+    output: str
     cancel: str
     retry: str
     operation: str
@@ -61,6 +62,21 @@ class LogLine(BaseModel):
     timestamp: str
     level: str
     message: str
+
+
+class OutputChunk(BaseModel):
+    index: int  #: 1-based, consecutive over the task's whole life
+    seq: int  #: the id of the SSE ``output`` event that carried it
+    attempt: int | None
+    data: Any  #: text or a JSON value, as the task emitted it
+
+
+class OutputPage(BaseModel):
+    task_id: str
+    status: str
+    chunks: list[OutputChunk]
+    next_after: int  #: pass as ``?after=`` for the next page
+    complete: bool  #: the task ended and this page holds its last chunk
 
 
 class TaskTypeInfo(BaseModel):

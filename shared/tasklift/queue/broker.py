@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable
 
 import redis
 from sqlalchemy import Engine
 
 from tasklift import telemetry
 from tasklift.queue import _compat
-from tasklift.queue.dispatch import BrokerEpoch, Dispatch
+from tasklift.queue.dispatch import BrokerEpoch
 from tasklift.queue.reconcile import reconcile
 from tasklift.settings import get_settings
 from tasklift.store import outbox
+from tasklift.store.repository import Dispatch
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +59,6 @@ class Broker:
         except redis.RedisError as exc:
             log.debug("could not read the broker epoch: %s", exc)
             return None
-
-    def enqueue_after_commit(self, engine: Engine, items: Iterable[Dispatch]) -> bool:
-        """Publish freshly committed tasks from synchronous code (a manual retry) and mark them.
-
-        On a broker failure they are left to the dispatcher. The mark is one short transaction with
-        ``synchronous_commit = off``: a lost mark only means the dispatcher sends the task again
-        after the grace period, and the worker's lease drops the duplicate, so it need not wait for
-        the WAL flush. (The API's submits publish and mark on the event loop: :class:`Enqueuer`.)
-        """
-        items = list(items)
-        try:
-            for item in items:
-                self.enqueue(item)
-        except Exception as exc:  # noqa: BLE001 - the broker may be down; the outbox has the task
-            log.warning("publish failed, the dispatcher will retry from the outbox: %s", exc)
-            return False
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                outbox.mark_published(conn, [item.intent for item in items], self.epoch())
-        except Exception as exc:  # noqa: BLE001 - harmless: the dispatcher re-sends, the lease dedupes
-            log.warning("could not mark %d tasks published (they may be sent twice): %s", len(items), exc)
-        return True
 
     def dispatch_due(self, engine: Engine, limit: int = 500) -> int:
         """Publish outbox rows whose time has come. Returns how many were published."""

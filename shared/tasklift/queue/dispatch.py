@@ -25,24 +25,9 @@ from tasklift import telemetry
 from tasklift.queue import _compat
 from tasklift.store import aio
 from tasklift.store import repository as repo
+from tasklift.store.repository import Dispatch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """What a message needs: the task, its queue and type (for its time limit), and its trace."""
-
-    task_id: uuid.UUID
-    queue: str
-    task_type: str
-    traceparent: str | None = None  #: the task's stored W3C traceparent; None = the current span
-    intent_seq: int = 1  #: the outbox intent this message carries out (1: the submit's)
-
-    @property
-    def intent(self) -> tuple[uuid.UUID, int]:
-        """What a mark of this message names: the task and its intent (:func:`outbox.mark_published`)."""
-        return self.task_id, self.intent_seq
 
 
 class BrokerEpoch:

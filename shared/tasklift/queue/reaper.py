@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import DBAPIError
 
@@ -29,9 +30,9 @@ from tasklift.queue.app import celery_app
 from tasklift.queue.broker import Dispatcher
 from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
-from tasklift.states import TaskStatus
 from tasklift.store import leases
 from tasklift.tasks import retention
+from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,11 @@ def cleanup(rt: WorkerRuntime) -> int:
 def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Dispatcher) -> None:
     """Run every job whose time has come (``due`` holds the next run time of each)."""
     settings = rt.settings
-    jobs = (
-        ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
+    # Leases first: a task whose expired lease this sweep re-queues (an intent due now) is published
+    # by the same sweep's dispatch, not a dispatcher round later (resume <= lease + reaper interval).
+    jobs: tuple[tuple[str, float, Callable[[], int]], ...] = (
         ("leases", settings.reaper_interval_seconds, lambda: reap_expired_leases(rt)),
+        ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
         ("cancels", settings.reaper_interval_seconds, lambda: enforce_cancels(rt)),
         ("cleanup", CLEANUP_INTERVAL, lambda: cleanup(rt)),
         ("retention", settings.retention_interval_seconds, lambda: retention.purge_expired(rt.engine, rt.blobs)),

@@ -22,11 +22,11 @@ from sqlalchemy.exc import DBAPIError
 from tasklift import telemetry
 from tasklift.blobs import claims
 from tasklift.queue import runtime
-from tasklift.states import TaskStatus
 from tasklift.store import leases
 from tasklift.store.db import retry_transient
 from tasklift.tasks.context import Cancelled, LeaseLost, TaskContext
 from tasklift.tasks.registry import TaskType, get_task_type
+from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,10 @@ def _execute(task_id_str: str, worker: str) -> None:
         announcer=rt.events,
         lease_seconds=settings.lease_seconds,
         progress_interval=settings.progress_interval_seconds,
+        version=ttype.version if ttype is not None else "1",
+        blobs=rt.blobs,
+        output_interval=settings.output_flush_seconds,
+        output_bytes=settings.output_flush_bytes,
     )
     # The claim event goes out with the task's next event (its outcome, for a short task: one
     # PUBLISH round trip instead of two), or after ANNOUNCE_AFTER_SECONDS by the heartbeat thread.
@@ -174,6 +178,7 @@ def _execute(task_id_str: str, worker: str) -> None:
     try:
         outcome = _run(rt, ctx, ttype, row)
     finally:
+        ctx.close_output()  # the last chunks before the outcome: a stream sees them before its end
         rt.heartbeats.unwatch(ctx)
     outcome()
 

@@ -1,1 +1,1 @@
-"""Persistence: SQLAlchemy tables, the engine and the repository of typed queries."""
+"""Persistence: the tables, the API's SQL and asyncpg store, the workers' SQLAlchemy statements."""

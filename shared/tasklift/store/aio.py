@@ -52,10 +52,8 @@ IDLE_SECONDS = 60.0
 
 
 class DatabaseError(Exception):
-    """A statement on this path failed (unreachable, restarting, refused): the HTTP layer answers 503.
-
-    The same as SQLAlchemy's ``DBAPIError`` on the sync path, which the HTTP layer maps alike.
-    """
+    """A statement of the API failed (unreachable, restarting, refused): the HTTP layer answers 503,
+    or 400 when the store refused a value of the request (:func:`tasklift.store.repository.refused_value`)."""
 
 
 _FAILED = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError)
@@ -236,8 +234,9 @@ async def _get_many(conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list
     return [by_id.get(task_id) for task_id in task_ids]
 
 
-def _status_event(row: asyncpg.Record) -> repo.Event:
-    """The status event a state change by one statement appended (``seq`` = the row's ``last_seq``)."""
+def status_event(row: Mapping[str, Any]) -> repo.Event:
+    """The status event of the task state in ``row``, as the statement that made it appended it
+    (``seq`` = the row's ``last_seq``)."""
     return repo.Event(str(row["id"]), row["last_seq"], "status", repo.status_data(row))
 
 
@@ -297,7 +296,7 @@ class AsyncStore:
         raise AssertionError("unreachable")
 
     async def get_task(self, task_id: uuid.UUID, owner: str | None = None) -> asyncpg.Record | None:
-        """:func:`tasklift.store.repository.get_task` on asyncpg, read with the reads beside it.
+        """The task row by id (:data:`~tasklift.store.repository.GET_TASKS_SQL`), read with the reads beside it.
 
         Reads that arrive together share one ``SELECT … WHERE id = ANY(…)``; each still sees the
         task as committed when its own request was already in. A task of another owner is None.
@@ -371,14 +370,14 @@ class AsyncStore:
     async def cancel(self, task_id: uuid.UUID, owner: str | None) -> tuple[asyncpg.Record, repo.Event] | None:
         """:data:`~tasklift.store.repository.CANCEL_SQL`: the changed row and its event, or None."""
         row = await self.fetchrow(repo.CANCEL_SQL, {"task_id": task_id, "owner": owner})
-        return None if row is None else (row, _status_event(row))
+        return None if row is None else (row, status_event(row))
 
     async def reopen(
         self, task_id: uuid.UUID, owner: str | None, retries: int
     ) -> tuple[asyncpg.Record, repo.Event] | None:
         """:data:`~tasklift.store.repository.REOPEN_SQL`: the reopened row and its event, or None."""
         row = await self.fetchrow(repo.REOPEN_SQL, {"task_id": task_id, "owner": owner, "retries": retries})
-        return None if row is None else (row, _status_event(row))
+        return None if row is None else (row, status_event(row))
 
     async def active_tasks(self, owner: str) -> int:
         """PENDING + RUNNING tasks of ``owner`` (:data:`~tasklift.store.repository.ACTIVE_TASKS_SQL`)."""

@@ -1,5 +1,6 @@
-"""Engines and connections. Each process's runtime makes its engines (:mod:`tasklift.http.runtime`,
-:mod:`tasklift.queue.runtime`); a forked worker child makes its own."""
+"""SQLAlchemy engines on psycopg 3, for the workers, the reaper and the CLI. Each worker process's
+runtime makes its engines (:mod:`tasklift.queue.runtime`); a forked worker child makes its own.
+The API has none: its store is asyncpg (:mod:`tasklift.store.aio`)."""
 
 from __future__ import annotations
 

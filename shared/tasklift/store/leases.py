@@ -37,12 +37,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-from tasklift.states import TERMINAL, TaskStatus
 from tasklift.store import repository as repo
 from tasklift.store.db import Statement, interval, run_statement
 from tasklift.store.outbox import insert_intent
 from tasklift.store.repository import Event
 from tasklift.store.tables import idempotency_keys, task_events, tasks
+from tasklift.tasks.states import TERMINAL, TaskStatus
 
 # --- reads and the generic state change (worker, reaper) ---------------------------------------
 

@@ -1,8 +1,10 @@
 """The outbox (``task_outbox``): each task's dispatch intent, and the marks that say it was sent.
 
 A submit writes the intent in its own statement (:data:`tasklift.store.repository.INSERT_TASKS_SQL`);
-a retry, a re-dispatch or a hand-back re-arms it (:func:`insert_intent`). The API's enqueuer, the
-outbox dispatcher and the reconciler mark, read and re-arm intents here. All functions take an open
+a manual retry re-arms it in its own (:data:`~tasklift.store.repository.REOPEN_SQL`), an automatic
+retry, a re-dispatch or a hand-back here (:func:`insert_intent`). The outbox dispatcher and the
+reconciler read, mark and re-arm intents here (the API's enqueuer marks through its own store,
+:data:`~tasklift.store.repository.MARK_PUBLISHED_SQL`). All functions take an open
 :class:`~sqlalchemy.Connection`; callers decide the transaction boundaries.
 """
 

@@ -1,7 +1,9 @@
 """The SQL text of the API's statements, and the task events they write. Plain text: no SQLAlchemy.
 
-Every statement an API process runs is here (submit, reads, list, logs, cancel, manual retry, the
-submit limit, Idempotency-Keys), as text with ``:name`` parameters, run by the API's asyncpg store
+The statements of an API process's tasks are here (submit, reads, list, logs, cancel, manual retry,
+the submit limit, Idempotency-Keys, the outbox marks; the API keys' are
+:mod:`tasklift.security.api_keys`'s, the event hub's check of the latest sequences
+:mod:`tasklift.events.hub`'s), as text with ``:name`` parameters, run by the API's asyncpg store
 (:mod:`tasklift.store.aio`), so an API process (a Lambda function, an Azure Functions worker)
 imports neither SQLAlchemy nor psycopg. Every state change is a compare-and-set that appends its
 event in the same statement. The worker's and the reaper's statements are SQLAlchemy Core on
@@ -16,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tasklift.states import TaskStatus
+from tasklift.tasks.states import TaskStatus
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,33 @@ class NewTask:
         }
 
 
+@dataclass(frozen=True)
+class Dispatch:
+    """What a message needs: the task, its queue and type (for its time limit), and its trace."""
+
+    task_id: uuid.UUID
+    queue: str
+    task_type: str
+    traceparent: str | None = None  #: the task's stored W3C traceparent; None = the current span
+    intent_seq: int = 1  #: the outbox intent this message carries out (1: the submit's)
+
+    @property
+    def intent(self) -> tuple[uuid.UUID, int]:
+        """What a mark of this message names: the task and its intent (:data:`MARK_PUBLISHED_SQL`)."""
+        return self.task_id, self.intent_seq
+
+
+@dataclass(frozen=True)
+class RecordedStep:
+    """A finished step as stored."""
+
+    name: str
+    position: int
+    version: str
+    attempt: int
+    result: Any  #: the JSON result, or a claim-check reference to it
+
+
 # --- reads --------------------------------------------------------------------------------------
 
 
@@ -297,10 +326,10 @@ def refused_value(exc: BaseException) -> bool:
     """True when the store refused a *value* of the statement, not because it is unavailable.
 
     SQLSTATE class 22 (data exception: a time zone out of range, a string PostgreSQL cannot hold,
-    a number too large) from psycopg through SQLAlchemy's ``DBAPIError``, or from asyncpg behind
-    :class:`tasklift.store.aio.DatabaseError` (its ``__cause__``), and asyncpg's own client-side
-    ``DataError`` (an argument it cannot encode). Such a request is the client's error (4xx);
-    retrying it would fail the same way, so it must not be a 503.
+    a number too large) from asyncpg behind :class:`tasklift.store.aio.DatabaseError` (its
+    ``__cause__``), and asyncpg's own client-side ``DataError`` (an argument it cannot encode);
+    psycopg's errors (``sqlstate``, as ``orig`` of SQLAlchemy's) read the same. Such a request is
+    the client's error (4xx); retrying it would fail the same way, so it must not be a 503.
     """
     import asyncpg
 
@@ -311,3 +340,14 @@ def refused_value(exc: BaseException) -> bool:
         if isinstance(code, str) and code.startswith("22"):
             return True
     return False
+
+
+# --- output (ctx.emit) -----------------------------------------------------------------------------
+
+#: The ``output`` batches holding chunks after index ``:after``, oldest first (GET /tasks/{id}/output;
+#: the partial index ``ix_task_events_output`` on ``(task_id, last)``, written by :mod:`tasklift.store.output`).
+OUTPUT_AFTER_SQL = """
+SELECT seq, data FROM task_events
+WHERE task_id = :task_id AND kind = 'output' AND CAST(data ->> 'last' AS bigint) > :after
+ORDER BY CAST(data ->> 'last' AS bigint)
+LIMIT :limit"""

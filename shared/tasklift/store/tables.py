@@ -1,7 +1,8 @@
-"""The tables: tasks, their event log, the dispatch outbox and idempotency records.
+"""The tables: tasks, their event log, their durable steps, the dispatch outbox and idempotency records.
 
-PostgreSQL is the source of truth. Log lines are events of kind ``log`` in ``task_events``:
-one append-only, sequence-numbered log per task serves the stream, replay and GET /logs alike.
+PostgreSQL is the source of truth. Log lines are events of kind ``log`` in ``task_events``, output
+chunks batches of kind ``output``: one append-only, sequence-numbered log per task serves the
+stream, replay, GET /logs and GET /output alike.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -92,11 +94,37 @@ class TaskEvent(Base):
         UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    kind: Mapped[str] = mapped_column(Text)  # status | progress | log
+    kind: Mapped[str] = mapped_column(Text)  # status | progress | log | step | output
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
-    __table_args__ = (Index("ix_task_events_logs", "task_id", "seq", postgresql_where=text("kind = 'log'")),)
+    __table_args__ = (
+        Index("ix_task_events_logs", "task_id", "seq", postgresql_where=text("kind = 'log'")),
+        # GET /tasks/{id}/output?after= finds the batch holding chunk after + 1 (tasklift/store/steps.py).
+        Index(
+            "ix_task_events_output",
+            "task_id",
+            text("(CAST(data ->> 'last' AS bigint))"),
+            postgresql_where=text("kind = 'output'"),
+        ),
+    )
+
+
+class TaskStep(Base):
+    """One finished durable step of a task (``ctx.step``): recorded once, replayed by every re-run."""
+
+    __tablename__ = "task_steps"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(Text, primary_key=True)  #: the run-unique name (``fetch#2``)
+    position: Mapped[int] = mapped_column(Integer)  #: 1 for the run's first ``ctx.step`` call, and so on
+    version: Mapped[str] = mapped_column(Text)  #: the task type's version that recorded it
+    attempt: Mapped[int] = mapped_column(Integer)
+    result: Mapped[Any | None] = mapped_column(JSONB)  #: the JSON result, or its claim-check reference
+    duration_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class Outbox(Base):
@@ -158,6 +186,7 @@ class PausedQueue(Base):
 
 tasks = Task.__table__
 task_events = TaskEvent.__table__
+task_steps = TaskStep.__table__
 outbox = Outbox.__table__
 idempotency_keys = IdempotencyKey.__table__
 paused_queues = PausedQueue.__table__

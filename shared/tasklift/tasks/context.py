@@ -1,8 +1,10 @@
-"""The :class:`TaskContext` a task function receives: progress, logs and cancellation.
+"""The :class:`TaskContext` a task function receives: progress, logs, steps, output and cancellation.
 
 Progress is durable but coalesced: calls closer together than ``progress_interval_seconds`` only
 remember the latest value, which the heartbeat flushes; transitions and log lines are never
 coalesced. Every call checks the durable cancel flag and raises :class:`Cancelled` once it is set.
+Durable steps (:meth:`TaskContext.step`) are in :mod:`tasklift.tasks.steps`, the coalescing of output
+chunks (:meth:`TaskContext.emit`) in :mod:`tasklift.tasks.output`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,23 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tasklift.store.repository import Announcer, Event
+from tasklift.blobs import claims
+from tasklift.store.repository import Announcer, Event, RecordedStep
+from tasklift.tasks.output import OutputBuffer
+from tasklift.tasks.steps import StepJournal
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-# The worker's statements (tasklift.store.leases, on SQLAlchemy) are imported by the methods that
+    from tasklift.blobs.store import BlobStore
+
+# The worker's statements (tasklift.store.leases, .steps, .output, on SQLAlchemy) are imported by the methods that
 # write, not with this module: task modules import TaskContext for their functions' signatures, and
 # an API process imports the task modules to validate inputs, never to run them; a function package
 # (the Lambda layer) has no SQLAlchemy at all (docs/deploy.md, "Package sizes").
@@ -50,9 +59,14 @@ class TaskContext:
         lease_seconds: float,
         progress_interval: float,
         writer: Engine | None = None,
+        version: str = "1",
+        blobs: BlobStore | None = None,
+        output_interval: float = 0.05,
+        output_bytes: int = 64 * 1024,
     ) -> None:
-        """``writer`` runs the single-statement writes (progress, log, heartbeat), typically an
-        autocommit engine; ``engine`` the transactions of :meth:`transaction`."""
+        """``writer`` runs the single-statement writes (progress, log, heartbeat, steps, output),
+        typically an autocommit engine; ``engine`` the transactions of :meth:`transaction`.
+        ``version`` is the task type's (recorded with each step), ``blobs`` keeps large step results."""
         self.task_id = task_id
         self.attempt = attempt
         self.task_type = task_type
@@ -69,6 +83,10 @@ class TaskContext:
         self.last_progress: dict[str, Any] | None = None
         self._held: list[Event] = []
         self._announce_lock = threading.Lock()  # events go out in the order they are announced
+        self._steps = StepJournal(task_id, task_type, version, blobs)
+        self._output = OutputBuffer(self._write_output, output_interval, output_bytes)
+        self._next_chunk: int | None = None  #: index of the next output chunk; read at the first flush
+        self._in_step = False
 
     # --- the task author's API ---------------------------------------------------------------
 
@@ -115,6 +133,103 @@ class TaskContext:
             self._lost()
         self.announce([event] if event else [])
         self.check_cancelled()
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` once per task and return its JSON result, recorded durably.
+
+        A later run of the task (after a crash, a retry or a manual retry) returns the recorded
+        result without calling ``fn``. The n-th call of one ``name`` in a run is the step ``name#n``;
+        names and their order must be deterministic for the input. A step that raises records
+        nothing. Raises :class:`~tasklift.tasks.steps.StepVersionChanged` at the first step when
+        the task's steps were recorded by another ``version`` of the task type, and
+        :class:`LeaseLost` when this attempt may no longer record (docs/steps-and-output.md).
+        """
+        self.check_cancelled()
+        if self._in_step:  # a replayed outer step would skip the inner one and shift every position after it
+            raise RuntimeError(f"ctx.step({name!r}) inside another step: steps do not nest")
+        from tasklift.store import steps as steps_store
+        from tasklift.store.db import retry_transient
+
+        full_name, position = self._steps.name_call(name)
+        if not self._steps.loaded:
+
+            def load() -> list[RecordedStep]:
+                with self._writer.connect() as conn:
+                    return steps_store.load_steps(conn, self.task_id)
+
+            self._steps.load(retry_transient(load))
+        found, value = self._steps.replay(full_name, position)
+        if found:
+            return value  # type: ignore[no-any-return]
+        started = time.perf_counter()
+        self._in_step = True
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            self._in_step = False
+        duration_ms = (time.perf_counter() - started) * 1000
+        record, returned = self._steps.prepare(full_name, position, self.attempt, result)
+
+        def write() -> Any:
+            with self._writer.begin() as conn:
+                return steps_store.record_step(conn, self.task_id, self.attempt, record, duration_ms, self._lease)
+
+        done = retry_transient(write)
+        if done is None:
+            if self._steps.blobs is not None:  # nothing will point to this attempt's result blob
+                claims.discard(record.result, self._steps.blobs)
+            self._lost()
+            raise LeaseLost(str(self.task_id))
+        seq, data, self._cancel_requested = done
+        self.announce([Event(str(self.task_id), seq, "step", data)])
+        return returned  # type: ignore[no-any-return]
+
+    def emit(self, chunk: Any) -> None:
+        """Append ``chunk`` (text or a JSON value) to the task's ordered output stream.
+
+        Chunks are coalesced: written as one ``output`` event per ``TASKLIFT_OUTPUT_FLUSH_SECONDS``
+        (or ``TASKLIFT_OUTPUT_FLUSH_BYTES``) and when the task ends, so emitting is cheap. Raises
+        :class:`LeaseLost` once a write of this attempt was refused, :class:`Cancelled` once the
+        task was cancelled.
+        """
+        self.check_cancelled()
+        self._output.add(chunk)
+
+    def close_output(self) -> None:
+        """Write the output still buffered (the runner calls it when the task function returns)."""
+        self._output.close()
+
+    def _write_output(self, chunks: list[Any]) -> None:
+        if self._lease_lost:
+            return  # refused anyway: this attempt no longer holds the task
+        from tasklift.store import output as output_store
+        from tasklift.store.db import retry_transient
+
+        tried: dict[str, Any] = {}
+
+        def write() -> Any:
+            with self._writer.begin() as conn:
+                if self._next_chunk is None:
+                    self._next_chunk = output_store.last_index(conn, self.task_id) + 1
+                elif tried and output_store.last_index(conn, self.task_id) >= tried["last"]:
+                    # A try whose COMMIT went through but whose reply was lost: stored once is enough
+                    # (its event reaches the streams by the hub's database check).
+                    return tried, "stored"
+                data = output_store.batch_data(self.attempt, self._next_chunk, chunks)
+                tried.update(data)
+                return data, output_store.append_output(conn, self.task_id, self.attempt, data, self._lease)
+
+        data, done = retry_transient(write)
+        if done == "stored":
+            self._next_chunk = data["last"] + 1
+            return
+        if done is None:
+            log.warning("task %s attempt %s: %d output chunks refused", self.task_id, self.attempt, len(chunks))
+            self._lost()
+            return
+        seq, self._cancel_requested = done
+        self._next_chunk = data["last"] + 1
+        self.announce([Event(str(self.task_id), seq, "output", data)])
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

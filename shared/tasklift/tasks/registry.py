@@ -37,6 +37,8 @@ class TaskType:
     backoff_base: float = 2.0
     backoff_max: float = 300.0
     description: str = ""
+    #: recorded with each durable step; a task whose steps another version recorded does not resume
+    version: str = "1"
     tags: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -64,6 +66,7 @@ def task(
     retry_on: tuple[type[BaseException], ...] = (RetryableError,),
     backoff_base: float = 2.0,
     backoff_max: float = 300.0,
+    version: str = "1",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a function as a task type.
 
@@ -76,6 +79,9 @@ def task(
         retry_on: Exception types that count as retryable.
         backoff_base: First back-off in seconds; doubles each attempt.
         backoff_max: Upper bound of one back-off.
+        version: The version of the task's code, recorded with each durable step (``ctx.step``):
+            change it when a change of the code makes recorded steps of unfinished tasks invalid;
+            such a task then fails with ``StepVersionChanged`` instead of mixing two versions.
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,6 +97,7 @@ def task(
             retry_on=retry_on,
             backoff_base=backoff_base,
             backoff_max=backoff_max,
+            version=str(version),
             description=(func.__doc__ or "").strip().split("\n")[0],
         )
         return func

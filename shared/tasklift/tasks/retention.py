@@ -22,8 +22,8 @@ from sqlalchemy import Connection, Engine, RowMapping, delete, func, select, tup
 
 from tasklift.blobs import BlobStore, claims
 from tasklift.settings import get_settings
-from tasklift.states import TERMINAL
 from tasklift.store.tables import Task, task_events, tasks
+from tasklift.tasks.states import TERMINAL
 
 log = logging.getLogger(__name__)
 

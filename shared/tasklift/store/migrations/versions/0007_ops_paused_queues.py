@@ -4,7 +4,7 @@ A worker's claim refuses a task of a paused queue, and the dispatcher and the re
 intents alone, so its tasks stay PENDING; resuming re-arms them (docs/queues.md).
 
 Revision ID: 0007_ops
-Revises: 0005
+Revises: 0006_steps
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_ops"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006_steps"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

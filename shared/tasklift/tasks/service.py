@@ -1,8 +1,8 @@
 """The task service: submit, read, list, cancel, retry. Host-neutral.
 
-:meth:`TaskService.submit` and :meth:`TaskService.get` are async, on the API's asyncpg store
-(:mod:`tasklift.store.aio`); the rarer operations (list, logs, cancel, retry) are synchronous on
-SQLAlchemy and the HTTP handlers run them in a worker thread. Errors are domain exceptions
+Every operation is async, on the API's asyncpg store (:mod:`tasklift.store.aio`): one statement
+each where it changes state, the SQL being :mod:`tasklift.store.repository`'s. Publishing goes
+through the enqueuer the API runtime hands in (:class:`Enqueuer`). Errors are domain exceptions
 (:class:`NotFound`, :class:`Conflict`, :class:`InvalidInput`); the HTTP layer turns them into
 problem+json.
 """
@@ -15,22 +15,23 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from pydantic import ValidationError
 
 from tasklift import jsoncodec, telemetry
 from tasklift.blobs import BlobStore, claims
-from tasklift.queue.dispatch import Dispatch, Enqueuer
 from tasklift.settings import get_settings
-from tasklift.states import TaskStatus
 from tasklift.store import aio
 from tasklift.store import repository as repo
-from tasklift.store.repository import Event
+from tasklift.store.repository import Dispatch, Event
 from tasklift.tasks.registry import TaskType, get_task_type
+from tasklift.tasks.states import TaskStatus
 
 DEFAULT_TASK_TYPE = "vector_processing"  # the original demo's default
+#: Cancel statements a cancel runs at most while the task keeps moving between PENDING and RUNNING.
+_CANCEL_TRIES = 5
 
 
 class ServiceError(Exception):
@@ -74,6 +75,17 @@ class CancelOutcome:
 class Listing:
     items: list[Mapping[str, Any]]
     next_cursor: str | None
+
+
+class Enqueuer(Protocol):
+    """What commits submits and publishes committed tasks to the broker: the API runtime's
+    :class:`tasklift.queue.dispatch.Enqueuer` (the queue sits above the service; it is handed in)."""
+
+    async def submit(self, task: repo.NewTask, item: Dispatch) -> Any: ...
+
+    async def enqueue(self, items: list[Dispatch]) -> None: ...
+
+    async def turn(self) -> None: ...
 
 
 #: Announces committed events (blocking: a Redis PUBLISH; the service runs it in a worker thread).
@@ -214,7 +226,7 @@ class TaskService:
             Conflict: the task already finished (SUCCESS or FAILED).
         """
         tid = parse_task_id(task_id)
-        while True:
+        for _ in range(_CANCEL_TRIES):
             done = await self.store.cancel(tid, owner)
             if done is not None:
                 await self._announce([done[1]])
@@ -222,14 +234,17 @@ class TaskService:
             else:
                 current = await self.get(owner, task_id)
             status = TaskStatus(current["status"])
-            if status == TaskStatus.CANCELLED:
-                return CancelOutcome(current, done=True)
-            if status == TaskStatus.RUNNING:  # the flag is set (now or by an earlier request)
-                return CancelOutcome(current, done=False)
+            if status in (TaskStatus.CANCELLED, TaskStatus.RUNNING):  # RUNNING: the flag is set
+                if done is None:
+                    # Set by an earlier request, or by this one when its reply was lost and the store
+                    # ran the statement again: announce the state again (listeners dedupe by seq).
+                    await self._announce([aio.status_event(current)])
+                return CancelOutcome(current, done=status == TaskStatus.CANCELLED)
             if status != TaskStatus.PENDING:
                 raise Conflict(f"task {task_id} already finished with {status.value}; it cannot be cancelled")
-            # PENDING after a statement that changed nothing: it raced with a claim that then
+            # PENDING after a statement that changed nothing: it raced with a lease that then
             # handed the task back; ask again.
+        raise Conflict(f"task {task_id} changed state while being cancelled; try again")
 
     # --- retry ----------------------------------------------------------------------------------
 
@@ -242,7 +257,12 @@ class TaskService:
         done = await self.store.reopen(row["id"], owner, ttype.retries)
         if done is None:
             current = await self.get(owner, task_id)
-            raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {current['status']}")
+            if current["status"] == TaskStatus.PENDING and current["last_seq"] == row["last_seq"] + 1:
+                # Reopened by this request (its reply was lost and the store ran the statement again)
+                # or by another one just now: either way the retry the caller asked for is there.
+                done = current, aio.status_event(current)
+            else:
+                raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {current['status']}")
         reopened, event = done
         # Its outbox intent is committed with it: the publish is the enqueuer's, as a submit's.
         await self.enqueuer.enqueue([Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"], event.seq)])
