@@ -27,3 +27,4 @@ handler = Mangum(WithoutLifespan(create_app()), lifespan="off")
 submit_task = list_tasks = get_task = cancel_task = task_logs = task_output = stream_task = task_result = handler
 retry_task = handler
 task_types = healthz = readyz = not_found = handler
+get_operation_status = get_google_operation = handler

@@ -43,6 +43,11 @@ async def submit_task(req: Request) -> Response:
     return await serve("submit_task", req)
 
 
+@app.route(route="tasks:batch", methods=[func.HttpMethod.POST])
+async def submit_tasks_batch(req: Request) -> Response:
+    return await serve("submit_tasks_batch", req)
+
+
 @app.route(route="tasks", methods=[func.HttpMethod.GET])
 async def list_tasks(req: Request) -> Response:
     return await serve("list_tasks", req)
@@ -83,6 +88,16 @@ async def task_result(req: Request) -> Response:
 @app.route(route="tasks/{task_id}/retry", methods=[func.HttpMethod.POST])
 async def retry_task(req: Request) -> Response:
     return await serve("retry_task", req)
+
+
+@app.route(route="operations/{task_id}", methods=[func.HttpMethod.GET])
+async def get_operation_status(req: Request) -> Response:
+    return await serve("get_operation_status", req)
+
+
+@app.route(route="v1/operations/{task_id}", methods=[func.HttpMethod.GET])
+async def get_google_operation(req: Request) -> Response:
+    return await serve("get_google_operation", req)
 
 
 @app.route(route="task-types", methods=[func.HttpMethod.GET])

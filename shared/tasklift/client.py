@@ -109,6 +109,18 @@ class TaskliftClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return TaskResource.model_validate(self._check(self._http.post("/tasks", json=body, headers=headers)).json())
 
+    def submit_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """POST /tasks:batch. Each item is ``{"task": <submit body>, "idempotency_key"?: str}``.
+
+        Returns ``{"accepted", "rejected", "items"}``: one result per item, in order, each with its
+        own ``status`` (202 + ``task``, or 422 / 409 + ``problem``); see docs/batch.md.
+        """
+        return dict(self._check(self._http.post("/tasks:batch", json={"items": items})).json())
+
+    def operation(self, task_id: str) -> dict[str, Any]:
+        """GET /operations/{id}: the task's Azure-guidelines status monitor (docs/operations.md)."""
+        return dict(self._check(self._http.get(f"/operations/{task_id}")).json())
+
     def get(self, task_id: str) -> TaskResource:
         """GET /tasks/{id}."""
         return TaskResource.model_validate(self._check(self._http.get(f"/tasks/{task_id}")).json())

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         ge=0,
         description="Largest POST /tasks body when its input goes to blob storage; 0 = no large inputs",
     )
+    batch_max_items: int = Field(1000, ge=1, description="Most items POST /tasks:batch takes (more: 422)")
+    batch_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest POST /tasks:batch body (413; under Lambda's 6 MB payload)"
+    )
     poll_retry_after_seconds: int = Field(1, ge=1, description="Retry-After on 202 and for a task that has not started")
     max_long_poll_seconds: int = Field(25, ge=1, le=25, description="Upper bound of GET /tasks/{id}?wait=N")
 

@@ -22,7 +22,7 @@ def test_submit_answers_202_with_the_pending_task_and_where_to_poll(http: httpx.
     assert task["status"] == "PENDING" and task["task_type"] == "test_noop"
     assert task["metadata"] == {"source": "hosts"}
     assert resp.headers["Location"] == f"/tasks/{task['task_id']}" == task["links"]["self"]
-    assert resp.headers["Operation-Location"] == f"{host.url}/tasks/{task['task_id']}"
+    assert resp.headers["Operation-Location"] == f"{host.url}/operations/{task['task_id']}"  # the Azure monitor
     assert resp.headers["Retry-After"] == "1"
     again = http.get(resp.headers["Location"])
     assert again.status_code == 200 and again.json()["task_id"] == task["task_id"]
@@ -153,3 +153,42 @@ def test_a_task_submitted_through_azure_is_the_same_task_through_aws(
         assert via_aws.post(f"/tasks/{task_id}/retry").status_code == 202  # retried through AWS…
         assert wait_for_status(via_azure, task_id, "FAILED")["attempts"] == 2  # …seen through Azure
         assert [line["message"] for line in via_azure.get(f"/tasks/{task_id}/logs").json()] == ["about to fail"] * 2
+
+
+def test_every_host_serves_the_operation_views_and_their_colon_cancel(http: httpx.Client, host: Host) -> None:
+    """The Azure monitor, the AIP-151 Operation and ``…:cancel`` (a colon in the path) on every host."""
+    task_id = http.post("/tasks", json={"task_type": "test_noop"}).json()["task_id"]
+    monitor = http.get(f"/operations/{task_id}")
+    assert monitor.status_code == 200 and monitor.json()["status"] == "NotStarted", monitor.text
+    operation = http.get(f"/v1/operations/{task_id}")
+    assert operation.status_code == 200 and operation.json()["done"] is False, operation.text
+    cancelled = http.post(f"/v1/operations/{task_id}:cancel")
+    assert cancelled.status_code == 200 and cancelled.json() == {}, cancelled.text
+    assert http.get(f"/operations/{task_id}").json()["status"] == "Canceled"
+    done = http.get(f"/v1/operations/{task_id}").json()
+    assert done["done"] is True and done["error"]["code"] == 1
+    assert_problem(http.get(f"/operations/{uuid.uuid4()}"), 404)
+
+
+def test_every_host_takes_a_batch_at_its_colon_path_and_answers_per_item(http: httpx.Client, start_worker) -> None:
+    items = [{"task": {"task_type": "test_noop"}, "idempotency_key": f"b{i}"} for i in range(20)]
+    items.insert(5, {"task": {"task_type": "no_such_type"}})
+    resp = http.post("/tasks:batch", json={"items": items})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [item["status"] for item in body["items"]] == [202] * 5 + [422] + [202] * 15
+    assert body["items"][5]["problem"]["errors"][0]["loc"] == ["body", "items", 5, "task", "task_type"]
+    again = http.post("/tasks:batch", json={"items": items}).json()
+    assert [a["task"]["task_id"] for a in again["items"] if a["status"] == 202] == [
+        a["task"]["task_id"] for a in body["items"] if a["status"] == 202
+    ]
+    start_worker(concurrency=1)
+    for answer in body["items"]:
+        if answer["status"] == 202:
+            wait_for_status(http, answer["task"]["task_id"], "SUCCESS")
+
+
+def test_every_host_routes_queue_pause_and_refuses_it_without_an_admin(http: httpx.Client) -> None:
+    queue = next(t["queue"] for t in http.get("/task-types").json() if t["name"] == "test_noop")
+    for action in ("pause", "resume"):
+        assert_problem(http.post(f"/queues/{queue}:{action}"), 403)  # anonymous is no admin

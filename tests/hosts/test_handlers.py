@@ -31,12 +31,26 @@ EVENTS = Path(__file__).parent / "events"
 CORE_ROUTES = {(r.method, r.template) for r in ROUTES}
 #: Core routes left to the catch-all function (which serves every route through the core) rather than
 #: given a function of their own: a serverless instance's metrics are not worth one.
-FALLBACK_ONLY = {("GET", "/metrics")}
+FALLBACK_ONLY = {
+    ("GET", "/metrics"),
+    # API Gateway's path variables are whole segments ({task_id}:cancel is no route there), and an
+    # Azure route with a literal after a parameter in one segment is ASP.NET's "complex segment":
+    # the catch-all serves AIP-151's custom method on both, through the same core route.
+    ("POST", "/v1/operations/{task_id}:cancel"),
+    ("POST", "/queues/{queue}:pause"),  # the same, and an operator's call, not a hot path
+    ("POST", "/queues/{queue}:resume"),
+}
 
 
-def assert_one_function_per_route(declared: set[tuple[str, str]]) -> None:
+#: And on AWS only: ``/tasks:batch`` (a colon inside a literal segment, AIP-136's custom-method
+#: style) is left to the greedy ``/{proxy+}`` route rather than declared, since whether an HTTP API
+#: route key may hold one is not checked here; that function is the same app (Mangum) with the body.
+AWS_FALLBACK_ONLY = {("POST", "/tasks:batch")}
+
+
+def assert_one_function_per_route(declared: set[tuple[str, str]], fallback: frozenset = frozenset()) -> None:
     assert declared <= CORE_ROUTES, f"functions for routes the core no longer has: {declared - CORE_ROUTES}"
-    missing = CORE_ROUTES - declared - FALLBACK_ONLY
+    missing = CORE_ROUTES - declared - FALLBACK_ONLY - fallback
     assert not missing, f"core routes without a function of their own: {missing}"
 
 
@@ -81,7 +95,7 @@ def test_rest_api_v1_event_submits_a_task_and_reads_it_back(lambda_handler: Any)
     assert resp["headers"]["location"] == f"/tasks/{task['task_id']}"
     assert (
         resp["headers"]["operation-location"]
-        == f"https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/tasks/{task['task_id']}"
+        == f"https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/operations/{task['task_id']}"
     )
 
     get = copy.deepcopy(event)
@@ -132,7 +146,9 @@ def test_v2_event_for_an_unknown_route_is_a_404_problem(lambda_handler: Any) -> 
 def test_the_sam_template_declares_one_function_per_core_route_plus_a_fallback() -> None:
     routes = http_api_routes(FUNCTIONS / "aws" / "template.yaml")
     fallback = {"/{proxy+}", "/"}  # every other path, and the site root (the dashboard) a greedy path misses
-    assert_one_function_per_route({(r.method, r.path) for r in routes if r.path not in fallback})
+    assert_one_function_per_route(
+        {(r.method, r.path) for r in routes if r.path not in fallback}, frozenset(AWS_FALLBACK_ONLY)
+    )
     assert sorted((r.method, r.path) for r in routes if r.path in fallback) == [("ANY", "/"), ("ANY", "/{proxy+}")]
     assert len({r.function for r in routes if r.path in fallback}) == 1, "one fallback function"
     assert len({r.function for r in routes}) == len(routes) - 1, "one function per endpoint"
@@ -229,7 +245,7 @@ async def test_azure_functions_submit_read_cancel_and_stream_a_task(
     )
     assert submitted.status_code == 202
     task = json.loads(submitted.body)
-    assert submitted.headers["operation-location"] == f"https://tasklift.azurewebsites.net/tasks/{task['task_id']}"
+    assert submitted.headers["operation-location"] == f"https://tasklift.azurewebsites.net/operations/{task['task_id']}"
 
     url, params = f"/tasks/{task['task_id']}", {"task_id": task["task_id"]}
     read = await call(azure_functions["get_task"], extension_request("GET", url, route_params=params))

@@ -50,3 +50,16 @@ def test_cli_errors_are_one_problem_line_not_a_traceback(api: str, tasklift_env)
     done = _cli("status", str(uuid.uuid4()), "--url", api, env=tasklift_env)
     assert done.returncode == 2
     assert "404" in done.stdout + done.stderr and "Traceback" not in done.stdout + done.stderr
+
+
+def test_the_client_submits_a_batch_and_reads_the_operation_monitor(api: str, start_worker) -> None:
+    with TaskliftClient(api) as client:
+        answer = client.submit_batch(
+            [{"task": {"task_type": "test_noop"}, "idempotency_key": "c1"}, {"task": {"task_type": "nope"}}]
+        )
+        assert [item["status"] for item in answer["items"]] == [202, 422] and answer["accepted"] == 1
+        task_id = answer["items"][0]["task"]["task_id"]
+        assert client.operation(task_id)["status"] == "NotStarted"
+        start_worker()
+        assert client.wait(task_id, timeout=30).status == "SUCCESS"
+        assert client.operation(task_id)["status"] == "Succeeded"

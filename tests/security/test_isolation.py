@@ -21,6 +21,9 @@ def test_another_principal_gets_404_for_status_stream_logs_cancel_and_retry(
         ("GET", f"/tasks/{task_id}/output"),
         ("DELETE", f"/tasks/{task_id}"),
         ("POST", f"/tasks/{task_id}/retry"),
+        ("GET", f"/operations/{task_id}"),
+        ("GET", f"/v1/operations/{task_id}"),
+        ("POST", f"/v1/operations/{task_id}:cancel"),
     ]:
         resp = bob.request(method, path)
         assert resp.status_code == 404, (method, path, resp.text)

@@ -114,6 +114,8 @@ def test_unfinished_tasks_over_the_limit_are_429_at_submit(configure, alice: htt
     ids = [submit(alice)["task_id"] for _ in range(3)]
     refused = alice.post("/tasks", json={"task_type": "test_noop"})
     assert refused.status_code == 429 and refused.headers["retry-after"]
+    batch = alice.post("/tasks:batch", json={"items": [{"task": {"task_type": "test_noop"}}]})
+    assert batch.status_code == 429 and batch.headers["retry-after"]  # the same limit for a batch
     assert len(alice.get("/tasks").json()["items"]) == 3  # nothing was created
     submit(bob)  # another principal is not affected
     alice.delete(f"/tasks/{ids[0]}")  # a finished task no longer counts

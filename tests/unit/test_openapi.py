@@ -20,6 +20,7 @@ from tasklift.http.routes import ROUTES
 #: off the public routes, 400 a value the store refuses, 401 no or bad credentials, 429 over a limit).
 STATUSES = {
     "submit_task": {202, 409, 413, 415, 422},
+    "submit_tasks_batch": {200, 413, 415, 422},
     "list_tasks": {200, 422},
     "get_task": {200, 304, 404, 422},
     "cancel_task": {202, 204, 404, 409},
@@ -28,6 +29,11 @@ STATUSES = {
     "stream_task": {200, 204, 404, 422},
     "task_result": {200, 303, 404, 409, 410},
     "retry_task": {202, 404, 409},
+    "get_operation_status": {200, 404},
+    "get_google_operation": {200, 404},
+    "cancel_google_operation": {200, 404, 409},
+    "pause_queue": {200, 403, 404},
+    "resume_queue": {200, 403, 404},
     "task_types": {200},
     "healthz": {200},
     "readyz": {200},

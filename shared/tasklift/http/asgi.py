@@ -145,15 +145,24 @@ def raw_headers(resp: HttpResponse) -> list[tuple[bytes, bytes]]:
     return raw
 
 
+def body_limit(route_name: str) -> int | None:
+    """The largest body the route ``route_name`` reads, or None for a route that reads none."""
+    settings = get_settings()
+    if route_name == "submit_task":
+        return settings.submit_body_limit
+    if route_name == "submit_tasks_batch":
+        return settings.batch_max_bytes
+    return None
+
+
 async def _answer(
     route: routes.Route, scope: Scope, receive: Receive, runtime: ApiRuntime | None = None
 ) -> HttpResponse:
     """``route``'s answer to the request in ``scope``: its body read under the cap, then the handler."""
     try:
-        # Only POST /tasks has a body; it may be large (its input then goes to blob storage).
-        body = (
-            await receive_body(scope, receive, get_settings().submit_body_limit) if route.name == "submit_task" else b""
-        )
+        # Only the submits have a body; POST /tasks's may be large (its input then goes to blob storage).
+        limit = body_limit(route.name)
+        body = await receive_body(scope, receive, limit) if limit is not None else b""
     except Problem as problem:
         return problem_response(problem, scope["path"])
     return await routes.handle(route, scope_to_neutral(scope, body, runtime))

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: Probes and the Prometheus scrape (operational data only; keep /metrics off the public edge).
 PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 SUBMIT_ROUTE = "submit_task"
+#: The routes that create tasks: the active-task limit applies to each.
+SUBMIT_ROUTES = frozenset({SUBMIT_ROUTE, "submit_tasks_batch"})
 STREAM_ROUTE = "stream_task"
 REALM = 'Bearer realm="tasklift"'
 
@@ -94,7 +96,7 @@ async def admit(route_name: str, req: HttpRequest, settings: Settings) -> tuple[
                 f"more than {settings.rate_limit_requests} requests in {settings.rate_limit_window_seconds} s",
                 decision.retry_after,
             )
-    if route_name == SUBMIT_ROUTE and settings.max_active_tasks:
+    if route_name in SUBMIT_ROUTES and settings.max_active_tasks:
         active = await req.runtime.store.active_tasks(identity.principal)
         if active >= settings.max_active_tasks:
             raise _too_many(f"{active} tasks are pending or running; at most {settings.max_active_tasks} may be", 5)

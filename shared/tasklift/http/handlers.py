@@ -50,12 +50,14 @@ def _service(req: HttpRequest) -> TaskService:
     return request_runtime(req).service
 
 
-def _json_body(req: HttpRequest) -> Any:
+def _json_body(req: HttpRequest, limit: int | None = None) -> Any:
+    """The JSON body of ``req`` within ``limit`` bytes (default: POST /tasks's), checked storable."""
     content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise Problem(415, f"send the body as application/json, not {content_type}", slug="unsupported-media-type")
     settings = get_settings()
-    limit = settings.submit_body_limit  # large inputs go to blob storage (docs/large-payloads.md)
+    if limit is None:
+        limit = settings.submit_body_limit  # large inputs go to blob storage (docs/large-payloads.md)
     if len(req.body) > limit:
         raise Problem(413, f"the body is larger than {limit} bytes", slug="payload-too-large")
     try:
@@ -210,7 +212,7 @@ async def submit_task(req: HttpRequest) -> HttpResponse:
     base = get_settings().public_url or req.base_url
     headers = {
         "Location": resource["links"]["self"],
-        "Operation-Location": f"{base.rstrip('/')}{resource['links']['self']}",
+        "Operation-Location": f"{base.rstrip('/')}{resource['links']['operation']}",  # the Azure status monitor
         "Retry-After": str(get_settings().poll_retry_after_seconds),
     }
     if outcome.replayed:

@@ -15,7 +15,19 @@ from fastapi import Response, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from tasklift.http.guard import PUBLIC_ROUTES
-from tasklift.http.schemas import Health, LogLine, OutputPage, ProblemDetail, TaskList, TaskResource, TaskTypeInfo
+from tasklift.http.schemas import (
+    BatchResult,
+    GoogleOperation,
+    Health,
+    LogLine,
+    OperationStatus,
+    OutputPage,
+    ProblemDetail,
+    QueueState,
+    TaskList,
+    TaskResource,
+    TaskTypeInfo,
+)
 from tasklift.settings import get_settings
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
@@ -35,6 +47,14 @@ _TASK_LINKS: dict[str, dict[str, Any]] = {
     "CancelTask": {"operationId": "cancel_task", "description": "Cancel it (links.cancel)"},
     "TaskResult": {"operationId": "task_result", "description": "Its result once it has one"},
     "RetryTask": {"operationId": "retry_task", "description": "Run it again once FAILED or CANCELLED"},
+    "GetOperationStatus": {
+        "operationId": "get_operation_status",
+        "description": "Its Azure status monitor (links.operation; Operation-Location)",
+    },
+    "GetGoogleOperation": {
+        "operationId": "get_google_operation",
+        "description": "It as an AIP-151 google.longrunning.Operation (links.google_operation)",
+    },
 }
 TASK_LINKS = {name: {**link, "parameters": _TASK_ID_FROM_BODY} for name, link in _TASK_LINKS.items()}
 
@@ -46,6 +66,15 @@ _DOCS: dict[str, dict[str, Any]] = {
             202: {"description": "Accepted: the task is committed", "links": TASK_LINKS},
             **dict.fromkeys((400, 413, 415, 422, 503), PROBLEM),
             409: {**PROBLEM, "description": "A request with this Idempotency-Key is still being processed"},
+        },
+    },
+    "submit_tasks_batch": {
+        "response_model": BatchResult,
+        "responses": {
+            200: {
+                "description": "One result per item, in order: 202 items with their task, 422/409 items with a problem"
+            },
+            **dict.fromkeys((400, 413, 415, 422, 503), PROBLEM),
         },
     },
     "list_tasks": {"response_model": TaskList, "responses": {422: PROBLEM}},
@@ -90,6 +119,17 @@ _DOCS: dict[str, dict[str, Any]] = {
         "response_model": TaskResource,
         "responses": {202: {"description": "Queued again", "links": TASK_LINKS}, 404: PROBLEM, 409: PROBLEM},
     },
+    "get_operation_status": {"response_model": OperationStatus, "responses": {404: PROBLEM}},
+    "get_google_operation": {"response_model": GoogleOperation, "responses": {404: PROBLEM}},
+    "cancel_google_operation": {
+        "responses": {
+            200: {"content": {"application/json": {}}, "description": "google.protobuf.Empty: cancelled or cancelling"},
+            404: PROBLEM,
+            409: PROBLEM,
+        },
+    },
+    "pause_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
+    "resume_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
     "task_types": {"response_model": list[TaskTypeInfo]},
     "healthz": {"response_model": Health},
     "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
@@ -101,6 +141,7 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 
 
 _TASK_ID = _param("task_id", "path", {"type": "string"}, "The task's id (a UUID; any other value names no task: 404)")
+_QUEUE = _param("queue", "path", {"type": "string"}, "A task type's queue (GET /task-types); any other: 404")
 #: An event id; empty is no id (as an absent header: EventSource never sends an empty one).
 _EVENT_ID = {"type": "string", "pattern": "^([0-9]{1,18})?$"}
 
@@ -140,6 +181,11 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
             _param("If-None-Match", "header", {"type": "string"}, "An ETag of this task: 304 while it is current"),
         ],
         "cancel_task": [_TASK_ID],
+        "get_operation_status": [_TASK_ID],
+        "get_google_operation": [_TASK_ID],
+        "cancel_google_operation": [_TASK_ID],
+        "pause_queue": [_QUEUE],
+        "resume_queue": [_QUEUE],
         "retry_task": [_TASK_ID],
         "task_result": [_TASK_ID],
         "task_logs": [
@@ -207,12 +253,31 @@ def _submit_body_schema() -> dict[str, Any]:
     }
 
 
+def _batch_body_schema() -> dict[str, Any]:
+    task = _submit_body_schema()["content"]["application/json"]["schema"]
+    item = {
+        "type": "object",
+        "properties": {"task": task, "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255}},
+        "required": ["task"],
+        "additionalProperties": False,
+    }
+    items = {"type": "array", "items": item, "minItems": 1, "maxItems": get_settings().batch_max_items}
+    schema = {"type": "object", "properties": {"items": items}, "required": ["items"], "additionalProperties": False}
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": schema}},
+        "description": "Up to batch_max_items submits: each item's task is a POST /tasks body.",
+    }
+
+
 def route_options(name: str) -> dict[str, Any]:
     """The keyword arguments of FastAPI's ``add_api_route`` that document the route called ``name``."""
     docs: dict[str, Any] = {"response_class": Response, "operation_id": name, **_DOCS.get(name, {})}
     openapi_extra: dict[str, Any] = {}
     if name == "submit_task":
         openapi_extra["requestBody"] = _submit_body_schema()
+    if name == "submit_tasks_batch":
+        openapi_extra["requestBody"] = _batch_body_schema()
     if parameters := _parameters(name):
         openapi_extra["parameters"] = parameters
     if openapi_extra:

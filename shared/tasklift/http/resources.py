@@ -31,6 +31,7 @@ def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:
         "updated_at": rfc3339(row["updated_at"]),
         "completed_at": rfc3339(row["completed_at"]),
         "trace_id": row["trace_id"],
+        **_paused(row),
         "links": {
             "self": base,
             "stream": stream_link(tid),  # with a short-lived access token: EventSource cannot send headers
@@ -38,8 +39,16 @@ def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:
             "output": f"{base}/output",
             "cancel": base,
             "retry": f"{base}/retry",
+            "operation": f"/operations/{tid}",  # the Azure status monitor (Operation-Location)
+            "google_operation": f"/v1/operations/{tid}",  # the AIP-151 google.longrunning.Operation
         },
     }
+
+
+def _paused(row: Mapping[str, Any]) -> dict[str, bool]:
+    """``{"paused": …}`` where the row was read with its queue's state (GET /tasks/{id}: docs/queues.md)."""
+    paused = row.get("paused")
+    return {} if paused is None else {"paused": bool(paused)}
 
 
 def etag(row: Mapping[str, Any]) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tasklift import telemetry
-from tasklift.http import handlers, output
+from tasklift.http import batch, handlers, operations, output, queues
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -38,6 +38,7 @@ class Route:
 
 ROUTES: list[Route] = [
     Route("POST", "/tasks", handlers.submit_task, "submit_task"),
+    Route("POST", "/tasks:batch", batch.submit_tasks_batch, "submit_tasks_batch"),  # http/batch.py
     Route("GET", "/tasks", handlers.list_tasks, "list_tasks"),
     Route("GET", "/tasks/{task_id}", handlers.get_task, "get_task"),
     Route("DELETE", "/tasks/{task_id}", handlers.cancel_task, "cancel_task"),
@@ -46,6 +47,13 @@ ROUTES: list[Route] = [
     Route("GET", "/tasks/{task_id}/output", output.task_output, "task_output"),
     Route("GET", "/tasks/{task_id}/result", handlers.task_result, "task_result"),
     Route("POST", "/tasks/{task_id}/retry", handlers.retry_task, "retry_task"),
+    # Standard long-running-operation views of a task (http/operations.py): Azure's status monitor
+    # (Operation-Location) and AIP-151's google.longrunning.Operation.
+    Route("GET", "/operations/{task_id}", operations.get_operation_status, "get_operation_status"),
+    Route("GET", "/v1/operations/{task_id}", operations.get_google_operation, "get_google_operation"),
+    Route("POST", "/v1/operations/{task_id}:cancel", operations.cancel_google_operation, "cancel_google_operation"),
+    Route("POST", "/queues/{queue}:pause", queues.pause_queue, "pause_queue"),  # http/queues.py (admin)
+    Route("POST", "/queues/{queue}:resume", queues.resume_queue, "resume_queue"),
     Route("GET", "/task-types", handlers.task_types, "task_types"),
     Route("GET", "/healthz", handlers.healthz, "healthz"),
     Route("GET", "/readyz", handlers.readyz, "readyz"),

@@ -26,6 +26,8 @@ class TaskLinks(BaseModel):
     output: str
     cancel: str
     retry: str
+    operation: str
+    google_operation: str
 
 
 class TaskResource(BaseModel):
@@ -46,6 +48,7 @@ class TaskResource(BaseModel):
     updated_at: str
     completed_at: str | None
     trace_id: str | None
+    paused: bool | None = Field(None, description="GET /tasks/{id}: its queue is paused (it stays PENDING)")
     links: TaskLinks
 
 
@@ -99,3 +102,64 @@ class ProblemDetail(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] | None = None
+
+
+class OperationError(BaseModel):
+    code: str
+    message: str
+
+
+class OperationStatus(BaseModel):
+    """The Azure REST API guidelines' status monitor of a task (``Operation-Location``)."""
+
+    id: str
+    status: str = Field(description="NotStarted | Running | Succeeded | Failed | Canceled")
+    percentComplete: float  # noqa: N815 - the guidelines' name
+    createdDateTime: str  # noqa: N815
+    lastUpdatedDateTime: str  # noqa: N815
+    error: OperationError | None = Field(None, description="When Failed")
+    result: Any = Field(None, description="When Succeeded: the task's result (null if it is in blob storage)")
+    resultUrl: str | None = Field(None, description="When Succeeded with a result in blob storage")  # noqa: N815
+    resourceLocation: str | None = Field(None, description="When Succeeded: the task's absolute URL")  # noqa: N815
+
+
+class RpcStatus(BaseModel):
+    """A ``google.rpc.Status``."""
+
+    code: int
+    message: str
+
+
+class GoogleOperation(BaseModel):
+    """A ``google.longrunning.Operation`` in proto3 JSON (AIP-151)."""
+
+    name: str = Field(description="operations/{task_id}")
+    done: bool
+    metadata: dict[str, Any] = Field(description="A google.protobuf.Struct Any: the task's status and progress")
+    response: dict[str, Any] | None = Field(None, description="When done with success: Struct Any of the task")
+    error: RpcStatus | None = Field(None, description="When FAILED (code 2, 3, 4 or 12) or CANCELLED (code 1)")
+
+
+class BatchItemResult(BaseModel):
+    """One item of a batch: ``status`` 202 with ``task``, or 422 / 409 with ``problem``."""
+
+    status: int = Field(description="202 accepted (task) · 422 invalid · 409 its idempotency_key is in flight")
+    task: TaskResource | None = None
+    replayed: bool | None = Field(None, description="True when the item's idempotency_key gave an earlier task back")
+    problem: ProblemDetail | None = None
+
+
+class BatchResult(BaseModel):
+    """The answer to POST /tasks:batch: one result per item, in request order."""
+
+    accepted: int
+    rejected: int
+    items: list[BatchItemResult]
+
+
+class QueueState(BaseModel):
+    """A queue after POST /queues/{queue}:pause or :resume."""
+
+    queue: str
+    paused: bool
+    pending: int = Field(description="Its PENDING tasks")

@@ -118,6 +118,7 @@ WITH r AS (
         started_at = coalesce(started_at, now()), error = NULL,
         last_seq = last_seq + 1, updated_at = now()
     WHERE id = :task_id AND status = 'PENDING' AND cancel_requested IS FALSE
+        AND NOT EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue)  -- docs/queues.md
     RETURNING {repo.TASK_COLUMNS}
 ), lease_event AS (
     INSERT INTO task_events (task_id, seq, kind, data)

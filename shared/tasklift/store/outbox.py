@@ -14,12 +14,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, or_, select, text
+from sqlalchemy import Connection, RowMapping, exists, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklift.store import repository as repo
 from tasklift.store.db import interval
-from tasklift.store.tables import outbox, tasks
+from tasklift.store.tables import outbox, paused_queues, tasks
 
 _MARK_PUBLISHED = text(repo.MARK_PUBLISHED_SQL)
 
@@ -33,13 +33,18 @@ def mark_published(conn: Connection, sent: Sequence[tuple[uuid.UUID, int]], brok
     )
 
 
+def _not_paused() -> Any:
+    """The intent's queue is not paused (docs/queues.md): its tasks wait in the outbox until resumed."""
+    return ~exists().where(paused_queues.c.queue == outbox.c.queue)
+
+
 def take_due_outbox(conn: Connection, limit: int = 500) -> list[RowMapping]:
     """Lock unpublished outbox rows whose time has come (SKIP LOCKED: dispatchers never collide)."""
     return list(
         conn.execute(
             select(outbox.c.task_id, outbox.c.intent_seq, outbox.c.queue, tasks.c.task_type, tasks.c.traceparent)
             .join(tasks, tasks.c.id == outbox.c.task_id)
-            .where(outbox.c.published_at.is_(None), outbox.c.available_at <= func.now())
+            .where(outbox.c.published_at.is_(None), outbox.c.available_at <= func.now(), _not_paused())
             .order_by(outbox.c.available_at)
             .limit(limit)
             .with_for_update(of=outbox, skip_locked=True)
@@ -56,6 +61,7 @@ def sent_unclaimed(conn: Connection, epoch: str, older_than: float, limit: int =
             select(outbox.c.task_id, outbox.c.intent_seq, outbox.c.queue, outbox.c.published_at)
             .where(
                 outbox.c.published_at.is_not(None),
+                _not_paused(),  # its message was taken and dropped by a refused claim: resume re-arms it
                 or_(
                     outbox.c.broker_epoch.is_distinct_from(epoch),
                     outbox.c.published_at < func.now() - interval(older_than),

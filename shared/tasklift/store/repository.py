@@ -117,7 +117,10 @@ RETURNING {TASK_COLUMNS}
 GET_TASK_SQL = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = :id"
 GET_OWNED_TASK_SQL = f"{GET_TASK_SQL} AND owner = :owner"
 #: Many tasks by id (the API's gathered reads, :mod:`tasklift.store.aio`).
-GET_TASKS_SQL = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))"
+GET_TASKS_SQL = (
+    f"SELECT {TASK_COLUMNS}, EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue) AS paused"
+    " FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))"
+)
 
 
 def first_event_data() -> dict[str, Any]:

@@ -174,11 +174,22 @@ class IdempotencyKey(Base):
     __table_args__ = (Index("ix_idempotency_keys_expires", "expires_at"),)
 
 
+class PausedQueue(Base):
+    """A paused queue: its PENDING tasks are not claimed or dispatched until it is resumed."""
+
+    __tablename__ = "paused_queues"
+
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    paused_by: Mapped[str] = mapped_column(Text)
+    paused_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 tasks = Task.__table__
 task_events = TaskEvent.__table__
 task_steps = TaskStep.__table__
 outbox = Outbox.__table__
 idempotency_keys = IdempotencyKey.__table__
+paused_queues = PausedQueue.__table__
 
 
 class ApiKey(Base):
