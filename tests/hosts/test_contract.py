@@ -22,7 +22,8 @@ def test_submit_answers_202_with_the_pending_task_and_where_to_poll(http: httpx.
     assert task["status"] == "PENDING" and task["task_type"] == "test_noop"
     assert task["metadata"] == {"source": "hosts"}
     assert resp.headers["Location"] == f"/tasks/{task['task_id']}" == task["links"]["self"]
-    assert resp.headers["Operation-Location"] == f"{host.url}/operations/{task['task_id']}"  # the Azure monitor
+    assert resp.headers["Operation-Location"] == f"{host.url}/tasks/{task['task_id']}"
+    assert resp.headers["Azure-AsyncOperation"] == f"{host.url}/operations/{task['task_id']}"  # the Azure monitor
     assert resp.headers["Retry-After"] == "1"
     again = http.get(resp.headers["Location"])
     assert again.status_code == 200 and again.json()["task_id"] == task["task_id"]

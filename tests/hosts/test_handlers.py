@@ -95,6 +95,10 @@ def test_rest_api_v1_event_submits_a_task_and_reads_it_back(lambda_handler: Any)
     assert resp["headers"]["location"] == f"/tasks/{task['task_id']}"
     assert (
         resp["headers"]["operation-location"]
+        == f"https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/tasks/{task['task_id']}"
+    )
+    assert (
+        resp["headers"]["azure-asyncoperation"]
         == f"https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/operations/{task['task_id']}"
     )
 
@@ -245,7 +249,10 @@ async def test_azure_functions_submit_read_cancel_and_stream_a_task(
     )
     assert submitted.status_code == 202
     task = json.loads(submitted.body)
-    assert submitted.headers["operation-location"] == f"https://tasklift.azurewebsites.net/operations/{task['task_id']}"
+    assert submitted.headers["operation-location"] == f"https://tasklift.azurewebsites.net/tasks/{task['task_id']}"
+    assert (
+        submitted.headers["azure-asyncoperation"] == f"https://tasklift.azurewebsites.net/operations/{task['task_id']}"
+    )
 
     url, params = f"/tasks/{task['task_id']}", {"task_id": task["task_id"]}
     read = await call(azure_functions["get_task"], extension_request("GET", url, route_params=params))

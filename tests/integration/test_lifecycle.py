@@ -23,7 +23,10 @@ def test_submit_answers_202_with_location_and_a_pending_task(client: httpx.Clien
     task = resp.json()
     assert task["status"] == "PENDING" and task["task_type"] == "vector_processing"
     assert resp.headers["Location"] == f"/tasks/{task['task_id']}"
-    assert resp.headers["Operation-Location"] == f"{client.base_url}/operations/{task['task_id']}".replace(
+    assert resp.headers["Operation-Location"] == f"{client.base_url}/tasks/{task['task_id']}".replace(
+        "//tasks", "/tasks"
+    )
+    assert resp.headers["Azure-AsyncOperation"] == f"{client.base_url}/operations/{task['task_id']}".replace(
         "//operations", "/operations"
     )  # the Azure status monitor (tests/integration/test_operations.py)
     assert resp.headers["Retry-After"] == "1"

@@ -1,5 +1,6 @@
-"""Real LRO pollers drive tasklift tasks to their end: azure-core's LROPoller (default configuration)
-on Operation-Location, and google-api-core's operation future over its REST Operations client.
+"""Real LRO pollers drive tasklift tasks to their end: azure-core's LROPoller on the status monitor
+that Azure-AsyncOperation names (API.md keeps Operation-Location the task itself), and
+google-api-core's operation future over its REST Operations client.
 
 Real API (uvicorn), PostgreSQL, Redis and Celery worker; the pollers are the SDKs' own code.
 """
@@ -15,7 +16,7 @@ from azure.core import PipelineClient
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline import PipelineContext, PipelineResponse
 from azure.core.polling import LROPoller
-from azure.core.polling.base_polling import LROBasePolling
+from azure.core.polling.base_polling import LROBasePolling, OperationResourcePolling
 from azure.core.rest import HttpRequest
 from google.api_core import exceptions as google_exceptions
 from google.api_core import operation as google_operation
@@ -42,21 +43,27 @@ def azure_client(api: str) -> Iterator[PipelineClient]:
 
 
 def begin_submit(pipeline: PipelineClient, api: str, body: dict[str, Any]) -> tuple[str, LROPoller[dict[str, Any]]]:
-    """What a generated azure-core client's ``begin_*`` does: send, then poll with LROBasePolling()."""
+    """What a generated azure-core client's ``begin_*`` does: send, then poll with LROBasePolling, its
+    operation-resource algorithm reading the monitor's URL from Azure-AsyncOperation (a constructor
+    argument of azure-core's own class: the polling code is azure-core's)."""
     response = pipeline.send_request(HttpRequest("POST", f"{api}/tasks", json=body))
     assert response.status_code == 202, response.text()
     initial = PipelineResponse(response.request, response, PipelineContext(None))
-    poller = LROPoller(pipeline, initial, lambda final: final.http_response.json(), LROBasePolling())
+    monitor = OperationResourcePolling(operation_location_header="azure-asyncoperation")
+    poller = LROPoller(
+        pipeline, initial, lambda final: final.http_response.json(), LROBasePolling(lro_algorithms=[monitor])
+    )
     return response.json()["task_id"], poller
 
 
-def test_operation_location_names_the_azure_status_monitor(client: httpx.Client, api: str) -> None:
+def test_azure_asyncoperation_names_the_azure_status_monitor(client: httpx.Client, api: str) -> None:
     resp = client.post("/tasks", json={"task_type": "test_noop"})
     task = resp.json()
-    assert resp.headers["Operation-Location"] == f"{api}/operations/{task['task_id']}"
+    assert resp.headers["Azure-AsyncOperation"] == f"{api}/operations/{task['task_id']}"
+    assert resp.headers["Operation-Location"] == f"{api}/tasks/{task['task_id']}"  # API.md
     assert resp.headers["Location"] == f"/tasks/{task['task_id']}"
     assert task["links"]["operation"] == f"/operations/{task['task_id']}"
-    monitor = client.get(resp.headers["Operation-Location"])
+    monitor = client.get(resp.headers["Azure-AsyncOperation"])
     assert monitor.status_code == 200 and monitor.headers["Retry-After"] == "1"
     body = monitor.json()
     assert body["id"] == task["task_id"] and body["status"] == "NotStarted" and body["percentComplete"] == 0

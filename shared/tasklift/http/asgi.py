@@ -298,7 +298,14 @@ def create_app() -> FastAPI:
                 "If-None-Match",
                 "Last-Event-ID",
             ],
-            expose_headers=["Location", "Operation-Location", "Retry-After", "ETag", "Idempotent-Replayed"],
+            expose_headers=[
+                "Location",
+                "Operation-Location",
+                "Azure-AsyncOperation",
+                "Retry-After",
+                "ETag",
+                "Idempotent-Replayed",
+            ],
             max_age=600,
         )
     app.add_middleware(SecurityHeadersMiddleware)

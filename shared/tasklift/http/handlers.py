@@ -212,7 +212,10 @@ async def submit_task(req: HttpRequest) -> HttpResponse:
     base = get_settings().public_url or req.base_url
     headers = {
         "Location": resource["links"]["self"],
-        "Operation-Location": f"{base.rstrip('/')}{resource['links']['operation']}",  # the Azure status monitor
+        "Operation-Location": f"{base.rstrip('/')}{resource['links']['self']}",  # API.md: the task itself
+        # The task's Azure status monitor, for pollers that follow the guidelines' status values
+        # (azure-core's OperationResourcePolling(operation_location_header="azure-asyncoperation")).
+        "Azure-AsyncOperation": f"{base.rstrip('/')}{resource['links']['operation']}",
         "Retry-After": str(get_settings().poll_retry_after_seconds),
     }
     if outcome.replayed:

@@ -49,7 +49,7 @@ _TASK_LINKS: dict[str, dict[str, Any]] = {
     "RetryTask": {"operationId": "retry_task", "description": "Run it again once FAILED or CANCELLED"},
     "GetOperationStatus": {
         "operationId": "get_operation_status",
-        "description": "Its Azure status monitor (links.operation; Operation-Location)",
+        "description": "Its Azure status monitor (links.operation; Azure-AsyncOperation)",
     },
     "GetGoogleOperation": {
         "operationId": "get_google_operation",

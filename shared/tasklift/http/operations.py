@@ -115,7 +115,7 @@ def _headers(row: Mapping[str, Any]) -> dict[str, str]:
 
 
 async def get_operation_status(req: HttpRequest) -> HttpResponse:
-    """GET /operations/{id}: the task's Azure status monitor (``Operation-Location`` names it)."""
+    """GET /operations/{id}: the task's Azure status monitor (``Azure-AsyncOperation`` names it)."""
     row = await request_runtime(req).service.get(owner_scope(req), req.path_params["task_id"])
     base = get_settings().public_url or req.base_url
     return json_response(200, azure_monitor(row, base), _headers(row))

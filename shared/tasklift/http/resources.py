@@ -39,7 +39,7 @@ def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:
             "output": f"{base}/output",
             "cancel": base,
             "retry": f"{base}/retry",
-            "operation": f"/operations/{tid}",  # the Azure status monitor (Operation-Location)
+            "operation": f"/operations/{tid}",  # the Azure status monitor (Azure-AsyncOperation)
             "google_operation": f"/v1/operations/{tid}",  # the AIP-151 google.longrunning.Operation
         },
     }

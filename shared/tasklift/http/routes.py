@@ -48,7 +48,7 @@ ROUTES: list[Route] = [
     Route("GET", "/tasks/{task_id}/result", handlers.task_result, "task_result"),
     Route("POST", "/tasks/{task_id}/retry", handlers.retry_task, "retry_task"),
     # Standard long-running-operation views of a task (http/operations.py): Azure's status monitor
-    # (Operation-Location) and AIP-151's google.longrunning.Operation.
+    # (Azure-AsyncOperation) and AIP-151's google.longrunning.Operation.
     Route("GET", "/operations/{task_id}", operations.get_operation_status, "get_operation_status"),
     Route("GET", "/v1/operations/{task_id}", operations.get_google_operation, "get_google_operation"),
     Route("POST", "/v1/operations/{task_id}:cancel", operations.cancel_google_operation, "cancel_google_operation"),

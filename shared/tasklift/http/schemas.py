@@ -110,7 +110,7 @@ class OperationError(BaseModel):
 
 
 class OperationStatus(BaseModel):
-    """The Azure REST API guidelines' status monitor of a task (``Operation-Location``)."""
+    """The Azure REST API guidelines' status monitor of a task (``Azure-AsyncOperation``)."""
 
     id: str
     status: str = Field(description="NotStarted | Running | Succeeded | Failed | Canceled")
