@@ -148,6 +148,18 @@ def _fenced(attempt: int) -> list[Any]:
 
 _FENCE_SQL = "id = :task_id AND status = 'RUNNING' AND attempts = :attempt"
 
+#: The first step of every event a running attempt writes (a step, an output batch): it takes the
+#: next ``seq`` and renews the lease, fenced by the attempt, so the statement's INSERTs (which read
+#: ``r``) write nothing once this attempt no longer holds the task. Bind ``task_id``, ``attempt``
+#: and ``lease``; the statement ends with ``SELECT last_seq, cancel_requested FROM r``.
+FENCED_EVENT_CTE = f"""
+WITH r AS (
+    UPDATE tasks
+    SET last_seq = last_seq + 1, updated_at = now(), lease_expires_at = now() + make_interval(secs => :lease)
+    WHERE {_FENCE_SQL}
+    RETURNING id, last_seq, cancel_requested
+)"""
+
 _HEARTBEAT = (
     text(
         "UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)"
