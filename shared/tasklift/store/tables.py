@@ -82,6 +82,15 @@ class Task(Base):
         Index("ix_tasks_active_owner", "owner", postgresql_where=text("status IN ('PENDING', 'RUNNING')")),
         # The autoscaler counts each queue's running tasks (tasklift/store/scaling.py).
         Index("ix_tasks_running_queue", "queue", postgresql_where=text("status = 'RUNNING'")),
+        # Listings walk one of these in ORDER BY created_at DESC, id DESC and stop after a page, at
+        # any table size: an admin's (every owner) by status or type, a tenant's by status
+        # (migration 0012_growth; local/bench/growth.py measures them).
+        Index("ix_tasks_created", "created_at", "id"),
+        Index("ix_tasks_status_created", "status", "created_at", "id"),
+        Index("ix_tasks_task_type_created", "task_type", "created_at", "id"),
+        Index("ix_tasks_owner_status_created", "owner", "status", "created_at", "id"),
+        # Retention takes the tasks finished longest ago (tasklift/tasks/retention.py).
+        Index("ix_tasks_completed", "completed_at", postgresql_where=text("completed_at IS NOT NULL")),
     )
 
 
