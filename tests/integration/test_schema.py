@@ -26,7 +26,7 @@ def test_migrations_build_the_models_schema(db: sa.Engine) -> None:
 
 
 def test_listing_and_retention_indexes_exist(db: sa.Engine) -> None:
-    """The growth indexes (migration 0012_growth) are there, with the retention one partial."""
+    """The growth indexes (migration 0008_growth) are there, with the retention one partial."""
     with db.connect() as conn:
         rows = dict(conn.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tasks'")).all())
     for name in ("ix_tasks_created", "ix_tasks_status_created", "ix_tasks_task_type_created",

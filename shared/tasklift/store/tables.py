@@ -84,7 +84,7 @@ class Task(Base):
         Index("ix_tasks_running_queue", "queue", postgresql_where=text("status = 'RUNNING'")),
         # Listings walk one of these in ORDER BY created_at DESC, id DESC and stop after a page, at
         # any table size: an admin's (every owner) by status or type, a tenant's by status
-        # (migration 0012_growth; local/bench/growth.py measures them).
+        # (migration 0008_growth; local/bench/growth.py measures them).
         Index("ix_tasks_created", "created_at", "id"),
         Index("ix_tasks_status_created", "status", "created_at", "id"),
         Index("ix_tasks_task_type_created", "task_type", "created_at", "id"),

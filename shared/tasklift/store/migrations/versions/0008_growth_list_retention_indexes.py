@@ -10,7 +10,7 @@ Building them holds a write lock on ``tasks`` for the time of five index builds 
 million tasks here). On a large live database, build them first with ``CREATE INDEX CONCURRENTLY``
 (the statements are in docs/operations.md); this migration then skips what exists.
 
-Revision ID: 0012_growth
+Revision ID: 0008_growth
 Revises: 0007_ops
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012_growth"
+revision: str = "0008_growth"
 down_revision: str | None = "0007_ops"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
