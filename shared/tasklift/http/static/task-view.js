@@ -166,6 +166,9 @@ export class TaskView {
       const err = t.error || {};
       body.replaceChildren(h("p", { class: "error-text" },
         h("strong", { text: err.type ? `${err.type}: ` : "" }), err.message || "The task failed."));
+    } else if (t.status === "EXPIRED") {
+      title.textContent = "Expired";
+      body.replaceChildren(h("p", { text: `The task was not started by ${t.expires_at || "its deadline"}; it never ran.` }));
     } else {
       title.textContent = "Cancelled";
       body.replaceChildren(h("p", { text: "The task was cancelled before it finished." }));
