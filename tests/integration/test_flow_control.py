@@ -169,9 +169,7 @@ def test_the_lease_refuses_an_expired_or_early_task(client: httpx.Client, engine
     assert taken is not None and taken[0]["status"] == "RUNNING"
 
 
-def test_a_task_that_starts_in_time_is_not_expired(
-    client: httpx.Client, start_reaper, start_worker
-) -> None:
+def test_a_task_that_starts_in_time_is_not_expired(client: httpx.Client, start_reaper, start_worker) -> None:
     start_reaper()
     start_worker(concurrency=1)
     task = submit(client, ttl_seconds=2)
