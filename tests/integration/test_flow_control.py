@@ -196,3 +196,24 @@ def test_two_dispatchers_publish_each_due_task_exactly_once(
         time.sleep(0.1)
     time.sleep(1.5)  # more rounds of both, and a reconciler look (1 s): nothing is sent again
     assert queue_length(tasklift_env) == 300  # 300 messages: none twice, none lost
+
+
+def test_a_delayed_task_with_an_idempotency_key_waits_too_and_can_be_cancelled_while_it_waits(
+    client: httpx.Client, tasklift_env: dict[str, str], start_reaper
+) -> None:
+    body = {"task_type": "test_noop", "delay_seconds": 1.5}
+    first = client.post("/tasks", json=body, headers={"Idempotency-Key": "later-1"})
+    again = client.post("/tasks", json=body, headers={"Idempotency-Key": "later-1"})
+    assert first.status_code == again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert first.json()["task_id"] == again.json()["task_id"] and first.json()["waiting_reason"] == "scheduled"
+    assert queue_length(tasklift_env) == 0  # the keyed path publishes no delayed task either
+    waiting = submit(client, delay_seconds=1.5)
+    assert client.delete(f"/tasks/{waiting['task_id']}").status_code == 204
+    start_reaper()
+    deadline = time.monotonic() + 15
+    while queue_length(tasklift_env) == 0:  # the keyed one, once due
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1)
+    assert queue_length(tasklift_env) == 1  # the cancelled one is never published
+    assert client.get(f"/tasks/{waiting['task_id']}").json()["status"] == "CANCELLED"

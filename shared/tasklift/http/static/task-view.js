@@ -17,6 +17,14 @@ const FEED_TEXT = {
   done: "Complete",
 };
 
+/** Why a PENDING task waits (docs/flow-control.md), from the resource's flow-control fields. */
+function waitingText(t) {
+  if (t.status !== "PENDING") return "–";
+  if (t.waiting_reason === "paused" || t.paused) return "Queue paused";
+  if (t.scheduled_for && Date.parse(t.scheduled_for) > serverNow()) return `Scheduled for ${localTime(t.scheduled_for, true)}`;
+  return t.expires_at ? `Queued · expires ${localTime(t.expires_at, true)}` : "Queued";
+}
+
 export class TaskView {
   /** @param {{onTask: (task) => void, onOpen: (id) => void}} hooks */
   constructor(root, hooks) {
@@ -130,6 +138,8 @@ export class TaskView {
     const counts = p.total ? `${p.current ?? 0} / ${p.total}` : "";
     s.message.textContent = [counts, p.message].filter(Boolean).join(" · ");
     s.attempts.textContent = String(t.attempts ?? "–");
+    s.priority.textContent = String(t.priority ?? 0);
+    s.waiting.textContent = waitingText(t);
     s.trace.textContent = t.trace_id || "–";
     this.announce(t, pct);
     this.cancelButton.hidden = isTerminal(t.status);
