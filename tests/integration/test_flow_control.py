@@ -217,3 +217,33 @@ def test_a_delayed_task_with_an_idempotency_key_waits_too_and_can_be_cancelled_w
     time.sleep(1)
     assert queue_length(tasklift_env) == 1  # the cancelled one is never published
     assert client.get(f"/tasks/{waiting['task_id']}").json()["status"] == "CANCELLED"
+
+
+def test_a_dispatcher_that_dies_mid_batch_loses_nothing_and_runs_nothing_twice(
+    client: httpx.Client, tasklift_env: dict[str, str], engine: sa.Engine, db: sa.Engine, start_worker
+) -> None:
+    from tasklift.queue.broker import Broker
+    from tasklift.store import outbox
+    from tasklift.store.repository import Dispatch
+
+    items = [{"task": {"task_type": "test_effect", "key": f"k{i}", "delay_seconds": 0.5}} for i in range(40)]
+    assert client.post("/tasks:batch", json={"items": items}).json()["accepted"] == 40
+    time.sleep(0.7)  # all due
+    broker = Broker(tasklift_env["TASKLIFT_REDIS_URL"])
+    dying = engine.connect()
+    dying.begin()
+    rows = outbox.take_due_outbox(dying, limit=500)
+    assert len(rows) == 40
+    for row in rows[:25]:  # published part of its batch, then died before marking and committing
+        broker.enqueue(Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"]))
+    assert broker.dispatch_due(engine) == 0  # meanwhile another dispatcher skips the locked rows
+    dying.invalidate()  # the connection is gone: its transaction rolls back, the locks go
+    dying.close()
+    assert broker.dispatch_due(engine) == 40  # the survivor sends the whole batch
+    start_worker(concurrency=2)
+    for task in client.get("/tasks", params={"limit": 100}).json()["items"]:
+        assert wait_for_status(client, task["task_id"], "SUCCESS")["attempts"] == 1
+    with db.connect() as conn:
+        effects = conn.exec_driver_sql("SELECT key, count(*) FROM test_effects GROUP BY key").all()
+    assert sorted(effects) == sorted((f"k{i}", 1) for i in range(40))  # 25 delivered twice, each ran once
+    broker.close()
