@@ -247,3 +247,21 @@ def test_a_dispatcher_that_dies_mid_batch_loses_nothing_and_runs_nothing_twice(
         effects = conn.exec_driver_sql("SELECT key, count(*) FROM test_effects GROUP BY key").all()
     assert sorted(effects) == sorted((f"k{i}", 1) for i in range(40))  # 25 delivered twice, each ran once
     broker.close()
+
+
+def test_the_autoscalers_load_leaves_a_delayed_task_out_until_it_is_due(client: httpx.Client, db: sa.Engine) -> None:
+    from tasklift.store.scaling import pool_load_query
+
+    query = sa.text(pool_load_query(get_settings().cpu_queue))
+
+    def load() -> int:
+        with db.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    submit(client, delay_seconds=2)
+    assert load() == 0  # due in 2 s: no worker is wanted for it yet
+    now = submit(client)
+    assert load() == 1  # a submit published at once counts from the start
+    client.delete(f"/tasks/{now['task_id']}")
+    time.sleep(2.2)
+    assert load() == 1  # due now (no dispatcher runs: it waits in the outbox, and counts)

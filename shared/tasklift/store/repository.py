@@ -103,8 +103,10 @@ TASK_COLUMNS = ", ".join(TASK_COLUMN_NAMES)
 #: JSON array of records (cheaper for the client to encode than nine parallel arrays).
 #: Flow control (docs/flow-control.md): ``scheduled_for`` and ``deadline`` are computed on the
 #: database's clock from ``run_at`` / ``delay`` and ``expires_at`` / ``ttl``; a task published at
-#: submit (``inline``, the default) gets the grace period, any other is due for the dispatcher at
-#: its ``scheduled_for`` (or now).
+#: submit (``inline``, the default) gets the grace period and intent 1, any other is due for the
+#: dispatcher at its ``scheduled_for`` (or now) as intent 0: its ``available_at`` is its real due
+#: time, so the autoscaler's count of submits (:mod:`tasklift.store.scaling`: every intent 1, due
+#: or not) leaves it out until it is due.
 INSERT_TASKS_SQL = f"""
 WITH given AS (
     SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS t(
@@ -121,9 +123,10 @@ WITH given AS (
 ), first_event AS (
     INSERT INTO task_events (task_id, seq, kind, data) SELECT id, 1, 'status', CAST(:first_event AS jsonb) FROM new
 ), dispatch_intent AS (
-    INSERT INTO task_outbox (task_id, queue, available_at)
+    INSERT INTO task_outbox (task_id, queue, available_at, intent_seq)
     SELECT id, queue, CASE WHEN inline IS NOT FALSE THEN now() + make_interval(secs => :dispatch_grace)
-        ELSE greatest(coalesce(scheduled_for, now()), now()) END FROM new
+        ELSE greatest(coalesce(scheduled_for, now()), now()) END, CASE WHEN inline IS NOT FALSE THEN 1 ELSE 0 END
+    FROM new
 )
 INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_retries, trace_id, traceparent, last_seq,
     priority, scheduled_for, expires_at)

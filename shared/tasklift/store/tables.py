@@ -150,8 +150,9 @@ class Outbox(Base):
     unpublished after a grace period, or retries whose back-off has elapsed. ``broker_epoch`` is the
     Redis ``run_id`` the message went to, so messages lost with a Redis restart can be re-sent.
     ``intent_seq`` is the task's event sequence number when this intent was written (1 for the
-    submit; a retry, re-dispatch or manual retry writes a new one): a mark of a sent message names
-    its intent, so it never lands on a newer one. The worker deletes the row when it claims the task.
+    submit; 0 for a submit the dispatcher admits, delayed or under a window: docs/flow-control.md;
+    a retry, re-dispatch or manual retry writes a new one): a mark of a sent message names its
+    intent, so it never lands on a newer one. The worker deletes the row when it claims the task.
     """
 
     __tablename__ = "task_outbox"
