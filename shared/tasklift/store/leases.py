@@ -119,6 +119,8 @@ WITH r AS (
         last_seq = last_seq + 1, updated_at = now()
     WHERE id = :task_id AND status = 'PENDING' AND cancel_requested IS FALSE
         AND NOT EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue)  -- docs/queues.md
+        AND (scheduled_for IS NULL OR scheduled_for <= now())  -- never early (docs/flow-control.md)
+        AND (expires_at IS NULL OR started_at IS NOT NULL OR expires_at > now())  -- nor expired
     RETURNING {repo.TASK_COLUMNS}
 ), lease_event AS (
     INSERT INTO task_events (task_id, seq, kind, data)
