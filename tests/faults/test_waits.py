@@ -200,3 +200,42 @@ def test_cancel_while_waiting_and_bad_signals(
     time.sleep(1)
     assert client.get(f"/tasks/{task_id}").json()["status"] == "CANCELLED"
     assert _effects(path) == {"before": 1}  # never resumed
+
+
+def test_the_python_client_and_the_cli_see_waiting_and_send_the_signal(
+    api: str, tasklift_env: dict[str, str], start_worker: Any, start_reaper: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tasklift.client import TaskliftClient
+    from tests.infra.tools import REPO
+
+    start_worker(concurrency=1)
+    start_reaper()
+    with TaskliftClient(api) as tl:
+        task = tl.submit("test_wait", path=str(tmp_path / "effects"), second_wait=True)
+        deadline = time.monotonic() + 30
+        while tl.get(task.task_id).status != "WAITING" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tl.get(task.task_id).status == "WAITING"
+        assert tl.steps(task.task_id)["wait"]["signal"] == "approval"
+        assert tl.signal(task.task_id, "approval", {"from": "client"})["delivered"] == "resumed"
+        env = {**os.environ, **tasklift_env, "PYTHONPATH": f"{REPO}:{REPO / 'shared'}", "COLUMNS": "200"}
+        sent = subprocess.run(
+            [sys.executable, "-m", "tasklift.cli", "signal", task.task_id, "approval", "-d", '{"from": "cli"}']
+            + ["--url", api],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
+        assert sent.returncode == 0, sent.stderr + sent.stdout
+        assert sent.stdout.split(":")[0] in {"resumed", "kept"}  # the second wait, before or after it began
+        done = tl.wait(task.task_id, timeout=30)
+        assert done.status == "SUCCESS"
+        assert done.result == {"payload": {"from": "client"}, "second": {"from": "cli"}}
+        statuses = [e.status for e in tl.stream(task.task_id, last_event_id=0) if e.kind == "status"]
+        assert statuses.count("WAITING") >= 1 and statuses[-1] == "SUCCESS"
