@@ -88,6 +88,7 @@ class TaskContext:
         self._next_chunk: int | None = None  #: index of the next output chunk; read at the first flush
         self._in_step = False
         self._suspended = False
+        self._in_transaction = False
 
     # --- the task author's API ---------------------------------------------------------------
 
@@ -217,6 +218,8 @@ class TaskContext:
         self.check_cancelled()
         if self._in_step:
             raise RuntimeError("a wait inside a step: steps do not nest, and a step cannot be suspended")
+        if self._in_transaction:  # its lock on the task row would block the wait's own
+            raise RuntimeError("a wait inside ctx.transaction(): end the transaction first")
         from tasklift.store import leases
         from tasklift.store import waits as waits_store
         from tasklift.store.db import retry_transient
@@ -313,7 +316,11 @@ class TaskContext:
             if not leases.lock_for_attempt(conn, self.task_id, self.attempt):
                 self._lost()
                 raise LeaseLost(str(self.task_id))
-            yield conn
+            self._in_transaction = True
+            try:
+                yield conn
+            finally:
+                self._in_transaction = False
 
     @property
     def cancel_requested(self) -> bool:
