@@ -106,3 +106,11 @@ def test_two_dispatchers_wake_a_due_sleep_once_and_it_runs_on(
     start_reaper()  # the dispatcher publishes the intent the wake-up armed
     done = wait_for_status(client, task_id, {"SUCCESS", "FAILED"})
     assert done["status"] == "SUCCESS" and done["attempts"] == 2
+
+
+def test_a_wait_inside_a_transaction_is_refused(client: httpx.Client, start_worker: Any, tmp_path: Path) -> None:
+    start_worker(concurrency=1)
+    reply = client.post("/tasks", json={"task_type": "test_wait", "path": str(tmp_path / "e"), "in_transaction": True})
+    done = wait_for_status(client, reply.json()["task_id"], {"SUCCESS", "FAILED"})
+    assert done["status"] == "FAILED"
+    assert done["error"]["type"] == "RuntimeError" and "ctx.transaction()" in done["error"]["message"]

@@ -41,6 +41,7 @@ class Approval(TaskInput):
     second_wait: bool = False  #: wait for a second "approval" after the first
     gate: bool = False  #: the step before the wait holds until ``<path>.go`` exists
     emit: int = Field(0, ge=0)  #: output chunks emitted before the wait
+    in_transaction: bool = False  #: wait inside ctx.transaction() (refused)
 
 
 @task("test_wait", input=Approval, queue="cpu", timeout=600)
@@ -49,6 +50,9 @@ def test_wait(ctx: TaskContext, inp: Approval) -> dict[str, Any]:
     ctx.step("before", _gated if inp.gate else effect, inp.path, "before")
     for i in range(inp.emit):
         ctx.emit(f"line {i}\n")
+    if inp.in_transaction:
+        with ctx.transaction():
+            ctx.wait_for("approval")
     try:
         payload = ctx.wait_for("approval", timeout=inp.timeout)
     except WaitTimeout as exc:
