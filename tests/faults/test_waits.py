@@ -55,6 +55,8 @@ def test_wait_holds_no_worker_and_a_signal_resumes_it_with_its_payload(
     steps = client.get(f"/tasks/{task_id}/steps").json()
     assert [s["name"] for s in steps["steps"]] == ["before"]
     assert steps["wait"]["signal"] == "approval" and steps["wait"]["deadline"] is None
+    assert client.get(f"/operations/{task_id}").json()["status"] == "Running"  # Azure: in progress
+    assert client.get(f"/v1/operations/{task_id}").json()["done"] is False  # AIP-151
     other = _submit(client, task_type="test_noop")
     assert wait_for_status(client, other, "SUCCESS", timeout=20)["status"] == "SUCCESS"
     assert client.get(f"/tasks/{task_id}").json()["status"] == "WAITING"  # still, while the slot ran another
