@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,22 @@ def test_a_wait_inside_a_transaction_is_refused(client: httpx.Client, start_work
     done = wait_for_status(client, reply.json()["task_id"], {"SUCCESS", "FAILED"})
     assert done["status"] == "FAILED"
     assert done["error"]["type"] == "RuntimeError" and "ctx.transaction()" in done["error"]["message"]
+
+
+def test_a_retried_wait_transaction_finds_the_outcome_its_first_try_recorded(
+    client: httpx.Client, db: sa.Engine, tmp_path: Path
+) -> None:
+    """A try whose COMMIT went through but whose reply was lost is run again: the second try must not
+    suspend a task whose wait already took its signal."""
+    task_id = client.post("/tasks", json={"task_type": "test_wait", "path": str(tmp_path / "e")}).json()["task_id"]
+    wait = waits.Wait("wait#approval", 2, "1", "approval", None)
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO task_steps (task_id, name, position, version, attempt, result, duration_ms)"
+                " VALUES (:t, 'wait#approval', 2, '1', 1, '{\"signal\": 7}', 0)"
+            ),
+            {"t": task_id},
+        )
+        assert waits.begin_wait(conn, uuid.UUID(task_id), 1, wait, 3.0) == ("recorded", {"signal": 7}, None)
+    assert client.get(f"/tasks/{task_id}").json()["status"] == "PENDING"  # nothing else changed

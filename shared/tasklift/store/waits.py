@@ -42,6 +42,11 @@ class Wait:
     delay: float | None  #: seconds until its deadline (the timeout, the sleep); None: no deadline
 
 
+#: The wait's outcome, if a try of this transaction whose reply was lost recorded it already.
+_RECORDED = text("SELECT result FROM task_steps WHERE task_id = :task_id AND name = :name").bindparams(
+    _TASK_ID, bindparam("name", type_=Text)
+)
+
 #: The oldest signal of this name kept for the task (sent while it was not waiting for it), taken.
 _TAKE_KEPT = text(
     """
@@ -78,10 +83,15 @@ def begin_wait(
     A signal of its name kept for the task ends it at once: it is taken, recorded as the wait's
     step, and ``("signal", payload, step event)`` returned (the task stays RUNNING). Otherwise the
     task goes RUNNING → WAITING, its lease released, the wait row written: ``("waiting", None,
-    status event)``. ``("lost", None, None)`` if the attempt no longer holds the task.
+    status event)``. ``("lost", None, None)`` if the attempt no longer holds the task, and
+    ``("recorded", outcome, None)`` if the wait's step is recorded already (a retried transaction
+    whose first COMMIT went through, its reply lost).
     An attempt that ends by suspending is no failure: it widens the retry budget by one
     (``max_retries``; the budget counts ``attempts - redispatches - handbacks``).
     """
+    recorded = conn.execute(_RECORDED, {"task_id": task_id, "name": wait.name}).first()
+    if recorded is not None:  # taken by an earlier try of this transaction (its COMMIT went through)
+        return "recorded", recorded.result, None
     if wait.signal is not None:
         kept = conn.execute(_TAKE_KEPT, {"task_id": task_id, "name": wait.signal}).first()
         if kept is not None:

@@ -248,6 +248,8 @@ class TaskContext:
         if kind == "signal":  # it came before the wait began: taken, recorded, no suspension
             self.announce([event])
             return payload
+        if kind == "recorded":  # a try whose reply was lost took it: the same outcome
+            return waits.outcome(payload)
         self._suspended = True  # the heartbeat stops renewing a lease this attempt gave up
         raise waits.Suspended(event)
 
