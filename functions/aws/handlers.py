@@ -25,6 +25,6 @@ handler = Mangum(WithoutLifespan(create_app()), lifespan="off")
 
 # One Lambda function per endpoint (template.yaml); each routes through the same app.
 submit_task = list_tasks = get_task = cancel_task = task_logs = task_output = stream_task = task_result = handler
-retry_task = handler
+retry_task = send_signal = task_steps = handler
 task_types = healthz = readyz = not_found = handler
 get_operation_status = get_google_operation = handler

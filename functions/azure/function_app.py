@@ -90,6 +90,16 @@ async def retry_task(req: Request) -> Response:
     return await serve("retry_task", req)
 
 
+@app.route(route="tasks/{task_id}/signals/{name}", methods=[func.HttpMethod.POST])
+async def send_signal(req: Request) -> Response:
+    return await serve("send_signal", req)
+
+
+@app.route(route="tasks/{task_id}/steps", methods=[func.HttpMethod.GET])
+async def task_steps(req: Request) -> Response:
+    return await serve("task_steps", req)
+
+
 @app.route(route="operations/{task_id}", methods=[func.HttpMethod.GET])
 async def get_operation_status(req: Request) -> Response:
     return await serve("get_operation_status", req)

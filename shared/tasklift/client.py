@@ -147,6 +147,9 @@ class TaskliftClient:
     def wait(self, task_id: str, timeout: float | None = None) -> TaskResource:
         """Block until the task finishes (long polls, honouring Retry-After); returns it.
 
+        A WAITING task (``ctx.wait_for``) is not finished: this goes on waiting until it is
+        signalled (:meth:`signal`) or its wait times out, and the task ends.
+
         Raises:
             TimeoutError: ``timeout`` seconds passed first.
         """
@@ -232,6 +235,19 @@ class TaskliftClient:
                 if first + offset > last:
                     last = first + offset
                     yield last, chunk
+
+    def signal(self, task_id: str, name: str, payload: Any = None) -> dict[str, Any]:
+        """POST /tasks/{id}/signals/{name}: ``payload`` is what the task's ``ctx.wait_for(name)`` returns.
+
+        Returns ``{"signal", "delivered", "task"}``: ``delivered`` is ``"resumed"`` (the task was
+        WAITING on it) or ``"kept"`` (its next wait on ``name`` takes it). 409 once the task finished.
+        """
+        resp = self._http.post(f"/tasks/{task_id}/signals/{name}", json=payload)
+        return dict(self._check(resp).json())
+
+    def steps(self, task_id: str) -> dict[str, Any]:
+        """GET /tasks/{id}/steps: its recorded steps (with durations) and, while WAITING, its wait."""
+        return dict(self._check(self._http.get(f"/tasks/{task_id}/steps")).json())
 
     def cancel(self, task_id: str) -> TaskResource | None:
         """DELETE /tasks/{id}: None when it is CANCELLED now, else the task (cancel requested)."""

@@ -118,7 +118,7 @@ def test_every_function_package_is_the_handler_module_alone(build: Path) -> None
 
     resources = load_template(TEMPLATE)["Resources"].items()
     functions = [name for name, resource in resources if resource["Type"] == "AWS::Serverless::Function"]
-    assert len(functions) == 15
+    assert len(functions) == 17
     for function in functions:
         assert sorted(p.name for p in (build / function).iterdir()) == ["handlers.py"], function
 
@@ -236,8 +236,9 @@ def test_every_function_serves_from_the_x86_64_layer_and_imports_only_what_the_l
         receiver.stop()
     assert dict(report["calls"]) == {
         "healthz": 200, "readyz": 200, "task_types": 200, "submit_task": 202, "get_task": 200, "list_tasks": 200,
-        "task_logs": 200, "task_output": 200, "get_operation_status": 200, "get_google_operation": 200,
-        "cancel_task": 204, "stream_task": 200, "task_result": 409, "retry_task": 202, "not_found": 404,
+        "task_logs": 200, "task_output": 200, "task_steps": 200, "get_operation_status": 200,
+        "get_google_operation": 200, "cancel_task": 204, "stream_task": 200, "task_result": 409, "retry_task": 202,
+        "send_signal": 202, "not_found": 404,
     }  # fmt: skip
     assert any(name.startswith("POST") for name in spans), sorted(spans)
     assert issuer.hits == {"/.well-known/openid-configuration": 1, "/keys": 1}

@@ -11,7 +11,7 @@ from tests.security.conftest import submit
 
 
 def test_another_principal_gets_404_for_status_stream_logs_cancel_and_retry(
-    alice: httpx.Client, bob: httpx.Client
+    alice: httpx.Client, bob: httpx.Client, db: sa.Engine
 ) -> None:
     task_id = submit(alice)["task_id"]
     for method, path in [
@@ -24,11 +24,15 @@ def test_another_principal_gets_404_for_status_stream_logs_cancel_and_retry(
         ("GET", f"/operations/{task_id}"),
         ("GET", f"/v1/operations/{task_id}"),
         ("POST", f"/v1/operations/{task_id}:cancel"),
+        ("POST", f"/tasks/{task_id}/signals/approval"),
+        ("GET", f"/tasks/{task_id}/steps"),
     ]:
         resp = bob.request(method, path)
         assert resp.status_code == 404, (method, path, resp.text)
         assert resp.json()["detail"] == f"task {task_id} does not exist"  # the same words as a missing task
     assert alice.get(f"/tasks/{task_id}").json()["status"] == "PENDING"  # bob's cancel did nothing
+    with db.connect() as conn:  # nor his signal
+        assert conn.exec_driver_sql("SELECT count(*) FROM task_signals WHERE task_id = %s", (task_id,)).scalar() == 0
 
 
 def test_lists_show_only_the_callers_tasks(alice: httpx.Client, bob: httpx.Client) -> None:
@@ -55,6 +59,8 @@ def test_an_admin_key_sees_and_cancels_every_principals_tasks(
     assert admin.get(f"/tasks/{some}/output").status_code == 200
     assert admin.delete(f"/tasks/{some}").status_code == 204
     assert admin.post(f"/tasks/{some}/retry").status_code == 202
+    assert admin.post(f"/tasks/{some}/signals/approval", json=1).json()["delivered"] == "kept"
+    assert admin.get(f"/tasks/{some}/steps").status_code == 200
 
 
 def test_idempotency_keys_are_scoped_to_the_principal(alice: httpx.Client, bob: httpx.Client) -> None:

@@ -29,6 +29,8 @@ STATUSES = {
     "stream_task": {200, 204, 404, 422},
     "task_result": {200, 303, 404, 409, 410},
     "retry_task": {202, 404, 409},
+    "send_signal": {202, 404, 409, 413, 415, 422},
+    "task_steps": {200, 404},
     "get_operation_status": {200, 404},
     "get_google_operation": {200, 404},
     "cancel_google_operation": {200, 404, 409},

@@ -48,6 +48,7 @@ def test_every_task_status_has_an_azure_operation_status() -> None:
         ("PENDING", None, "NotStarted"),
         ("PENDING", NOW, "Running"),  # between attempts: the operation has started
         ("RUNNING", NOW, "Running"),
+        ("WAITING", NOW, "Running"),  # suspended on ctx.wait_for / ctx.sleep: still in progress
         ("SUCCESS", NOW, "Succeeded"),
         ("FAILED", NOW, "Failed"),
         ("CANCELLED", None, "Canceled"),
@@ -99,3 +100,8 @@ def test_google_operation_has_only_the_protos_fields() -> None:
     done = google_operation(row("SUCCESS", result={"ok": True}))
     assert set(done) == {"name", "metadata", "done", "response"}
     assert done["response"]["value"]["result"] == {"ok": True}
+
+
+def test_a_waiting_task_is_an_operation_not_done() -> None:
+    waiting = google_operation(row("WAITING", started_at=NOW))
+    assert waiting["done"] is False and set(waiting) == {"name", "metadata", "done"}

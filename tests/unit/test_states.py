@@ -11,7 +11,7 @@ S = TaskStatus
     ("current", "target"),
     [(S.PENDING, S.RUNNING), (S.PENDING, S.CANCELLED), (S.RUNNING, S.SUCCESS), (S.RUNNING, S.FAILED),
      (S.RUNNING, S.CANCELLED), (S.RUNNING, S.PENDING), (S.FAILED, S.PENDING), (S.CANCELLED, S.PENDING),
-     (S.PENDING, S.EXPIRED)],
+     (S.PENDING, S.EXPIRED), (S.RUNNING, S.WAITING), (S.WAITING, S.PENDING), (S.WAITING, S.CANCELLED)],
 )  # fmt: skip
 def test_allowed_transitions(current: TaskStatus, target: TaskStatus) -> None:
     assert can_transition(current, target)
@@ -21,7 +21,8 @@ def test_allowed_transitions(current: TaskStatus, target: TaskStatus) -> None:
     ("current", "target"),
     [(S.SUCCESS, S.PENDING), (S.SUCCESS, S.RUNNING), (S.PENDING, S.SUCCESS), (S.CANCELLED, S.RUNNING),
      (S.FAILED, S.SUCCESS), (S.FAILED, S.RUNNING), (S.RUNNING, S.EXPIRED), (S.EXPIRED, S.PENDING),
-     (S.EXPIRED, S.RUNNING)],
+     (S.EXPIRED, S.RUNNING), (S.WAITING, S.RUNNING), (S.WAITING, S.SUCCESS), (S.PENDING, S.WAITING),
+     (S.WAITING, S.EXPIRED)],
 )  # fmt: skip
 def test_forbidden_transitions(current: TaskStatus, target: TaskStatus) -> None:
     assert not can_transition(current, target)

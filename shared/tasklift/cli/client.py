@@ -1,4 +1,4 @@
-"""Client commands: submit (with a live progress bar), status, cancel, logs."""
+"""Client commands: submit (with a live progress bar), status, cancel, logs, signal."""
 
 from __future__ import annotations
 
@@ -100,6 +100,8 @@ def _follow(client: TaskliftClient, task_id: str) -> int:
                 bar.update(handle, completed=progress["percent"])
             message = progress.get("message") or ""
             bar.update(handle, description=f"{data['status']:<9} {message}"[:60])
+            if event.kind == "status" and data["status"] == "WAITING":  # ctx.wait_for / ctx.sleep
+                bar.console.print("[yellow]WAITING[/yellow] for a signal or a timer: tasklift signal TASK_ID NAME")
             if event.kind == "log":
                 bar.console.print(f"[dim]{data.get('level', 'INFO'):<7}[/dim] {data.get('message')}")
             if event.terminal:
@@ -147,3 +149,24 @@ def logs(task_id: str, after: int = typer.Option(0, help="Only lines after this 
                 typer.echo(f"{line['timestamp']} {line['level']:<7} {line['message']}")
         except TaskliftError as exc:
             _fail(exc)
+
+
+@app.command()
+def signal(
+    task_id: str,
+    name: str = typer.Argument(..., help="The signal's name, as the task's ctx.wait_for(name) has it"),
+    data: str = typer.Option("null", "--data", "-d", help="The payload, as JSON"),
+    url: str = URL,
+) -> None:
+    """Send a signal to a task: resumes it if it is WAITING on NAME, else it is kept for its next wait."""
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--data is not JSON: {exc}") from None
+    with _client(url) as client:
+        try:
+            done = client.signal(task_id, name, payload)
+        except TaskliftError as exc:
+            _fail(exc)
+            return
+        typer.echo(f"{done['delivered']}: the task is {done['task']['status']}")

@@ -152,6 +152,8 @@ def body_limit(route_name: str) -> int | None:
         return settings.submit_body_limit
     if route_name == "submit_tasks_batch":
         return settings.batch_max_bytes
+    if route_name == "send_signal":  # the payload: http/signals.py holds it to the inline size
+        return settings.submit_body_limit
     return None
 
 
@@ -160,7 +162,7 @@ async def _answer(
 ) -> HttpResponse:
     """``route``'s answer to the request in ``scope``: its body read under the cap, then the handler."""
     try:
-        # Only the submits have a body; POST /tasks's may be large (its input then goes to blob storage).
+        # Only the submits and a signal have a body; POST /tasks's may be large (its input then goes to blob storage).
         limit = body_limit(route.name)
         body = await receive_body(scope, receive, limit) if limit is not None else b""
     except Problem as problem:

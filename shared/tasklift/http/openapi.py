@@ -24,8 +24,10 @@ from tasklift.http.schemas import (
     OutputPage,
     ProblemDetail,
     QueueState,
+    SignalDelivery,
     TaskList,
     TaskResource,
+    TaskSteps,
     TaskTypeInfo,
 )
 from tasklift.settings import get_settings
@@ -120,6 +122,16 @@ _DOCS: dict[str, dict[str, Any]] = {
         "response_model": TaskResource,
         "responses": {202: {"description": "Queued again", "links": TASK_LINKS}, 404: PROBLEM, 409: PROBLEM},
     },
+    "send_signal": {
+        "status_code": 202,
+        "response_model": SignalDelivery,
+        "responses": {
+            202: {"description": "Resumed the WAITING task, or kept for its next wait on this name"},
+            **dict.fromkeys((404, 413, 415), PROBLEM),
+            409: {**PROBLEM, "description": "The task already finished, or holds too many signals no wait took"},
+        },
+    },
+    "task_steps": {"response_model": TaskSteps, "responses": {404: PROBLEM}},
     "get_operation_status": {"response_model": OperationStatus, "responses": {404: PROBLEM}},
     "get_google_operation": {"response_model": GoogleOperation, "responses": {404: PROBLEM}},
     "cancel_google_operation": {
@@ -188,6 +200,16 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
         "pause_queue": [_QUEUE],
         "resume_queue": [_QUEUE],
         "retry_task": [_TASK_ID],
+        "send_signal": [
+            _TASK_ID,
+            _param(
+                "name",
+                "path",
+                {"type": "string", "pattern": "^[A-Za-z0-9._~:-]{1,200}$"},
+                "The signal's name, as the task's ctx.wait_for(name) has it (any other: 422)",
+            ),
+        ],
+        "task_steps": [_TASK_ID],
         "task_result": [_TASK_ID],
         "task_logs": [
             _TASK_ID,
@@ -280,6 +302,12 @@ def route_options(name: str) -> dict[str, Any]:
         openapi_extra["requestBody"] = _submit_body_schema()
     if name == "submit_tasks_batch":
         openapi_extra["requestBody"] = _batch_body_schema()
+    if name == "send_signal":
+        openapi_extra["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": {}}},
+            "description": "Any JSON value (none: null): what ctx.wait_for returns",
+        }
     if parameters := _parameters(name):
         openapi_extra["parameters"] = parameters
     if openapi_extra:

@@ -36,6 +36,7 @@ from tasklift.tasks.states import TERMINAL, TaskStatus
 AZURE_STATUS: dict[TaskStatus, str] = {
     TaskStatus.PENDING: "NotStarted",
     TaskStatus.RUNNING: "Running",
+    TaskStatus.WAITING: "Running",  # suspended on a wait (ctx.wait_for / ctx.sleep): still in progress
     TaskStatus.SUCCESS: "Succeeded",
     TaskStatus.FAILED: "Failed",
     TaskStatus.CANCELLED: "Canceled",

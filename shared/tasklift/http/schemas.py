@@ -35,7 +35,7 @@ class TaskResource(BaseModel):
 
     task_id: str
     task_type: str
-    status: str = Field(description="PENDING | RUNNING | SUCCESS | FAILED | CANCELLED | EXPIRED")
+    status: str = Field(description="PENDING | RUNNING | WAITING | SUCCESS | FAILED | CANCELLED | EXPIRED")
     progress: Progress
     result: Any = None
     result_url: str | None = None
@@ -83,6 +83,36 @@ class OutputPage(BaseModel):
     chunks: list[OutputChunk]
     next_after: int  #: pass as ``?after=`` for the next page
     complete: bool  #: the task ended and this page holds its last chunk
+
+
+class SignalDelivery(BaseModel):
+    """POST /tasks/{id}/signals/{name}: what the signal did."""
+
+    signal: str
+    delivered: str = Field(description="resumed (the task was WAITING on it) | kept (for its next wait on it)")
+    task: TaskResource
+
+
+class StepInfo(BaseModel):
+    name: str = Field(description="The recorded name: fetch, fetch#2, wait#approval, sleep#1")
+    position: int
+    attempt: int
+    duration_ms: float
+    finished_at: str
+
+
+class WaitInfo(BaseModel):
+    step: str
+    signal: str | None = Field(description="The signal it waits for; null for a sleep")
+    deadline: str | None = Field(description="When its timeout (or the sleep) ends it; null: only a signal")
+    since: str
+
+
+class TaskSteps(BaseModel):
+    task_id: str
+    status: str
+    steps: list[StepInfo]
+    wait: WaitInfo | None = Field(description="What it waits for while WAITING, else null")
 
 
 class TaskTypeInfo(BaseModel):

@@ -4,6 +4,9 @@
   crash or broker outage after commit) and retries whose back-off has elapsed; re-sends the
   messages of unclaimed tasks that Redis no longer holds (after a restart that lost them, or a
   mark that went wrong), looking every ``outbox_verify_seconds`` (``tasklift.queue.reconcile``).
+- **Waits** (every ``dispatch_interval_seconds``): WAITING tasks whose timeout or sleep is over go
+  back to PENDING, the outcome recorded as the wait's step (``tasklift.store.waits``), and are
+  published by the same sweep's dispatch.
 - **Lease reaper** (every ``reaper_interval_seconds``): a RUNNING task whose lease expired (worker
   killed, machine lost) goes back to PENDING and is re-dispatched, within a budget, else FAILED.
 - **Cancel enforcer**: a RUNNING task that ignored its cancel flag for ``cancel_grace_seconds`` is
@@ -32,7 +35,7 @@ from tasklift.queue.app import celery_app
 from tasklift.queue.broker import Dispatcher
 from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
-from tasklift.store import flow, leases
+from tasklift.store import flow, leases, waits
 from tasklift.tasks import retention
 from tasklift.tasks.states import TaskStatus
 
@@ -51,6 +54,14 @@ def reap_expired_leases(rt: WorkerRuntime) -> int:
             if done:
                 log.warning("task %s: lease expired (attempt %s) → %s", row["id"], row["attempts"], done[0]["status"])
                 events.append(done[1])
+    rt.announcer.announce(events)
+    return len(events)
+
+
+def wake_waits(rt: WorkerRuntime) -> int:
+    """Wake WAITING tasks whose timeout or sleep is over; returns how many."""
+    with rt.engine.begin() as conn:
+        events = waits.wake_due(conn)
     rt.announcer.announce(events)
     return len(events)
 
@@ -101,6 +112,7 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
     jobs: tuple[tuple[str, float, Callable[[], int]], ...] = (
         ("leases", settings.reaper_interval_seconds, lambda: reap_expired_leases(rt)),
         ("expiry", settings.dispatch_interval_seconds, lambda: expire_due(rt)),  # before: never sent expired
+        ("waits", settings.dispatch_interval_seconds, lambda: wake_waits(rt)),
         ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
         ("cancels", settings.reaper_interval_seconds, lambda: enforce_cancels(rt)),
         ("cleanup", CLEANUP_INTERVAL, lambda: cleanup(rt)),

@@ -27,6 +27,7 @@ from tasklift.store.db import retry_transient
 from tasklift.tasks.context import Cancelled, LeaseLost, TaskContext
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
+from tasklift.tasks.waits import Suspended
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,9 @@ def _run(rt: runtime.WorkerRuntime, ctx: TaskContext, ttype: TaskType, row: Any)
         result = claims.check_in(value, claims.result_key(ctx.task_id, ctx.attempt), rt.blobs)
     except HandBack:
         return lambda: _hand_back(rt, ctx)
+    except Suspended as suspended:  # WAITING is recorded (ctx.wait_for / ctx.sleep): announce it, nothing more
+        event = suspended.event
+        return lambda: _suspended(ctx, event)
     except Cancelled:
         return lambda: _finish(rt, ctx, TaskStatus.CANCELLED)
     except LeaseLost:
@@ -238,6 +242,12 @@ def _finish(
         log.info("task %s attempt %s: %s stored by a try whose reply was lost", ctx.task_id, ctx.attempt, status)
     ctx.announce([done[1]])
     telemetry.task_finished(ctx.task_type, status.value)
+
+
+def _suspended(ctx: TaskContext, event: Any) -> None:
+    log.info("task %s attempt %s is WAITING; its worker is free", ctx.task_id, ctx.attempt)
+    ctx.announce([event])
+    telemetry.task_finished(ctx.task_type, TaskStatus.WAITING.value)
 
 
 def _recorded_outcome(rt: runtime.WorkerRuntime, ctx: TaskContext, status: TaskStatus, result: Any, error: Any) -> Any:

@@ -272,21 +272,24 @@ STATUS_DATA_SQL = (
 _OWNED = "id = :task_id AND (CAST(:owner AS text) IS NULL OR owner = :owner)"
 _STATUS_EVENT = "INSERT INTO task_events (task_id, seq, kind, data) SELECT r.id, r.last_seq, 'status', {data} FROM r"
 
-#: Cancel: PENDING → CANCELLED at once (its outbox intent dropped: the queued message, if any, finds
-#: it cancelled and is dropped); RUNNING → the durable cancel flag, once (the first request wins
-#: the event; the worker stops at its next check). Returns the changed row, or none.
+#: Cancel: PENDING or WAITING → CANCELLED at once (its outbox intent dropped: the queued message, if
+#: any, finds it cancelled and is dropped; its wait row dropped); RUNNING → the durable cancel flag,
+#: once (the first request wins the event; the worker stops at its next check). Returns the changed
+#: row, or none.
 CANCEL_SQL = f"""
 WITH r AS (
     UPDATE tasks
-    SET status = CASE WHEN status = 'PENDING' THEN 'CANCELLED' ELSE status END,
-        completed_at = CASE WHEN status = 'PENDING' THEN now() ELSE completed_at END,
+    SET status = CASE WHEN status IN ('PENDING', 'WAITING') THEN 'CANCELLED' ELSE status END,
+        completed_at = CASE WHEN status IN ('PENDING', 'WAITING') THEN now() ELSE completed_at END,
         cancel_requested = TRUE, cancel_requested_at = now(), last_seq = last_seq + 1, updated_at = now()
-    WHERE {_OWNED} AND (status = 'PENDING' OR (status = 'RUNNING' AND cancel_requested IS FALSE))
+    WHERE {_OWNED} AND (status IN ('PENDING', 'WAITING') OR (status = 'RUNNING' AND cancel_requested IS FALSE))
     RETURNING {TASK_COLUMNS}
 ), cancel_event AS (
     {_STATUS_EVENT.format(data=STATUS_DATA_SQL)}
 ), no_dispatch AS (
     DELETE FROM task_outbox WHERE task_id = :task_id AND EXISTS (SELECT FROM r WHERE r.status = 'CANCELLED')
+), no_wait AS (
+    DELETE FROM task_waits WHERE task_id = :task_id AND EXISTS (SELECT FROM r WHERE r.status = 'CANCELLED')
 )
 SELECT {TASK_COLUMNS} FROM r"""
 

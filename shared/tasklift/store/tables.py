@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -151,6 +152,45 @@ class TaskStep(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class TaskWait(Base):
+    """What a WAITING task waits for (``ctx.wait_for`` / ``ctx.sleep``): one row while it waits.
+
+    ``name`` is the step the wait's outcome is recorded as (``wait#approval``, ``sleep#1``) at
+    ``position``; ``signal`` the signal name it waits for (NULL for a sleep); ``deadline`` when
+    the dispatcher wakes it (its timeout, the sleep's end; NULL: only a signal or a cancel ends it).
+    """
+
+    __tablename__ = "task_waits"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(Text)
+    signal: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    deadline: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    # The dispatcher's wake-up: one indexed range scan on the deadline (tasklift/store/waits.py).
+    __table_args__ = (Index("ix_task_waits_deadline", "deadline", postgresql_where=text("deadline IS NOT NULL")),)
+
+
+class TaskSignal(Base):
+    """A signal sent while its task was not waiting for it: kept, in order, for the task's next wait on it."""
+
+    __tablename__ = "task_signals"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    payload: Mapped[Any | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index("ix_task_signals_task_name", "task_id", "name", "id"),)
+
+
 class Outbox(Base):
     """Dispatch intents (transactional outbox), committed in the same transaction as the task.
 
@@ -214,6 +254,8 @@ class PausedQueue(Base):
 tasks = Task.__table__
 task_events = TaskEvent.__table__
 task_steps = TaskStep.__table__
+task_waits = TaskWait.__table__
+task_signals = TaskSignal.__table__
 outbox = Outbox.__table__
 idempotency_keys = IdempotencyKey.__table__
 paused_queues = PausedQueue.__table__

@@ -87,6 +87,8 @@ class TaskContext:
         self._output = OutputBuffer(self._write_output, output_interval, output_bytes)
         self._next_chunk: int | None = None  #: index of the next output chunk; read at the first flush
         self._in_step = False
+        self._suspended = False
+        self._in_transaction = False
 
     # --- the task author's API ---------------------------------------------------------------
 
@@ -151,13 +153,7 @@ class TaskContext:
         from tasklift.store.db import retry_transient
 
         full_name, position = self._steps.name_call(name)
-        if not self._steps.loaded:
-
-            def load() -> list[RecordedStep]:
-                with self._writer.connect() as conn:
-                    return steps_store.load_steps(conn, self.task_id)
-
-            self._steps.load(retry_transient(load))
+        self._load_steps()
         found, value = self._steps.replay(full_name, position)
         if found:
             return value  # type: ignore[no-any-return]
@@ -183,6 +179,79 @@ class TaskContext:
         seq, data, self._cancel_requested = done
         self.announce([Event(str(self.task_id), seq, "step", data)])
         return returned  # type: ignore[no-any-return]
+
+    def _load_steps(self) -> None:
+        if self._steps.loaded:
+            return
+        from tasklift.store import steps as steps_store
+        from tasklift.store.db import retry_transient
+
+        def load() -> list[RecordedStep]:
+            with self._writer.connect() as conn:
+                return steps_store.load_steps(conn, self.task_id)
+
+        self._steps.load(retry_transient(load))
+
+    def wait_for(self, name: str, timeout: float | None = None) -> Any:
+        """Wait for the signal ``name`` (``POST /tasks/{id}/signals/{name}``) and return its JSON payload.
+
+        Without a worker: unless the signal already came (it is kept until a wait takes it), the
+        task goes WAITING and this attempt ends; the signal (or the timeout) makes it PENDING, and
+        its re-run on any worker replays the finished steps and gets the payload here. Raises
+        :class:`~tasklift.tasks.waits.WaitTimeout` once ``timeout`` seconds passed without the
+        signal (the task may handle it). Waits are named and ordered like steps
+        (docs/steps-and-output.md, "Waits and signals").
+        """
+        from tasklift.tasks import waits
+
+        waits.check_signal_name(name)
+        delay = None if timeout is None else waits.check_seconds(timeout, "a wait's timeout")
+        return self._wait(f"wait#{name}", name, delay)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` without holding a worker: WAITING until then, then re-run (like :meth:`wait_for`)."""
+        from tasklift.tasks import waits
+
+        self._wait("sleep#", None, waits.check_seconds(seconds, "a sleep"))
+
+    def _wait(self, base: str, signal: str | None, delay: float | None) -> Any:
+        self.check_cancelled()
+        if self._in_step:
+            raise RuntimeError("a wait inside a step: steps do not nest, and a step cannot be suspended")
+        if self._in_transaction:  # its lock on the task row would block the wait's own
+            raise RuntimeError("a wait inside ctx.transaction(): end the transaction first")
+        from tasklift.store import leases
+        from tasklift.store import waits as waits_store
+        from tasklift.store.db import retry_transient
+        from tasklift.tasks import waits
+
+        name, position = self._steps.name_wait(base)
+        self._load_steps()
+        found, value = self._steps.replay(name, position)
+        if found:
+            return waits.outcome(value)
+        self._output.flush()  # every write of this attempt is fenced on RUNNING: before it waits
+        self.flush()
+        self.check_cancelled()
+        wait = waits_store.Wait(name, position, self._steps.version, signal, delay)
+
+        def write() -> Any:
+            with self._engine.begin() as conn:
+                if not leases.lock_for_attempt(conn, self.task_id, self.attempt):
+                    return "lost", None, None
+                return waits_store.begin_wait(conn, self.task_id, self.attempt, wait, self._lease)
+
+        kind, payload, event = retry_transient(write)
+        if kind == "lost":
+            self._lost()
+            raise LeaseLost(str(self.task_id))
+        if kind == "signal":  # it came before the wait began: taken, recorded, no suspension
+            self.announce([event])
+            return payload
+        if kind == "recorded":  # a try whose reply was lost took it: the same outcome
+            return waits.outcome(payload)
+        self._suspended = True  # the heartbeat stops renewing a lease this attempt gave up
+        raise waits.Suspended(event)
 
     def emit(self, chunk: Any) -> None:
         """Append ``chunk`` (text or a JSON value) to the task's ordered output stream.
@@ -249,7 +318,11 @@ class TaskContext:
             if not leases.lock_for_attempt(conn, self.task_id, self.attempt):
                 self._lost()
                 raise LeaseLost(str(self.task_id))
-            yield conn
+            self._in_transaction = True
+            try:
+                yield conn
+            finally:
+                self._in_transaction = False
 
     @property
     def cancel_requested(self) -> bool:
@@ -311,6 +384,8 @@ class TaskContext:
 
     def heartbeat(self) -> None:
         """Flush pending progress or renew the lease, and refresh the cancel flag."""
+        if self._suspended:
+            return
         if self._pending is not None:
             self.flush()
             return

@@ -242,9 +242,9 @@ class TaskService:
                     # ran the statement again: announce the state again (listeners dedupe by seq).
                     await self._announce([aio.status_event(current)])
                 return CancelOutcome(current, done=status == TaskStatus.CANCELLED)
-            if status != TaskStatus.PENDING:
+            if status not in (TaskStatus.PENDING, TaskStatus.WAITING):
                 raise Conflict(f"task {task_id} already finished with {status.value}; it cannot be cancelled")
-            # PENDING after a statement that changed nothing: it raced with a lease that then
+            # PENDING (or WAITING) after a statement that changed nothing: it raced with a lease that then
             # handed the task back; ask again.
         raise Conflict(f"task {task_id} changed state while being cancelled; try again")
 

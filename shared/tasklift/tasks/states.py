@@ -7,6 +7,9 @@
        ├──cancel──▶ CANCELLED      RUNNING ──retry / lease lost──▶ PENDING
        └──not started by expires_at──▶ EXPIRED   (docs/flow-control.md)
 
+    RUNNING ──ctx.wait_for / ctx.sleep──▶ WAITING ──signal / timeout / sleep over──▶ PENDING
+                                             └──cancel──▶ CANCELLED
+
 Every transition is a compare-and-set in the database guarded by the current status (and, for a
 running task, its attempt number), appends an event and is then announced.
 """
@@ -23,6 +26,9 @@ class TaskStatus(StrEnum):
     PENDING = "PENDING"
     #: Claimed by a worker that holds a live lease.
     RUNNING = "RUNNING"
+    #: Suspended by ``ctx.wait_for`` or ``ctx.sleep``: no worker holds it; a signal, its timeout or
+    #: the sleep's end makes it PENDING again (docs/steps-and-output.md, "Waits and signals").
+    WAITING = "WAITING"
     #: Finished; ``result`` (or ``result_url``) holds the outcome.
     SUCCESS = "SUCCESS"
     #: Finished with ``error`` after its last attempt; kept as a dead letter, retryable by hand.
@@ -43,7 +49,10 @@ TERMINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLE
 #: Allowed transitions; the store's compare-and-set statements implement exactly these.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED, TaskStatus.EXPIRED}),
-    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PENDING}),
+    TaskStatus.RUNNING: frozenset(
+        {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PENDING, TaskStatus.WAITING}
+    ),
+    TaskStatus.WAITING: frozenset({TaskStatus.PENDING, TaskStatus.CANCELLED}),
     # A finished task may be re-queued by hand (POST /tasks/{id}/retry) except after success.
     TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
     TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),

@@ -77,6 +77,19 @@ class StepJournal:
         count = self._calls[name]
         return (name if count == 1 else f"{name}#{count}"), self.position
 
+    def name_wait(self, base: str) -> tuple[str, int]:
+        """Like :meth:`name_call` for a wait (``base`` holds ``#``, which no step name may: no clash).
+
+        ``wait#approval``, ``wait#approval#2``, …; a ``base`` ending in ``#`` is numbered from 1
+        (``sleep#1``, ``sleep#2``).
+        """
+        self._calls[base] += 1
+        self.position += 1
+        count = self._calls[base]
+        if base.endswith("#"):
+            return f"{base}{count}", self.position
+        return (base if count == 1 else f"{base}#{count}"), self.position
+
     def load(self, recorded: list[RecordedStep]) -> None:
         """Take the task's recorded steps; raises :class:`StepVersionChanged` if another version made them."""
         others = sorted({step.version for step in recorded if step.version != self.version})

@@ -7,6 +7,7 @@ export const TERMINAL = new Set(["SUCCESS", "FAILED", "CANCELLED", "EXPIRED"]);
 export const STATUS_LABEL = {
   PENDING: "Pending",
   RUNNING: "Running",
+  WAITING: "Waiting",
   SUCCESS: "Succeeded",
   FAILED: "Failed",
   CANCELLED: "Cancelled",

@@ -109,7 +109,7 @@ export class TaskFeed {
       this.apply(event);
       if (backfill && !this.done) this.fetchLogs();
     };
-    for (const kind of ["status", "progress", "log"]) es.addEventListener(kind, handle);
+    for (const kind of ["status", "progress", "log", "step", "output"]) es.addEventListener(kind, handle);
     es.addEventListener("open", () => {
       if (es !== this.es) return;
       clearTimeout(this.quietTimer);
@@ -143,6 +143,10 @@ export class TaskFeed {
     if (event.type === "log") {
       this.addLogs([{ seq, timestamp: null, level: data.level, message: data.message }]);
       if (data.status && data.status !== this.task.status) this.update({ status: data.status });
+      return;
+    }
+    if (event.type === "step" || event.type === "output") { // task-extras.js: the timeline, the output
+      (event.type === "step" ? this.hooks.onStep : this.hooks.onOutput)?.(data);
       return;
     }
     const patch = { status: data.status };

@@ -33,6 +33,7 @@ function rowMessage(task) {
   if (task.status === "FAILED") return task.error?.message || "failed";
   if (task.cancel_requested && !isTerminal(task.status)) return "cancelling…";
   if (task.status === "PENDING") return task.attempts > 0 ? "queued for another attempt" : "waiting for a worker";
+  if (task.status === "WAITING") return "waiting for a signal or a timer (no worker held)";
   return task.progress?.message || "";
 }
 

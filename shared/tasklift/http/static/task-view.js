@@ -6,6 +6,7 @@ import { Estimator } from "./estimator.js";
 import {
   STATUS_LABEL, clock, elapsedMs, h, isTerminal, localTime, percentOf, percentText, roughly,
 } from "./format.js";
+import { TaskExtras } from "./task-extras.js";
 import { TaskFeed } from "./task-feed.js";
 
 const MAX_LOG_LINES = 5000; // the DOM keeps the newest lines; the full log stays at links.logs
@@ -59,6 +60,7 @@ export class TaskView {
   async show(id, { focus = false, scroll = false, notice = "" } = {}) {
     this.feed?.stop();
     this.feed = null;
+    this.extras = null;
     this.task = null;
     this.pendingId = id;
     this.message("Loading task…", `Reading task ${id}.`);
@@ -81,7 +83,11 @@ export class TaskView {
       onLogs: (lines) => this.appendLogs(lines),
       onState: (state) => this.setFeedState(state),
       onGone: () => this.message("Task not found", `Task ${id} no longer exists.`),
+      onStep: () => this.extras?.stepsChanged(),
+      onOutput: (data) => this.extras?.addOutputEvent(data),
     });
+    this.extras = new TaskExtras(this.slots, id, this.feed.abort.signal);
+    this.extras.start();
     this.estimator = new Estimator();
     this.estimator.add(percentOf(this.task), serverNow());
     this.feed.start(res.etag);
@@ -147,6 +153,10 @@ export class TaskView {
     this.cancelButton.textContent = t.cancel_requested ? "Cancelling…" : "Cancel task";
     this.retryButton.hidden = !["FAILED", "CANCELLED"].includes(t.status);
     this.renderOutcome(t);
+    if (t.status !== this.shownStatus) { // a wait began or ended, a step may have been recorded
+      this.shownStatus = t.status;
+      this.extras?.stepsChanged();
+    }
     this.tick(serverNow());
     this.hooks.onTask(t);
   }
