@@ -152,6 +152,8 @@ def body_limit(route_name: str) -> int | None:
         return settings.submit_body_limit
     if route_name == "submit_tasks_batch":
         return settings.batch_max_bytes
+    if route_name == "create_bulk":  # http/bulk.py: a small JSON body
+        return settings.max_body_bytes
     return None
 
 

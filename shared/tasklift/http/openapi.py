@@ -17,6 +17,8 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 from tasklift.http.guard import PUBLIC_ROUTES
 from tasklift.http.schemas import (
     BatchResult,
+    BulkCount,
+    BulkOperation,
     GoogleOperation,
     Health,
     LogLine,
@@ -130,6 +132,18 @@ _DOCS: dict[str, dict[str, Any]] = {
     },
     "pause_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
     "resume_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
+    "create_bulk": {
+        "status_code": 202,
+        "response_model": BulkOperation,
+        "responses": {
+            200: {"model": BulkCount, "description": "dry_run: how many tasks it would change now"},
+            202: {"description": "Accepted: the operation is committed; Location: /bulk/{bulk_id}"},
+            403: {**PROBLEM, "description": "The filter names another owner and the caller is not an admin"},
+            **dict.fromkeys((413, 415, 422), PROBLEM),
+        },
+    },
+    "get_bulk": {"response_model": BulkOperation, "responses": {404: PROBLEM}},
+    "cancel_bulk": {"response_model": BulkOperation, "responses": {404: PROBLEM, 409: PROBLEM}},
     "task_types": {"response_model": list[TaskTypeInfo]},
     "healthz": {"response_model": Health},
     "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
@@ -141,6 +155,7 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 
 
 _TASK_ID = _param("task_id", "path", {"type": "string"}, "The task's id (a UUID; any other value names no task: 404)")
+_BULK_ID = _param("bulk_id", "path", {"type": "string"}, "The bulk operation's id (a UUID; any other value: 404)")
 _QUEUE = _param("queue", "path", {"type": "string"}, "A task type's queue (GET /task-types); any other: 404")
 #: An event id; empty is no id (as an absent header: EventSource never sends an empty one).
 _EVENT_ID = {"type": "string", "pattern": "^([0-9]{1,18})?$"}
@@ -184,6 +199,8 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
         "get_operation_status": [_TASK_ID],
         "get_google_operation": [_TASK_ID],
         "cancel_google_operation": [_TASK_ID],
+        "get_bulk": [_BULK_ID],
+        "cancel_bulk": [_BULK_ID],
         "pause_queue": [_QUEUE],
         "resume_queue": [_QUEUE],
         "retry_task": [_TASK_ID],
@@ -270,6 +287,35 @@ def _batch_body_schema() -> dict[str, Any]:
     }
 
 
+def _bulk_body_schema() -> dict[str, Any]:
+    one_or_many = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+    time = {"type": "string", "format": "date-time"}
+    text = {"type": "string", "minLength": 1, "maxLength": 255}
+    fields = {"status": one_or_many, "task_type": one_or_many, "created_after": time, "created_before": time}
+    filt = {
+        "type": "object",
+        "properties": {**fields, "key_prefix": text, "owner": text},
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+    schema = {
+        "type": "object",
+        "properties": {
+            "action": {"enum": ["cancel", "retry", "purge"]},
+            "filter": filt,
+            "dry_run": {"type": "boolean", "default": False},
+        },
+        "required": ["action", "filter"],
+        "additionalProperties": False,
+    }
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": schema}},
+        "description": "What to do with which tasks (docs/bulk.md): status, task_type, a created time range, "
+        "an Idempotency-Key prefix, an owner (admins).",
+    }
+
+
 def route_options(name: str) -> dict[str, Any]:
     """The keyword arguments of FastAPI's ``add_api_route`` that document the route called ``name``."""
     docs: dict[str, Any] = {"response_class": Response, "operation_id": name, **_DOCS.get(name, {})}
@@ -278,6 +324,8 @@ def route_options(name: str) -> dict[str, Any]:
         openapi_extra["requestBody"] = _submit_body_schema()
     if name == "submit_tasks_batch":
         openapi_extra["requestBody"] = _batch_body_schema()
+    if name == "create_bulk":
+        openapi_extra["requestBody"] = _bulk_body_schema()
     if parameters := _parameters(name):
         openapi_extra["parameters"] = parameters
     if openapi_extra:
