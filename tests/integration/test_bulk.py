@@ -260,3 +260,22 @@ def test_an_unknown_or_malformed_operation_id_is_404(client: httpx.Client) -> No
         for method in ("GET", "DELETE"):
             resp = client.request(method, path)
             assert resp.status_code == 404 and resp.headers["Content-Type"] == "application/problem+json"
+
+
+def test_a_key_prefix_selects_the_tasks_submitted_with_such_idempotency_keys(
+    client: httpx.Client, db: sa.Engine, start_reaper
+) -> None:
+    def keyed(key: str) -> str:
+        resp = client.post("/tasks", json={"task_type": "test_noop"}, headers={"Idempotency-Key": key})
+        assert resp.status_code == 202
+        return str(resp.json()["task_id"])
+
+    nightly = [keyed(f"nightly-{i}") for i in range(3)]
+    other = [keyed(f"adhoc-{i}") for i in range(2)] + submit_many(client, [{"task_type": "test_noop"}])
+    assert bulk(client, "cancel", True, key_prefix="nightly-").json()["count"] == 3
+    assert bulk(client, "cancel", True, key_prefix="nightly_").json()["count"] == 0  # a prefix, not a LIKE pattern
+    op = bulk(client, "cancel", key_prefix="nightly-").json()
+    start_reaper()
+    assert wait_for_bulk(client, op["bulk_id"])["done"] == 3
+    assert statuses(db, nightly) == {"CANCELLED": 3}
+    assert statuses(db, other) == {"PENDING": 3}
