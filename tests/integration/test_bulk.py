@@ -242,6 +242,8 @@ def test_a_cancelled_operation_stops_and_is_not_resumed(client: httpx.Client, db
         ({"action": "cancel", "filter": {"owner": "anonymous"}}, ["body", "filter"]),
         ({"action": "cancel", "filter": {"status": "PENDING"}, "dry_run": "yes"}, ["body", "dry_run"]),
         ({"action": "cancel", "filter": {"status": "PENDING"}, "force": True}, ["body", "force"]),
+        ({"action": "cancel", "filter": {"task_id": ["not-a-uuid"]}}, ["body", "filter", "task_id", 0]),
+        ({"action": "cancel", "filter": {"task_id": []}}, ["body", "filter", "task_id"]),
         (["cancel"], ["body"]),
     ],
 )
@@ -279,3 +281,14 @@ def test_a_key_prefix_selects_the_tasks_submitted_with_such_idempotency_keys(
     assert wait_for_bulk(client, op["bulk_id"])["done"] == 3
     assert statuses(db, nightly) == {"CANCELLED": 3}
     assert statuses(db, other) == {"PENDING": 3}
+
+
+def test_a_list_of_task_ids_selects_exactly_those(client: httpx.Client, db: sa.Engine, start_reaper) -> None:
+    ids = submit_many(client, [{"task_type": "test_noop"} for _ in range(6)])
+    chosen = ids[1:4]
+    assert bulk(client, "cancel", True, task_id=chosen).json()["count"] == 3
+    op = bulk(client, "cancel", task_id=chosen).json()
+    start_reaper()
+    assert wait_for_bulk(client, op["bulk_id"])["done"] == 3
+    assert statuses(db, chosen) == {"CANCELLED": 3}
+    assert statuses(db, ids[:1] + ids[4:]) == {"PENDING": 3}

@@ -294,7 +294,7 @@ def _bulk_body_schema() -> dict[str, Any]:
     fields = {"status": one_or_many, "task_type": one_or_many, "created_after": time, "created_before": time}
     filt = {
         "type": "object",
-        "properties": {**fields, "key_prefix": text, "owner": text},
+        "properties": {**fields, "key_prefix": text, "task_id": one_or_many, "owner": text},
         "additionalProperties": False,
         "minProperties": 1,
     }

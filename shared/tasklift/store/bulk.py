@@ -44,6 +44,7 @@ _CONDITIONS = {
     "status": "status = ANY(CAST(:statuses AS text[]))",
     "scope_owner": "owner = :scope_owner",
     "task_type": "task_type = ANY(CAST(:task_types AS text[]))",
+    "task_id": "id = ANY(CAST(:task_ids AS uuid[]))",
     "created_after": "created_at > :created_after",
     "created_before": "created_at < :created_before",
     # The Idempotency-Keys the tasks were submitted with, while their records live (idempotency_ttl).
@@ -60,7 +61,7 @@ def filter_where(
     """The ``WHERE`` condition on ``tasks`` and its named parameters for a validated filter.
 
     ``filt`` is the stored form (:func:`tasklift.tasks.bulk.parse_filter`): ``status`` and
-    ``task_type`` lists, ``created_after`` / ``created_before`` RFC 3339 text, ``key_prefix``.
+    ``task_type`` and ``task_id`` lists, ``created_after`` / ``created_before`` RFC 3339 text, ``key_prefix``.
     ``as_of`` is the SQL of the operation's instant: ``now()`` in the transaction that makes it, or
     ``:as_of`` (its ``created_at``, a parameter the caller adds) in the worker's batches.
     """
@@ -76,6 +77,9 @@ def filter_where(
         if filt.get(name):
             clauses.append(_CONDITIONS[name])
             params[name] = datetime.fromisoformat(filt[name])
+    if filt.get("task_id"):
+        clauses.append(_CONDITIONS["task_id"])
+        params["task_ids"] = list(filt["task_id"])
     if filt.get("key_prefix"):
         clauses.append(_CONDITIONS["key_prefix"])
         params["key_prefix"] = filt["key_prefix"]

@@ -9,6 +9,7 @@ Pure: no store, no I/O. The body is ``{"action": "cancel" | "retry" | "purge", "
 - ``created_after`` / ``created_before``: RFC 3339 times (no offset: UTC);
 - ``key_prefix``: the Idempotency-Key the task was submitted with starts with this (while the key's
   record lives: ``idempotency_ttl_seconds``);
+- ``task_id``: a list of task ids (up to 1,000: the dashboard's selected rows);
 - ``owner``: the tasks' owner (a principal), for an admin; another caller may name only itself.
 
 At least one field besides ``status`` or ``owner`` must be given, or ``status`` itself: a filter
@@ -18,6 +19,7 @@ is an :class:`~tasklift.tasks.service.InvalidInput` whose ``errors[].loc`` point
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,9 +29,10 @@ from tasklift.tasks.registry import get_task_type
 from tasklift.tasks.service import InvalidInput, utc_instant
 
 ACTIONS = tuple(ACTION_STATUSES)
-FILTER_FIELDS = ("status", "task_type", "created_after", "created_before", "key_prefix", "owner")
+FILTER_FIELDS = ("status", "task_type", "created_after", "created_before", "key_prefix", "task_id", "owner")
 _BODY_FIELDS = frozenset({"action", "filter", "dry_run"})
 MAX_VALUES = 100  #: values in one list of the filter
+MAX_IDS = 1000  #: task ids in one filter
 MAX_TEXT = 255
 
 
@@ -58,6 +61,20 @@ def _texts(value: Any, loc: list[Any], what: str) -> list[str]:
     if not 0 < len(values) <= MAX_VALUES:
         raise _invalid(loc, f"{what} takes 1 to {MAX_VALUES} values", f"a string or a list of 1 to {MAX_VALUES}")
     return sorted({_text(item, [*loc, i] if isinstance(value, list) else loc, what) for i, item in enumerate(values)})
+
+
+def _task_ids(value: Any) -> list[str]:
+    loc = ["filter", "task_id"]
+    values = value if isinstance(value, list) else [value]
+    if not 0 < len(values) <= MAX_IDS:
+        raise _invalid(loc, f"task_id takes 1 to {MAX_IDS} ids", f"a task id or a list of 1 to {MAX_IDS}")
+    ids = set()
+    for i, item in enumerate(values):
+        try:
+            ids.add(str(uuid.UUID(item)))
+        except (ValueError, TypeError, AttributeError):
+            raise _invalid([*loc, i] if isinstance(value, list) else loc, "task_id holds task ids", "a UUID") from None
+    return sorted(ids)
 
 
 def _time_range(given: dict[str, Any]) -> dict[str, str]:
@@ -102,6 +119,8 @@ def parse_filter(action: str, raw: Any) -> dict[str, Any]:
     filt.update(_time_range(given))
     if "key_prefix" in given:
         filt["key_prefix"] = _text(given["key_prefix"], ["filter", "key_prefix"], "key_prefix")
+    if "task_id" in given:
+        filt["task_id"] = _task_ids(given["task_id"])
     if "owner" in given:
         filt["owner"] = _text(given["owner"], ["filter", "owner"], "owner")
     return filt
