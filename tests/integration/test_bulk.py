@@ -230,14 +230,6 @@ def test_a_cancelled_operation_stops_and_is_not_resumed(client: httpx.Client, db
         ({"action": "cancel", "filter": {"task_type": "no_such_type"}}, ["body", "filter", "task_type"]),
         ({"action": "cancel", "filter": {"task_type": [1]}}, ["body", "filter", "task_type", 0]),
         ({"action": "cancel", "filter": {"created_after": "yesterday"}}, ["body", "filter", "created_after"]),
-        (
-            {"action": "cancel", "filter": {"created_after": "0001-01-01T00:00:00+05:00"}},
-            ["body", "filter", "created_after"],
-        ),
-        (
-            {"action": "cancel", "filter": {"created_after": "2026-02-01T00:00:00Z", "created_before": "2026-01-01"}},
-            ["body", "filter", "created_before"],
-        ),
         ({"action": "cancel", "filter": {"key_prefix": "a\u0000"}}, ["body", "filter", "key_prefix"]),
         ({"action": "cancel", "filter": {"owner": "anonymous"}}, ["body", "filter"]),
         ({"action": "cancel", "filter": {"status": "PENDING"}, "dry_run": "yes"}, ["body", "dry_run"]),
@@ -262,6 +254,18 @@ def test_an_unknown_or_malformed_operation_id_is_404(client: httpx.Client) -> No
         for method in ("GET", "DELETE"):
             resp = client.request(method, path)
             assert resp.status_code == 404 and resp.headers["Content-Type"] == "application/problem+json"
+
+
+def test_a_time_beyond_utcs_years_is_the_edge_it_lies_beyond(client: httpx.Client) -> None:
+    submit_many(client, [{"task_type": "test_noop"} for _ in range(2)])
+    assert (
+        bulk(client, "cancel", True, status="PENDING", created_after="0001-01-01T00:00:00+05:00").json()["count"] == 2
+    )
+    assert (
+        bulk(client, "cancel", True, status="PENDING", created_before="0001-01-01T00:00:00+05:00").json()["count"] == 0
+    )
+    late = bulk(client, "cancel", True, status="PENDING", created_before="9999-12-31T23:00:00-05:00")
+    assert late.status_code == 200 and late.json()["count"] == 2
 
 
 def test_a_key_prefix_selects_the_tasks_submitted_with_such_idempotency_keys(

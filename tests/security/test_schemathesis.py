@@ -46,6 +46,7 @@ NEGATABLE = [
     ("GET", "/tasks/{task_id}/logs"),
     ("GET", "/tasks/{task_id}/output"),
     ("GET", "/tasks/{task_id}/stream"),
+    ("POST", "/bulk"),
 ]
 
 

@@ -31,6 +31,7 @@ from tasklift.http.schemas import (
     TaskTypeInfo,
 )
 from tasklift.settings import get_settings
+from tasklift.store.bulk import ACTION_STATUSES
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
 from tasklift.tasks.states import TaskStatus
@@ -287,32 +288,51 @@ def _batch_body_schema() -> dict[str, Any]:
     }
 
 
+def _one_or_many(item: dict[str, Any], most: int) -> dict[str, Any]:
+    return {"oneOf": [item, {"type": "array", "items": item, "minItems": 1, "maxItems": most}]}
+
+
 def _bulk_body_schema() -> dict[str, Any]:
-    one_or_many = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+    """``POST /bulk``'s body (tasklift.tasks.bulk): one variant per action, each with its statuses."""
+    types = _one_or_many({"enum": sorted(t.name for t in all_task_types())}, 100)
     time = {"type": "string", "format": "date-time"}
     text = {"type": "string", "minLength": 1, "maxLength": 255}
-    fields = {"status": one_or_many, "task_type": one_or_many, "created_after": time, "created_before": time}
-    filt = {
-        "type": "object",
-        "properties": {**fields, "key_prefix": text, "task_id": one_or_many, "owner": text},
-        "additionalProperties": False,
-        "minProperties": 1,
-    }
-    schema = {
-        "type": "object",
-        "properties": {
-            "action": {"enum": ["cancel", "retry", "purge"]},
-            "filter": filt,
-            "dry_run": {"type": "boolean", "default": False},
-        },
-        "required": ["action", "filter"],
-        "additionalProperties": False,
-    }
+    selecting = ("status", "task_type", "created_after", "created_before", "key_prefix", "task_id")
+    variants = []
+    for action, statuses in ACTION_STATUSES.items():
+        properties = {
+            "status": _one_or_many({"enum": list(statuses)}, len(statuses)),
+            "task_type": types,
+            "created_after": time,
+            "created_before": time,
+            "key_prefix": text,
+            "task_id": _one_or_many({"type": "string", "format": "uuid"}, 1000),
+            "owner": {**text, "description": "The tasks' owner: admins only (another caller naming another: 403)"},
+        }
+        filt = {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+            "anyOf": [{"required": [name]} for name in selecting],
+        }
+        variants.append(
+            {
+                "type": "object",
+                "title": action,
+                "properties": {
+                    "action": {"const": action},
+                    "filter": filt,
+                    "dry_run": {"type": "boolean", "default": False},
+                },
+                "required": ["action", "filter"],
+                "additionalProperties": False,
+            }
+        )
     return {
         "required": True,
-        "content": {"application/json": {"schema": schema}},
+        "content": {"application/json": {"schema": {"oneOf": variants}}},
         "description": "What to do with which tasks (docs/bulk.md): status, task_type, a created time range, "
-        "an Idempotency-Key prefix, an owner (admins).",
+        "an Idempotency-Key prefix, task ids, an owner (admins).",
     }
 
 

@@ -6,7 +6,7 @@ Pure: no store, no I/O. The body is ``{"action": "cancel" | "retry" | "purge", "
 - ``status``: one status or a list, among those the action changes (cancel: PENDING, RUNNING;
   retry: FAILED, CANCELLED; purge: SUCCESS, FAILED, CANCELLED); absent: all of those;
 - ``task_type``: one registered type or a list;
-- ``created_after`` / ``created_before``: RFC 3339 times (no offset: UTC);
+- ``created_after`` / ``created_before``: RFC 3339 times (no offset: UTC); an empty range selects nothing;
 - ``key_prefix``: the Idempotency-Key the task was submitted with starts with this (while the key's
   record lives: ``idempotency_ttl_seconds``);
 - ``task_id``: a list of task ids (up to 1,000: the dashboard's selected rows);
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tasklift.store.bulk import ACTION_STATUSES
@@ -77,17 +77,25 @@ def _task_ids(value: Any) -> list[str]:
     return sorted(ids)
 
 
+def _instant(text: str) -> datetime:
+    """An RFC 3339 time in UTC; one beyond UTC's years 1 to 9999 (year 1 at a positive offset, 9999 at
+    a negative one) is the edge it lies beyond: as a filter's bound it selects the same tasks."""
+    try:
+        return utc_instant(text)
+    except ValueError:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))  # ValueError: not a time
+        return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
 def _time_range(given: dict[str, Any]) -> dict[str, str]:
     times: dict[str, str] = {}
     for name in ("created_after", "created_before"):
         if name in given:
             text = _text(given[name], ["filter", name], name)
             try:
-                times[name] = utc_instant(text).isoformat()
+                times[name] = _instant(text).isoformat()
             except ValueError:
                 raise _invalid(["filter", name], f"{name} must be an RFC 3339 time", "a date-time") from None
-    if len(times) == 2 and not _before(times["created_after"], times["created_before"]):
-        raise _invalid(["filter", "created_before"], "created_before must be later than created_after", "empty range")
     return times
 
 
@@ -124,10 +132,6 @@ def parse_filter(action: str, raw: Any) -> dict[str, Any]:
     if "owner" in given:
         filt["owner"] = _text(given["owner"], ["filter", "owner"], "owner")
     return filt
-
-
-def _before(earlier: str, later: str) -> bool:
-    return datetime.fromisoformat(earlier) < datetime.fromisoformat(later)
 
 
 def parse_request(body: Any) -> BulkRequest:
