@@ -32,6 +32,7 @@ from tasklift.http.schemas import (
 )
 from tasklift.settings import get_settings
 from tasklift.store.bulk import ACTION_STATUSES
+from tasklift.tasks.bulk import MAX_IDS, MAX_VALUES
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
 from tasklift.tasks.states import TaskStatus
@@ -294,19 +295,19 @@ def _one_or_many(item: dict[str, Any], most: int) -> dict[str, Any]:
 
 def _bulk_body_schema() -> dict[str, Any]:
     """``POST /bulk``'s body (tasklift.tasks.bulk): one variant per action, each with its statuses."""
-    types = _one_or_many({"enum": sorted(t.name for t in all_task_types())}, 100)
+    types = _one_or_many({"enum": sorted(t.name for t in all_task_types())}, MAX_VALUES)
     time = {"type": "string", "format": "date-time"}
     text = {"type": "string", "minLength": 1, "maxLength": 255}
     selecting = ("status", "task_type", "created_after", "created_before", "key_prefix", "task_id")
     variants = []
     for action, statuses in ACTION_STATUSES.items():
         properties = {
-            "status": _one_or_many({"enum": list(statuses)}, len(statuses)),
+            "status": _one_or_many({"enum": list(statuses)}, MAX_VALUES),  # repeats are harmless
             "task_type": types,
             "created_after": time,
             "created_before": time,
             "key_prefix": text,
-            "task_id": _one_or_many({"type": "string", "format": "uuid"}, 1000),
+            "task_id": _one_or_many({"type": "string", "format": "uuid"}, MAX_IDS),
             "owner": {**text, "description": "The tasks' owner: admins only (another caller naming another: 403)"},
         }
         filt = {
