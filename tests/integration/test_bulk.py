@@ -296,3 +296,55 @@ def test_a_list_of_task_ids_selects_exactly_those(client: httpx.Client, db: sa.E
     assert wait_for_bulk(client, op["bulk_id"])["done"] == 3
     assert statuses(db, chosen) == {"CANCELLED": 3}
     assert statuses(db, ids[:1] + ids[4:]) == {"PENDING": 3}
+
+
+def test_running_tasks_get_the_cooperative_cancel_and_the_enforcer_ends_one_that_ignores_it(
+    client: httpx.Client, db: sa.Engine, start_worker, start_reaper
+) -> None:
+    start_reaper()
+    start_worker(concurrency=2)
+    polite = client.post("/tasks", json={"task_type": "test_sleep", "seconds": 120, "steps": 1200}).json()["task_id"]
+    deaf = client.post(
+        "/tasks", json={"task_type": "test_sleep", "seconds": 120, "steps": 1200, "check_cancel": False}
+    ).json()["task_id"]
+    for task_id in (polite, deaf):
+        wait_for_status(client, task_id, "RUNNING")
+    op = bulk(client, "cancel", status="RUNNING", task_type="test_sleep").json()
+    assert op["total"] == 2
+    done = wait_for_bulk(client, op["bulk_id"])
+    assert (done["done"], done["skipped"]) == (2, 0)
+    # The flag, as DELETE /tasks/{id} sets it: the polite one stops at its next progress call, the
+    # deaf one is ended by the reaper after TASKLIFT_CANCEL_GRACE_SECONDS (2 s here).
+    assert wait_for_status(client, polite, "CANCELLED", timeout=30)["attempts"] == 1
+    assert wait_for_status(client, deaf, "CANCELLED", timeout=60)["cancel_requested"] is True
+    again = bulk(client, "cancel", True, status="RUNNING", task_type="test_sleep").json()
+    assert again["count"] == 0
+
+
+def test_a_reaper_killed_in_the_middle_leaves_the_rest_to_the_next_one_and_nothing_twice(
+    client: httpx.Client, db: sa.Engine, start_reaper
+) -> None:
+    ids = submit_many(client, [{"task_type": "test_noop"} for _ in range(15_000)])
+    op = bulk(client, "cancel", status="PENDING", task_type="test_noop").json()
+    reaper = start_reaper()
+    deadline = time.monotonic() + 60
+    while (state := client.get(f"/bulk/{op['bulk_id']}").json())["processed"] < 500:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.005)
+    reaper.kill()  # SIGKILL: its open batch's transaction is rolled back with its connection
+    stopped = client.get(f"/bulk/{op['bulk_id']}").json()
+    assert stopped["status"] == "RUNNING" and 0 < stopped["processed"] < 15_000, stopped
+    assert stopped["processed"] % 500 == 0  # whole batches only
+    cancelled = statuses(db, ids).get("CANCELLED", 0)
+    assert cancelled == stopped["done"]  # what the counts say is what is stored
+    start_reaper()
+    done = wait_for_bulk(client, op["bulk_id"])
+    assert (done["status"], done["total"], done["done"], done["skipped"]) == ("SUCCESS", 15_000, 15_000, 0)
+    assert statuses(db, ids) == {"CANCELLED": 15_000}
+    twice = count(
+        db,
+        "SELECT count(*) FROM (SELECT task_id FROM task_events WHERE task_id = ANY(CAST(:ids AS uuid[]))"
+        " AND data->>'status' = 'CANCELLED' GROUP BY task_id HAVING count(*) > 1) AS d",
+        ids=ids,
+    )
+    assert twice == 0
