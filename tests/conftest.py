@@ -32,6 +32,7 @@ from tasklift.http.runtime import ApiRuntime
 from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
 from tasklift.store.db import make_engine
+from tests.support.pgbouncer import PgBouncer
 
 # The OpenID provider fixture (``issuer``): tests/security and tests/infra both use it.
 pytest_plugins = ["tests.support.oidc"]
@@ -59,6 +60,14 @@ TEST_SETTINGS = {
     # The suites before tests/security call the API without credentials; tests/security turns it off.
     "TASKLIFT_ANONYMOUS": "true",
 }
+
+
+#: ``TASKLIFT_TEST_PGBOUNCER=1``: every test process reaches PostgreSQL through a real PgBouncer in
+#: transaction mode (tests/support/pgbouncer.py), with server-side prepared statements off, as a
+#: deployment behind PgBouncer < 1.21 runs; .ci/run runs the contract suites this way too.
+THROUGH_PGBOUNCER = os.environ.get("TASKLIFT_TEST_PGBOUNCER") == "1"
+if THROUGH_PGBOUNCER:
+    TEST_SETTINGS["TASKLIFT_DB_STATEMENT_CACHE_SIZE"] = "0"
 
 
 def _admin_engine(pg: EmbeddedPostgres) -> sa.Engine:
@@ -120,14 +129,25 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: EmbeddedPostgres) -> Iterator[PgBouncer]:
+    """A real PgBouncer (transaction pooling) in front of the session's PostgreSQL."""
+    assert pg_server.port is not None
+    bouncer = PgBouncer(pg_server.port).start()
+    yield bouncer
+    bouncer.stop()
+
+
 @pytest.fixture
-def database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
-    """A fresh, migrated database for this test, dropped afterwards."""
+def database_url(pg_server: EmbeddedPostgres, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, migrated database for this test, dropped afterwards (through PgBouncer when
+    ``TASKLIFT_TEST_PGBOUNCER=1``; created and dropped directly)."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = _admin_engine(pg_server)
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    yield _db_url(pg_server, name)
+    url = _db_url(pg_server, name)
+    yield request.getfixturevalue("pgbouncer").url(url) if THROUGH_PGBOUNCER else url
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.dispose()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ from httpx_sse import connect_sse
 
 from tasklift.http.schemas import TaskResource
 
-TERMINAL = frozenset({"SUCCESS", "FAILED", "CANCELLED"})
+TERMINAL = frozenset({"SUCCESS", "FAILED", "CANCELLED", "EXPIRED"})
 
 
 class TaskliftError(Exception):
@@ -98,10 +99,28 @@ class TaskliftClient:
         *,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        run_at: datetime | str | None = None,
+        delay_seconds: float | None = None,
+        expires_at: datetime | str | None = None,
+        ttl_seconds: float | None = None,
+        priority: int | None = None,
         **fields: Any,
     ) -> TaskResource:
-        """POST /tasks; returns the accepted (PENDING) task."""
+        """POST /tasks; returns the accepted (PENDING) task.
+
+        Flow control (docs/flow-control.md): ``run_at`` (an aware datetime or RFC 3339 text) or
+        ``delay_seconds`` holds it until then; ``expires_at`` or ``ttl_seconds`` ends it EXPIRED if
+        it has not started by then; ``priority`` 0-9 (higher first within its queue).
+        """
         body: dict[str, Any] = dict(fields)
+        flow = {
+            "run_at": run_at.isoformat() if isinstance(run_at, datetime) else run_at,
+            "delay_seconds": delay_seconds,
+            "expires_at": expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at,
+            "ttl_seconds": ttl_seconds,
+            "priority": priority,
+        }
+        body.update({name: value for name, value in flow.items() if value is not None})
         if task_type:
             body["task_type"] = task_type
         if metadata is not None:

@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         description="A task marked sent this long ago that no worker has claimed is looked for in Redis, and sent"
         " again if Redis no longer holds it (also at once after a Redis restart)",
     )
+    admission_window: int = Field(
+        0,
+        ge=0,
+        description="Flow control (docs/flow-control.md): at most this many messages per queue wait in Redis, the"
+        " rest in PostgreSQL, admitted by priority then submit time; 0 = no window (submits publish at once)",
+    )
+    max_schedule_seconds: float = Field(
+        366 * 86400, gt=0, description="Furthest a submit may put run_at / delay_seconds or expires_at / ttl_seconds"
+    )
     max_redispatches: int = Field(5, ge=0, description="Lease expiries a task survives before it is FAILED")
     cancel_grace_seconds: float = Field(10, ge=0, description="After this, a task that ignores cancel is terminated")
     db_retry_seconds: float = Field(

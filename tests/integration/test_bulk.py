@@ -348,3 +348,17 @@ def test_a_reaper_killed_in_the_middle_leaves_the_rest_to_the_next_one_and_nothi
         ids=ids,
     )
     assert twice == 0
+
+
+def test_purge_takes_expired_tasks_and_retry_refuses_them(client: httpx.Client, db: sa.Engine, start_reaper) -> None:
+    expiring = client.post("/tasks", json={"task_type": "test_noop", "ttl_seconds": 0.5}).json()["task_id"]
+    kept = submit_many(client, [{"task_type": "test_noop"}])
+    start_reaper()  # its expiry sweep ends the first EXPIRED (no worker runs)
+    wait_for_status(client, expiring, "EXPIRED", timeout=30)
+    assert bulk(client, "retry", status="EXPIRED").status_code == 422  # an expired task is never retried
+    assert bulk(client, "purge", True, status="EXPIRED").json()["count"] == 1
+    op = bulk(client, "purge", task_type="test_noop").json()  # no status: every finished state
+    assert op["total"] == 1
+    assert wait_for_bulk(client, op["bulk_id"])["done"] == 1
+    assert client.get(f"/tasks/{expiring}").status_code == 404
+    assert statuses(db, kept) == {"PENDING": 1}

@@ -30,6 +30,9 @@ def row(status: str, **fields: Any) -> dict[str, Any]:
         "updated_at": NOW,
         "completed_at": None,
         "trace_id": None,
+        "priority": 0,
+        "scheduled_for": None,
+        "expires_at": None,
     }
     return {**base, **fields}
 
@@ -48,6 +51,7 @@ def test_every_task_status_has_an_azure_operation_status() -> None:
         ("SUCCESS", NOW, "Succeeded"),
         ("FAILED", NOW, "Failed"),
         ("CANCELLED", None, "Canceled"),
+        ("EXPIRED", None, "Failed"),
     ],
 )
 def test_task_statuses_map_onto_the_azure_guidelines_words(status: str, started: Any, expected: str) -> None:
@@ -67,6 +71,11 @@ def test_a_failed_monitor_has_an_error_with_code_and_message_and_no_result() -> 
     assert "result" not in body and "resourceLocation" not in body
 
 
+def test_an_expired_task_is_a_failed_monitor_with_code_expired() -> None:
+    body = azure_monitor(row("EXPIRED", error={"type": "Expired", "message": "not started"}), "https://x")
+    assert body["status"] == "Failed" and body["error"]["code"] == "Expired"
+
+
 @pytest.mark.parametrize(
     ("status", "error", "code"),
     [
@@ -74,6 +83,7 @@ def test_a_failed_monitor_has_an_error_with_code_and_message_and_no_result() -> 
         ("FAILED", {"type": "TimeLimitExceeded", "message": "m"}, 4),
         ("FAILED", {"type": "InvalidInput", "message": "m"}, 3),
         ("CANCELLED", None, 1),
+        ("EXPIRED", {"type": "Expired", "message": "m"}, 4),  # DEADLINE_EXCEEDED
     ],
 )
 def test_google_errors_carry_google_rpc_codes(status: str, error: Any, code: int) -> None:

@@ -44,6 +44,10 @@ def submit(
     field: list[str] = typer.Option([], "--field", "-f", help="Input field key=value (repeatable)"),
     metadata: str = typer.Option(None, help="Metadata as a JSON object"),
     idempotency_key: str = typer.Option(None, help="Idempotency-Key header"),
+    run_at: str = typer.Option(None, "--run-at", help="Not before this RFC 3339 time (docs/flow-control.md)"),
+    delay: float = typer.Option(None, "--delay", help="Not before this many seconds from now"),
+    ttl: float = typer.Option(None, "--ttl", help="EXPIRED unless started within this many seconds"),
+    priority: int = typer.Option(None, "--priority", help="0-9; higher is admitted first within its queue"),
     follow: bool = typer.Option(False, "--follow", help="Follow the live stream with a progress bar; print its output"),
     url: str = URL,
 ) -> None:
@@ -52,7 +56,16 @@ def submit(
     with _client(url) as client:
         try:
             meta = json.loads(metadata) if metadata else None
-            task = client.submit(task_type, metadata=meta, idempotency_key=idempotency_key, **fields)
+            task = client.submit(
+                task_type,
+                metadata=meta,
+                idempotency_key=idempotency_key,
+                run_at=run_at,
+                delay_seconds=delay,
+                ttl_seconds=ttl,
+                priority=priority,
+                **fields,
+            )
         except TaskliftError as exc:
             _fail(exc)
             return

@@ -41,6 +41,7 @@ from tasklift.tasks.service import (
     ServiceError,
     TaskService,
     new_task,
+    parse_flow,
     parse_submission,
     request_fingerprint,
 )
@@ -95,13 +96,14 @@ def _parse_item(service_owner: str, index: int, item: Any) -> _Valid:
     body = item["task"]
     try:
         ttype, task_input, metadata = parse_submission(body)
+        flow = parse_flow(body)
     except InvalidInput as exc:
         raise _at(index, exc, ["task"]) from None
     if not claims.fits_inline(task_input):  # no blob storage in a batch: submit large inputs one by one
         raise _invalid(index, ["task"], "this input is too large for a batch item", "submit it alone with POST /tasks")
     task_id = uuid.uuid4()
     fingerprint = request_fingerprint(body)
-    task = new_task(task_id, service_owner, ttype, task_input, metadata)
+    task = new_task(task_id, service_owner, ttype, task_input, metadata, flow)
     keyed = KeyedTask(task, key, fingerprint if key is not None else None)
     return _Valid(index, key, fingerprint, keyed, Dispatch(task_id, ttype.queue, ttype.name), ttype.name)
 
@@ -150,7 +152,8 @@ async def submit_batch(service: TaskService, owner: str, items: list[Any]) -> li
             continue
         assert v.key is not None  # only a keyed item can find its key held
         _replay(v, outcome.earlier.get(v.key), outcome.replayed)
-    await service.enqueuer.enqueue([v.dispatch for v in inserted])  # after the commit; never raises for the broker
+    # After the commit; never raises for the broker. A delayed item waits for the dispatcher.
+    await service.enqueuer.enqueue([v.dispatch for v in inserted if v.keyed.task.inline])
     for v in inserted:
         telemetry.task_submitted(v.task_type)
     by_index = {v.index: v for v in sent}

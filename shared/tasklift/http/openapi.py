@@ -33,6 +33,7 @@ from tasklift.http.schemas import (
 from tasklift.settings import get_settings
 from tasklift.store.bulk import ACTION_STATUSES
 from tasklift.tasks.bulk import MAX_IDS, MAX_VALUES
+from tasklift.tasks.flow import FLOW_SCHEMA
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
 from tasklift.tasks.states import TaskStatus
@@ -255,6 +256,7 @@ def _submit_body_schema() -> dict[str, Any]:
         # A missing or null task_type is the default type (the original demo's bodies send null).
         task_type = {"enum": [ttype.name, None]} if default else {"const": ttype.name}
         props = {"task_type": task_type, "metadata": {"type": ["object", "null"]}, **schema.get("properties", {})}
+        props.update(FLOW_SCHEMA)  # flow control: docs/flow-control.md
         variants.append(
             {
                 "type": "object",

@@ -39,6 +39,7 @@ AZURE_STATUS: dict[TaskStatus, str] = {
     TaskStatus.SUCCESS: "Succeeded",
     TaskStatus.FAILED: "Failed",
     TaskStatus.CANCELLED: "Canceled",
+    TaskStatus.EXPIRED: "Failed",  # with error code "Expired" (its error's type)
 }
 
 #: google.rpc.Code of a FAILED task by its error type; any other failure is UNKNOWN (2), the code
@@ -46,6 +47,7 @@ AZURE_STATUS: dict[TaskStatus, str] = {
 GOOGLE_CODES: dict[str, int] = {"TimeLimitExceeded": 4, "InvalidInput": 3, "UnknownTaskType": 12}
 GOOGLE_UNKNOWN = 2
 GOOGLE_CANCELLED = 1  #: AIP-151: a cancelled operation has an error with code 1 (CANCELLED)
+GOOGLE_DEADLINE_EXCEEDED = 4  #: an EXPIRED task: not started by its expires_at
 STRUCT_TYPE = "type.googleapis.com/google.protobuf.Struct"
 
 
@@ -99,6 +101,8 @@ def google_operation(row: Mapping[str, Any]) -> dict[str, Any]:
         operation["response"] = {"@type": STRUCT_TYPE, "value": resource}
     elif status == TaskStatus.CANCELLED:
         operation["error"] = {"code": GOOGLE_CANCELLED, "message": "the task was cancelled"}
+    elif status == TaskStatus.EXPIRED:
+        operation["error"] = {"code": GOOGLE_DEADLINE_EXCEEDED, "message": "the task was not started by its expires_at"}
     elif status == TaskStatus.FAILED:
         error = row["error"] or {}
         code = GOOGLE_CODES.get(error.get("type") or "", GOOGLE_UNKNOWN)

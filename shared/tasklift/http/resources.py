@@ -9,6 +9,7 @@ from typing import Any
 from tasklift.blobs import claims
 from tasklift.http.types import rfc3339
 from tasklift.security.stream_tokens import stream_link
+from tasklift.tasks.flow import waiting_reason
 from tasklift.tasks.states import TERMINAL, TaskStatus
 
 
@@ -32,6 +33,11 @@ def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:
         "completed_at": rfc3339(row["completed_at"]),
         "trace_id": row["trace_id"],
         **_paused(row),
+        # Flow control (docs/flow-control.md)
+        "priority": row["priority"],
+        "scheduled_for": rfc3339(row["scheduled_for"]),
+        "expires_at": rfc3339(row["expires_at"]),
+        "waiting_reason": waiting_reason(row),
         "links": {
             "self": base,
             "stream": stream_link(tid),  # with a short-lived access token: EventSource cannot send headers

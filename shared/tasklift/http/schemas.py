@@ -35,7 +35,7 @@ class TaskResource(BaseModel):
 
     task_id: str
     task_type: str
-    status: str = Field(description="PENDING | RUNNING | SUCCESS | FAILED | CANCELLED")
+    status: str = Field(description="PENDING | RUNNING | SUCCESS | FAILED | CANCELLED | EXPIRED")
     progress: Progress
     result: Any = None
     result_url: str | None = None
@@ -49,6 +49,12 @@ class TaskResource(BaseModel):
     completed_at: str | None
     trace_id: str | None
     paused: bool | None = Field(None, description="GET /tasks/{id}: its queue is paused (it stays PENDING)")
+    priority: int = Field(0, ge=0, le=9, description="0-9; within a queue, higher is admitted first")
+    scheduled_for: str | None = Field(None, description="Not admitted to the queue before this (run_at / delay)")
+    expires_at: str | None = Field(None, description="Ends EXPIRED if not started by then (expires_at / ttl)")
+    waiting_reason: str | None = Field(
+        None, description="While PENDING: scheduled | paused | queued (due; admitted or about to be); else null"
+    )
     links: TaskLinks
 
 
@@ -137,7 +143,9 @@ class GoogleOperation(BaseModel):
     done: bool
     metadata: dict[str, Any] = Field(description="A google.protobuf.Struct Any: the task's status and progress")
     response: dict[str, Any] | None = Field(None, description="When done with success: Struct Any of the task")
-    error: RpcStatus | None = Field(None, description="When FAILED (code 2, 3, 4 or 12) or CANCELLED (code 1)")
+    error: RpcStatus | None = Field(
+        None, description="When FAILED (code 2, 3, 4 or 12), CANCELLED (code 1) or EXPIRED (code 4)"
+    )
 
 
 class BatchItemResult(BaseModel):

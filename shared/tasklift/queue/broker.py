@@ -20,7 +20,7 @@ from tasklift.queue import _compat
 from tasklift.queue.dispatch import BrokerEpoch
 from tasklift.queue.reconcile import reconcile
 from tasklift.settings import get_settings
-from tasklift.store import outbox
+from tasklift.store import flow, outbox
 from tasklift.store.repository import Dispatch
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,12 @@ class Broker:
             log.debug("could not read the broker epoch: %s", exc)
             return None
 
-    def dispatch_due(self, engine: Engine, limit: int = 500) -> int:
-        """Publish outbox rows whose time has come. Returns how many were published."""
+    def dispatch_due(self, engine: Engine, limit: int = 500, window: int = 0) -> int:
+        """Publish the outbox rows admitted now (due and allowed, by priority: docs/flow-control.md),
+        in that order. Returns how many were published."""
         epoch = self.epoch()
         with engine.begin() as conn:
-            rows = outbox.take_due_outbox(conn, limit)
+            rows = outbox.take_due_outbox(conn, limit, window)
             sent: list[tuple[uuid.UUID, int]] = []
             for row in rows:
                 item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
@@ -99,4 +100,11 @@ class Dispatcher:
             every = get_settings().outbox_verify_seconds
             reconcile(self.engine, self.broker.client, epoch, older_than=every)
             self._epoch, self._next_look = epoch, now + every
-        return self.broker.dispatch_due(self.engine)
+        return self.broker.dispatch_due(self.engine, window=get_settings().admission_window)
+
+    def next_wait(self, longest: float) -> float:
+        """Seconds the reaper may sleep before the next round: until the next intent comes due, at
+        most ``longest`` (a submit's inline publish needs no round; its lost publish waits its grace)."""
+        with self.engine.connect() as conn:
+            due_in = flow.seconds_to_next_due(conn)
+        return longest if due_in is None else max(0.01, min(longest, due_in))

@@ -128,7 +128,8 @@ class Enqueuer:
         await self._submits.turn()
 
     async def _enqueue_submits(self, submits: list[_Submit], _rows: list[Any]) -> None:
-        await self.send([(submit.item, submit.message) for submit in submits])
+        # A delayed task (or any, under an admission window) waits for the dispatcher: docs/flow-control.md.
+        await self.send([(submit.item, submit.message) for submit in submits if submit.task.inline])
 
     async def epoch(self, max_age: float = 2.0) -> str | None:
         """:meth:`Broker.epoch` on the event loop (the same :class:`BrokerEpoch`)."""

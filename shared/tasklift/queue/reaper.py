@@ -8,6 +8,8 @@
   killed, machine lost) goes back to PENDING and is re-dispatched, within a budget, else FAILED.
 - **Cancel enforcer**: a RUNNING task that ignored its cancel flag for ``cancel_grace_seconds`` is
   marked CANCELLED and its process terminated through Celery's revoke.
+- **Expiry** (every ``dispatch_interval_seconds``, before the dispatch): PENDING tasks not started
+  by their ``expires_at`` end EXPIRED (docs/flow-control.md).
 - **Cleanup**: expired Idempotency-Key records are deleted hourly.
 - **Bulk operations** (every ``dispatch_interval_seconds``, up to 2 s a round): cancel, retry or
   purge the tasks of ``POST /bulk`` operations, 500 per transaction (``tasklift.tasks.bulk_worker``).
@@ -32,7 +34,7 @@ from tasklift.queue.app import celery_app
 from tasklift.queue.broker import Dispatcher
 from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
-from tasklift.store import leases
+from tasklift.store import flow, leases
 from tasklift.tasks import bulk_worker, retention
 from tasklift.tasks.states import TaskStatus
 
@@ -78,6 +80,15 @@ def enforce_cancels(rt: WorkerRuntime) -> int:
     return len(events)
 
 
+def expire_due(rt: WorkerRuntime) -> int:
+    """End PENDING tasks not started by their ``expires_at`` as EXPIRED, and announce it (their
+    streams end with it): docs/flow-control.md."""
+    with rt.engine.begin() as conn:
+        expired = flow.expire_due(conn)
+    rt.announcer.announce([event for _, event in expired])
+    return len(expired)
+
+
 def cleanup(rt: WorkerRuntime) -> int:
     """Delete expired idempotency records."""
     with rt.engine.begin() as conn:
@@ -91,6 +102,7 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
     # by the same sweep's dispatch, not a dispatcher round later (resume <= lease + reaper interval).
     jobs: tuple[tuple[str, float, Callable[[], int]], ...] = (
         ("leases", settings.reaper_interval_seconds, lambda: reap_expired_leases(rt)),
+        ("expiry", settings.dispatch_interval_seconds, lambda: expire_due(rt)),  # before: never sent expired
         ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
         ("cancels", settings.reaper_interval_seconds, lambda: enforce_cancels(rt)),
         (
@@ -116,6 +128,14 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
             log.exception("reaper %s failed; retrying next round", name)
 
 
+def _next_wait(dispatcher: Dispatcher, longest: float) -> float:
+    """Sleep until the next intent comes due (a delayed task's start), at most ``longest``."""
+    try:
+        return dispatcher.next_wait(longest)
+    except DBAPIError:
+        return longest
+
+
 def run_forever(stop: threading.Event | None = None) -> None:
     """Sweep until ``stop`` is set (or forever); this process reports the backlog gauges meanwhile.
 
@@ -131,7 +151,11 @@ def run_forever(stop: threading.Event | None = None) -> None:
         log.info("reaper started")
         while not stop.is_set():
             sweep(rt, time.monotonic(), due, dispatcher)
-            stop.wait(min(rt.settings.dispatch_interval_seconds, rt.settings.reaper_interval_seconds))
+            longest = min(rt.settings.dispatch_interval_seconds, rt.settings.reaper_interval_seconds)
+            wait = _next_wait(dispatcher, longest)
+            stop.wait(wait)
+            if wait < longest:  # woken for an intent coming due (a delayed task's start): dispatch it now
+                due.pop("dispatch", None)
         log.info("reaper stopped")
     finally:
         rt.close()

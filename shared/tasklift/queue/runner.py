@@ -147,8 +147,9 @@ def _execute(task_id_str: str, worker: str) -> None:
         # Never ack a delivery we could not record: the message goes back to the queue.
         raise LeaseNotRecorded(f"task {task_id}: the lease could not be recorded ({type(exc).__name__})") from exc
     if claimed is None:
-        # Already running elsewhere (live lease), finished, cancelled, or unknown: drop the duplicate.
-        log.info("task %s: delivery dropped, it is not PENDING", task_id)
+        # Already running elsewhere (live lease), finished, cancelled, unknown, its queue paused, not
+        # due yet or past its expires_at (docs/flow-control.md): drop the delivery.
+        log.info("task %s: delivery dropped, it is not PENDING (or not due, or expired)", task_id)
         return
     row, event = claimed
     attempt = row["attempts"]

@@ -30,7 +30,7 @@ from tasklift.store import aio
 ACTION_STATUSES: dict[str, tuple[str, ...]] = {
     "cancel": ("PENDING", "RUNNING"),
     "retry": ("FAILED", "CANCELLED"),
-    "purge": ("SUCCESS", "FAILED", "CANCELLED"),
+    "purge": ("SUCCESS", "FAILED", "CANCELLED", "EXPIRED"),  # every terminal state (tasks/states.py)
 }
 #: Statuses of an operation (the task vocabulary: it is one too).
 OPEN = ("PENDING", "RUNNING")

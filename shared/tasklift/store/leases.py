@@ -119,6 +119,8 @@ WITH r AS (
         last_seq = last_seq + 1, updated_at = now()
     WHERE id = :task_id AND status = 'PENDING' AND cancel_requested IS FALSE
         AND NOT EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue)  -- docs/queues.md
+        AND (scheduled_for IS NULL OR scheduled_for <= now())  -- never early (docs/flow-control.md)
+        AND (expires_at IS NULL OR started_at IS NOT NULL OR expires_at > now())  -- nor expired
     RETURNING {repo.TASK_COLUMNS}
 ), lease_event AS (
     INSERT INTO task_events (task_id, seq, kind, data)
@@ -147,6 +149,18 @@ def _fenced(attempt: int) -> list[Any]:
 
 
 _FENCE_SQL = "id = :task_id AND status = 'RUNNING' AND attempts = :attempt"
+
+#: The first step of every event a running attempt writes (a step, an output batch): it takes the
+#: next ``seq`` and renews the lease, fenced by the attempt, so the statement's INSERTs (which read
+#: ``r``) write nothing once this attempt no longer holds the task. Bind ``task_id``, ``attempt``
+#: and ``lease``; the statement ends with ``SELECT last_seq, cancel_requested FROM r``.
+FENCED_EVENT_CTE = f"""
+WITH r AS (
+    UPDATE tasks
+    SET last_seq = last_seq + 1, updated_at = now(), lease_expires_at = now() + make_interval(secs => :lease)
+    WHERE {_FENCE_SQL}
+    RETURNING id, last_seq, cancel_requested
+)"""
 
 _HEARTBEAT = (
     text(

@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, exists, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from tasklift.store import flow
 from tasklift.store import repository as repo
 from tasklift.store.db import interval
-from tasklift.store.tables import outbox, paused_queues, tasks
+from tasklift.store.tables import outbox, paused_queues
 
 _MARK_PUBLISHED = text(repo.MARK_PUBLISHED_SQL)
 
@@ -38,18 +39,10 @@ def _not_paused() -> Any:
     return ~exists().where(paused_queues.c.queue == outbox.c.queue)
 
 
-def take_due_outbox(conn: Connection, limit: int = 500) -> list[RowMapping]:
-    """Lock unpublished outbox rows whose time has come (SKIP LOCKED: dispatchers never collide)."""
-    return list(
-        conn.execute(
-            select(outbox.c.task_id, outbox.c.intent_seq, outbox.c.queue, tasks.c.task_type, tasks.c.traceparent)
-            .join(tasks, tasks.c.id == outbox.c.task_id)
-            .where(outbox.c.published_at.is_(None), outbox.c.available_at <= func.now(), _not_paused())
-            .order_by(outbox.c.available_at)
-            .limit(limit)
-            .with_for_update(of=outbox, skip_locked=True)
-        ).mappings()
-    )
+def take_due_outbox(conn: Connection, limit: int = 500, window: int = 0) -> list[RowMapping]:
+    """Lock unpublished outbox rows the dispatcher may send now, in the order to send them: the
+    admission of :func:`tasklift.store.flow.admit` (due, allowed, by priority; SKIP LOCKED)."""
+    return flow.admit(conn, limit, window)
 
 
 def sent_unclaimed(conn: Connection, epoch: str, older_than: float, limit: int = 10_000) -> list[RowMapping]:

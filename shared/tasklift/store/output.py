@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Float, Integer, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from tasklift.store.leases import FENCED_EVENT_CTE
+
 _TASK_ID = bindparam("task_id", type_=UUID(as_uuid=True))
 
 _LAST_INDEX = text(
@@ -31,13 +33,8 @@ def last_index(conn: Connection, task_id: uuid.UUID) -> int:
 
 
 _APPEND = text(
-    """
-WITH r AS (
-    UPDATE tasks
-    SET last_seq = last_seq + 1, updated_at = now(), lease_expires_at = now() + make_interval(secs => :lease)
-    WHERE id = :task_id AND status = 'RUNNING' AND attempts = :attempt
-    RETURNING id, last_seq, cancel_requested
-), output_event AS (
+    FENCED_EVENT_CTE
+    + """, output_event AS (
     INSERT INTO task_events (task_id, seq, kind, data)
     SELECT r.id, r.last_seq, 'output', CAST(:data AS jsonb) FROM r
 )

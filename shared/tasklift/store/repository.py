@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from tasklift.tasks.states import TaskStatus
@@ -88,6 +89,9 @@ TASK_COLUMN_NAMES = (
     "started_at",
     "updated_at",
     "completed_at",
+    "priority",
+    "scheduled_for",
+    "expires_at",
 )
 TASK_COLUMNS = ", ".join(TASK_COLUMN_NAMES)
 
@@ -97,20 +101,37 @@ TASK_COLUMNS = ", ".join(TASK_COLUMN_NAMES)
 #: requests that arrive together in one such statement (:mod:`tasklift.store.aio`); a submit with
 #: an Idempotency-Key runs it for its one task inside the key's transaction. The tasks come as ONE
 #: JSON array of records (cheaper for the client to encode than nine parallel arrays).
+#: Flow control (docs/flow-control.md): ``scheduled_for`` and ``deadline`` are computed on the
+#: database's clock from ``run_at`` / ``delay`` and ``expires_at`` / ``ttl``; a task published at
+#: submit (``inline``, the default) gets the grace period and intent 1, any other is due for the
+#: dispatcher at its ``scheduled_for`` (or now) as intent 0: its ``available_at`` is its real due
+#: time, so the autoscaler's count of submits (:mod:`tasklift.store.scaling`: every intent 1, due
+#: or not) leaves it out until it is due.
 INSERT_TASKS_SQL = f"""
-WITH new AS (
+WITH given AS (
     SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS t(
         id uuid, owner text, task_type text, queue text, input jsonb, metadata jsonb, max_retries integer,
-        trace_id text, traceparent text
+        trace_id text, traceparent text, priority smallint, run_at timestamptz, delay double precision,
+        expires_at timestamptz, ttl double precision, inline boolean
     )
+), new AS (
+    SELECT given.*,
+        CASE WHEN run_at IS NOT NULL THEN run_at WHEN delay IS NOT NULL THEN now() + make_interval(secs => delay)
+        END AS scheduled_for,
+        coalesce(expires_at, now() + make_interval(secs => ttl)) AS deadline
+    FROM given
 ), first_event AS (
     INSERT INTO task_events (task_id, seq, kind, data) SELECT id, 1, 'status', CAST(:first_event AS jsonb) FROM new
 ), dispatch_intent AS (
-    INSERT INTO task_outbox (task_id, queue, available_at)
-    SELECT id, queue, now() + make_interval(secs => :dispatch_grace) FROM new
+    INSERT INTO task_outbox (task_id, queue, available_at, intent_seq)
+    SELECT id, queue, CASE WHEN inline IS NOT FALSE THEN now() + make_interval(secs => :dispatch_grace)
+        ELSE greatest(coalesce(scheduled_for, now()), now()) END, CASE WHEN inline IS NOT FALSE THEN 1 ELSE 0 END
+    FROM new
 )
-INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_retries, trace_id, traceparent, last_seq)
-SELECT id, owner, task_type, queue, 'PENDING', input, metadata, max_retries, trace_id, traceparent, 1 FROM new
+INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_retries, trace_id, traceparent, last_seq,
+    priority, scheduled_for, expires_at)
+SELECT id, owner, task_type, queue, 'PENDING', input, metadata, max_retries, trace_id, traceparent, 1,
+    coalesce(priority, 0), scheduled_for, deadline FROM new
 RETURNING {TASK_COLUMNS}
 """
 #: One task by id (:data:`GET_OWNED_TASK_SQL`: and owner).
@@ -142,6 +163,13 @@ class NewTask:
     trace_id: str | None
     dispatch_grace: float  #: seconds before the outbox dispatcher may publish it
     traceparent: str | None = None
+    #: Flow control (:mod:`tasklift.tasks.flow`): see :data:`INSERT_TASKS_SQL`.
+    priority: int = 0
+    run_at: datetime | None = None
+    delay: float | None = None
+    expires_at: datetime | None = None
+    ttl: float | None = None
+    inline: bool = True  #: published at submit; False: the dispatcher admits it (delayed, or a window)
 
     @staticmethod
     def many_params(tasks: Sequence[NewTask]) -> dict[str, Any]:
@@ -158,6 +186,12 @@ class NewTask:
                     "max_retries": t.max_retries,
                     "trace_id": t.trace_id,
                     "traceparent": t.traceparent,
+                    "priority": t.priority,
+                    "run_at": t.run_at.isoformat() if t.run_at else None,
+                    "delay": t.delay,
+                    "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+                    "ttl": t.ttl,
+                    "inline": t.inline,
                 }
                 for t in tasks
             ],

@@ -8,8 +8,10 @@ in infra/terraform/modules/workers and infra/bicep/modules/workers.bicep) polls
 - its PENDING tasks that are due: every submitted task no worker has claimed yet (its intent is
   the first, ``intent_seq = 1``: a submit is due at once, the dispatch grace only delays the
   dispatcher's fallback), and every re-queued one whose intent was sent to Redis or is due now (a
-  hand-back, a lost lease, a manual retry). A retry still in its back-off is not counted: a pool
-  is not scaled out for tasks that may not start yet.
+  hand-back, a lost lease, a manual retry). A submit the dispatcher admits (delayed by
+  ``run_at``, or under an admission window: docs/flow-control.md) is intent 0, counted once it is
+  due. A retry still in its back-off is not counted: a pool is not scaled out for tasks that may
+  not start yet.
 
 So a pool never looks idle while one of its tasks runs (Redis' list length, the previous measure,
 drops to 0 as soon as the last message is taken), and it reads 0 only when nothing runs or waits.

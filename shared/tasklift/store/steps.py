@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Float, Integer, Text, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from tasklift.store.leases import FENCED_EVENT_CTE
 from tasklift.store.repository import RecordedStep
 
 _TASK_ID = bindparam("task_id", type_=UUID(as_uuid=True))
@@ -30,13 +31,8 @@ def load_steps(conn: Connection, task_id: uuid.UUID) -> list[RecordedStep]:
 
 
 _RECORD = text(
-    """
-WITH r AS (
-    UPDATE tasks
-    SET last_seq = last_seq + 1, updated_at = now(), lease_expires_at = now() + make_interval(secs => :lease)
-    WHERE id = :task_id AND status = 'RUNNING' AND attempts = :attempt
-    RETURNING id, last_seq, cancel_requested
-), step AS (
+    FENCED_EVENT_CTE
+    + """, step AS (
     INSERT INTO task_steps (task_id, name, position, version, attempt, result, duration_ms)
     SELECT r.id, :name, :position, :version, :attempt, CAST(:result AS jsonb), :duration_ms FROM r
     ON CONFLICT (task_id, name) DO NOTHING

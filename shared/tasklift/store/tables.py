@@ -14,12 +14,14 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     Text,
     func,
     text,
@@ -73,8 +75,15 @@ class Task(Base):
     started_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     completed_at: Mapped[datetime | None]
+    #: Flow control (docs/flow-control.md): 0-9, higher is admitted first within a queue.
+    priority: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    #: Not admitted to the Celery queue before this time (``run_at`` / ``delay_seconds``).
+    scheduled_for: Mapped[datetime | None]
+    #: A task not started by this time ends EXPIRED (``expires_at`` / ``ttl_seconds``).
+    expires_at: Mapped[datetime | None]
 
     __table_args__ = (
+        CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
         Index("ix_tasks_owner_created", "owner", text("created_at DESC"), text("id DESC")),
         # The reaper scans running tasks by lease; a partial index keeps that scan tiny.
         Index("ix_tasks_running_lease", "lease_expires_at", postgresql_where=text("status = 'RUNNING'")),
@@ -82,6 +91,21 @@ class Task(Base):
         Index("ix_tasks_active_owner", "owner", postgresql_where=text("status IN ('PENDING', 'RUNNING')")),
         # The autoscaler counts each queue's running tasks (tasklift/store/scaling.py).
         Index("ix_tasks_running_queue", "queue", postgresql_where=text("status = 'RUNNING'")),
+        # Listings walk one of these in ORDER BY created_at DESC, id DESC and stop after a page, at
+        # any table size: an admin's (every owner) by status or type, a tenant's by status
+        # (migration 0008_growth; local/bench/growth.py measures them).
+        Index("ix_tasks_created", "created_at", "id"),
+        Index("ix_tasks_status_created", "status", "created_at", "id"),
+        Index("ix_tasks_task_type_created", "task_type", "created_at", "id"),
+        Index("ix_tasks_owner_status_created", "owner", "status", "created_at", "id"),
+        # Retention takes the tasks finished longest ago (tasklift/tasks/retention.py).
+        Index("ix_tasks_completed", "completed_at", postgresql_where=text("completed_at IS NOT NULL")),
+        # The expiry sweep (tasklift/store/flow.py): PENDING tasks never started that have a deadline.
+        Index(
+            "ix_tasks_pending_expiry",
+            "expires_at",
+            postgresql_where=text("status = 'PENDING' AND expires_at IS NOT NULL AND started_at IS NULL"),
+        ),
     )
 
 
@@ -135,8 +159,9 @@ class Outbox(Base):
     unpublished after a grace period, or retries whose back-off has elapsed. ``broker_epoch`` is the
     Redis ``run_id`` the message went to, so messages lost with a Redis restart can be re-sent.
     ``intent_seq`` is the task's event sequence number when this intent was written (1 for the
-    submit; a retry, re-dispatch or manual retry writes a new one): a mark of a sent message names
-    its intent, so it never lands on a newer one. The worker deletes the row when it claims the task.
+    submit; 0 for a submit the dispatcher admits, delayed or under a window: docs/flow-control.md;
+    a retry, re-dispatch or manual retry writes a new one): a mark of a sent message names its
+    intent, so it never lands on a newer one. The worker deletes the row when it claims the task.
     """
 
     __tablename__ = "task_outbox"
@@ -156,6 +181,8 @@ class Outbox(Base):
         Index("ix_task_outbox_published", "published_at", postgresql_where=text("published_at IS NOT NULL")),
         # The autoscaler counts each queue's due intents (tasklift/store/scaling.py).
         Index("ix_task_outbox_queue_due", "queue", "available_at"),
+        # The admission window counts each queue's messages sent and not yet claimed (tasklift/store/flow.py).
+        Index("ix_task_outbox_queue_sent", "queue", postgresql_where=text("published_at IS NOT NULL")),
     )
 
 

@@ -4,7 +4,7 @@ Pure: no store, no I/O. The body is ``{"action": "cancel" | "retry" | "purge", "
 "dry_run": false}``; the filter's fields are
 
 - ``status``: one status or a list, among those the action changes (cancel: PENDING, RUNNING;
-  retry: FAILED, CANCELLED; purge: SUCCESS, FAILED, CANCELLED); absent: all of those;
+  retry: FAILED, CANCELLED; purge: SUCCESS, FAILED, CANCELLED, EXPIRED); absent: all of those;
 - ``task_type``: one registered type or a list;
 - ``created_after`` / ``created_before``: RFC 3339 times (no offset: UTC); an empty range selects nothing;
 - ``key_prefix``: the Idempotency-Key the task was submitted with starts with this (while the key's

@@ -26,6 +26,7 @@ from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
 from tasklift.store.repository import Dispatch, Event
+from tasklift.tasks.flow import FLOW_FIELDS, Flow, FlowError, split_flow
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
 
@@ -124,6 +125,7 @@ class TaskService:
         """
         await self.enqueuer.turn()
         ttype, task_input, metadata = parse_submission(body)
+        flow = parse_flow(body)
         task_id = uuid.uuid4()
         with telemetry.span("tasklift.submit"):
             telemetry.annotate(task_id=task_id, task_type=ttype.name)
@@ -134,7 +136,7 @@ class TaskService:
                     claims.Claim.check_in, task_input, claims.input_key(task_id), self.blobs
                 )
             try:
-                task = new_task(task_id, owner, ttype, claim.value, metadata)
+                task = new_task(task_id, owner, ttype, claim.value, metadata, flow)
                 item = Dispatch(task_id, ttype.queue, ttype.name)
                 if idempotency_key is None:
                     row = await self.enqueuer.submit(task, item)  # commit, then LPUSH
@@ -144,7 +146,7 @@ class TaskService:
                     row, earlier = await self.store.submit_with_key(task, idempotency_key, fingerprint, ttl)
                     if earlier is not None:
                         return await self._replay(owner, earlier, fingerprint)
-                    await self.enqueuer.enqueue([item])
+                    await self.enqueuer.enqueue([item] if task.inline else [])
                 claim.keep()
             finally:
                 if not claim.kept and claims.is_ref(claim.value):
@@ -274,9 +276,19 @@ class TaskService:
 
 
 def new_task(
-    task_id: uuid.UUID, owner: str, ttype: TaskType, task_input: dict[str, Any], metadata: dict[str, Any]
+    task_id: uuid.UUID,
+    owner: str,
+    ttype: TaskType,
+    task_input: dict[str, Any],
+    metadata: dict[str, Any],
+    flow: Flow | None = None,
 ) -> repo.NewTask:
-    """The row a submit inserts, in the current trace (the dispatcher and the worker continue it)."""
+    """The row a submit inserts, in the current trace (the dispatcher and the worker continue it).
+
+    It is published at submit (``inline``) unless it is delayed or the admission window is on: then
+    the dispatcher admits it (docs/flow-control.md)."""
+    flow = flow or Flow()
+    settings = get_settings()
     trace_id, traceparent = telemetry.trace_ids()
     return repo.NewTask(
         task_id=task_id,
@@ -288,8 +300,22 @@ def new_task(
         max_retries=ttype.retries,
         trace_id=trace_id,
         traceparent=traceparent,
-        dispatch_grace=get_settings().dispatch_grace_seconds,
+        dispatch_grace=settings.dispatch_grace_seconds,
+        priority=flow.priority,
+        run_at=flow.run_at,
+        delay=flow.delay,
+        expires_at=flow.expires_at,
+        ttl=flow.ttl,
+        inline=not flow.delayed() and settings.admission_window == 0,
     )
+
+
+def parse_flow(body: dict[str, Any]) -> Flow:
+    """The flow-control fields of a submit body (:mod:`tasklift.tasks.flow`), or InvalidInput."""
+    try:
+        return split_flow(body, get_settings().max_schedule_seconds, utc_instant)[1]
+    except FlowError as exc:
+        raise InvalidInput(f"invalid {exc.field}: {exc.msg}", [{"loc": ["body", exc.field], "msg": exc.msg}]) from None
 
 
 def parse_task_id(task_id: str) -> uuid.UUID:
@@ -308,7 +334,7 @@ def parse_submission(body: Any) -> tuple[TaskType, dict[str, Any], dict[str, Any
     """
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object", [{"loc": ["body"], "msg": "not an object"}])
-    fields = dict(body)
+    fields = {k: v for k, v in body.items() if k not in FLOW_FIELDS}  # flow control: parse_flow's
     type_name = fields.pop("task_type", None)
     if type_name is None:  # missing or null (the original demo's bodies): the default type
         type_name = DEFAULT_TASK_TYPE

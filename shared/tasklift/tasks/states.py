@@ -4,7 +4,8 @@
 
     PENDING ──claim──▶ RUNNING ──▶ SUCCESS | FAILED | CANCELLED
        │                  │
-       └──cancel──▶ CANCELLED      RUNNING ──retry / lease lost──▶ PENDING
+       ├──cancel──▶ CANCELLED      RUNNING ──retry / lease lost──▶ PENDING
+       └──not started by expires_at──▶ EXPIRED   (docs/flow-control.md)
 
 Every transition is a compare-and-set in the database guarded by the current status (and, for a
 running task, its attempt number), appends an event and is then announced.
@@ -28,6 +29,8 @@ class TaskStatus(StrEnum):
     FAILED = "FAILED"
     #: Cancelled before or while running; never runs again unless retried by hand.
     CANCELLED = "CANCELLED"
+    #: Not started by its ``expires_at`` (``ttl_seconds``); never ran, never runs.
+    EXPIRED = "EXPIRED"
 
     @property
     def terminal(self) -> bool:
@@ -35,16 +38,17 @@ class TaskStatus(StrEnum):
         return self in TERMINAL
 
 
-TERMINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED})
+TERMINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED})
 
 #: Allowed transitions; the store's compare-and-set statements implement exactly these.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED, TaskStatus.EXPIRED}),
     TaskStatus.RUNNING: frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PENDING}),
     # A finished task may be re-queued by hand (POST /tasks/{id}/retry) except after success.
     TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
     TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),
     TaskStatus.SUCCESS: frozenset(),
+    TaskStatus.EXPIRED: frozenset(),  # its deadline has passed: a retry would expire at once
 }
 
 

@@ -2,7 +2,7 @@
 // Text always goes in through textContent (never innerHTML), so task data cannot inject markup.
 
 /** Statuses after which nothing changes any more (API.md task lifecycle). */
-export const TERMINAL = new Set(["SUCCESS", "FAILED", "CANCELLED"]);
+export const TERMINAL = new Set(["SUCCESS", "FAILED", "CANCELLED", "EXPIRED"]);
 
 export const STATUS_LABEL = {
   PENDING: "Pending",
@@ -10,6 +10,7 @@ export const STATUS_LABEL = {
   SUCCESS: "Succeeded",
   FAILED: "Failed",
   CANCELLED: "Cancelled",
+  EXPIRED: "Expired",
 };
 
 export const isTerminal = (status) => TERMINAL.has(status);

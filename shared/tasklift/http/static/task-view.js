@@ -17,6 +17,14 @@ const FEED_TEXT = {
   done: "Complete",
 };
 
+/** Why a PENDING task waits (docs/flow-control.md), from the resource's flow-control fields. */
+function waitingText(t) {
+  if (t.status !== "PENDING") return "–";
+  if (t.waiting_reason === "paused" || t.paused) return "Queue paused";
+  if (t.scheduled_for && Date.parse(t.scheduled_for) > serverNow()) return `Scheduled for ${localTime(t.scheduled_for, true)}`;
+  return t.expires_at ? `Queued · expires ${localTime(t.expires_at, true)}` : "Queued";
+}
+
 export class TaskView {
   /** @param {{onTask: (task) => void, onOpen: (id) => void}} hooks */
   constructor(root, hooks) {
@@ -130,6 +138,8 @@ export class TaskView {
     const counts = p.total ? `${p.current ?? 0} / ${p.total}` : "";
     s.message.textContent = [counts, p.message].filter(Boolean).join(" · ");
     s.attempts.textContent = String(t.attempts ?? "–");
+    s.priority.textContent = String(t.priority ?? 0);
+    s.waiting.textContent = waitingText(t);
     s.trace.textContent = t.trace_id || "–";
     this.announce(t, pct);
     this.cancelButton.hidden = isTerminal(t.status);
@@ -166,6 +176,9 @@ export class TaskView {
       const err = t.error || {};
       body.replaceChildren(h("p", { class: "error-text" },
         h("strong", { text: err.type ? `${err.type}: ` : "" }), err.message || "The task failed."));
+    } else if (t.status === "EXPIRED") {
+      title.textContent = "Expired";
+      body.replaceChildren(h("p", { text: `The task was not started by ${t.expires_at || "its deadline"}; it never ran.` }));
     } else {
       title.textContent = "Cancelled";
       body.replaceChildren(h("p", { text: "The task was cancelled before it finished." }));

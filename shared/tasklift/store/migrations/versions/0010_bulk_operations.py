@@ -4,8 +4,8 @@ The API inserts a row with the filter and the count it matched; the reaper works
 matching tasks in batches (keyset over task id), recording its cursor and counts in the row after
 every batch, so it resumes where it stopped after a crash (docs/bulk.md).
 
-Revision ID: 0009_bulk
-Revises: 0007_ops
+Revision ID: 0010_bulk
+Revises: 0009_flow
 """
 
 from collections.abc import Sequence
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-revision: str = "0009_bulk"
-down_revision: str | None = "0007_ops"
+revision: str = "0010_bulk"
+down_revision: str | None = "0009_flow"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,113 @@
+"""Flow control in PostgreSQL (docs/flow-control.md): which due tasks the dispatcher admits to the
+Celery queue, in what order, and the expiry of tasks that were not started in time.
+
+Admission is ONE statement per dispatcher batch (:data:`ADMIT_SQL`, :data:`ADMIT_WINDOW_SQL`): an
+outbox intent is admitted when it is unpublished and its ``available_at`` has passed (the
+``ix_task_outbox_unpublished`` partial index finds those), its task is due (``scheduled_for``),
+not expired, its queue not paused, and, under an admission window, its queue holds fewer than
+``:window`` messages sent and not yet claimed (``ix_task_outbox_queue_sent``). The admitted rows
+come in priority order (higher first) then submit time, locked ``FOR UPDATE OF o SKIP LOCKED``:
+several dispatchers never take the same row, and a row another dispatcher published meanwhile is
+re-checked (``published_at IS NULL``) and skipped. Further rules (a concurrency key's limit, a
+rate limit's tokens, a tenant's fair share) are further conditions of ``due`` and further
+partitions of its ranking: see docs/flow-control.md.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, RowMapping, text
+
+from tasklift.store import repository as repo
+
+#: The conditions of a due, admissible intent ``o`` of task ``t`` (shared by both admissions).
+_ADMISSIBLE = """
+    o.published_at IS NULL AND o.available_at <= now()
+    AND (t.scheduled_for IS NULL OR t.scheduled_for <= now())
+    AND (t.expires_at IS NULL OR t.started_at IS NOT NULL OR t.expires_at > now())
+    AND NOT EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = o.queue)"""
+_ORDER = "t.priority DESC, t.created_at, o.task_id"
+_COLUMNS = "o.task_id, o.intent_seq, o.queue, t.task_type, t.traceparent, t.priority"
+
+#: No window: every admissible intent, by priority then submit time, ``:limit`` per batch.
+ADMIT_SQL = f"""
+SELECT {_COLUMNS}
+FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
+WHERE {_ADMISSIBLE}
+ORDER BY {_ORDER}
+LIMIT :limit
+FOR UPDATE OF o SKIP LOCKED"""
+
+#: A window of ``:window`` messages per queue: a queue's first ``:window`` minus its sent-unclaimed
+#: intents by priority then submit time. (Ranked first, then locked: FOR UPDATE cannot stand beside
+#: a window function; the lock re-checks each row, so a rank another dispatcher took is skipped.)
+ADMIT_WINDOW_SQL = f"""
+WITH sent AS (
+    SELECT queue, count(*) AS n FROM task_outbox WHERE published_at IS NOT NULL GROUP BY queue
+), ranked AS (
+    SELECT o.task_id, o.queue, row_number() OVER (PARTITION BY o.queue ORDER BY {_ORDER}) AS place
+    FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
+    WHERE {_ADMISSIBLE}
+), chosen AS (
+    SELECT ranked.task_id FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
+    WHERE ranked.place <= :window - coalesce(sent.n, 0)
+)
+SELECT {_COLUMNS}
+FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
+WHERE o.task_id IN (SELECT task_id FROM chosen) AND o.published_at IS NULL
+ORDER BY {_ORDER}
+LIMIT :limit
+FOR UPDATE OF o SKIP LOCKED"""
+
+_ADMIT, _ADMIT_WINDOW = text(ADMIT_SQL), text(ADMIT_WINDOW_SQL)
+
+
+def admit(conn: Connection, limit: int = 500, window: int = 0) -> list[RowMapping]:
+    """Lock the intents the dispatcher may publish now, in the order to publish them (``window`` 0: none)."""
+    if window > 0:
+        return list(conn.execute(_ADMIT_WINDOW, {"limit": limit, "window": window}).mappings())
+    return list(conn.execute(_ADMIT, {"limit": limit}).mappings())
+
+
+#: Seconds until the next unpublished intent comes due (None: none is ahead), for the dispatcher's
+#: sleep. Only intents ahead count: one due already but held (a paused queue, a full window) waits
+#: for the next round, so a held intent never makes the loop spin.
+NEXT_DUE_SQL = """
+SELECT extract(epoch FROM min(available_at) - now()) FROM task_outbox
+WHERE published_at IS NULL AND available_at > now()"""
+_NEXT_DUE = text(NEXT_DUE_SQL)
+
+
+def seconds_to_next_due(conn: Connection) -> float | None:
+    """How long until the earliest unpublished intent ahead is due (:data:`NEXT_DUE_SQL`)."""
+    value = conn.execute(_NEXT_DUE).scalar_one()
+    return None if value is None else float(value)
+
+
+#: Expiry: PENDING tasks never started whose ``expires_at`` passed become EXPIRED, with their status
+#: event and without their outbox intent, ``:limit`` per statement (ix_tasks_pending_expiry), rows
+#: another sweep holds skipped. A task that has started once (a retry's back-off) does not expire.
+EXPIRE_SQL = f"""
+WITH due AS (
+    SELECT id AS expiring FROM tasks
+    WHERE status = 'PENDING' AND expires_at IS NOT NULL AND started_at IS NULL AND expires_at <= now()
+    ORDER BY expires_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), r AS (
+    UPDATE tasks SET status = 'EXPIRED', completed_at = now(), updated_at = now(), last_seq = last_seq + 1,
+        error = jsonb_build_object('type', 'Expired', 'message', 'the task was not started by its expires_at')
+    FROM due WHERE tasks.id = due.expiring AND tasks.status = 'PENDING'
+    RETURNING {repo.TASK_COLUMNS}
+), expire_event AS (
+    INSERT INTO task_events (task_id, seq, kind, data) SELECT r.id, r.last_seq, 'status', {repo.STATUS_DATA_SQL} FROM r
+), no_dispatch AS (
+    DELETE FROM task_outbox WHERE task_id IN (SELECT id FROM r)
+)
+SELECT {repo.TASK_COLUMNS} FROM r"""
+_EXPIRE = text(EXPIRE_SQL)
+
+
+def expire_due(conn: Connection, limit: int = 1000) -> list[tuple[RowMapping, repo.Event]]:
+    """End the due expiries (:data:`EXPIRE_SQL`); the rows and the status events to announce."""
+    rows = conn.execute(_EXPIRE, {"limit": limit}).mappings().all()
+    return [(row, repo.Event(str(row["id"]), row["last_seq"], "status", repo.status_data(dict(row)))) for row in rows]
