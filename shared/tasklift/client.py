@@ -16,7 +16,7 @@ Every error answer (problem+json) raises :class:`TaskliftError` carrying the pro
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -267,3 +267,67 @@ class TaskliftClient:
     def task_types(self) -> list[dict[str, Any]]:
         """GET /task-types."""
         return list(self._check(self._http.get("/task-types")).json())
+
+    def retry(self, task_id: str) -> TaskResource:
+        """POST /tasks/{id}/retry: a FAILED or CANCELLED task queued again (same id)."""
+        return TaskResource.model_validate(self._check(self._http.post(f"/tasks/{task_id}/retry")).json())
+
+    def google_operation(self, task_id: str) -> dict[str, Any]:
+        """GET /v1/operations/{id}: the task as an AIP-151 ``google.longrunning.Operation``."""
+        return dict(self._check(self._http.get(f"/v1/operations/{task_id}")).json())
+
+    # --- queues (admin) -------------------------------------------------------------------------
+
+    def pause_queue(self, queue: str) -> dict[str, Any]:
+        """POST /queues/{queue}:pause (admin): its PENDING tasks stay PENDING; ``{"queue", "paused", "pending"}``."""
+        return dict(self._check(self._http.post(f"/queues/{queue}:pause")).json())
+
+    def resume_queue(self, queue: str) -> dict[str, Any]:
+        """POST /queues/{queue}:resume (admin): its tasks are dispatched again, none lost."""
+        return dict(self._check(self._http.post(f"/queues/{queue}:resume")).json())
+
+    # --- bulk operations by filter (docs/bulk.md) -------------------------------------------------
+
+    def bulk(self, action: str, *, dry_run: bool = False, **filter: Any) -> dict[str, Any]:
+        """POST /bulk: ``action`` (cancel, retry, purge) on the tasks ``filter`` selects.
+
+        The filter's fields are keyword arguments: ``status``, ``task_type`` (a string or a list),
+        ``created_after`` / ``created_before`` (RFC 3339 text or aware datetimes), ``key_prefix``,
+        ``owner`` (admins). With ``dry_run`` returns ``{"count": …}``; otherwise the operation
+        (``bulk_id``, ``status``, ``total``…), which the server works through: follow it with
+        :meth:`bulk_status` or :meth:`wait_bulk`.
+        """
+        filt = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in filter.items() if v is not None}
+        body = {"action": action, "filter": filt, "dry_run": dry_run}
+        return dict(self._check(self._http.post("/bulk", json=body)).json())
+
+    def bulk_status(self, bulk_id: str) -> dict[str, Any]:
+        """GET /bulk/{id}: the operation's status, counts and progress."""
+        return dict(self._check(self._http.get(f"/bulk/{bulk_id}")).json())
+
+    def cancel_bulk(self, bulk_id: str) -> dict[str, Any]:
+        """DELETE /bulk/{id}: stop an open operation (what it changed stays changed)."""
+        return dict(self._check(self._http.delete(f"/bulk/{bulk_id}")).json())
+
+    def wait_bulk(
+        self,
+        bulk_id: str,
+        timeout: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll the operation (honouring Retry-After) until it ends; ``on_progress`` sees each state.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            resp = self._check(self._http.get(f"/bulk/{bulk_id}"))
+            op = dict(resp.json())
+            if on_progress is not None:
+                on_progress(op)
+            if op["status"] not in ("PENDING", "RUNNING"):
+                return op
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"bulk operation {bulk_id} did not finish within {timeout} s")
+            time.sleep(min(float(resp.headers.get("Retry-After", "1") or 1), 1.0))

@@ -139,12 +139,16 @@ def test_the_dashboard_is_usable_with_the_keyboard_alone(api: str, open_dashboar
 
     keys.press("Tab")  # Status filter
     keys.press("Tab")  # Type filter
+    keys.press("Tab")  # "All matching the filters" (the bulk buttons are disabled: nothing selected)
+    expect(page.get_by_label("All matching the filters")).to_be_focused()
     keys.press("Tab")
     first_row = page.locator("#task-list .row").first
     expect(first_row).to_be_focused()
     assert first_row.evaluate("el => getComputedStyle(el).outlineStyle") == "solid"  # focus is visible
     expect(first_row).to_contain_text("test_noop")
     keys.press("ArrowDown")  # buttons ignore arrows: focus stays put
+    keys.press("Tab")
+    expect(page.locator("#task-list .row-check").first).to_be_focused()  # the row's bulk checkbox
     keys.press("Tab")
     second_row = page.locator("#task-list .row").nth(1)
     expect(second_row).to_be_focused()

@@ -39,6 +39,10 @@ FALLBACK_ONLY = {
     ("POST", "/v1/operations/{task_id}:cancel"),
     ("POST", "/queues/{queue}:pause"),  # the same, and an operator's call, not a hot path
     ("POST", "/queues/{queue}:resume"),
+    # Bulk operations (docs/bulk.md): an operator's calls, served by the catch-all through the core.
+    ("POST", "/bulk"),
+    ("GET", "/bulk/{bulk_id}"),
+    ("DELETE", "/bulk/{bulk_id}"),
 }
 
 

@@ -47,6 +47,7 @@ NEGATABLE = [
     ("GET", "/tasks/{task_id}/output"),
     ("GET", "/tasks/{task_id}/stream"),
     ("POST", "/tasks/{task_id}/signals/{name}"),
+    ("POST", "/bulk"),
 ]
 
 

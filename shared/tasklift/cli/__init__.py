@@ -1,6 +1,7 @@
 """The ``tasklift`` command. Each module registers its commands on :data:`tasklift.cli.base.app`:
 ``server`` (dev, api, worker, reaper, migrate), ``client`` (submit, status, cancel, logs),
-``emulate`` (the local function-host emulators) and ``keys`` (API keys)."""
+``bulk`` (bulk cancel / retry / purge, queues pause / resume), ``emulate`` (the local function-host
+emulators) and ``keys`` (API keys)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tasklift.extras import MissingExtra
 COMMAND_MODULES = (
     "tasklift.cli.server",
     "tasklift.cli.client",
+    "tasklift.cli.bulk",
     "tasklift.cli.emulate",
     "tasklift.cli.data",
     "tasklift.cli.keys",

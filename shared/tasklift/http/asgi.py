@@ -154,6 +154,8 @@ def body_limit(route_name: str) -> int | None:
         return settings.batch_max_bytes
     if route_name == "send_signal":  # the payload: http/signals.py holds it to the inline size
         return settings.submit_body_limit
+    if route_name == "create_bulk":  # http/bulk.py: a small JSON body
+        return settings.max_body_bytes
     return None
 
 

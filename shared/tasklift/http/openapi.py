@@ -17,6 +17,8 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 from tasklift.http.guard import PUBLIC_ROUTES
 from tasklift.http.schemas import (
     BatchResult,
+    BulkCount,
+    BulkOperation,
     GoogleOperation,
     Health,
     LogLine,
@@ -31,6 +33,8 @@ from tasklift.http.schemas import (
     TaskTypeInfo,
 )
 from tasklift.settings import get_settings
+from tasklift.store.bulk import ACTION_STATUSES
+from tasklift.tasks.bulk import MAX_IDS, MAX_VALUES
 from tasklift.tasks.flow import FLOW_SCHEMA
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
@@ -143,6 +147,18 @@ _DOCS: dict[str, dict[str, Any]] = {
     },
     "pause_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
     "resume_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
+    "create_bulk": {
+        "status_code": 202,
+        "response_model": BulkOperation,
+        "responses": {
+            200: {"model": BulkCount, "description": "dry_run: how many tasks it would change now"},
+            202: {"description": "Accepted: the operation is committed; Location: /bulk/{bulk_id}"},
+            403: {**PROBLEM, "description": "The filter names another owner and the caller is not an admin"},
+            **dict.fromkeys((413, 415, 422), PROBLEM),
+        },
+    },
+    "get_bulk": {"response_model": BulkOperation, "responses": {404: PROBLEM}},
+    "cancel_bulk": {"response_model": BulkOperation, "responses": {404: PROBLEM, 409: PROBLEM}},
     "task_types": {"response_model": list[TaskTypeInfo]},
     "healthz": {"response_model": Health},
     "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
@@ -154,6 +170,7 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 
 
 _TASK_ID = _param("task_id", "path", {"type": "string"}, "The task's id (a UUID; any other value names no task: 404)")
+_BULK_ID = _param("bulk_id", "path", {"type": "string"}, "The bulk operation's id (a UUID; any other value: 404)")
 _QUEUE = _param("queue", "path", {"type": "string"}, "A task type's queue (GET /task-types); any other: 404")
 #: An event id; empty is no id (as an absent header: EventSource never sends an empty one).
 _EVENT_ID = {"type": "string", "pattern": "^([0-9]{1,18})?$"}
@@ -197,6 +214,8 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
         "get_operation_status": [_TASK_ID],
         "get_google_operation": [_TASK_ID],
         "cancel_google_operation": [_TASK_ID],
+        "get_bulk": [_BULK_ID],
+        "cancel_bulk": [_BULK_ID],
         "pause_queue": [_QUEUE],
         "resume_queue": [_QUEUE],
         "retry_task": [_TASK_ID],
@@ -294,6 +313,54 @@ def _batch_body_schema() -> dict[str, Any]:
     }
 
 
+def _one_or_many(item: dict[str, Any], most: int) -> dict[str, Any]:
+    return {"oneOf": [item, {"type": "array", "items": item, "minItems": 1, "maxItems": most}]}
+
+
+def _bulk_body_schema() -> dict[str, Any]:
+    """``POST /bulk``'s body (tasklift.tasks.bulk): one variant per action, each with its statuses."""
+    types = _one_or_many({"enum": sorted(t.name for t in all_task_types())}, MAX_VALUES)
+    time = {"type": "string", "format": "date-time"}
+    text = {"type": "string", "minLength": 1, "maxLength": 255}
+    selecting = ("status", "task_type", "created_after", "created_before", "key_prefix", "task_id")
+    variants = []
+    for action, statuses in ACTION_STATUSES.items():
+        properties = {
+            "status": _one_or_many({"enum": list(statuses)}, MAX_VALUES),  # repeats are harmless
+            "task_type": types,
+            "created_after": time,
+            "created_before": time,
+            "key_prefix": text,
+            "task_id": _one_or_many({"type": "string", "format": "uuid"}, MAX_IDS),
+            "owner": {**text, "description": "The tasks' owner: admins only (another caller naming another: 403)"},
+        }
+        filt = {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+            "anyOf": [{"required": [name]} for name in selecting],
+        }
+        variants.append(
+            {
+                "type": "object",
+                "title": action,
+                "properties": {
+                    "action": {"const": action},
+                    "filter": filt,
+                    "dry_run": {"type": "boolean", "default": False},
+                },
+                "required": ["action", "filter"],
+                "additionalProperties": False,
+            }
+        )
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": variants}}},
+        "description": "What to do with which tasks (docs/bulk.md): status, task_type, a created time range, "
+        "an Idempotency-Key prefix, task ids, an owner (admins).",
+    }
+
+
 def route_options(name: str) -> dict[str, Any]:
     """The keyword arguments of FastAPI's ``add_api_route`` that document the route called ``name``."""
     docs: dict[str, Any] = {"response_class": Response, "operation_id": name, **_DOCS.get(name, {})}
@@ -308,6 +375,8 @@ def route_options(name: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": {}}},
             "description": "Any JSON value (none: null): what ctx.wait_for returns",
         }
+    if name == "create_bulk":
+        openapi_extra["requestBody"] = _bulk_body_schema()
     if parameters := _parameters(name):
         openapi_extra["parameters"] = parameters
     if openapi_extra:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tasklift import telemetry
-from tasklift.http import batch, handlers, operations, output, queues, signals
+from tasklift.http import batch, bulk, handlers, operations, output, queues, signals
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -56,6 +56,10 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/operations/{task_id}:cancel", operations.cancel_google_operation, "cancel_google_operation"),
     Route("POST", "/queues/{queue}:pause", queues.pause_queue, "pause_queue"),  # http/queues.py (admin)
     Route("POST", "/queues/{queue}:resume", queues.resume_queue, "resume_queue"),
+    # Bulk cancel / retry / purge by filter, an operation of its own (http/bulk.py, docs/bulk.md).
+    Route("POST", "/bulk", bulk.create_bulk, "create_bulk"),
+    Route("GET", "/bulk/{bulk_id}", bulk.get_bulk, "get_bulk"),
+    Route("DELETE", "/bulk/{bulk_id}", bulk.cancel_bulk, "cancel_bulk"),
     Route("GET", "/task-types", handlers.task_types, "task_types"),
     Route("GET", "/healthz", handlers.healthz, "healthz"),
     Route("GET", "/readyz", handlers.readyz, "readyz"),

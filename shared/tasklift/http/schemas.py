@@ -201,3 +201,42 @@ class QueueState(BaseModel):
     queue: str
     paused: bool
     pending: int = Field(description="Its PENDING tasks")
+
+
+class BulkProgress(BaseModel):
+    percent: int = Field(ge=0, le=100)
+
+
+class BulkLinks(BaseModel):
+    self: str
+    cancel: str
+
+
+class BulkOperation(BaseModel):
+    """A bulk cancel, retry or purge by filter (POST /bulk, GET /bulk/{bulk_id}; docs/bulk.md)."""
+
+    bulk_id: str
+    action: str = Field(description="cancel | retry | purge")
+    filter: dict[str, Any] = Field(description="The filter, normalised (lists, UTC times)")
+    status: str = Field(description="PENDING | RUNNING | SUCCESS | CANCELLED | FAILED")
+    total: int = Field(description="Tasks the filter matched when the operation was made")
+    processed: int = Field(description="done + skipped + failed")
+    done: int = Field(description="Tasks changed")
+    skipped: int = Field(description="Matched, but no longer in a state the action changes when reached")
+    failed: int = Field(description="Could not be changed (a retry of a task type no longer registered)")
+    progress: BulkProgress
+    error: str | None = None
+    created_at: str
+    started_at: str | None = None
+    updated_at: str
+    finished_at: str | None = None
+    links: BulkLinks
+
+
+class BulkCount(BaseModel):
+    """A dry run of POST /bulk: how many tasks it would change now."""
+
+    action: str
+    filter: dict[str, Any]
+    dry_run: bool
+    count: int

@@ -14,6 +14,8 @@
 - **Expiry** (every ``dispatch_interval_seconds``, before the dispatch): PENDING tasks not started
   by their ``expires_at`` end EXPIRED (docs/flow-control.md).
 - **Cleanup**: expired Idempotency-Key records are deleted hourly.
+- **Bulk operations** (every ``dispatch_interval_seconds``, up to 2 s a round): cancel, retry or
+  purge the tasks of ``POST /bulk`` operations, 500 per transaction (``tasklift.tasks.bulk_worker``).
 - **Retention** (every ``retention_interval_seconds``): finished tasks older than ``retention_days``
   are purged with their events, log lines and blobs (``tasklift.tasks.retention``).
 
@@ -36,7 +38,7 @@ from tasklift.queue.broker import Dispatcher
 from tasklift.queue.runtime import WorkerRuntime
 from tasklift.settings import get_settings
 from tasklift.store import flow, leases, waits
-from tasklift.tasks import retention
+from tasklift.tasks import bulk_worker, retention
 from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,11 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
         ("waits", settings.dispatch_interval_seconds, lambda: wake_waits(rt)),
         ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
         ("cancels", settings.reaper_interval_seconds, lambda: enforce_cancels(rt)),
+        (
+            "bulk",
+            settings.dispatch_interval_seconds,
+            lambda: bulk_worker.work(rt.engine, rt.blobs, rt.announcer.announce),
+        ),
         ("cleanup", CLEANUP_INTERVAL, lambda: cleanup(rt)),
         ("retention", settings.retention_interval_seconds, lambda: retention.purge_expired(rt.engine, rt.blobs)),
     )

@@ -275,35 +275,43 @@ _STATUS_EVENT = "INSERT INTO task_events (task_id, seq, kind, data) SELECT r.id,
 #: Cancel: PENDING or WAITING → CANCELLED at once (its outbox intent dropped: the queued message, if
 #: any, finds it cancelled and is dropped; its wait row dropped); RUNNING → the durable cancel flag,
 #: once (the first request wins the event; the worker stops at its next check). Returns the changed
-#: row, or none.
-CANCEL_SQL = f"""
+#: rows, or none. ``{target}`` selects the tasks: one by id and owner (:data:`CANCEL_SQL`), or the
+#: ids of a bulk cancel's batch (:data:`BULK_CANCEL_SQL`, :mod:`tasklift.tasks.bulk`); the rest is
+#: the same text.
+_CANCEL_TEMPLATE = f"""
 WITH r AS (
     UPDATE tasks
     SET status = CASE WHEN status IN ('PENDING', 'WAITING') THEN 'CANCELLED' ELSE status END,
         completed_at = CASE WHEN status IN ('PENDING', 'WAITING') THEN now() ELSE completed_at END,
         cancel_requested = TRUE, cancel_requested_at = now(), last_seq = last_seq + 1, updated_at = now()
-    WHERE {_OWNED} AND (status IN ('PENDING', 'WAITING') OR (status = 'RUNNING' AND cancel_requested IS FALSE))
+    WHERE {{target}} AND (status IN ('PENDING', 'WAITING') OR (status = 'RUNNING' AND cancel_requested IS FALSE))
     RETURNING {TASK_COLUMNS}
 ), cancel_event AS (
     {_STATUS_EVENT.format(data=STATUS_DATA_SQL)}
 ), no_dispatch AS (
-    DELETE FROM task_outbox WHERE task_id = :task_id AND EXISTS (SELECT FROM r WHERE r.status = 'CANCELLED')
+    DELETE FROM task_outbox WHERE task_id IN (SELECT r.id FROM r WHERE r.status = 'CANCELLED')
 ), no_wait AS (
-    DELETE FROM task_waits WHERE task_id = :task_id AND EXISTS (SELECT FROM r WHERE r.status = 'CANCELLED')
+    DELETE FROM task_waits WHERE task_id IN (SELECT r.id FROM r WHERE r.status = 'CANCELLED')
 )
 SELECT {TASK_COLUMNS} FROM r"""
+CANCEL_SQL = _CANCEL_TEMPLATE.format(target=_OWNED)
+#: The tasks of a bulk operation's batch (``:ids``), as :data:`CANCEL_SQL` cancels one.
+BULK_IDS = "id = ANY(CAST(:ids AS uuid[]))"
+BULK_CANCEL_SQL = _CANCEL_TEMPLATE.format(target=BULK_IDS)
 
 #: Manual retry: FAILED | CANCELLED → PENDING, same id, a fresh retry budget (automatic retries
 #: count failures, see :func:`tasklift.store.leases.failures`), events go on; a new dispatch intent
-#: for this transition, due at once. Returns the reopened row, or none.
-REOPEN_SQL = f"""
+#: for this transition, due at once. Returns the reopened rows, or none. ``{source}`` /
+#: ``{target}`` / ``{retries}``: one task by id and owner with its type's ``:retries``
+#: (:data:`REOPEN_SQL`), or a bulk retry's batch, each id with its type's retries (:data:`BULK_REOPEN_SQL`).
+_REOPEN_TEMPLATE = f"""
 WITH r AS (
     UPDATE tasks
     SET status = 'PENDING', cancel_requested = FALSE, cancel_requested_at = NULL, error = NULL, result = NULL,
-        completed_at = NULL, max_retries = attempts - redispatches - handbacks + :retries,
-        last_seq = last_seq + 1, updated_at = now()
-    WHERE {_OWNED} AND status IN ('FAILED', 'CANCELLED')
-    RETURNING {TASK_COLUMNS}
+        completed_at = NULL, max_retries = attempts - redispatches - handbacks + {{retries}},
+        last_seq = last_seq + 1, updated_at = now(){{source}}
+    WHERE {{target}} AND status IN ('FAILED', 'CANCELLED')
+    RETURNING {", ".join(f"tasks.{name}" for name in TASK_COLUMN_NAMES)}
 ), reopen_event AS (
     {_STATUS_EVENT.format(data=STATUS_DATA_SQL)}
 ), dispatch_intent AS (
@@ -314,7 +322,12 @@ WITH r AS (
         intent_seq = EXCLUDED.intent_seq
 )
 SELECT {TASK_COLUMNS} FROM r"""
-
+REOPEN_SQL = _REOPEN_TEMPLATE.format(source="", target=_OWNED, retries=":retries")
+BULK_REOPEN_SQL = _REOPEN_TEMPLATE.format(
+    source="\n    FROM unnest(CAST(:ids AS uuid[]), CAST(:retries AS integer[])) AS b(bulk_id, bulk_retries)",
+    target="tasks.id = b.bulk_id",
+    retries="b.bulk_retries",
+)
 
 #: The condition of an unfinished task, literal so that it matches the partial index
 #: ix_tasks_active_owner's predicate even in a prepared statement.

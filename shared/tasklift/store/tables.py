@@ -251,6 +251,35 @@ class PausedQueue(Base):
     paused_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class BulkOperation(Base):
+    """A bulk cancel, retry or purge by filter (POST /bulk): its filter, progress and cursor."""
+
+    __tablename__ = "bulk_operations"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    owner: Mapped[str] = mapped_column(Text)  #: who asked for it (it sees it at GET /bulk/{id})
+    #: the tasks' owner it is confined to; None: every owner (an admin's, without an owner filter)
+    scope_owner: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)  #: cancel | retry | purge
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(Text, server_default="PENDING")
+    total: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    done: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    skipped: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    failed: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    cursor: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))  #: the last task id handled
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_bulk_operations_open", "created_at", postgresql_where=text("status IN ('PENDING', 'RUNNING')")),
+        Index("ix_bulk_operations_owner_created", "owner", "created_at"),
+    )
+
+
 tasks = Task.__table__
 task_events = TaskEvent.__table__
 task_steps = TaskStep.__table__
@@ -259,6 +288,7 @@ task_signals = TaskSignal.__table__
 outbox = Outbox.__table__
 idempotency_keys = IdempotencyKey.__table__
 paused_queues = PausedQueue.__table__
+bulk_operations = BulkOperation.__table__
 
 
 class ApiKey(Base):

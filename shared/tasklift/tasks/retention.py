@@ -55,14 +55,21 @@ def delete_task_blobs(task_id: Any, store: BlobStore) -> int:
     return len(keys)
 
 
+def delete_tasks(conn: Connection, ids: list[Any], store: BlobStore) -> tuple[int, int]:
+    """Delete the tasks ``ids`` (locked by the caller's transaction) with their blobs, blobs first;
+    returns (rows, blobs) deleted. Retention's purge and a bulk purge (``tasklift.tasks.bulk_worker``)."""
+    blobs = sum(delete_task_blobs(task_id, store) for task_id in ids)
+    deleted = conn.execute(delete(Task).where(Task.id.in_(ids))).rowcount or 0
+    return deleted, blobs
+
+
 def purge_batch(engine: Engine, days: float, store: BlobStore, limit: int = BATCH) -> int:
     """Purge up to ``limit`` expired tasks in one transaction; returns how many rows were deleted."""
     with engine.begin() as conn:
         ids = [row["id"] for row in _expired(conn, days, limit)]
         if not ids:
             return 0
-        blobs = sum(delete_task_blobs(task_id, store) for task_id in ids)
-        deleted = conn.execute(delete(Task).where(Task.id.in_(ids))).rowcount or 0
+        deleted, blobs = delete_tasks(conn, ids, store)
     log.info("retention: purged %d tasks and %d blobs finished over %g days ago", deleted, blobs, days)
     return deleted
 

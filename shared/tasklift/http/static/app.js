@@ -3,6 +3,7 @@
 // No build step: plain ES modules served from /static by the API itself.
 
 import { apiHealth, hasCredential, onAuthRequired, onHealth, request, serverNow, setCredential } from "./api.js";
+import { BulkActions } from "./bulk-actions.js";
 import { TaskForm } from "./task-form.js";
 import { TaskList } from "./task-list.js";
 import { TaskView } from "./task-view.js";
@@ -11,6 +12,7 @@ const banner = document.querySelector("#banner");
 const conn = document.querySelector("#conn");
 
 const list = new TaskList(document.querySelector(".tasks"), { onSelect: (id) => open(id, { focus: true }) });
+new BulkActions(document.querySelector(".tasks"), list);
 const view = new TaskView(document.querySelector("#detail"), {
   onTask: (task) => list.upsert(task, { live: true }),
   onOpen: (id) => open(id, { focus: true }),

@@ -52,6 +52,8 @@ export class TaskList {
     this.typeFilter = root.querySelector("#filter-type");
     this.tasks = new Map();
     this.rows = new Map();
+    this.checked = new Set(); // ticked rows (bulk-actions.js acts on them)
+    this.onChecked = null;
     this.cursor = null;
     this.selected = null;
     this.etag = null;
@@ -80,6 +82,17 @@ export class TaskList {
     return `/tasks?${params}`;
   }
 
+  /** The list's filters, as the bulk actions send them. */
+  filters() {
+    return { status: this.statusFilter.value || null, task_type: this.typeFilter.value || null };
+  }
+
+  clearChecked() {
+    this.checked.clear();
+    for (const row of this.rows.values()) row.querySelector(".row-check").checked = false;
+    this.onChecked?.();
+  }
+
   get filtered() {
     return Boolean(this.statusFilter.value || this.typeFilter.value);
   }
@@ -89,6 +102,8 @@ export class TaskList {
     this.generation += 1;
     this.tasks.clear();
     this.rows.clear();
+    this.checked.clear();
+    this.onChecked?.();
     this.list.replaceChildren();
     this.cursor = null;
     this.etag = null;
@@ -161,6 +176,7 @@ export class TaskList {
   }
 
   remove(id) {
+    if (this.checked.delete(id)) this.onChecked?.();
     this.tasks.delete(id);
     this.rows.get(id)?.remove();
     this.rows.delete(id);
@@ -233,7 +249,14 @@ export class TaskList {
       h("span", { class: "row-pct mono", "data-part": "pct" }),
       h("span", { class: "row-msg", "data-part": "msg" }),
       h("span", { class: "row-when", "data-part": "when" }));
-    return h("li", {}, button);
+    const check = h("input", { type: "checkbox", class: "row-check",
+      "aria-label": `Select ${task.task_type} ${shortId(task.task_id)}`,
+      onchange: (event) => {
+        if (event.target.checked) this.checked.add(task.task_id);
+        else this.checked.delete(task.task_id);
+        this.onChecked?.();
+      } });
+    return h("li", { class: "row-item" }, button, check);
   }
 
   fillRow(row, task) {
