@@ -101,8 +101,11 @@ INSERT_TASKS_SQL = f"""
 WITH new AS (
     SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS t(
         id uuid, owner text, task_type text, queue text, input jsonb, metadata jsonb, max_retries integer,
-        trace_id text, traceparent text
+        trace_id text, traceparent text, callback_url text, callback_events jsonb
     )
+), callback AS (  -- its webhook (docs/webhooks.md); the trigger of migration 0008_hooks reads it
+    INSERT INTO task_callbacks (task_id, url, events)
+    SELECT id, callback_url, callback_events FROM new WHERE callback_url IS NOT NULL
 ), first_event AS (
     INSERT INTO task_events (task_id, seq, kind, data) SELECT id, 1, 'status', CAST(:first_event AS jsonb) FROM new
 ), dispatch_intent AS (
@@ -142,6 +145,8 @@ class NewTask:
     trace_id: str | None
     dispatch_grace: float  #: seconds before the outbox dispatcher may publish it
     traceparent: str | None = None
+    callback_url: str | None = None  #: where its webhooks go (docs/webhooks.md)
+    callback_events: tuple[str, ...] = ()
 
     @staticmethod
     def many_params(tasks: Sequence[NewTask]) -> dict[str, Any]:
@@ -158,6 +163,8 @@ class NewTask:
                     "max_retries": t.max_retries,
                     "trace_id": t.trace_id,
                     "traceparent": t.traceparent,
+                    "callback_url": t.callback_url,
+                    "callback_events": list(t.callback_events) if t.callback_url else None,
                 }
                 for t in tasks
             ],

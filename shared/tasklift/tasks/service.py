@@ -26,6 +26,7 @@ from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
 from tasklift.store.repository import Dispatch, Event
+from tasklift.tasks import callbacks
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
 
@@ -123,7 +124,9 @@ class TaskService:
             BlobStoreError: a large input could not be stored (no task was created).
         """
         await self.enqueuer.turn()
-        ttype, task_input, metadata = parse_submission(body)
+        plain, callback_fields = callbacks.split(body)
+        ttype, task_input, metadata = parse_submission(plain)
+        callback = await vet_callback(callback_fields, ttype)
         task_id = uuid.uuid4()
         with telemetry.span("tasklift.submit"):
             telemetry.annotate(task_id=task_id, task_type=ttype.name)
@@ -134,7 +137,7 @@ class TaskService:
                     claims.Claim.check_in, task_input, claims.input_key(task_id), self.blobs
                 )
             try:
-                task = new_task(task_id, owner, ttype, claim.value, metadata)
+                task = new_task(task_id, owner, ttype, claim.value, metadata, callback)
                 item = Dispatch(task_id, ttype.queue, ttype.name)
                 if idempotency_key is None:
                     row = await self.enqueuer.submit(task, item)  # commit, then LPUSH
@@ -274,7 +277,12 @@ class TaskService:
 
 
 def new_task(
-    task_id: uuid.UUID, owner: str, ttype: TaskType, task_input: dict[str, Any], metadata: dict[str, Any]
+    task_id: uuid.UUID,
+    owner: str,
+    ttype: TaskType,
+    task_input: dict[str, Any],
+    metadata: dict[str, Any],
+    callback: callbacks.Callback | None = None,
 ) -> repo.NewTask:
     """The row a submit inserts, in the current trace (the dispatcher and the worker continue it)."""
     trace_id, traceparent = telemetry.trace_ids()
@@ -289,7 +297,21 @@ def new_task(
         trace_id=trace_id,
         traceparent=traceparent,
         dispatch_grace=get_settings().dispatch_grace_seconds,
+        callback_url=callback.url if callback else None,
+        callback_events=callback.events if callback else (),
     )
+
+
+async def vet_callback(fields: Mapping[str, Any], ttype: TaskType) -> callbacks.Callback | None:
+    """The submit's webhook (its fields or the type's default), its URL vetted (DNS in a thread), or
+    :class:`InvalidInput` (docs/webhooks.md)."""
+    try:
+        callback = callbacks.requested(fields, ttype)
+        if callback is not None:
+            await anyio.to_thread.run_sync(callbacks.vet_url, callback.url, get_settings())
+    except callbacks.BadCallback as exc:
+        raise InvalidInput(f"{exc.field} refused: {exc.msg}", [{"loc": ["body", exc.field], "msg": exc.msg}]) from None
+    return callback
 
 
 def parse_task_id(task_id: str) -> uuid.UUID:
