@@ -9,6 +9,8 @@
 - **Cancel enforcer**: a RUNNING task that ignored its cancel flag for ``cancel_grace_seconds`` is
   marked CANCELLED and its process terminated through Celery's revoke.
 - **Cleanup**: expired Idempotency-Key records are deleted hourly.
+- **Webhooks** (a thread of their own, ``tasklift.queue.webhooks``): the recorded deliveries are
+  POSTed, signed, retried with back-off (docs/webhooks.md).
 - **Retention** (every ``retention_interval_seconds``): finished tasks older than ``retention_days``
   are purged with their events, log lines and blobs (``tasklift.tasks.retention``).
 
@@ -29,6 +31,7 @@ from tasklift.queue import gauges
 from tasklift.queue.app import celery_app
 from tasklift.queue.broker import Dispatcher
 from tasklift.queue.runtime import WorkerRuntime
+from tasklift.queue.webhooks import Deliverer
 from tasklift.settings import get_settings
 from tasklift.store import leases
 from tasklift.tasks import retention
@@ -121,10 +124,14 @@ def run_forever(stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         due: dict[str, float] = {}
         dispatcher = Dispatcher(rt.engine, rt.broker)
+        deliverer = Deliverer(rt.engine, rt.settings)  # webhooks, in a thread of their own (queue/webhooks.py)
+        delivering = deliverer.start(stop)
         log.info("reaper started")
         while not stop.is_set():
             sweep(rt, time.monotonic(), due, dispatcher)
             stop.wait(min(rt.settings.dispatch_interval_seconds, rt.settings.reaper_interval_seconds))
+        delivering.join(rt.settings.webhook_timeout_seconds * 3 + 5)
+        deliverer.close()
         log.info("reaper stopped")
     finally:
         rt.close()
