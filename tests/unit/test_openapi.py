@@ -29,6 +29,8 @@ STATUSES = {
     "stream_task": {200, 204, 404, 422},
     "task_result": {200, 303, 404, 409, 410},
     "retry_task": {202, 404, 409},
+    "list_deliveries": {200, 404, 422},
+    "redeliver_delivery": {202, 404},
     "get_operation_status": {200, 404},
     "get_google_operation": {200, 404},
     "cancel_google_operation": {200, 404, 409},

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tasklift import telemetry
-from tasklift.http import batch, handlers, operations, output, queues
+from tasklift.http import batch, deliveries, handlers, operations, output, queues
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -47,6 +47,9 @@ ROUTES: list[Route] = [
     Route("GET", "/tasks/{task_id}/output", output.task_output, "task_output"),
     Route("GET", "/tasks/{task_id}/result", handlers.task_result, "task_result"),
     Route("POST", "/tasks/{task_id}/retry", handlers.retry_task, "retry_task"),
+    # Webhook deliveries (http/deliveries.py; docs/webhooks.md).
+    Route("GET", "/tasks/{task_id}/deliveries", deliveries.list_deliveries, "list_deliveries"),
+    Route("POST", "/tasks/{task_id}/deliveries/{delivery_id}:redeliver", deliveries.redeliver, "redeliver_delivery"),
     # Standard long-running-operation views of a task (http/operations.py): Azure's status monitor
     # (Azure-AsyncOperation) and AIP-151's google.longrunning.Operation.
     Route("GET", "/operations/{task_id}", operations.get_operation_status, "get_operation_status"),

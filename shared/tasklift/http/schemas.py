@@ -28,6 +28,7 @@ class TaskLinks(BaseModel):
     retry: str
     operation: str
     google_operation: str
+    deliveries: str
 
 
 class TaskResource(BaseModel):
@@ -163,3 +164,25 @@ class QueueState(BaseModel):
     queue: str
     paused: bool
     pending: int = Field(description="Its PENDING tasks")
+
+
+class Delivery(BaseModel):
+    """One webhook delivery of a task (docs/webhooks.md)."""
+
+    id: str = Field(description="The webhook-id: the same on every retry and redelivery")
+    task_id: str
+    event_type: str = Field(description="task.succeeded | task.failed | task.cancelled | task.progress")
+    url: str
+    state: str = Field(description="pending | delivered | failed (given up after webhook_retry_hours)")
+    attempts: int
+    next_attempt_at: str | None
+    last_attempt_at: str | None
+    last_status: int | None = Field(description="The receiver's last HTTP status; null: no answer")
+    last_error: str | None = Field(description="Why the last attempt failed (at most a short excerpt of the answer)")
+    delivered_at: str | None
+    created_at: str
+    links: dict[str, str]
+
+
+class DeliveryList(BaseModel):
+    items: list[Delivery]
