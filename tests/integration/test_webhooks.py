@@ -176,8 +176,10 @@ def test_redelivery_sends_the_same_webhook_id_again_and_progress_milestones_are_
         with_progress = client.post("/tasks", json=progress).json()["task_id"]
         wait_for_status(client, with_progress, "SUCCESS")
         _wait(
-            lambda: {d["event_type"] for d in _deliveries(client, with_progress)} >= {"task.succeeded"}
-            and all(d["state"] == "delivered" for d in _deliveries(client, with_progress)),
+            lambda: (
+                {d["event_type"] for d in _deliveries(client, with_progress)} >= {"task.succeeded"}
+                and all(d["state"] == "delivered" for d in _deliveries(client, with_progress))
+            ),
             20,
             "the progress task's deliveries",
         )
