@@ -21,7 +21,8 @@ from starlette.routing import Route
 class Receiver:
     """What a receiver saw: ``wire`` every webhook-id in arrival order, ``events`` the first verified
     payload of each id, ``refused`` the verification errors. ``plan`` scripts the next answers:
-    ``"500"`` (an error after reading it), ``"slow"`` (answer after ``slow_seconds``), else 204."""
+    ``"500"`` (an error after reading it), ``"slow"`` (answer after ``slow_seconds``), ``"redirect"``
+    (a 307 elsewhere), else 204."""
 
     def __init__(self, secret: str, slow_seconds: float = 3.0) -> None:
         self.verifier = Webhook(secret)
@@ -51,6 +52,8 @@ class Receiver:
             action = self.plan.pop(0) if self.plan else "ok"
         if action == "500":
             return Response("x" * 5000, status_code=500)  # a long body: only an excerpt may be stored
+        if action == "redirect":
+            return Response(status_code=307, headers={"Location": "http://127.0.0.1:9/elsewhere"})
         if action == "slow":
             await asyncio.sleep(self.slow_seconds)
         return Response(status_code=204)

@@ -1,0 +1,138 @@
+"""The webhook deliverer (tasklift.queue.webhooks) on the real database and a real receiver: several
+deliverers share the work without sending a row twice (SKIP LOCKED claims), a receiver that never
+accepts is given up after the retry window (and can be redelivered), redirects are not followed.
+
+The deliverers run in this process (their threads, the test's database); the deliveries come from
+the API's cancel of PENDING tasks, through the trigger (no worker needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tasklift.embedded import free_port
+from tasklift.queue.webhooks import Deliverer
+from tasklift.settings import database_url, get_settings
+from tasklift.store.db import make_engine
+from tests.support.webhook_receiver import Receiver, Server
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def port(tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> int:
+    chosen = free_port()
+    for name, value in {
+        "TASKLIFT_WEBHOOK_SECRETS": SECRET,
+        "TASKLIFT_WEBHOOK_ALLOW_PRIVATE": "true",
+        "TASKLIFT_WEBHOOK_ALLOWED_PORTS": f"[{chosen}]",
+        "TASKLIFT_WEBHOOK_TIMEOUT_SECONDS": "1",
+        "TASKLIFT_WEBHOOK_RETRY_SCHEDULE": "[0.2]",
+        "TASKLIFT_WEBHOOK_RETRY_HOURS": "0.0006",  # about 2 s
+        "TASKLIFT_WEBHOOK_INTERVAL_SECONDS": "0.1",
+        "TASKLIFT_WEBHOOK_CONCURRENCY": "4",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    return chosen
+
+
+@pytest.fixture
+def deliverers(port: int) -> Iterator[Callable[[int], None]]:
+    """``start(n)``: n deliverers, each with its own engine, until the test ends."""
+    stop = threading.Event()
+    started: list[tuple[Deliverer, threading.Thread]] = []
+
+    def start(count: int) -> None:
+        for _ in range(count):
+            deliverer = Deliverer(make_engine(database_url(), pool_size=2), get_settings())
+            started.append((deliverer, deliverer.start(stop)))
+
+    yield start
+    stop.set()
+    for deliverer, thread in started:
+        thread.join(10)
+        deliverer.close()
+        deliverer.engine.dispose()
+
+
+def _cancelled_tasks(client: httpx.Client, url: str, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        task_id = client.post("/tasks", json={"task_type": "test_noop", "callback_url": url}).json()["task_id"]
+        assert client.delete(f"/tasks/{task_id}").status_code == 204  # PENDING → CANCELLED: one delivery
+        ids.append(task_id)
+    return ids
+
+
+def _states(db: sa.Engine) -> list[Any]:
+    with db.connect() as conn:
+        query = "SELECT id, state, attempts, last_status, last_error FROM webhook_deliveries"
+        return list(conn.execute(sa.text(query)))
+
+
+def test_three_deliverers_send_each_webhook_exactly_once_to_a_healthy_receiver(
+    port: int, client: httpx.Client, db: sa.Engine, deliverers: Callable[[int], None]
+) -> None:
+    receiver = Receiver(SECRET)
+    with Server(receiver, port):
+        _cancelled_tasks(client, f"http://127.0.0.1:{port}/hook", 60)
+        deliverers(3)
+        _wait(lambda: all(row.state == "delivered" for row in _states(db)), 30, "every delivery")
+    rows = _states(db)
+    assert len(rows) == 60 and all(row.attempts == 1 for row in rows)
+    assert sorted(receiver.wire) == sorted(row.id for row in rows)  # each once on the wire: no claim shared
+    assert receiver.refused == []
+
+
+def test_a_receiver_that_never_accepts_is_given_up_after_the_window_and_redelivery_revives_it(
+    port: int, client: httpx.Client, db: sa.Engine, deliverers: Callable[[int], None]
+) -> None:
+    receiver = Receiver(SECRET)
+    receiver.plan = ["500"] * 1000
+    with Server(receiver, port):
+        [task_id] = _cancelled_tasks(client, f"http://127.0.0.1:{port}/hook", 1)
+        deliverers(1)
+        _wait(lambda: _states(db)[0].state == "failed", 20, "the delivery to be given up")
+        [row] = _states(db)
+        assert row.last_status == 500 and row.attempts >= 3
+        assert row.last_error.startswith("HTTP 500: xxx") and len(row.last_error) <= 220  # an excerpt only
+        assert set(receiver.wire) == {row.id}
+        [shown] = client.get(f"/tasks/{task_id}/deliveries").json()["items"]
+        assert shown["state"] == "failed" and shown["next_attempt_at"] is None
+
+        receiver.plan = []
+        assert client.post(f"/tasks/{task_id}/deliveries/{row.id}:redeliver").status_code == 202
+        _wait(lambda: _states(db)[0].state == "delivered", 20, "the redelivery")
+    assert _states(db)[0].last_status == 204
+
+
+def test_a_redirect_is_not_followed_but_retried_as_a_failure(
+    port: int, client: httpx.Client, db: sa.Engine, deliverers: Callable[[int], None]
+) -> None:
+    receiver = Receiver(SECRET)
+    receiver.plan = ["redirect"]
+    with Server(receiver, port):
+        _cancelled_tasks(client, f"http://127.0.0.1:{port}/hook", 1)
+        deliverers(1)
+        _wait(lambda: _states(db)[0].state == "delivered", 20, "the retry after the redirect")
+    [row] = _states(db)
+    assert row.attempts == 2 and len(receiver.wire) == 2  # the 307 was one attempt; nothing went to its Location
