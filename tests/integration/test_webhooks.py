@@ -22,6 +22,7 @@ import trustme
 from tasklift.embedded import free_port
 from tasklift.settings import get_settings
 from tests.conftest import wait_for_status
+from tests.support.task_types import HOOKED_URL
 from tests.support.webhook_receiver import Receiver, Server
 
 
@@ -238,3 +239,35 @@ def test_a_public_https_callback_is_accepted_and_stored_with_its_events(
     with db.connect() as conn:
         row = conn.execute(sa.text("SELECT url, events FROM task_callbacks")).one()
     assert row.url == "https://93.184.215.14/hook" and row.events == ["progress"]
+
+
+def test_a_task_types_default_callback_applies_unless_the_submit_names_one(
+    strict_env: None, client: httpx.Client, db: sa.Engine
+) -> None:
+    by_default = client.post("/tasks", json={"task_type": "test_hooked"}).json()["task_id"]
+    own = {"task_type": "test_hooked", "callback_url": "https://93.184.215.15/mine", "callback_events": ["terminal"]}
+    overridden = client.post("/tasks", json=own).json()["task_id"]
+    with db.connect() as conn:
+        rows = {str(r.task_id): (r.url, r.events) for r in conn.execute(sa.text("SELECT * FROM task_callbacks"))}
+    assert rows == {
+        by_default: (HOOKED_URL, ["terminal", "progress"]),
+        overridden: ("https://93.184.215.15/mine", ["terminal"]),
+    }
+
+
+def test_batch_items_carry_their_own_callbacks_and_a_refused_one_fails_only_its_item(
+    strict_env: None, client: httpx.Client, db: sa.Engine
+) -> None:
+    items = [
+        {"task": {"task_type": "test_noop", "callback_url": "https://93.184.215.14/a"}},
+        {"task": {"task_type": "test_noop", "callback_url": "https://10.0.0.1/internal"}},
+        {"task": {"task_type": "test_noop"}},
+    ]
+    resp = client.post("/tasks:batch", json={"items": items})
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["items"]
+    assert [r["status"] for r in results] == [202, 422, 202]
+    assert results[1]["problem"]["errors"][0]["loc"] == ["body", "items", 1, "task", "callback_url"]
+    with db.connect() as conn:
+        rows = list(conn.execute(sa.text("SELECT task_id, url FROM task_callbacks")))
+    assert [(str(r.task_id), r.url) for r in rows] == [(results[0]["task"]["task_id"], "https://93.184.215.14/a")]
