@@ -136,3 +136,17 @@ def test_a_redirect_is_not_followed_but_retried_as_a_failure(
         _wait(lambda: _states(db)[0].state == "delivered", 20, "the retry after the redirect")
     [row] = _states(db)
     assert row.attempts == 2 and len(receiver.wire) == 2  # the 307 was one attempt; nothing went to its Location
+
+
+def test_the_python_client_lists_and_redelivers(port: int, api: str, client: httpx.Client) -> None:
+    from tasklift.client import TaskliftClient, TaskliftError
+
+    [task_id] = _cancelled_tasks(client, f"http://127.0.0.1:{port}/hook", 1)
+    with TaskliftClient(api) as tl:
+        [delivery] = tl.deliveries(task_id)
+        assert delivery["event_type"] == "task.cancelled" and delivery["state"] == "pending"
+        again = tl.redeliver(task_id, delivery["id"])
+        assert again["id"] == delivery["id"] and again["state"] == "pending"
+        with pytest.raises(TaskliftError) as refused:
+            tl.redeliver(task_id, "msg_none")
+    assert refused.value.status == 404
