@@ -246,6 +246,7 @@ _STREAM_SECURITY = [
 CALLBACK_PROPERTIES: dict[str, Any] = {
     "callback_url": {
         "type": ["string", "null"],
+        "minLength": 1,
         "maxLength": 2048,
         "description": "https URL POSTed (signed, Standard Webhooks) on the task's terminal state; SSRF rules apply",
     },
@@ -255,6 +256,15 @@ CALLBACK_PROPERTIES: dict[str, Any] = {
         "minItems": 1,
         "description": 'Which events are sent: "terminal" (default) and/or "progress" (25/50/75 % milestones)',
     },
+}
+#: Events need a URL: the submit's, or the type's default (tasks/callbacks.py refuses them otherwise).
+EVENTS_NEED_A_URL: dict[str, Any] = {
+    "callback_events": {
+        "anyOf": [
+            {"properties": {"callback_events": {"type": "null"}}},
+            {"required": ["callback_url"], "properties": {"callback_url": {"type": "string"}}},
+        ]
+    }
 }
 
 
@@ -315,6 +325,7 @@ def _submit_body_schema() -> dict[str, Any]:
                 "required": [*schema.get("required", []), *([] if default else ["task_type"])],
                 # Inputs forbid unknown fields; only null ones are tolerated (the original demo sends them).
                 "additionalProperties": {"type": "null"},
+                **({} if ttype.callback_url else {"dependentSchemas": EVENTS_NEED_A_URL}),
             }
         )
     return {
