@@ -150,3 +150,24 @@ def test_the_python_client_lists_and_redelivers(port: int, api: str, client: htt
         with pytest.raises(TaskliftError) as refused:
             tl.redeliver(task_id, "msg_none")
     assert refused.value.status == 404
+
+
+def test_without_a_secret_nothing_is_sent_and_the_reaper_says_why(
+    port: int, client: httpx.Client, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("TASKLIFT_WEBHOOK_SECRETS")
+    get_settings.cache_clear()
+    receiver = Receiver(SECRET)
+    with Server(receiver, port):
+        deliverer = Deliverer(make_engine(database_url(), pool_size=1), get_settings())
+        try:
+            assert deliverer.round() == 0  # nothing due yet: nothing to say
+            assert "TASKLIFT_WEBHOOK_SECRETS" not in caplog.text
+            _cancelled_tasks(client, f"http://127.0.0.1:{port}/hook", 1)
+            assert deliverer.round() == 0 and deliverer.round() == 0
+        finally:
+            deliverer.close()
+            deliverer.engine.dispose()
+    [row] = _states(db)
+    assert row.state == "pending" and row.attempts == 0 and receiver.wire == []
+    assert caplog.text.count("webhooks wait: TASKLIFT_WEBHOOK_SECRETS is not set") == 1

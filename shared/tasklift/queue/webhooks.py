@@ -110,8 +110,10 @@ class Deliverer:
         """Claim the due deliveries and send them; returns how many were attempted."""
         if not self.keys:
             if not self._warned:
-                log.warning("webhooks wait: TASKLIFT_WEBHOOK_SECRETS is not set (docs/webhooks.md)")
-                self._warned = True
+                with self.engine.connect() as conn:
+                    if store.any_due(conn):
+                        log.warning("webhooks wait: TASKLIFT_WEBHOOK_SECRETS is not set (docs/webhooks.md)")
+                        self._warned = True
             return 0
         timeout = self.settings.webhook_timeout_seconds
         with self.engine.begin() as conn:

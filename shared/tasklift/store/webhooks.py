@@ -51,6 +51,14 @@ WHERE id = :id AND state = 'pending' AND attempts = :attempts
 RETURNING state""")
 
 
+DUE_SQL = text("SELECT EXISTS (SELECT FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= now())")
+
+
+def any_due(conn: Connection) -> bool:
+    """Whether some delivery is due (one probe of the partial index)."""
+    return bool(conn.execute(DUE_SQL).scalar())
+
+
 def claim(conn: Connection, limit: int, lease_seconds: float) -> list[RowMapping]:
     """Take up to ``limit`` due deliveries for ``lease_seconds`` (their attempt counted now)."""
     return list(conn.execute(CLAIM_SQL, {"limit": limit, "lease": lease_seconds}).mappings())
