@@ -103,9 +103,11 @@ WITH new AS (
         id uuid, owner text, task_type text, queue text, input jsonb, metadata jsonb, max_retries integer,
         trace_id text, traceparent text, callback_url text, callback_events jsonb
     )
-), callback AS (  -- its webhook (docs/webhooks.md); the trigger of migration 0008_hooks reads it
+), callback AS (  -- its webhook, else its owner's default (docs/webhooks.md); read by 0008_hooks' trigger
     INSERT INTO task_callbacks (task_id, url, events)
-    SELECT id, callback_url, callback_events FROM new WHERE callback_url IS NOT NULL
+    SELECT new.id, COALESCE(new.callback_url, p.url), COALESCE(new.callback_events, p.events)
+    FROM new LEFT JOIN principal_callbacks AS p ON p.principal = new.owner AND new.callback_url IS NULL
+    WHERE COALESCE(new.callback_url, p.url) IS NOT NULL
 ), first_event AS (
     INSERT INTO task_events (task_id, seq, kind, data) SELECT id, 1, 'status', CAST(:first_event AS jsonb) FROM new
 ), dispatch_intent AS (

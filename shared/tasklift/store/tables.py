@@ -197,6 +197,17 @@ class TaskCallback(Base):
     events: Mapped[Any] = mapped_column(JSONB, server_default=text("'[\"terminal\"]'::jsonb"))
 
 
+class PrincipalCallback(Base):
+    """A principal's default webhook, for its submits that name none and whose type declares none."""
+
+    __tablename__ = "principal_callbacks"
+
+    principal: Mapped[str] = mapped_column(Text, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[Any] = mapped_column(JSONB, server_default=text("'[\"terminal\"]'::jsonb"))
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class WebhookDelivery(Base):
     """One webhook message (the outbox of webhooks): written by the trigger of migration 0008_hooks in
     the transaction of the transition it announces, sent by :mod:`tasklift.queue.webhooks`.
@@ -236,6 +247,7 @@ outbox = Outbox.__table__
 idempotency_keys = IdempotencyKey.__table__
 paused_queues = PausedQueue.__table__
 task_callbacks = TaskCallback.__table__
+principal_callbacks = PrincipalCallback.__table__
 webhook_deliveries = WebhookDelivery.__table__
 
 

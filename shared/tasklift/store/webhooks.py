@@ -13,11 +13,14 @@ cancel, the reaper's). Here, on the worker side's SQLAlchemy Core on psycopg, th
   schedules the next one, or gives the row up once the retry window (``webhook_retry_hours``,
   counted from ``retry_from``) is over.
 
+A principal's default webhook (``principal_callbacks``, set by ``tasklift keys webhook``) is
+written here too; the submit's INSERT applies it (:data:`tasklift.store.repository.INSERT_TASKS_SQL`).
 The API's reads and redelivery are :mod:`tasklift.store.deliveries` (plain text on asyncpg).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, text
@@ -57,6 +60,32 @@ DUE_SQL = text("SELECT EXISTS (SELECT FROM webhook_deliveries WHERE state = 'pen
 def any_due(conn: Connection) -> bool:
     """Whether some delivery is due (one probe of the partial index)."""
     return bool(conn.execute(DUE_SQL).scalar())
+
+
+# --- a principal's default webhook (``tasklift keys webhook``) ------------------------------------
+
+SET_DEFAULT_SQL = text("""
+INSERT INTO principal_callbacks (principal, url, events) VALUES (:principal, :url, CAST(:events AS jsonb))
+ON CONFLICT (principal) DO UPDATE SET url = EXCLUDED.url, events = EXCLUDED.events, updated_at = now()""")
+CLEAR_DEFAULT_SQL = text("DELETE FROM principal_callbacks WHERE principal = :principal RETURNING url")
+GET_DEFAULT_SQL = text("SELECT url, events FROM principal_callbacks WHERE principal = :principal")
+
+
+def set_principal_default(conn: Connection, principal: str, url: str, events: list[str]) -> None:
+    """``principal``'s submits that name no webhook (and whose type declares none) call ``url``."""
+    conn.execute(SET_DEFAULT_SQL, {"principal": principal, "url": url, "events": json.dumps(events)})
+
+
+def clear_principal_default(conn: Connection, principal: str) -> bool:
+    """Remove ``principal``'s default; False if it had none. Tasks submitted before keep theirs."""
+    return conn.execute(CLEAR_DEFAULT_SQL, {"principal": principal}).first() is not None
+
+
+def principal_default(conn: Connection, principal: str) -> RowMapping | None:
+    return conn.execute(GET_DEFAULT_SQL, {"principal": principal}).mappings().first()
+
+
+# --- the deliverer ---------------------------------------------------------------------------------
 
 
 def claim(conn: Connection, limit: int, lease_seconds: float) -> list[RowMapping]:

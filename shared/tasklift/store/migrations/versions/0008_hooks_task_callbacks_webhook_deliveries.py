@@ -1,10 +1,11 @@
-"""task_callbacks, webhook_deliveries and the trigger that records a delivery with each transition
+"""task_callbacks, principal_callbacks, webhook_deliveries and the trigger that records deliveries
 
-A task submitted with a ``callback_url`` (or of a type that declares one) has a ``task_callbacks``
-row. A trigger on ``tasks`` writes a ``webhook_deliveries`` row (the outbox of webhooks) in the
-same transaction as every transition into a terminal state, and as every progress milestone for
-callbacks that opted in, whichever statement made it: the worker's outcome, the API's cancel, the
-reaper's fail or cancel, a bulk operation. docs/webhooks.md.
+A task submitted with a ``callback_url`` (or of a type or principal that declares one) has a
+``task_callbacks`` row; ``principal_callbacks`` holds a principal's default (``tasklift keys
+webhook``). A trigger on ``tasks`` writes a ``webhook_deliveries`` row (the outbox of webhooks) in
+the same transaction as every transition into a terminal state, and as every progress milestone
+for callbacks that opted in, whichever statement made it: the worker's outcome, the API's cancel,
+the reaper's fail or cancel, a bulk operation. docs/webhooks.md.
 
 Revision ID: 0008_hooks
 Revises: 0007_ops
@@ -78,6 +79,13 @@ def upgrade() -> None:
         sa.Column("events", JSONB(), server_default=sa.text("'[\"terminal\"]'::jsonb"), nullable=False),
     )
     op.create_table(
+        "principal_callbacks",
+        sa.Column("principal", sa.Text(), primary_key=True),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("events", JSONB(), server_default=sa.text("'[\"terminal\"]'::jsonb"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+    )
+    op.create_table(
         "webhook_deliveries",
         sa.Column("id", sa.Text(), primary_key=True),
         sa.Column("task_id", UUID(as_uuid=True), sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
@@ -109,4 +117,5 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS tasks_record_webhook ON tasks")
     op.execute("DROP FUNCTION IF EXISTS tasklift_record_webhook()")
     op.drop_table("webhook_deliveries")
+    op.drop_table("principal_callbacks")
     op.drop_table("task_callbacks")
