@@ -171,3 +171,25 @@ def test_without_a_secret_nothing_is_sent_and_the_reaper_says_why(
     [row] = _states(db)
     assert row.state == "pending" and row.attempts == 0 and receiver.wire == []
     assert caplog.text.count("webhooks wait: TASKLIFT_WEBHOOK_SECRETS is not set") == 1
+
+
+def test_the_cli_submits_with_a_callback_lists_and_redelivers(
+    port: int, api: str, client: httpx.Client, tasklift_env: dict[str, str]
+) -> None:
+    from tests.integration.test_client import _cli
+
+    env = {**tasklift_env, **{k: v for k, v in os.environ.items() if k.startswith("TASKLIFT_WEBHOOK_")}}
+    hook = f"http://127.0.0.1:{port}/hook"
+    done = _cli("submit", "test_noop", "-f", f"callback_url={hook}", "--url", api, env=env)
+    assert done.returncode == 0, done.stderr
+    task_id = done.stdout.strip()
+    assert client.delete(f"/tasks/{task_id}").status_code == 204
+    listed = _cli("deliveries", task_id, "--url", api, env=env)
+    assert listed.returncode == 0, listed.stderr
+    [line] = listed.stdout.strip().splitlines()
+    delivery_id, event_type, state = line.split()[:3]
+    assert delivery_id.startswith("msg_") and (event_type, state) == ("task.cancelled", "pending")
+    again = _cli("deliveries", task_id, "--redeliver", delivery_id, "--url", api, env=env)
+    assert again.returncode == 0 and again.stdout.strip() == f"{delivery_id} due again now"
+    missing = _cli("deliveries", task_id, "--redeliver", "msg_none", "--url", api, env=env)
+    assert missing.returncode == 2 and "404" in missing.stdout + missing.stderr
