@@ -130,7 +130,7 @@ def run_forever(stop: threading.Event | None = None) -> None:
         while not stop.is_set():
             sweep(rt, time.monotonic(), due, dispatcher)
             stop.wait(min(rt.settings.dispatch_interval_seconds, rt.settings.reaper_interval_seconds))
-        delivering.join(rt.settings.webhook_timeout_seconds * 3 + 5)
+        delivering.join(rt.settings.webhook_timeout_seconds * 5 + 5)
         deliverer.close()
         log.info("reaper stopped")
     finally:

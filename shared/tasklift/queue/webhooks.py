@@ -117,8 +117,9 @@ class Deliverer:
             return 0
         timeout = self.settings.webhook_timeout_seconds
         with self.engine.begin() as conn:
-            # A claim outlives the POST (connect + write + read, each up to the timeout) by a margin.
-            rows = store.claim(conn, self.settings.webhook_concurrency * 4, lease_seconds=timeout * 3 + 5)
+            # One wave: every claimed row's POST starts at once, so each claim outlives its POST
+            # (connect, write, read: each up to the timeout; an error excerpt within two more) by a margin.
+            rows = store.claim(conn, self.settings.webhook_concurrency, lease_seconds=timeout * 5 + 5)
         outcomes = list(self.pool.map(self.send, rows))
         with self.engine.begin() as conn:
             for row, outcome in zip(rows, outcomes, strict=True):
@@ -176,7 +177,8 @@ class Deliverer:
             try:
                 if 200 <= response.status_code < 300:
                     return Outcome(response.status_code)
-                return Outcome(response.status_code, f"HTTP {response.status_code}: {_excerpt(response)}")
+                excerpt = _excerpt(response, time.monotonic() + self.settings.webhook_timeout_seconds)
+                return Outcome(response.status_code, f"HTTP {response.status_code}: {excerpt}")
             finally:
                 response.close()
 
@@ -204,13 +206,14 @@ class Deliverer:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _excerpt(response: httpx.Response) -> str:
-    """The first characters of an answer's body (it is never stored whole, nor read past this)."""
+def _excerpt(response: httpx.Response, deadline: float) -> str:
+    """The first characters of an answer's body, as many as arrive before ``deadline`` (it is never
+    stored whole, nor read past this: a receiver dripping bytes does not hold the deliverer)."""
     data = b""
     try:
         for chunk in response.iter_bytes():
             data += chunk
-            if len(data) >= EXCERPT_CHARS:
+            if len(data) >= EXCERPT_CHARS or time.monotonic() > deadline:
                 break
     except httpx.HTTPError:
         pass
