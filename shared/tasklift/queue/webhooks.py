@@ -141,7 +141,14 @@ class Deliverer:
         log.log(level, "webhook %s (task %s) attempt %d: %s → %s", row["id"], task_id, attempts, error, state)
 
     def send(self, row: Any) -> Outcome:
-        """POST one delivery; never raises."""
+        """POST one delivery; never raises (an unexpected error is a failed attempt, logged)."""
+        try:
+            return self._post(row)
+        except Exception as exc:
+            log.exception("webhook %s: unexpected error", row["id"])
+            return Outcome(None, f"internal error: {type(exc).__name__}")
+
+    def _post(self, row: Any) -> Outcome:
         try:
             target = callbacks.vet_url(row["url"], self.settings)
         except callbacks.BadCallback as exc:
