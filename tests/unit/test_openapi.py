@@ -122,3 +122,6 @@ def test_the_submit_describes_its_webhook_as_an_openapi_callback(document: dict[
     assert set(webhook["responses"]) == {"2XX"}
     for variant in submit["requestBody"]["content"]["application/json"]["schema"]["oneOf"]:
         assert {"callback_url", "callback_events"} <= set(variant["properties"])
+    from openapi_spec_validator import validate
+
+    validate(document)  # the callbacks entry included, the document is valid OpenAPI 3.1
