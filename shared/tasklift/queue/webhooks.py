@@ -43,7 +43,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from tasklift import jsoncodec
+from tasklift import jsoncodec, telemetry
 from tasklift.settings import Settings
 from tasklift.store import webhooks as store
 from tasklift.tasks import callbacks
@@ -122,16 +122,19 @@ class Deliverer:
             rows = store.claim(conn, self.settings.webhook_concurrency, lease_seconds=timeout * 5 + 5)
         outcomes = list(self.pool.map(self.send, rows))
         with self.engine.begin() as conn:
-            for row, outcome in zip(rows, outcomes, strict=True):
-                self.record(conn, row, outcome)
+            states = [self.record(conn, row, outcome) for row, outcome in zip(rows, outcomes, strict=True)]
+        # tasklift_reaper_actions_total{action=…} (docs/observability.md)
+        telemetry.reaper_acted("webhooks_delivered", states.count("delivered"))
+        telemetry.reaper_acted("webhook_retries", states.count("pending"))
+        telemetry.reaper_acted("webhooks_given_up", states.count("failed"))
         return len(rows)
 
-    def record(self, conn: Any, row: Any, outcome: Outcome) -> None:
+    def record(self, conn: Any, row: Any, outcome: Outcome) -> str | None:
+        """Record one attempt; the row's state after (None: the attempt was no longer the row's)."""
         attempts = row["attempts"]
         if outcome.delivered:
             assert outcome.status is not None
-            store.mark_delivered(conn, row["id"], attempts, outcome.status)
-            return
+            return "delivered" if store.mark_delivered(conn, row["id"], attempts, outcome.status) else None
         schedule = self.settings.webhook_retry_schedule or [60.0]
         delay = schedule[min(attempts, len(schedule)) - 1]
         window = self.settings.webhook_retry_hours * 3600
@@ -139,6 +142,7 @@ class Deliverer:
         level = logging.WARNING if state == "failed" else logging.INFO
         task_id, error = row["task_id"], outcome.error
         log.log(level, "webhook %s (task %s) attempt %d: %s → %s", row["id"], task_id, attempts, error, state)
+        return state
 
     def send(self, row: Any) -> Outcome:
         """POST one delivery; never raises (an unexpected error is a failed attempt, logged)."""

@@ -93,9 +93,10 @@ def claim(conn: Connection, limit: int, lease_seconds: float) -> list[RowMapping
     return list(conn.execute(CLAIM_SQL, {"limit": limit, "lease": lease_seconds}).mappings())
 
 
-def mark_delivered(conn: Connection, delivery_id: str, attempts: int, status: int) -> None:
-    """The attempt ``attempts`` of ``delivery_id`` was answered 2xx with ``status``."""
-    conn.execute(DELIVERED_SQL, {"id": delivery_id, "attempts": attempts, "status": status})
+def mark_delivered(conn: Connection, delivery_id: str, attempts: int, status: int) -> bool:
+    """The attempt ``attempts`` of ``delivery_id`` was answered 2xx with ``status``; False when that
+    attempt was no longer the row's (redelivered or claimed again meanwhile)."""
+    return conn.execute(DELIVERED_SQL, {"id": delivery_id, "attempts": attempts, "status": status}).rowcount == 1
 
 
 def mark_failed(
