@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +26,7 @@ from tasklift.embedded import free_port
 from tasklift.queue.webhooks import Deliverer
 from tasklift.settings import database_url, get_settings
 from tasklift.store.db import make_engine
+from tests.conftest import REPO
 from tests.support.webhook_receiver import Receiver, Server
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -193,3 +197,48 @@ def test_the_cli_submits_with_a_callback_lists_and_redelivers(
     assert again.returncode == 0 and again.stdout.strip() == f"{delivery_id} due again now"
     missing = _cli("deliveries", task_id, "--redeliver", "msg_none", "--url", api, env=env)
     assert missing.returncode == 2 and "404" in missing.stdout + missing.stderr
+
+
+NODE_MODULES = REPO / ".cache" / "standardwebhooks-node"  #: npm's standardwebhooks, installed once
+NODE_PACKAGE = "standardwebhooks@1.3.0"
+
+
+def _node_standardwebhooks() -> Path:
+    """npm's standardwebhooks, installed once into .cache (as tests/blobs installs Azurite)."""
+    installed = NODE_MODULES / "node_modules"
+    if not (installed / "standardwebhooks" / "package.json").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is missing: a receiver in Node verifies webhooks here (apt-get install nodejs npm)")
+        done = subprocess.run(
+            [npm, "install", "--prefix", str(NODE_MODULES), "--no-audit", "--no-fund", NODE_PACKAGE],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"npm install {NODE_PACKAGE} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return installed
+
+
+def test_a_receiver_in_node_verifies_with_the_npm_standardwebhooks_package(
+    port: int, client: httpx.Client, deliverers: Callable[[int], None], tmp_path: Path
+) -> None:
+    modules = _node_standardwebhooks()
+    log = tmp_path / "node.log"
+    script = REPO / "tests" / "support" / "webhook_receiver.cjs"
+    with open(log, "w") as out:
+        node = subprocess.Popen(["node", str(script), str(port), SECRET, str(modules)], stdout=out, stderr=out)
+    try:
+        _wait(lambda: "listening" in log.read_text(), 20, "the Node receiver")
+        ids = _cancelled_tasks(client, f"http://127.0.0.1:{port}/hook", 3)
+        deliverers(1)
+        _wait(lambda: log.read_text().count("verified ") == 3, 20, "three verified deliveries")
+    finally:
+        node.terminate()
+        node.wait(10)
+    output = log.read_text().splitlines()
+    assert not [line for line in output if line.startswith("refused")], output
+    verified = [line.split()[1:] for line in output if line.startswith("verified ")]
+    assert sorted(task for _, kind, task in verified if kind == "task.cancelled") == sorted(ids), output
+    assert len({msg_id for msg_id, _, _ in verified}) == 3
