@@ -242,3 +242,13 @@ def test_a_receiver_in_node_verifies_with_the_npm_standardwebhooks_package(
     verified = [line.split()[1:] for line in output if line.startswith("verified ")]
     assert sorted(task for _, kind, task in verified if kind == "task.cancelled") == sorted(ids), output
     assert len({msg_id for msg_id, _, _ in verified}) == 3
+
+
+def test_a_host_that_does_not_resolve_is_a_failed_attempt_retried(
+    port: int, client: httpx.Client, db: sa.Engine, deliverers: Callable[[int], None]
+) -> None:
+    _cancelled_tasks(client, f"http://hooks.example.invalid:{port}/hook", 1)  # RFC 2606: never resolves
+    deliverers(1)
+    _wait(lambda: _states(db)[0].attempts >= 2, 20, "two attempts")
+    [row] = _states(db)
+    assert row.last_status is None and row.last_error.startswith("refused: cannot resolve hooks.example.invalid")

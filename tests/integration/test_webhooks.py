@@ -271,3 +271,13 @@ def test_batch_items_carry_their_own_callbacks_and_a_refused_one_fails_only_its_
     with db.connect() as conn:
         rows = list(conn.execute(sa.text("SELECT task_id, url FROM task_callbacks")))
     assert [(str(r.task_id), r.url) for r in rows] == [(results[0]["task"]["task_id"], "https://93.184.215.14/a")]
+
+
+def test_a_host_that_does_not_resolve_now_is_accepted_and_left_to_the_deliveries(
+    strict_env: None, client: httpx.Client, db: sa.Engine
+) -> None:
+    """DNS may be down, or answer otherwise where the deliverer runs: each delivery vets it again."""
+    resp = client.post("/tasks", json={"task_type": "test_noop", "callback_url": "https://hooks.example.invalid/h"})
+    assert resp.status_code == 202, resp.text
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT url FROM task_callbacks")).scalar() == "https://hooks.example.invalid/h"

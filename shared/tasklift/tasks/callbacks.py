@@ -5,7 +5,9 @@ A submit may carry ``callback_url`` (and ``callback_events``: ``["terminal"]``, 
 callback_url=...)``). The URL is held to the same server-side request forgery rules as
 ``web_scrape`` (:mod:`tasklift.security.ssrf`, with the ``webhook_*`` settings) at submit, and
 again before every delivery (a DNS answer may change in between), and must be https unless
-``webhook_allow_private`` lets it reach loopback (development and tests).
+``webhook_allow_private`` lets it reach loopback (development and tests). A host that does not
+resolve at submit is accepted (DNS may be down, or answer otherwise where the deliverer runs):
+the delivery's own vetting decides, and retries.
 """
 
 from __future__ import annotations
@@ -28,12 +30,17 @@ MAX_URL_LENGTH = 2048
 
 
 class BadCallback(ValueError):
-    """A callback field is refused; ``field`` names it, ``msg`` says why (a 422 at submit)."""
+    """A callback field is refused; ``field`` names it, ``msg`` says why (a 422 at submit).
 
-    def __init__(self, field: str, msg: str) -> None:
+    ``transient``: only because its host does not resolve now (a submit accepts it: every delivery
+    vets the URL again, and an attempt refused so is retried, as web_scrape retries it).
+    """
+
+    def __init__(self, field: str, msg: str, *, transient: bool = False) -> None:
         super().__init__(f"{field}: {msg}")
         self.field = field
         self.msg = msg
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ def vet_url(url: str, settings: Settings) -> ssrf.Target:
     Blocks on DNS: call it in a thread from async code.
 
     Raises:
-        BadCallback: the URL is refused or its host does not resolve.
+        BadCallback: the URL is refused, or (``transient``) its host does not resolve.
     """
     try:
         scheme = httpx.URL(url).scheme
@@ -91,5 +98,7 @@ def vet_url(url: str, settings: Settings) -> ssrf.Target:
         raise BadCallback("callback_url", "must be an https URL")
     try:
         return ssrf.vet(url, allowed_ports=settings.webhook_allowed_ports, allow_private=settings.webhook_allow_private)
-    except (ssrf.BlockedTarget, ssrf.UnresolvableHost) as exc:
+    except ssrf.BlockedTarget as exc:
         raise BadCallback("callback_url", str(exc)) from None
+    except ssrf.UnresolvableHost as exc:
+        raise BadCallback("callback_url", str(exc), transient=True) from None

@@ -310,7 +310,10 @@ async def vet_callback(fields: Mapping[str, Any], ttype: TaskType) -> callbacks.
         if callback is not None:
             await anyio.to_thread.run_sync(callbacks.vet_url, callback.url, get_settings())
     except callbacks.BadCallback as exc:
-        raise InvalidInput(f"{exc.field} refused: {exc.msg}", [{"loc": ["body", exc.field], "msg": exc.msg}]) from None
+        if not exc.transient:  # a host that does not resolve now: each delivery vets it again
+            raise InvalidInput(
+                f"{exc.field} refused: {exc.msg}", [{"loc": ["body", exc.field], "msg": exc.msg}]
+            ) from None
     return callback
 
 
