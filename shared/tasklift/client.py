@@ -254,6 +254,15 @@ class TaskliftClient:
         resp = self._check(self._http.delete(f"/tasks/{task_id}"))
         return None if resp.status_code == 204 else TaskResource.model_validate(resp.json())
 
+    def deliveries(self, task_id: str) -> list[dict[str, Any]]:
+        """GET /tasks/{id}/deliveries: the task's webhook deliveries, oldest first (docs/webhooks.md)."""
+        return list(self._check(self._http.get(f"/tasks/{task_id}/deliveries")).json()["items"])
+
+    def redeliver(self, task_id: str, delivery_id: str) -> dict[str, Any]:
+        """POST /tasks/{id}/deliveries/{delivery_id}:redeliver: send it again now, same webhook-id."""
+        path = f"/tasks/{task_id}/deliveries/{delivery_id}:redeliver"
+        return dict(self._check(self._http.post(path)).json())
+
     def logs(self, task_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """GET /tasks/{id}/logs."""
         params = {"after": after, "limit": limit}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import orjson
@@ -41,3 +41,12 @@ def _as_orjson_would(value: Any) -> Any:
 def json_text(value: Any) -> str:
     """:func:`dumps` as ``str`` (what asyncpg's JSONB codec takes)."""
     return dumps(value).decode()
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with a ``Z``, as API.md requires."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:  # asyncpg already returns UTC; psycopg the session's zone
+        value = value.astimezone(UTC)
+    return value.isoformat().replace("+00:00", "Z")

@@ -151,6 +151,32 @@ class Settings(BaseSettings):
         default_factory=lambda: [80, 443], description="Ports web_scrape may connect to (JSON list)"
     )
 
+    # --- completion webhooks: docs/webhooks.md -------------------------------------------------
+    webhook_secrets: SecretStr | None = Field(
+        None,
+        description="Standard Webhooks signing secrets (whsec_<base64>), comma-separated: each message is signed"
+        " with every one (rotation); unset = no webhook is sent (they wait)",
+    )
+    webhook_allow_private: bool = Field(
+        False, description="Let callback URLs reach private/loopback addresses, and use http (dev and tests)"
+    )
+    webhook_allowed_ports: list[int] = Field(
+        default_factory=lambda: [443], description="Ports callback URLs may use (JSON list)"
+    )
+    webhook_timeout_seconds: float = Field(10, gt=0, le=60, description="Time one webhook POST may take")
+    webhook_retry_schedule: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0],
+        description="Seconds before each retry of a failed webhook; the last repeats (JSON list)",
+    )
+    webhook_retry_hours: float = Field(
+        24, gt=0, description="A webhook not delivered this long after its event (or redelivery) is given up"
+    )
+    webhook_interval_seconds: float = Field(1, gt=0, description="How often the deliverer looks for due webhooks")
+    webhook_concurrency: int = Field(8, ge=1, le=64, description="Webhook POSTs one deliverer sends at once")
+    webhook_ca_bundle: Path | None = Field(
+        None, description="CA certificates (PEM) the deliverer trusts for https callbacks; unset = certifi's"
+    )
+
     # --- security and logs ---------------------------------------------------------------------
     anonymous: bool = Field(False, description="Allow requests without credentials (tasklift dev sets it)")
     oidc_issuer: str | None = Field(None, description="Accept OIDC bearer tokens from this issuer (with oidc_audience)")
@@ -209,6 +235,11 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+
+    def webhook_signing_secrets(self) -> list[str]:
+        """The configured webhook secrets, in order (the first is the newest)."""
+        raw = self.webhook_secrets.get_secret_value() if self.webhook_secrets else ""
+        return [part.strip() for part in raw.split(",") if part.strip()]
 
     @property
     def submit_body_limit(self) -> int:

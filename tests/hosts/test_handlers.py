@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import copy
 import importlib.util
 import json
@@ -43,6 +44,10 @@ FALLBACK_ONLY = {
     ("POST", "/bulk"),
     ("GET", "/bulk/{bulk_id}"),
     ("DELETE", "/bulk/{bulk_id}"),
+    # A task's webhook log and its redelivery (docs/webhooks.md): diagnostics, not a hot path; the
+    # redelivery's {delivery_id}:redeliver is a complex segment as above.
+    ("GET", "/tasks/{task_id}/deliveries"),
+    ("POST", "/tasks/{task_id}/deliveries/{delivery_id}:redeliver"),
 }
 
 
@@ -296,3 +301,34 @@ def test_the_azure_app_has_one_function_per_core_route_plus_a_catch_all(
     assert_one_function_per_route(declared)
     assert all(fn.streams for fn in azure_functions.values()), "an app with HTTP streams uses its types everywhere"
     assert azure_functions["not_found"].route == "{*path}"
+
+
+def test_the_lambda_fallback_serves_a_tasks_delivery_log_and_its_redelivery(lambda_handler: Any) -> None:
+    task_id = json.loads(lambda_handler(load_event("apigw_v1_rest.json"))["body"])["task_id"]
+    for method, path, status in (
+        ("GET", f"/tasks/{task_id}/deliveries", 200),
+        ("POST", f"/tasks/{task_id}/deliveries/msg_none:redeliver", 404),
+    ):
+        event = load_event("function_url.json")
+        event.update(rawPath=path)
+        event["requestContext"]["http"].update(path=path, method=method)
+        resp = lambda_handler(event)
+        assert resp["statusCode"] == status, resp
+        raw = base64.b64decode(resp["body"]) if resp["isBase64Encoded"] else resp["body"]  # Mangum: problem+json
+        if status == 200:
+            assert json.loads(raw) == {"items": []}
+        else:  # the core route's own answer, not "no endpoint"
+            assert json.loads(raw)["detail"] == f"task {task_id} has no delivery msg_none"
+
+
+async def test_the_azure_catch_all_serves_a_tasks_delivery_log(
+    tasklift_env: dict[str, str], azure_functions: dict[str, HttpFunction], worker_process_loop: None
+) -> None:
+    body = json.dumps({"task_type": "test_noop"}).encode()
+    submitted = await call(
+        azure_functions["submit_task"], extension_request("POST", "/tasks", body, {"content-type": "application/json"})
+    )
+    task_id = json.loads(submitted.body)["task_id"]
+    path = f"tasks/{task_id}/deliveries"
+    log = await call(azure_functions["not_found"], extension_request("GET", f"/{path}", route_params={"path": path}))
+    assert log.status_code == 200 and json.loads(log.body) == {"items": []}

@@ -35,8 +35,12 @@ MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "12"))
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 OPERATIONS = [(r.method, r.template) for r in ROUTES]
 #: Schema-valid values whose validity depends on state no schema can describe: a cursor is opaque
-#: (only one the API made is valid), and an Idempotency-Key already used with another body is 422.
-STATEFUL = {("GET", "/tasks"): ("query", "cursor"), ("POST", "/tasks"): ("header", "Idempotency-Key")}
+#: (only one the API made is valid), an Idempotency-Key already used with another body is 422, and a
+#: callback_url is refused for where its host resolves to (SSRF rules: docs/webhooks.md).
+STATEFUL = {
+    ("GET", "/tasks"): {("query", "cursor")},
+    ("POST", "/tasks"): {("header", "Idempotency-Key"), ("body", "callback_url")},
+}
 #: Operations with something to violate: a request body, or query / header parameters with a type,
 #: a range or a pattern (a path's task_id is any string: an unknown one is 404).
 NEGATABLE = [
@@ -75,7 +79,7 @@ def _run(api: str, principals: list[dict[str, str]], method: str, path: str, mod
                     base_url=api, headers=headers, timeout=10, excluded_checks=[checks.positive_data_acceptance]
                 )
                 if response.status_code == 422:  # every other check stands; a refusal names that parameter alone
-                    assert {tuple(e["loc"]) for e in response.json()["errors"]} == {refusable}, response.text
+                    assert {tuple(e["loc"]) for e in response.json()["errors"]} <= refusable, response.text
                 continue
             if mode is GenerationMode.POSITIVE:
                 case.call_and_validate(base_url=api, headers=headers, timeout=10)

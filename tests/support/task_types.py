@@ -100,3 +100,13 @@ def test_flaky_effect(ctx: TaskContext, inp: FlakyEffect) -> dict[str, str]:
             {"t": str(ctx.task_id), "k": inp.key, "a": ctx.attempt},
         )
     return {"key": inp.key}
+
+
+#: A public address (documentation range of IANA's example.com), never contacted by the tests that use it.
+HOOKED_URL = "https://93.184.215.14/hook"
+
+
+@task("test_hooked", input=Noop, queue="cpu", callback_url=HOOKED_URL, callback_events=("terminal", "progress"))
+def test_hooked(ctx: TaskContext, inp: Noop) -> dict[str, bool]:
+    """A type that declares a default webhook (docs/webhooks.md)."""
+    return {"ok": True}

@@ -31,6 +31,8 @@ STATUSES = {
     "retry_task": {202, 404, 409},
     "send_signal": {202, 404, 409, 413, 415, 422},
     "task_steps": {200, 404},
+    "list_deliveries": {200, 404, 422},
+    "redeliver_delivery": {202, 404},
     "get_operation_status": {200, 404},
     "get_google_operation": {200, 404},
     "cancel_google_operation": {200, 404, 409},
@@ -106,3 +108,25 @@ def test_every_link_names_an_operation_and_its_parameters_and_a_field_the_answer
                 assert param in params, (name, link)
                 pointer = expression.removeprefix("$response.body#/")
                 assert pointer in task["properties"] and pointer in task["required"], (name, expression)
+
+
+def test_the_submit_describes_its_webhook_as_an_openapi_callback(document: dict[str, Any]) -> None:
+    """docs/webhooks.md: the POST to callback_url, its Standard Webhooks headers and its body."""
+    submit = document["paths"]["/tasks"]["post"]
+    [(expression, path_item)] = submit["callbacks"]["taskWebhook"].items()
+    assert expression == "{$request.body#/callback_url}"
+    webhook = path_item["post"]
+    assert {p["name"] for p in webhook["parameters"] if p["in"] == "header"} == {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    body = webhook["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["data"] == {"$ref": "#/components/schemas/TaskResource"}
+    assert "TaskResource" in document["components"]["schemas"]
+    assert set(webhook["responses"]) == {"2XX"}
+    for variant in submit["requestBody"]["content"]["application/json"]["schema"]["oneOf"]:
+        assert {"callback_url", "callback_events"} <= set(variant["properties"])
+    from openapi_spec_validator import validate
+
+    validate(document)  # the callbacks entry included, the document is valid OpenAPI 3.1

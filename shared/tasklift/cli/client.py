@@ -1,4 +1,4 @@
-"""Client commands: submit (with a live progress bar), status, cancel, logs, signal."""
+"""Client commands: submit (with a live progress bar), status, cancel, logs, signal, deliveries."""
 
 from __future__ import annotations
 
@@ -170,3 +170,23 @@ def signal(
             _fail(exc)
             return
         typer.echo(f"{done['delivered']}: the task is {done['task']['status']}")
+
+
+@app.command()
+def deliveries(
+    task_id: str,
+    redeliver: str = typer.Option(None, "--redeliver", help="Send this delivery (its webhook-id) again now"),
+    url: str = URL,
+) -> None:
+    """Print a task's webhook deliveries, one a line (docs/webhooks.md); --redeliver sends one again."""
+    with _client(url) as client:
+        try:
+            if redeliver is not None:
+                again = client.redeliver(task_id, redeliver)
+                typer.echo(f"{again['id']} due again now")
+                return
+            for d in client.deliveries(task_id):
+                answer = d["last_status"] if d["last_status"] is not None else (d["last_error"] or "-")
+                typer.echo(f"{d['id']} {d['event_type']:<15} {d['state']:<9} attempts={d['attempts']} last={answer}")
+        except TaskliftError as exc:
+            _fail(exc)

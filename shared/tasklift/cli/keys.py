@@ -1,4 +1,5 @@
-"""``tasklift keys create|revoke|list``: API keys, in the database the API uses.
+"""``tasklift keys create|revoke|list|webhook``: API keys and a principal's default webhook, in the
+database the API uses.
 
 Which database: ``TASKLIFT_DATABASE_URL`` when set; otherwise the one ``tasklift dev`` uses: its
 PostgreSQL while it runs (found through ``<data dir>/dev.json``), else the embedded PostgreSQL in
@@ -140,3 +141,46 @@ def list_(data_dir: Path = DATA_DIR) -> None:
 
 def _when(value: object) -> str:
     return "" if value is None else f"{value:%Y-%m-%d %H:%M}"
+
+
+@keys.command("webhook")
+def webhook(
+    principal: str = typer.Argument(..., help="The owner of the tasks: key:<principal>, oidc:<sub> or anonymous"),
+    url: str = typer.Option(None, "--url", help="Its default callback_url (docs/webhooks.md)"),
+    events: str = typer.Option("terminal", "--events", help="Comma-separated: terminal, progress"),
+    clear: bool = typer.Option(False, "--clear", help="Remove its default"),
+    data_dir: Path = DATA_DIR,
+) -> None:
+    """Set, show or clear a principal's default webhook.
+
+    Its submits that name no callback_url, of types that declare none, call it; tasks submitted
+    before a change keep what they had. The URL is vetted by the SSRF rules now and at each delivery.
+    """
+    from tasklift.store import webhooks as store
+    from tasklift.tasks import callbacks
+
+    if url is not None and clear:
+        raise typer.BadParameter("give --url or --clear, not both")
+    wanted = [e.strip() for e in events.split(",") if e.strip()]
+    if url is not None:
+        if not wanted or any(e not in callbacks.EVENTS for e in wanted):
+            raise typer.BadParameter(f"events are {', '.join(callbacks.EVENTS)}", param_hint="--events")
+        try:
+            callbacks.vet_url(url, get_settings())
+        except callbacks.BadCallback as exc:
+            console.print(f"[red]refused: {exc.msg}[/red]")
+            raise typer.Exit(1) from None
+    with _database(data_dir) as engine, engine.begin() as conn:
+        if clear:
+            if not store.clear_principal_default(conn, principal):
+                console.print(f"[red]{principal} has no default webhook[/red]")
+                raise typer.Exit(1)
+            console.print(f"cleared the default webhook of {principal}")
+            return
+        if url is not None:
+            store.set_principal_default(conn, principal, url, list(dict.fromkeys(wanted)))
+        row = store.principal_default(conn, principal)
+    if row is None:
+        console.print(f"{principal} has no default webhook")
+        return
+    out.print(f"{principal}: {row['url']} ({', '.join(row['events'])})")

@@ -20,6 +20,9 @@ from tasklift.cli.base import app, console
 from tasklift.cli.supervise import Supervisor
 from tasklift.settings import get_settings
 
+#: The ports a dev stack's webhooks may reach (receivers on this machine: common dev servers' ports).
+DEV_WEBHOOK_PORTS = "[80, 443, 3000, 4000, 5000, 8000, 8080, 8443, 9000]"
+
 
 def _configure_logging(role: str | None = None) -> None:
     """Structured logs (TASKLIFT_LOG_FORMAT json | console) and, for ``role``, OpenTelemetry.
@@ -167,6 +170,10 @@ def dev(
     env["TASKLIFT_ANONYMOUS"] = "false" if auth else env.get("TASKLIFT_ANONYMOUS", "true")
     # Stream links must verify on every process of the stack and survive restarts: one kept key.
     env.setdefault("TASKLIFT_STREAM_SIGNING_KEY", dev_state.ensure_signing_key(data))
+    # Webhooks (docs/webhooks.md): a kept secret, and receivers on this machine allowed (http too).
+    env.setdefault("TASKLIFT_WEBHOOK_SECRETS", dev_state.ensure_webhook_secret(data))
+    env.setdefault("TASKLIFT_WEBHOOK_ALLOW_PRIVATE", "true")
+    webhook_ports = env.setdefault("TASKLIFT_WEBHOOK_ALLOWED_PORTS", DEV_WEBHOOK_PORTS)
     env.setdefault("TASKLIFT_LOG_FORMAT", "console")
     env.setdefault("TASKLIFT_SOFT_SHUTDOWN_SECONDS", "10")
     # Like uvicorn's --app-dir: modules of the folder you start in (your task types) are importable.
@@ -213,7 +220,8 @@ def dev(
         supervisor.start("api", [*api_args, "--port", str(api_port)], env)
         rows += [
             ("Worker pool", f"{concurrency} processes on {settings.cpu_queue}, {settings.io_queue}"),
-            ("Reaper", "outbox dispatcher, lease reaper, cleanup"),
+            ("Reaper", "outbox dispatcher, lease reaper, cleanup, webhooks"),
+            ("Webhooks", f"secret in {data / dev_state.WEBHOOK_SECRET_FILE}, ports {webhook_ports}"),
             ("API" if host == "asgi" else f"API ({host} emulator)", f"http://{settings.api_host}:{api_port}"),
         ]
         table = Table(title="tasklift dev", show_header=False)

@@ -35,6 +35,7 @@ from tasklift.http.types import HttpRequest, HttpResponse, json_response
 from tasklift.settings import get_settings
 from tasklift.store.batches import KeyedTask, insert_batch
 from tasklift.store.repository import Dispatch
+from tasklift.tasks import callbacks
 from tasklift.tasks.service import (
     Conflict,
     InvalidInput,
@@ -44,6 +45,7 @@ from tasklift.tasks.service import (
     parse_flow,
     parse_submission,
     request_fingerprint,
+    vet_callback,
 )
 
 MAX_KEY = 255
@@ -81,8 +83,8 @@ def _invalid(index: int, where: list[Any], detail: str, msg: str) -> InvalidInpu
     return InvalidInput(detail, [{"loc": ["body", "items", index, *where], "msg": msg}])
 
 
-def _parse_item(service_owner: str, index: int, item: Any) -> _Valid:
-    """Validate one item of the batch; raises InvalidInput with the item's ``loc``."""
+async def _parse_item(service_owner: str, index: int, item: Any) -> _Valid:
+    """Validate one item of the batch (its webhook too); raises InvalidInput with the item's ``loc``."""
     if not isinstance(item, dict):
         raise _invalid(index, [], "each item must be an object", 'an object {"task": {...}, "idempotency_key": ...}')
     if unknown := sorted(set(item) - _ITEM_FIELDS):
@@ -94,16 +96,18 @@ def _parse_item(service_owner: str, index: int, item: Any) -> _Valid:
     if "task" not in item:
         raise _invalid(index, ["task"], "each item needs a task (a POST /tasks body)", "field required")
     body = item["task"]
+    plain, callback_fields = callbacks.split(body)
     try:
-        ttype, task_input, metadata = parse_submission(body)
+        ttype, task_input, metadata = parse_submission(plain)
         flow = parse_flow(body)
+        callback = await vet_callback(callback_fields, ttype)
     except InvalidInput as exc:
         raise _at(index, exc, ["task"]) from None
     if not claims.fits_inline(task_input):  # no blob storage in a batch: submit large inputs one by one
         raise _invalid(index, ["task"], "this input is too large for a batch item", "submit it alone with POST /tasks")
     task_id = uuid.uuid4()
     fingerprint = request_fingerprint(body)
-    task = new_task(task_id, service_owner, ttype, task_input, metadata, flow)
+    task = new_task(task_id, service_owner, ttype, task_input, metadata, flow, callback)
     keyed = KeyedTask(task, key, fingerprint if key is not None else None)
     return _Valid(index, key, fingerprint, keyed, Dispatch(task_id, ttype.queue, ttype.name), ttype.name)
 
@@ -122,7 +126,7 @@ async def submit_batch(service: TaskService, owner: str, items: list[Any]) -> li
     first_with_key: dict[str, _Valid] = {}
     for index, item in enumerate(items):
         try:
-            parsed = _parse_item(owner, index, item)
+            parsed = await _parse_item(owner, index, item)
         except InvalidInput as exc:
             results.append(ItemResult(error=exc))
             continue

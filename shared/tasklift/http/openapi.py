@@ -19,6 +19,7 @@ from tasklift.http.schemas import (
     BatchResult,
     BulkCount,
     BulkOperation,
+    DeliveryList,
     GoogleOperation,
     Health,
     LogLine,
@@ -145,6 +146,11 @@ _DOCS: dict[str, dict[str, Any]] = {
             409: PROBLEM,
         },
     },
+    "list_deliveries": {"response_model": DeliveryList, "responses": {404: PROBLEM}},
+    "redeliver_delivery": {
+        "status_code": 202,
+        "responses": {202: {"description": "Due again now, with the same webhook-id"}, 404: PROBLEM},
+    },
     "pause_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
     "resume_queue": {"response_model": QueueState, "responses": {403: PROBLEM, 404: PROBLEM}},
     "create_bulk": {
@@ -218,6 +224,14 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
         "cancel_bulk": [_BULK_ID],
         "pause_queue": [_QUEUE],
         "resume_queue": [_QUEUE],
+        "list_deliveries": [
+            _TASK_ID,
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "At most"),
+        ],
+        "redeliver_delivery": [
+            _TASK_ID,
+            _param("delivery_id", "path", {"type": "string"}, "A delivery's id (its webhook-id, msg_…)"),
+        ],
         "retry_task": [_TASK_ID],
         "send_signal": [
             _TASK_ID,
@@ -270,6 +284,68 @@ _STREAM_SECURITY = [
 ]
 
 
+#: The submit's webhook fields (tasks/callbacks.py; docs/webhooks.md).
+CALLBACK_PROPERTIES: dict[str, Any] = {
+    "callback_url": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": 2048,
+        "description": "https URL POSTed (signed, Standard Webhooks) on the task's terminal state; SSRF rules apply",
+    },
+    "callback_events": {
+        "type": ["array", "null"],
+        "items": {"enum": ["terminal", "progress"]},
+        "minItems": 1,
+        "description": 'Which events are sent: "terminal" (default) and/or "progress" (25/50/75 % milestones)',
+    },
+}
+#: Events need a URL: the submit's, or the type's default (tasks/callbacks.py refuses them otherwise).
+EVENTS_NEED_A_URL: dict[str, Any] = {
+    "callback_events": {
+        "anyOf": [
+            {"properties": {"callback_events": {"type": "null"}}},
+            {"required": ["callback_url"], "properties": {"callback_url": {"type": "string"}}},
+        ]
+    }
+}
+
+
+def _webhook_callbacks() -> dict[str, Any]:
+    """The OpenAPI ``callbacks`` of POST /tasks: the webhook tasklift POSTs to ``callback_url``."""
+
+    def header(name: str, description: str) -> dict[str, Any]:
+        schema = {"type": "string"}
+        return {"name": name, "in": "header", "required": True, "schema": schema, "description": description}
+
+    post = {
+        "summary": "The task reached a terminal state (or a progress milestone it asked for)",
+        "description": "Signed per Standard Webhooks; retried with back-off until a 2xx (docs/webhooks.md).",
+        "parameters": [
+            header("webhook-id", "The delivery's id: the same on every retry; dedupe by it"),
+            header("webhook-timestamp", "Unix seconds of this attempt"),
+            header("webhook-signature", 'v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">, space-separated'),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": WEBHOOK_BODY}},
+        },
+        "responses": {"2XX": {"description": "Received; any other answer (or none) is retried"}},
+    }
+    return {"taskWebhook": {"{$request.body#/callback_url}": {"post": post}}}
+
+
+#: The body of a webhook: the Standard Webhooks envelope around the task resource.
+WEBHOOK_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "timestamp", "data"],
+    "properties": {
+        "type": {"enum": ["task.succeeded", "task.failed", "task.cancelled", "task.progress"]},
+        "timestamp": {"type": "string", "format": "date-time", "description": "The task's updated_at at the event"},
+        "data": {"$ref": "#/components/schemas/TaskResource"},
+    },
+}
+
+
 def _submit_body_schema() -> dict[str, Any]:
     variants = []
     for ttype in all_task_types():
@@ -277,7 +353,12 @@ def _submit_body_schema() -> dict[str, Any]:
         default = ttype.name == DEFAULT_TASK_TYPE
         # A missing or null task_type is the default type (the original demo's bodies send null).
         task_type = {"enum": [ttype.name, None]} if default else {"const": ttype.name}
-        props = {"task_type": task_type, "metadata": {"type": ["object", "null"]}, **schema.get("properties", {})}
+        props = {
+            "task_type": task_type,
+            "metadata": {"type": ["object", "null"]},
+            **CALLBACK_PROPERTIES,
+            **schema.get("properties", {}),
+        }
         props.update(FLOW_SCHEMA)  # flow control: docs/flow-control.md
         variants.append(
             {
@@ -287,6 +368,7 @@ def _submit_body_schema() -> dict[str, Any]:
                 "required": [*schema.get("required", []), *([] if default else ["task_type"])],
                 # Inputs forbid unknown fields; only null ones are tolerated (the original demo sends them).
                 "additionalProperties": {"type": "null"},
+                **({} if ttype.callback_url else {"dependentSchemas": EVENTS_NEED_A_URL}),
             }
         )
     return {
@@ -367,6 +449,7 @@ def route_options(name: str) -> dict[str, Any]:
     openapi_extra: dict[str, Any] = {}
     if name == "submit_task":
         openapi_extra["requestBody"] = _submit_body_schema()
+        openapi_extra["callbacks"] = _webhook_callbacks()
     if name == "submit_tasks_batch":
         openapi_extra["requestBody"] = _batch_body_schema()
     if name == "send_signal":

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tasklift import telemetry
-from tasklift.http import batch, bulk, handlers, operations, output, queues, signals
+from tasklift.http import batch, bulk, deliveries, handlers, operations, output, queues, signals
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -49,6 +49,9 @@ ROUTES: list[Route] = [
     Route("POST", "/tasks/{task_id}/retry", handlers.retry_task, "retry_task"),
     Route("POST", "/tasks/{task_id}/signals/{name}", signals.send_signal, "send_signal"),  # http/signals.py
     Route("GET", "/tasks/{task_id}/steps", signals.task_steps, "task_steps"),
+    # Webhook deliveries (http/deliveries.py; docs/webhooks.md).
+    Route("GET", "/tasks/{task_id}/deliveries", deliveries.list_deliveries, "list_deliveries"),
+    Route("POST", "/tasks/{task_id}/deliveries/{delivery_id}:redeliver", deliveries.redeliver, "redeliver_delivery"),
     # Standard long-running-operation views of a task (http/operations.py): Azure's status monitor
     # (Azure-AsyncOperation) and AIP-151's google.longrunning.Operation.
     Route("GET", "/operations/{task_id}", operations.get_operation_status, "get_operation_status"),

@@ -28,6 +28,7 @@ class TaskLinks(BaseModel):
     retry: str
     operation: str
     google_operation: str
+    deliveries: str
 
 
 class TaskResource(BaseModel):
@@ -240,3 +241,25 @@ class BulkCount(BaseModel):
     filter: dict[str, Any]
     dry_run: bool
     count: int
+
+
+class Delivery(BaseModel):
+    """One webhook delivery of a task (docs/webhooks.md)."""
+
+    id: str = Field(description="The webhook-id: the same on every retry and redelivery")
+    task_id: str
+    event_type: str = Field(description="task.succeeded | task.failed | task.cancelled | task.expired | task.progress")
+    url: str
+    state: str = Field(description="pending | delivered | failed (given up after webhook_retry_hours)")
+    attempts: int
+    next_attempt_at: str | None
+    last_attempt_at: str | None
+    last_status: int | None = Field(description="The receiver's last HTTP status; null: no answer")
+    last_error: str | None = Field(description="Why the last attempt failed (at most a short excerpt of the answer)")
+    delivered_at: str | None
+    created_at: str
+    links: dict[str, str]
+
+
+class DeliveryList(BaseModel):
+    items: list[Delivery]

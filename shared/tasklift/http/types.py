@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from tasklift import jsoncodec
+from tasklift.jsoncodec import rfc3339 as rfc3339  # its home is the bottom layer (webhooks render resources too)
 
 
 @dataclass
@@ -54,15 +55,6 @@ def _default(value: Any) -> Any:
     if isinstance(value, UUID):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def rfc3339(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with a ``Z``, as API.md requires."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:  # asyncpg already returns UTC; psycopg the session's zone
-        value = value.astimezone(UTC)
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def dumps(value: Any) -> bytes:

@@ -16,6 +16,8 @@
 - **Cleanup**: expired Idempotency-Key records are deleted hourly.
 - **Bulk operations** (every ``dispatch_interval_seconds``, up to 2 s a round): cancel, retry or
   purge the tasks of ``POST /bulk`` operations, 500 per transaction (``tasklift.tasks.bulk_worker``).
+- **Webhooks** (a thread of their own, ``tasklift.queue.webhooks``): the recorded deliveries are
+  POSTed, signed, retried with back-off (docs/webhooks.md).
 - **Retention** (every ``retention_interval_seconds``): finished tasks older than ``retention_days``
   are purged with their events, log lines and blobs (``tasklift.tasks.retention``).
 
@@ -36,6 +38,7 @@ from tasklift.queue import gauges
 from tasklift.queue.app import celery_app
 from tasklift.queue.broker import Dispatcher
 from tasklift.queue.runtime import WorkerRuntime
+from tasklift.queue.webhooks import Deliverer
 from tasklift.settings import get_settings
 from tasklift.store import flow, leases, waits
 from tasklift.tasks import bulk_worker, retention
@@ -160,6 +163,8 @@ def run_forever(stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         due: dict[str, float] = {}
         dispatcher = Dispatcher(rt.engine, rt.broker)
+        deliverer = Deliverer(rt.engine, rt.settings)  # webhooks, in a thread of their own (queue/webhooks.py)
+        delivering = deliverer.start(stop)
         log.info("reaper started")
         while not stop.is_set():
             sweep(rt, time.monotonic(), due, dispatcher)
@@ -168,6 +173,8 @@ def run_forever(stop: threading.Event | None = None) -> None:
             stop.wait(wait)
             if wait < longest:  # woken for an intent coming due (a delayed task's start): dispatch it now
                 due.pop("dispatch", None)
+        delivering.join(rt.settings.webhook_timeout_seconds * 5 + 5)
+        deliverer.close()
         log.info("reaper stopped")
     finally:
         rt.close()

@@ -4,12 +4,15 @@
   runs, so that ``tasklift keys`` acts on the same database whether or not ``dev`` is up.
 - ``stream-signing-key``: the HMAC key of stream links, generated once and kept, so that links
   stay valid across restarts of the dev stack. Delete the file to rotate it.
+- ``webhook-secret``: the Standard Webhooks signing secret (``whsec_…``) of the dev stack's
+  webhooks (docs/webhooks.md), kept the same way, so a local receiver keeps verifying.
 
 Both files are readable by their owner only (0600): they hold a secret, or URLs that may.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -19,6 +22,7 @@ from typing import Any
 
 STATE_FILE = "dev.json"
 SIGNING_KEY_FILE = "stream-signing-key"
+WEBHOOK_SECRET_FILE = "webhook-secret"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -40,6 +44,18 @@ def ensure_signing_key(data_dir: Path) -> str:
     key = secrets.token_urlsafe(32)
     _write_private(path, key + "\n")
     return key
+
+
+def ensure_webhook_secret(data_dir: Path) -> str:
+    """The dev stack's webhook signing secret (``whsec_`` + base64 of 24 random bytes), created on first use."""
+    path = data_dir / WEBHOOK_SECRET_FILE
+    if path.exists():
+        secret = path.read_text().strip()
+        if secret:
+            return secret
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    _write_private(path, secret + "\n")
+    return secret
 
 
 def write_state(data_dir: Path, **state: Any) -> None:

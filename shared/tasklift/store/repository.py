@@ -112,7 +112,7 @@ WITH given AS (
     SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS t(
         id uuid, owner text, task_type text, queue text, input jsonb, metadata jsonb, max_retries integer,
         trace_id text, traceparent text, priority smallint, run_at timestamptz, delay double precision,
-        expires_at timestamptz, ttl double precision, inline boolean
+        expires_at timestamptz, ttl double precision, inline boolean, callback_url text, callback_events jsonb
     )
 ), new AS (
     SELECT given.*,
@@ -120,6 +120,11 @@ WITH given AS (
         END AS scheduled_for,
         coalesce(expires_at, now() + make_interval(secs => ttl)) AS deadline
     FROM given
+), callback AS (  -- its webhook, else its owner's default (docs/webhooks.md); read by 0012_hooks' trigger
+    INSERT INTO task_callbacks (task_id, url, events)
+    SELECT new.id, COALESCE(new.callback_url, p.url), COALESCE(new.callback_events, p.events)
+    FROM new LEFT JOIN principal_callbacks AS p ON p.principal = new.owner AND new.callback_url IS NULL
+    WHERE COALESCE(new.callback_url, p.url) IS NOT NULL
 ), first_event AS (
     INSERT INTO task_events (task_id, seq, kind, data) SELECT id, 1, 'status', CAST(:first_event AS jsonb) FROM new
 ), dispatch_intent AS (
@@ -170,6 +175,8 @@ class NewTask:
     expires_at: datetime | None = None
     ttl: float | None = None
     inline: bool = True  #: published at submit; False: the dispatcher admits it (delayed, or a window)
+    callback_url: str | None = None  #: where its webhooks go (docs/webhooks.md)
+    callback_events: tuple[str, ...] = ()
 
     @staticmethod
     def many_params(tasks: Sequence[NewTask]) -> dict[str, Any]:
@@ -192,6 +199,8 @@ class NewTask:
                     "expires_at": t.expires_at.isoformat() if t.expires_at else None,
                     "ttl": t.ttl,
                     "inline": t.inline,
+                    "callback_url": t.callback_url,
+                    "callback_events": list(t.callback_events) if t.callback_url else None,
                 }
                 for t in tasks
             ],

@@ -280,6 +280,62 @@ class BulkOperation(Base):
     )
 
 
+class TaskCallback(Base):
+    """Where a task's webhooks go (``callback_url``) and which events it wants (docs/webhooks.md)."""
+
+    __tablename__ = "task_callbacks"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    #: the events it wants: "terminal" and/or "progress"
+    events: Mapped[Any] = mapped_column(JSONB, server_default=text("'[\"terminal\"]'::jsonb"))
+
+
+class PrincipalCallback(Base):
+    """A principal's default webhook, for its submits that name none and whose type declares none."""
+
+    __tablename__ = "principal_callbacks"
+
+    principal: Mapped[str] = mapped_column(Text, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[Any] = mapped_column(JSONB, server_default=text("'[\"terminal\"]'::jsonb"))
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class WebhookDelivery(Base):
+    """One webhook message (the outbox of webhooks): written by the trigger of migration 0012_hooks in
+    the transaction of the transition it announces, sent by :mod:`tasklift.queue.webhooks`.
+
+    ``id`` is the Standard Webhooks ``webhook-id``, the same on every retry and redelivery; ``task``
+    the task row when the event happened (rendered as the task resource when sent).
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(Text)  #: task.succeeded | task.failed | task.cancelled | task.progress
+    url: Mapped[str] = mapped_column(Text)
+    task: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    state: Mapped[str] = mapped_column(Text, server_default="pending")  #: pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    #: the retry window (``webhook_retry_hours``) counts from here: the event, or the last redelivery
+    retry_from: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_attempt_at: Mapped[datetime | None]
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)  #: the error, or a short excerpt of the answer
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+        Index("ix_webhook_deliveries_task", "task_id", "created_at"),
+    )
+
+
 tasks = Task.__table__
 task_events = TaskEvent.__table__
 task_steps = TaskStep.__table__
@@ -289,6 +345,9 @@ outbox = Outbox.__table__
 idempotency_keys = IdempotencyKey.__table__
 paused_queues = PausedQueue.__table__
 bulk_operations = BulkOperation.__table__
+task_callbacks = TaskCallback.__table__
+principal_callbacks = PrincipalCallback.__table__
+webhook_deliveries = WebhookDelivery.__table__
 
 
 class ApiKey(Base):

@@ -40,6 +40,9 @@ class TaskType:
     #: recorded with each durable step; a task whose steps another version recorded does not resume
     version: str = "1"
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: the webhook of its tasks when a submit names none (docs/webhooks.md), and its events
+    callback_url: str | None = None
+    callback_events: tuple[str, ...] = ("terminal",)
 
     @property
     def queue(self) -> str:
@@ -67,6 +70,8 @@ def task(
     backoff_base: float = 2.0,
     backoff_max: float = 300.0,
     version: str = "1",
+    callback_url: str | None = None,
+    callback_events: tuple[str, ...] = ("terminal",),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a function as a task type.
 
@@ -82,6 +87,9 @@ def task(
         version: The version of the task's code, recorded with each durable step (``ctx.step``):
             change it when a change of the code makes recorded steps of unfinished tasks invalid;
             such a task then fails with ``StepVersionChanged`` instead of mixing two versions.
+        callback_url: The webhook its tasks call when a submit names no ``callback_url``
+            (docs/webhooks.md); vetted at each submit like a submitted one.
+        callback_events: The events of that default: ``"terminal"`` and/or ``"progress"``.
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -98,6 +106,8 @@ def task(
             backoff_base=backoff_base,
             backoff_max=backoff_max,
             version=str(version),
+            callback_url=callback_url,
+            callback_events=tuple(callback_events),
             description=(func.__doc__ or "").strip().split("\n")[0],
         )
         return func

@@ -26,6 +26,7 @@ from tasklift.settings import get_settings
 from tasklift.store import aio
 from tasklift.store import repository as repo
 from tasklift.store.repository import Dispatch, Event
+from tasklift.tasks import callbacks
 from tasklift.tasks.flow import FLOW_FIELDS, Flow, FlowError, split_flow
 from tasklift.tasks.registry import TaskType, get_task_type
 from tasklift.tasks.states import TaskStatus
@@ -124,8 +125,10 @@ class TaskService:
             BlobStoreError: a large input could not be stored (no task was created).
         """
         await self.enqueuer.turn()
-        ttype, task_input, metadata = parse_submission(body)
+        plain, callback_fields = callbacks.split(body)
+        ttype, task_input, metadata = parse_submission(plain)
         flow = parse_flow(body)
+        callback = await vet_callback(callback_fields, ttype)
         task_id = uuid.uuid4()
         with telemetry.span("tasklift.submit"):
             telemetry.annotate(task_id=task_id, task_type=ttype.name)
@@ -136,7 +139,7 @@ class TaskService:
                     claims.Claim.check_in, task_input, claims.input_key(task_id), self.blobs
                 )
             try:
-                task = new_task(task_id, owner, ttype, claim.value, metadata, flow)
+                task = new_task(task_id, owner, ttype, claim.value, metadata, flow, callback)
                 item = Dispatch(task_id, ttype.queue, ttype.name)
                 if idempotency_key is None:
                     row = await self.enqueuer.submit(task, item)  # commit, then LPUSH
@@ -282,6 +285,7 @@ def new_task(
     task_input: dict[str, Any],
     metadata: dict[str, Any],
     flow: Flow | None = None,
+    callback: callbacks.Callback | None = None,
 ) -> repo.NewTask:
     """The row a submit inserts, in the current trace (the dispatcher and the worker continue it).
 
@@ -307,6 +311,8 @@ def new_task(
         expires_at=flow.expires_at,
         ttl=flow.ttl,
         inline=not flow.delayed() and settings.admission_window == 0,
+        callback_url=callback.url if callback else None,
+        callback_events=callback.events if callback else (),
     )
 
 
@@ -316,6 +322,21 @@ def parse_flow(body: dict[str, Any]) -> Flow:
         return split_flow(body, get_settings().max_schedule_seconds, utc_instant)[1]
     except FlowError as exc:
         raise InvalidInput(f"invalid {exc.field}: {exc.msg}", [{"loc": ["body", exc.field], "msg": exc.msg}]) from None
+
+
+async def vet_callback(fields: Mapping[str, Any], ttype: TaskType) -> callbacks.Callback | None:
+    """The submit's webhook (its fields or the type's default), its URL vetted (DNS in a thread), or
+    :class:`InvalidInput` (docs/webhooks.md)."""
+    try:
+        callback = callbacks.requested(fields, ttype)
+        if callback is not None:
+            await anyio.to_thread.run_sync(callbacks.vet_url, callback.url, get_settings())
+    except callbacks.BadCallback as exc:
+        if not exc.transient:  # a host that does not resolve now: each delivery vets it again
+            raise InvalidInput(
+                f"{exc.field} refused: {exc.msg}", [{"loc": ["body", exc.field], "msg": exc.msg}]
+            ) from None
+    return callback
 
 
 def parse_task_id(task_id: str) -> uuid.UUID:
