@@ -36,10 +36,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDep
 OPERATIONS = [(r.method, r.template) for r in ROUTES]
 #: Schema-valid values whose validity depends on state no schema can describe: a cursor is opaque
 #: (only one the API made is valid), an Idempotency-Key already used with another body is 422, and a
-#: callback_url is refused for where its host resolves to (SSRF rules: docs/webhooks.md).
+#: callback_url is refused for where its host resolves to (SSRF rules: docs/webhooks.md), and the
+#: flow-control times depend on the clock and on each other (expires_at in the future, a deadline
+#: after the start: docs/flow-control.md).
+FLOW_TIMES = {("body", "run_at"), ("body", "delay_seconds"), ("body", "expires_at"), ("body", "ttl_seconds")}
 STATEFUL = {
     ("GET", "/tasks"): {("query", "cursor")},
-    ("POST", "/tasks"): {("header", "Idempotency-Key"), ("body", "callback_url")},
+    ("POST", "/tasks"): {("header", "Idempotency-Key"), ("body", "callback_url"), *FLOW_TIMES},
 }
 #: Operations with something to violate: a request body, or query / header parameters with a type,
 #: a range or a pattern (a path's task_id is any string: an unknown one is 404).

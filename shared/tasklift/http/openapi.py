@@ -36,7 +36,7 @@ from tasklift.http.schemas import (
 from tasklift.settings import get_settings
 from tasklift.store.bulk import ACTION_STATUSES
 from tasklift.tasks.bulk import MAX_IDS, MAX_VALUES
-from tasklift.tasks.flow import FLOW_SCHEMA
+from tasklift.tasks.flow import flow_schema
 from tasklift.tasks.registry import all_task_types
 from tasklift.tasks.service import DEFAULT_TASK_TYPE
 from tasklift.tasks.states import TaskStatus
@@ -359,7 +359,7 @@ def _submit_body_schema() -> dict[str, Any]:
             **CALLBACK_PROPERTIES,
             **schema.get("properties", {}),
         }
-        props.update(FLOW_SCHEMA)  # flow control: docs/flow-control.md
+        props.update(flow_schema(get_settings().max_schedule_seconds))  # flow control: docs/flow-control.md
         variants.append(
             {
                 "type": "object",

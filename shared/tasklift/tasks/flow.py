@@ -134,7 +134,18 @@ def waiting_reason(row: Any, now: datetime | None = None) -> str | None:
     return "queued"
 
 
-#: The flow fields as JSON Schema properties (the OpenAPI submit body, GET /openapi.json).
+def flow_schema(max_seconds: float) -> dict[str, Any]:
+    """The flow fields as JSON Schema properties (the OpenAPI submit body), with the settings' bound
+    on how far ahead they may reach (``max_schedule_seconds``). What no schema can say: a time's
+    validity depends on the clock (``expires_at`` in the future, either time within the bound) and on
+    the other fields (the deadline after the start)."""
+    schema = {name: dict(prop) for name, prop in FLOW_SCHEMA.items()}
+    schema["delay_seconds"]["maximum"] = max_seconds
+    schema["ttl_seconds"]["maximum"] = max_seconds
+    return schema
+
+
+#: The flow fields as JSON Schema properties, without the bound (:func:`flow_schema` adds it).
 FLOW_SCHEMA: dict[str, Any] = {
     "run_at": {"type": ["string", "null"], "format": "date-time", "description": "Not before this (RFC 3339)"},
     "delay_seconds": {"type": ["number", "null"], "minimum": 0, "description": "Not before this many seconds"},
