@@ -48,6 +48,9 @@ def submit(
     delay: float = typer.Option(None, "--delay", help="Not before this many seconds from now"),
     ttl: float = typer.Option(None, "--ttl", help="EXPIRED unless started within this many seconds"),
     priority: int = typer.Option(None, "--priority", help="0-9; higher is admitted first within its queue"),
+    concurrency_key: str = typer.Option(
+        None, "--concurrency-key", help="At most the type's concurrency_limit tasks with this key run at once"
+    ),
     follow: bool = typer.Option(False, "--follow", help="Follow the live stream with a progress bar; print its output"),
     url: str = URL,
 ) -> None:
@@ -64,6 +67,7 @@ def submit(
                 delay_seconds=delay,
                 ttl_seconds=ttl,
                 priority=priority,
+                concurrency_key=concurrency_key,
                 **fields,
             )
         except TaskliftError as exc:

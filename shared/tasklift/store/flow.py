@@ -8,9 +8,11 @@ not expired, its queue not paused, and, under an admission window, its queue hol
 ``:window`` messages sent and not yet claimed (``ix_task_outbox_queue_sent``). The admitted rows
 come in priority order (higher first) then submit time, locked ``FOR UPDATE OF o SKIP LOCKED``:
 several dispatchers never take the same row, and a row another dispatcher published meanwhile is
-re-checked (``published_at IS NULL``) and skipped. Further rules (a concurrency key's limit, a
-rate limit's tokens, a tenant's fair share) are further conditions of ``due`` and further
-partitions of its ranking: see docs/flow-control.md.
+re-checked (``published_at IS NULL``) and skipped. A concurrency key's limit is a further
+condition (:data:`_KEYED`): an intent of a limited (type, key) is admitted only within the key's
+free slots, its limit minus its RUNNING tasks and its intents sent and not yet claimed, ranked by
+priority then submit time. Further rules (a rate limit's tokens, a tenant's fair share) are
+further conditions and partitions of the ranking: see docs/flow-control.md.
 """
 
 from __future__ import annotations
@@ -26,13 +28,39 @@ _ADMISSIBLE = """
     AND (t.expires_at IS NULL OR t.started_at IS NOT NULL OR t.expires_at > now())
     AND NOT EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = o.queue)"""
 _ORDER = "t.priority DESC, t.created_at, o.task_id"
+#: Concurrency keys (issue 21 part 3): the admissible intents of limited (type, key)s ranked within
+#: their key, the key's busy slots (RUNNING, or sent and unclaimed: ix_tasks_concurrency_running /
+#: _pending), and the intents that fit in what is left. Unlimited tasks never enter these CTEs.
+_KEYED = f"""
+keyed AS (
+    SELECT o.task_id, t.task_type, t.concurrency_key, t.concurrency_limit,
+        row_number() OVER (PARTITION BY t.task_type, t.concurrency_key ORDER BY {_ORDER}) AS place
+    FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
+    WHERE {_ADMISSIBLE} AND t.concurrency_limit IS NOT NULL AND t.concurrency_key IS NOT NULL
+), busy AS (
+    SELECT k.task_type, k.concurrency_key,
+        (SELECT count(*) FROM tasks AS b WHERE b.status = 'RUNNING'
+            AND b.task_type = k.task_type AND b.concurrency_key = k.concurrency_key)
+        + (SELECT count(*) FROM tasks AS b JOIN task_outbox AS s ON s.task_id = b.id
+            WHERE b.status = 'PENDING' AND b.task_type = k.task_type AND b.concurrency_key = k.concurrency_key
+            AND s.published_at IS NOT NULL) AS n
+    FROM (SELECT DISTINCT task_type, concurrency_key FROM keyed) AS k
+), keyed_free AS (
+    SELECT keyed.task_id FROM keyed JOIN busy USING (task_type, concurrency_key)
+    WHERE keyed.place <= keyed.concurrency_limit - busy.n
+)"""
+#: An admissible intent ``o`` of task ``t`` within its key's limit (if it has one).
+_WITHIN_LIMIT = (
+    "(t.concurrency_limit IS NULL OR t.concurrency_key IS NULL OR o.task_id IN (SELECT task_id FROM keyed_free))"
+)
 _COLUMNS = "o.task_id, o.intent_seq, o.queue, t.task_type, t.traceparent, t.priority"
 
 #: No window: every admissible intent, by priority then submit time, ``:limit`` per batch.
 ADMIT_SQL = f"""
+WITH {_KEYED}
 SELECT {_COLUMNS}
 FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
-WHERE {_ADMISSIBLE}
+WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT}
 ORDER BY {_ORDER}
 LIMIT :limit
 FOR UPDATE OF o SKIP LOCKED"""
@@ -41,12 +69,12 @@ FOR UPDATE OF o SKIP LOCKED"""
 #: intents by priority then submit time. (Ranked first, then locked: FOR UPDATE cannot stand beside
 #: a window function; the lock re-checks each row, so a rank another dispatcher took is skipped.)
 ADMIT_WINDOW_SQL = f"""
-WITH sent AS (
+WITH {_KEYED}, sent AS (
     SELECT queue, count(*) AS n FROM task_outbox WHERE published_at IS NOT NULL GROUP BY queue
 ), ranked AS (
     SELECT o.task_id, o.queue, row_number() OVER (PARTITION BY o.queue ORDER BY {_ORDER}) AS place
     FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
-    WHERE {_ADMISSIBLE}
+    WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT}
 ), chosen AS (
     SELECT ranked.task_id FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
     WHERE ranked.place <= :window - coalesce(sent.n, 0)

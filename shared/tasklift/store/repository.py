@@ -92,6 +92,8 @@ TASK_COLUMN_NAMES = (
     "priority",
     "scheduled_for",
     "expires_at",
+    "concurrency_key",
+    "concurrency_limit",
 )
 TASK_COLUMNS = ", ".join(TASK_COLUMN_NAMES)
 
@@ -112,7 +114,7 @@ WITH given AS (
     SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS t(
         id uuid, owner text, task_type text, queue text, input jsonb, metadata jsonb, max_retries integer,
         trace_id text, traceparent text, priority smallint, run_at timestamptz, delay double precision,
-        expires_at timestamptz, ttl double precision, inline boolean
+        expires_at timestamptz, ttl double precision, inline boolean, concurrency_key text, concurrency_limit integer
     )
 ), new AS (
     SELECT given.*,
@@ -129,17 +131,21 @@ WITH given AS (
     FROM new
 )
 INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_retries, trace_id, traceparent, last_seq,
-    priority, scheduled_for, expires_at)
+    priority, scheduled_for, expires_at, concurrency_key, concurrency_limit)
 SELECT id, owner, task_type, queue, 'PENDING', input, metadata, max_retries, trace_id, traceparent, 1,
-    coalesce(priority, 0), scheduled_for, deadline FROM new
+    coalesce(priority, 0), scheduled_for, deadline, concurrency_key, concurrency_limit FROM new
 RETURNING {TASK_COLUMNS}
 """
 #: One task by id (:data:`GET_OWNED_TASK_SQL`: and owner).
 GET_TASK_SQL = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = :id"
 GET_OWNED_TASK_SQL = f"{GET_TASK_SQL} AND owner = :owner"
-#: Many tasks by id (the API's gathered reads, :mod:`tasklift.store.aio`).
+#: Many tasks by id (the API's gathered reads, :mod:`tasklift.store.aio`), with whether the queue is
+#: paused and whether a PENDING task's concurrency key is at its limit (ix_tasks_concurrency_running).
 GET_TASKS_SQL = (
-    f"SELECT {TASK_COLUMNS}, EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue) AS paused"
+    f"SELECT {TASK_COLUMNS}, EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue) AS paused,"
+    " (status = 'PENDING' AND concurrency_limit IS NOT NULL AND concurrency_key IS NOT NULL AND"
+    " (SELECT count(*) FROM tasks AS b WHERE b.status = 'RUNNING' AND b.concurrency_key = tasks.concurrency_key"
+    " AND b.task_type = tasks.task_type) >= concurrency_limit) AS concurrency_limited"
     " FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))"
 )
 
@@ -170,6 +176,8 @@ class NewTask:
     expires_at: datetime | None = None
     ttl: float | None = None
     inline: bool = True  #: published at submit; False: the dispatcher admits it (delayed, or a window)
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None  #: the type's, when the task has a key (docs/flow-control.md)
 
     @staticmethod
     def many_params(tasks: Sequence[NewTask]) -> dict[str, Any]:
@@ -192,6 +200,8 @@ class NewTask:
                     "expires_at": t.expires_at.isoformat() if t.expires_at else None,
                     "ttl": t.ttl,
                     "inline": t.inline,
+                    "concurrency_key": t.concurrency_key,
+                    "concurrency_limit": t.concurrency_limit,
                 }
                 for t in tasks
             ],

@@ -40,6 +40,8 @@ class TaskType:
     #: recorded with each durable step; a task whose steps another version recorded does not resume
     version: str = "1"
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: at most this many RUNNING at once per ``concurrency_key`` (docs/flow-control.md); None: no limit
+    concurrency_limit: int | None = None
 
     @property
     def queue(self) -> str:
@@ -67,6 +69,7 @@ def task(
     backoff_base: float = 2.0,
     backoff_max: float = 300.0,
     version: str = "1",
+    concurrency_limit: int | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a function as a task type.
 
@@ -82,7 +85,12 @@ def task(
         version: The version of the task's code, recorded with each durable step (``ctx.step``):
             change it when a change of the code makes recorded steps of unfinished tasks invalid;
             such a task then fails with ``StepVersionChanged`` instead of mixing two versions.
+        concurrency_limit: At most this many tasks of this type RUNNING at once per
+            ``concurrency_key`` of the submit, across all workers (docs/flow-control.md); tasks
+            submitted without a key are not limited. None: no limit.
     """
+    if concurrency_limit is not None and (isinstance(concurrency_limit, bool) or concurrency_limit < 1):
+        raise ValueError(f"task type {name!r}: concurrency_limit must be a positive integer")
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY and _REGISTRY[name].func is not func:
@@ -98,6 +106,7 @@ def task(
             backoff_base=backoff_base,
             backoff_max=backoff_max,
             version=str(version),
+            concurrency_limit=concurrency_limit,
             description=(func.__doc__ or "").strip().split("\n")[0],
         )
         return func
