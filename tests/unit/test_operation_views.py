@@ -34,6 +34,7 @@ def row(status: str, **fields: Any) -> dict[str, Any]:
         "scheduled_for": None,
         "expires_at": None,
         "concurrency_key": None,
+        "fairness_key": None,
     }
     return {**base, **fields}
 

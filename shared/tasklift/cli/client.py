@@ -51,6 +51,9 @@ def submit(
     concurrency_key: str = typer.Option(
         None, "--concurrency-key", help="At most the type's concurrency_limit tasks with this key run at once"
     ),
+    fairness_key: str = typer.Option(
+        None, "--fairness-key", help="Under an admission window, turns are round-robin across these keys"
+    ),
     follow: bool = typer.Option(False, "--follow", help="Follow the live stream with a progress bar; print its output"),
     url: str = URL,
 ) -> None:
@@ -68,6 +71,7 @@ def submit(
                 ttl_seconds=ttl,
                 priority=priority,
                 concurrency_key=concurrency_key,
+                fairness_key=fairness_key,
                 **fields,
             )
         except TaskliftError as exc:

@@ -6,13 +6,14 @@ outbox intent is admitted when it is unpublished and its ``available_at`` has pa
 ``ix_task_outbox_unpublished`` partial index finds those), its task is due (``scheduled_for``),
 not expired, its queue not paused, and, under an admission window, its queue holds fewer than
 ``:window`` messages sent and not yet claimed (``ix_task_outbox_queue_sent``). The admitted rows
-come in priority order (higher first) then submit time, locked ``FOR UPDATE OF o SKIP LOCKED``:
+come in priority order (higher first) then submit time (under a window, at equal priority,
+round-robin across principals: :data:`ADMIT_WINDOW_SQL`), locked ``FOR UPDATE OF o SKIP LOCKED``:
 several dispatchers never take the same row, and a row another dispatcher published meanwhile is
 re-checked (``published_at IS NULL``) and skipped. A concurrency key's limit is a further
 condition (:data:`_KEYED`): an intent of a limited (type, key) is admitted only within the key's
 free slots, its limit minus its RUNNING tasks and its intents sent and not yet claimed, ranked by
-priority then submit time. Further rules (a rate limit's tokens, a tenant's fair share) are
-further conditions and partitions of the ranking: see docs/flow-control.md.
+priority then submit time. Further rules (a rate limit's tokens) would be further conditions and
+partitions of the ranking: see docs/flow-control.md.
 """
 
 from __future__ import annotations
@@ -66,23 +67,35 @@ LIMIT :limit
 FOR UPDATE OF o SKIP LOCKED"""
 
 #: A window of ``:window`` messages per queue: a queue's first ``:window`` minus its sent-unclaimed
-#: intents by priority then submit time. (Ranked first, then locked: FOR UPDATE cannot stand beside
-#: a window function; the lock re-checks each row, so a rank another dispatcher took is skipped.)
+#: intents by priority, then fair share, then submit time. Fair share (issue 21 part 2): each
+#: principal's (``coalesce(fairness_key, owner)``) waiting intents of a queue and priority are
+#: numbered in their own order (``turn``), and at equal priority turn 1 of every principal comes
+#: before any turn 2:
+#: round-robin, so 10,000 waiting tasks of one tenant put one task ahead of another tenant's first.
+#: (Ranked first, then locked: FOR UPDATE cannot stand beside a window function; the lock re-checks
+#: each row, so a rank another dispatcher took is skipped.) The rows come in ``place`` order.
 ADMIT_WINDOW_SQL = f"""
 WITH {_KEYED}, sent AS (
     SELECT queue, count(*) AS n FROM task_outbox WHERE published_at IS NOT NULL GROUP BY queue
-), ranked AS (
-    SELECT o.task_id, o.queue, row_number() OVER (PARTITION BY o.queue ORDER BY {_ORDER}) AS place
+), turns AS (
+    SELECT o.task_id, o.queue, t.priority, t.created_at,
+        row_number() OVER (
+            PARTITION BY o.queue, t.priority, coalesce(t.fairness_key, t.owner) ORDER BY {_ORDER}
+        ) AS turn
     FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
     WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT}
+), ranked AS (
+    SELECT task_id, queue,
+        row_number() OVER (PARTITION BY queue ORDER BY priority DESC, turn, created_at, task_id) AS place
+    FROM turns
 ), chosen AS (
-    SELECT ranked.task_id FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
+    SELECT ranked.task_id, ranked.place FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
     WHERE ranked.place <= :window - coalesce(sent.n, 0)
 )
 SELECT {_COLUMNS}
-FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
-WHERE o.task_id IN (SELECT task_id FROM chosen) AND o.published_at IS NULL
-ORDER BY {_ORDER}
+FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id JOIN chosen AS c ON c.task_id = o.task_id
+WHERE o.published_at IS NULL
+ORDER BY c.place, {_ORDER}
 LIMIT :limit
 FOR UPDATE OF o SKIP LOCKED"""
 

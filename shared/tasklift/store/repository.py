@@ -94,6 +94,7 @@ TASK_COLUMN_NAMES = (
     "expires_at",
     "concurrency_key",
     "concurrency_limit",
+    "fairness_key",
 )
 TASK_COLUMNS = ", ".join(TASK_COLUMN_NAMES)
 
@@ -114,7 +115,8 @@ WITH given AS (
     SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS t(
         id uuid, owner text, task_type text, queue text, input jsonb, metadata jsonb, max_retries integer,
         trace_id text, traceparent text, priority smallint, run_at timestamptz, delay double precision,
-        expires_at timestamptz, ttl double precision, inline boolean, concurrency_key text, concurrency_limit integer
+        expires_at timestamptz, ttl double precision, inline boolean, concurrency_key text, concurrency_limit integer,
+        fairness_key text
     )
 ), new AS (
     SELECT given.*,
@@ -131,9 +133,9 @@ WITH given AS (
     FROM new
 )
 INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_retries, trace_id, traceparent, last_seq,
-    priority, scheduled_for, expires_at, concurrency_key, concurrency_limit)
+    priority, scheduled_for, expires_at, concurrency_key, concurrency_limit, fairness_key)
 SELECT id, owner, task_type, queue, 'PENDING', input, metadata, max_retries, trace_id, traceparent, 1,
-    coalesce(priority, 0), scheduled_for, deadline, concurrency_key, concurrency_limit FROM new
+    coalesce(priority, 0), scheduled_for, deadline, concurrency_key, concurrency_limit, fairness_key FROM new
 RETURNING {TASK_COLUMNS}
 """
 #: One task by id (:data:`GET_OWNED_TASK_SQL`: and owner).
@@ -178,6 +180,7 @@ class NewTask:
     inline: bool = True  #: published at submit; False: the dispatcher admits it (delayed, or a window)
     concurrency_key: str | None = None
     concurrency_limit: int | None = None  #: the type's, when the task has a key (docs/flow-control.md)
+    fairness_key: str | None = None  #: its turn under a window is this key's (None: the owner's)
 
     @staticmethod
     def many_params(tasks: Sequence[NewTask]) -> dict[str, Any]:
@@ -202,6 +205,7 @@ class NewTask:
                     "inline": t.inline,
                     "concurrency_key": t.concurrency_key,
                     "concurrency_limit": t.concurrency_limit,
+                    "fairness_key": t.fairness_key,
                 }
                 for t in tasks
             ],

@@ -85,6 +85,8 @@ class Task(Base):
     #: the limit is the type's, copied at submit (NULL: no limit).
     concurrency_key: Mapped[str | None] = mapped_column(Text)
     concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    #: Fair shares (docs/flow-control.md): under a window, turns are taken per this key (NULL: the owner).
+    fairness_key: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),

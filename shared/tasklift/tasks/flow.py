@@ -8,6 +8,8 @@ A POST /tasks body (and a batch item's ``task``) may carry, beside the task type
 - ``priority``: 0 (the default) to 9; within a queue the dispatcher admits higher first.
 - ``concurrency_key``: a printable string of 1 to 128 characters; a task type declared with
   ``concurrency_limit=N`` runs at most N of its tasks with the same key at once.
+- ``fairness_key``: the same form; under an admission window a queue's waiting tasks are admitted
+  round-robin across fairness keys (the submitting principal's name when none is given).
 
 :func:`split_flow` takes these fields out of the body before the input is validated, or raises
 :class:`~tasklift.tasks.service.InvalidInput`-shaped errors (:class:`FlowError`) for values that
@@ -24,9 +26,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 #: The fields a submit body may carry for flow control (never passed to the task's input).
-FLOW_FIELDS = ("run_at", "delay_seconds", "expires_at", "ttl_seconds", "priority", "concurrency_key")
+FLOW_FIELDS = ("run_at", "delay_seconds", "expires_at", "ttl_seconds", "priority", "concurrency_key", "fairness_key")
 MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 9, 0
-MAX_KEY_LENGTH = 128  #: of a ``concurrency_key``
+MAX_KEY_LENGTH = 128  #: of a ``concurrency_key`` or ``fairness_key``
 
 
 class FlowError(ValueError):
@@ -48,6 +50,7 @@ class Flow:
     expires_at: datetime | None = None  #: absolute deadline (UTC)
     ttl: float | None = None  #: seconds after the database's now()
     concurrency_key: str | None = None  #: limited per (type, key) when the type has a concurrency_limit
+    fairness_key: str | None = None  #: whose turn it is under a window (None: the owner's)
 
     def delayed(self, now: datetime | None = None) -> bool:
         """True when the task must wait (by this machine's clock): it is not published at submit,
@@ -113,7 +116,7 @@ def split_flow(
     now = now or datetime.now(UTC)
     latest = now + timedelta(seconds=horizon)
     priority = _priority(body)
-    concurrency_key = _key(body, "concurrency_key")
+    concurrency_key, fairness_key = _key(body, "concurrency_key"), _key(body, "fairness_key")
     run_at, delay = _instant(body, "run_at", parse), _number(body, "delay_seconds", 0, horizon, strict_low=False)
     expires_at, ttl = _instant(body, "expires_at", parse), _number(body, "ttl_seconds", 0, horizon, strict_low=True)
     if run_at is not None and delay is not None:
@@ -130,7 +133,13 @@ def split_flow(
         field = "expires_at" if expires_at is not None else "ttl_seconds"
         raise FlowError(field, "the task would expire before it may start")
     return rest, Flow(
-        priority=priority, run_at=run_at, delay=delay, expires_at=expires_at, ttl=ttl, concurrency_key=concurrency_key
+        priority=priority,
+        run_at=run_at,
+        delay=delay,
+        expires_at=expires_at,
+        ttl=ttl,
+        concurrency_key=concurrency_key,
+        fairness_key=fairness_key,
     )
 
 
@@ -179,5 +188,11 @@ FLOW_SCHEMA: dict[str, Any] = {
         "minLength": 1,
         "maxLength": MAX_KEY_LENGTH,
         "description": "At most the task type's concurrency_limit tasks with this key run at once",
+    },
+    "fairness_key": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "description": "Under an admission window, tasks are admitted round-robin across these (default: the owner)",
     },
 }

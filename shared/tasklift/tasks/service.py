@@ -310,6 +310,7 @@ def new_task(
         inline=not flow.delayed() and settings.admission_window == 0 and limit is None,
         concurrency_key=flow.concurrency_key,
         concurrency_limit=limit,
+        fairness_key=flow.fairness_key,
     )
 
 

@@ -1,4 +1,4 @@
-"""concurrency keys (issue 21 part 3): tasks.concurrency_key, tasks.concurrency_limit
+"""concurrency keys and fair shares (issue 21 parts 3, 2): tasks.concurrency_key, .concurrency_limit, .fairness_key
 
 A task of a type declared with ``@task(..., concurrency_limit=N)`` and submitted with a
 ``concurrency_key`` runs only while fewer than N tasks of its (type, key) are RUNNING: the
@@ -6,6 +6,8 @@ dispatcher admits it under that count (plus the ones admitted and not yet claime
 re-checks it under an advisory lock of the key (docs/flow-control.md). The limit is copied onto the
 row at submit, so the dispatcher and the lease need no registry. Partial indexes serve the counts:
 the RUNNING tasks of a key (the lease's and the admission's), the PENDING ones (admitted-unclaimed).
+Under an admission window the dispatcher admits a queue's tasks round-robin across
+``coalesce(fairness_key, owner)`` (no index: it ranks the admissible intents it reads anyway).
 
 Revision ID: 0010_fair
 Revises: 0009_flow
@@ -25,6 +27,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column("tasks", sa.Column("concurrency_key", sa.Text(), nullable=True))
     op.add_column("tasks", sa.Column("concurrency_limit", sa.Integer(), nullable=True))
+    op.add_column("tasks", sa.Column("fairness_key", sa.Text(), nullable=True))
     op.create_check_constraint(
         "concurrency_limit_positive", "tasks", "concurrency_limit IS NULL OR concurrency_limit > 0"
     )
@@ -46,5 +49,6 @@ def downgrade() -> None:
     op.drop_index("ix_tasks_concurrency_pending", table_name="tasks")
     op.drop_index("ix_tasks_concurrency_running", table_name="tasks")
     op.drop_constraint("ck_tasks_concurrency_limit_positive", "tasks", type_="check")
+    op.drop_column("tasks", "fairness_key")
     op.drop_column("tasks", "concurrency_limit")
     op.drop_column("tasks", "concurrency_key")
