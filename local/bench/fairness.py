@@ -110,8 +110,7 @@ def main() -> int:
         port = bk.free_port()
         stack.api(port)
         stack.reaper()
-        worker = stack.worker(args.concurrency)
-        worker.wait_for_output("ready.", timeout=60)
+        stack.worker(args.concurrency)  # ready once the warm-up tasks ran
         engine = sa.create_engine(stack.database_url, poolclass=sa.pool.NullPool)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             waits(engine, submit_b(http, args.b, "warm-up"), args.timeout)
