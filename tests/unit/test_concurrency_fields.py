@@ -1,4 +1,4 @@
-"""The ``concurrency_key`` submit field and the ``concurrency_limit`` of a task type (issue 21 part 3)."""
+"""The ``concurrency_key`` and ``fairness_key`` submit fields, a type's ``concurrency_limit`` (issue 21 parts 3, 2)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,20 @@ def test_a_concurrency_key_leaves_the_input_and_is_kept_as_given() -> None:
     assert split({"concurrency_key": None})[1].concurrency_key is None
 
 
+@pytest.mark.parametrize("field", ["concurrency_key", "fairness_key"])
 @pytest.mark.parametrize(
     "value", ["", "k" * (MAX_KEY_LENGTH + 1), "a\nb", "tab\there", "nul\x00", 42, True, ["a"], {"k": 1}]
 )
-def test_bad_concurrency_keys_are_refused_naming_the_field(value: Any) -> None:
+def test_bad_keys_are_refused_naming_the_field(field: str, value: Any) -> None:
     with pytest.raises(FlowError) as caught:
-        split({"concurrency_key": value})
-    assert caught.value.field == "concurrency_key"
+        split({field: value})
+    assert caught.value.field == field
+
+
+def test_a_fairness_key_leaves_the_input_beside_a_concurrency_key() -> None:
+    rest, flow = split({"x": 1, "fairness_key": "tenant-7", "concurrency_key": "customer-1"})
+    assert rest == {"x": 1}
+    assert (flow.fairness_key, flow.concurrency_key) == ("tenant-7", "customer-1")
 
 
 def test_waiting_reason_says_concurrency_limited_after_paused_and_scheduled() -> None:
