@@ -104,13 +104,17 @@ class TaskliftClient:
         expires_at: datetime | str | None = None,
         ttl_seconds: float | None = None,
         priority: int | None = None,
+        concurrency_key: str | None = None,
+        fairness_key: str | None = None,
         **fields: Any,
     ) -> TaskResource:
         """POST /tasks; returns the accepted (PENDING) task.
 
         Flow control (docs/flow-control.md): ``run_at`` (an aware datetime or RFC 3339 text) or
         ``delay_seconds`` holds it until then; ``expires_at`` or ``ttl_seconds`` ends it EXPIRED if
-        it has not started by then; ``priority`` 0-9 (higher first within its queue).
+        it has not started by then; ``priority`` 0-9 (higher first within its queue);
+        ``concurrency_key``: at most the type's ``concurrency_limit`` tasks with this key run at once;
+        ``fairness_key``: under an admission window, turns are taken round-robin across these keys.
         """
         body: dict[str, Any] = dict(fields)
         flow = {
@@ -119,6 +123,8 @@ class TaskliftClient:
             "expires_at": expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at,
             "ttl_seconds": ttl_seconds,
             "priority": priority,
+            "concurrency_key": concurrency_key,
+            "fairness_key": fairness_key,
         }
         body.update({name: value for name, value in flow.items() if value is not None})
         if task_type:

@@ -110,3 +110,21 @@ HOOKED_URL = "https://93.184.215.14/hook"
 def test_hooked(ctx: TaskContext, inp: Noop) -> dict[str, bool]:
     """A type that declares a default webhook (docs/webhooks.md)."""
     return {"ok": True}
+
+
+class Keyed(TaskInput):
+    label: str = "k"  #: recorded with its start and end (the test's name for its concurrency key)
+    seconds: float = Field(0.3, ge=0)
+
+
+@task("test_keyed", input=Keyed, queue="cpu", timeout=600, concurrency_limit=2)
+def test_keyed(ctx: TaskContext, inp: Keyed) -> dict[str, int]:
+    """Sleeps between a start and an end row in test_effects (clock times); at most 2 run at once
+    per concurrency_key (docs/flow-control.md)."""
+    record = text("INSERT INTO test_effects (task_id, key, attempt, created_at) VALUES (:t, :k, :a, clock_timestamp())")
+    with ctx.transaction() as conn:
+        conn.execute(record, {"t": str(ctx.task_id), "k": f"start:{inp.label}", "a": ctx.attempt})
+    time.sleep(inp.seconds)
+    with ctx.transaction() as conn:
+        conn.execute(record, {"t": str(ctx.task_id), "k": f"end:{inp.label}", "a": ctx.attempt})
+    return {"attempt": ctx.attempt}

@@ -33,6 +33,8 @@ def row(status: str, **fields: Any) -> dict[str, Any]:
         "priority": 0,
         "scheduled_for": None,
         "expires_at": None,
+        "concurrency_key": None,
+        "fairness_key": None,
     }
     return {**base, **fields}
 

@@ -51,6 +51,8 @@ def test_the_body_is_the_standard_webhooks_envelope_around_the_task_resource() -
         "priority": 0,
         "scheduled_for": None,
         "expires_at": None,
+        "concurrency_key": None,
+        "fairness_key": None,
     }
     body = json.loads(render({"event_type": "task.succeeded", "task": snapshot}))
     assert body["type"] == "task.succeeded" and body["timestamp"] == "2026-12-07T16:00:02Z"

@@ -48,6 +48,12 @@ def submit(
     delay: float = typer.Option(None, "--delay", help="Not before this many seconds from now"),
     ttl: float = typer.Option(None, "--ttl", help="EXPIRED unless started within this many seconds"),
     priority: int = typer.Option(None, "--priority", help="0-9; higher is admitted first within its queue"),
+    concurrency_key: str = typer.Option(
+        None, "--concurrency-key", help="At most the type's concurrency_limit tasks with this key run at once"
+    ),
+    fairness_key: str = typer.Option(
+        None, "--fairness-key", help="Under an admission window, turns are round-robin across these keys"
+    ),
     follow: bool = typer.Option(False, "--follow", help="Follow the live stream with a progress bar; print its output"),
     url: str = URL,
 ) -> None:
@@ -64,6 +70,8 @@ def submit(
                 delay_seconds=delay,
                 ttl_seconds=ttl,
                 priority=priority,
+                concurrency_key=concurrency_key,
+                fairness_key=fairness_key,
                 **fields,
             )
         except TaskliftError as exc:

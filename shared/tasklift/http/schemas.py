@@ -53,8 +53,12 @@ class TaskResource(BaseModel):
     priority: int = Field(0, ge=0, le=9, description="0-9; within a queue, higher is admitted first")
     scheduled_for: str | None = Field(None, description="Not admitted to the queue before this (run_at / delay)")
     expires_at: str | None = Field(None, description="Ends EXPIRED if not started by then (expires_at / ttl)")
+    concurrency_key: str | None = Field(None, description="At most its type's concurrency_limit run at once per key")
+    fairness_key: str | None = Field(None, description="Whose turn it takes under an admission window (null: owner)")
     waiting_reason: str | None = Field(
-        None, description="While PENDING: scheduled | paused | queued (due; admitted or about to be); else null"
+        None,
+        description="While PENDING: scheduled | paused | concurrency_limited | queued (due; admitted or about to be);"
+        " else null",
     )
     links: TaskLinks
 

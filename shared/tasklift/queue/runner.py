@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from tasklift import telemetry
 from tasklift.blobs import claims
 from tasklift.queue import runtime
-from tasklift.store import leases
+from tasklift.store import concurrency, leases
 from tasklift.store.db import retry_transient
 from tasklift.tasks.context import Cancelled, LeaseLost, TaskContext
 from tasklift.tasks.registry import TaskType, get_task_type
@@ -142,8 +142,18 @@ def _execute(task_id_str: str, worker: str) -> None:
         with telemetry.span("tasklift.claim"), writer.connect() as conn:
             return leases.take_lease(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
 
+    def take_keyed_lease() -> tuple[Any, bool]:
+        # A task limited by a concurrency key: its key's lock, the counted lease, or a re-arm.
+        with telemetry.span("tasklift.claim"), rt.engine.begin() as conn:
+            return concurrency.take_keyed_lease(conn, task_id, f"{worker}:{os.getpid()}", settings.lease_seconds)
+
     try:
         claimed = retry_transient(take_lease)
+        if claimed is None:
+            claimed, rearmed = retry_transient(take_keyed_lease)
+            if rearmed:
+                log.info("task %s: refused, its concurrency key is at its limit (or it is not due); re-armed", task_id)
+                return
     except DBAPIError as exc:
         # Never ack a delivery we could not record: the message goes back to the queue.
         raise LeaseNotRecorded(f"task {task_id}: the lease could not be recorded ({type(exc).__name__})") from exc

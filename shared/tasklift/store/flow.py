@@ -6,11 +6,14 @@ outbox intent is admitted when it is unpublished and its ``available_at`` has pa
 ``ix_task_outbox_unpublished`` partial index finds those), its task is due (``scheduled_for``),
 not expired, its queue not paused, and, under an admission window, its queue holds fewer than
 ``:window`` messages sent and not yet claimed (``ix_task_outbox_queue_sent``). The admitted rows
-come in priority order (higher first) then submit time, locked ``FOR UPDATE OF o SKIP LOCKED``:
+come in priority order (higher first) then submit time (under a window, at equal priority,
+round-robin across principals: :data:`ADMIT_WINDOW_SQL`), locked ``FOR UPDATE OF o SKIP LOCKED``:
 several dispatchers never take the same row, and a row another dispatcher published meanwhile is
-re-checked (``published_at IS NULL``) and skipped. Further rules (a concurrency key's limit, a
-rate limit's tokens, a tenant's fair share) are further conditions of ``due`` and further
-partitions of its ranking: see docs/flow-control.md.
+re-checked (``published_at IS NULL``) and skipped. A concurrency key's limit is a further
+condition (:data:`_KEYED`): an intent of a limited (type, key) is admitted only within the key's
+free slots, its limit minus its RUNNING tasks and its intents sent and not yet claimed, ranked by
+priority then submit time. Further rules (a rate limit's tokens) would be further conditions and
+partitions of the ranking: see docs/flow-control.md.
 """
 
 from __future__ import annotations
@@ -26,35 +29,73 @@ _ADMISSIBLE = """
     AND (t.expires_at IS NULL OR t.started_at IS NOT NULL OR t.expires_at > now())
     AND NOT EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = o.queue)"""
 _ORDER = "t.priority DESC, t.created_at, o.task_id"
+#: Concurrency keys (issue 21 part 3): the admissible intents of limited (type, key)s ranked within
+#: their key, the key's busy slots (RUNNING, or sent and unclaimed: ix_tasks_concurrency_running /
+#: _pending), and the intents that fit in what is left. Unlimited tasks never enter these CTEs.
+_KEYED = f"""
+keyed AS (
+    SELECT o.task_id, t.task_type, t.concurrency_key, t.concurrency_limit,
+        row_number() OVER (PARTITION BY t.task_type, t.concurrency_key ORDER BY {_ORDER}) AS place
+    FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
+    WHERE {_ADMISSIBLE} AND t.concurrency_limit IS NOT NULL AND t.concurrency_key IS NOT NULL
+), busy AS (
+    SELECT k.task_type, k.concurrency_key,
+        (SELECT count(*) FROM tasks AS b WHERE b.status = 'RUNNING'
+            AND b.task_type = k.task_type AND b.concurrency_key = k.concurrency_key)
+        + (SELECT count(*) FROM tasks AS b JOIN task_outbox AS s ON s.task_id = b.id
+            WHERE b.status = 'PENDING' AND b.task_type = k.task_type AND b.concurrency_key = k.concurrency_key
+            AND s.published_at IS NOT NULL) AS n
+    FROM (SELECT DISTINCT task_type, concurrency_key FROM keyed) AS k
+), keyed_free AS (
+    SELECT keyed.task_id FROM keyed JOIN busy USING (task_type, concurrency_key)
+    WHERE keyed.place <= keyed.concurrency_limit - busy.n
+)"""
+#: An admissible intent ``o`` of task ``t`` within its key's limit (if it has one).
+_WITHIN_LIMIT = (
+    "(t.concurrency_limit IS NULL OR t.concurrency_key IS NULL OR o.task_id IN (SELECT task_id FROM keyed_free))"
+)
 _COLUMNS = "o.task_id, o.intent_seq, o.queue, t.task_type, t.traceparent, t.priority"
 
 #: No window: every admissible intent, by priority then submit time, ``:limit`` per batch.
 ADMIT_SQL = f"""
+WITH {_KEYED}
 SELECT {_COLUMNS}
 FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
-WHERE {_ADMISSIBLE}
+WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT}
 ORDER BY {_ORDER}
 LIMIT :limit
 FOR UPDATE OF o SKIP LOCKED"""
 
 #: A window of ``:window`` messages per queue: a queue's first ``:window`` minus its sent-unclaimed
-#: intents by priority then submit time. (Ranked first, then locked: FOR UPDATE cannot stand beside
-#: a window function; the lock re-checks each row, so a rank another dispatcher took is skipped.)
+#: intents by priority, then fair share, then submit time. Fair share (issue 21 part 2): each
+#: principal's (``coalesce(fairness_key, owner)``) waiting intents of a queue and priority are
+#: numbered in their own order (``turn``), and at equal priority turn 1 of every principal comes
+#: before any turn 2:
+#: round-robin, so 10,000 waiting tasks of one tenant put one task ahead of another tenant's first.
+#: (Ranked first, then locked: FOR UPDATE cannot stand beside a window function; the lock re-checks
+#: each row, so a rank another dispatcher took is skipped.) The rows come in ``place`` order.
 ADMIT_WINDOW_SQL = f"""
-WITH sent AS (
+WITH {_KEYED}, sent AS (
     SELECT queue, count(*) AS n FROM task_outbox WHERE published_at IS NOT NULL GROUP BY queue
-), ranked AS (
-    SELECT o.task_id, o.queue, row_number() OVER (PARTITION BY o.queue ORDER BY {_ORDER}) AS place
+), turns AS (
+    SELECT o.task_id, o.queue, t.priority, t.created_at,
+        row_number() OVER (
+            PARTITION BY o.queue, t.priority, coalesce(t.fairness_key, t.owner) ORDER BY {_ORDER}
+        ) AS turn
     FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
-    WHERE {_ADMISSIBLE}
+    WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT}
+), ranked AS (
+    SELECT task_id, queue,
+        row_number() OVER (PARTITION BY queue ORDER BY priority DESC, turn, created_at, task_id) AS place
+    FROM turns
 ), chosen AS (
-    SELECT ranked.task_id FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
+    SELECT ranked.task_id, ranked.place FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
     WHERE ranked.place <= :window - coalesce(sent.n, 0)
 )
 SELECT {_COLUMNS}
-FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
-WHERE o.task_id IN (SELECT task_id FROM chosen) AND o.published_at IS NULL
-ORDER BY {_ORDER}
+FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id JOIN chosen AS c ON c.task_id = o.task_id
+WHERE o.published_at IS NULL
+ORDER BY c.place, {_ORDER}
 LIMIT :limit
 FOR UPDATE OF o SKIP LOCKED"""
 

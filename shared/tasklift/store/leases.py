@@ -110,7 +110,9 @@ _ATTEMPT = bindparam("attempt", type_=Integer)
 _LEASE = bindparam("lease", type_=Float)
 
 #: Taking the lease: one statement (see above), a prepared statement on the worker's connection.
-TAKE_LEASE_SQL = f"""
+#: A task limited by a concurrency key is not taken here (:mod:`tasklift.store.concurrency` takes
+#: it under its key's lock, with :data:`TAKE_KEYED_LEASE_SQL`).
+_TAKE_LEASE_TEMPLATE = """
 WITH r AS (
     UPDATE tasks
     SET status = 'RUNNING', attempts = attempts + 1, worker = :worker,
@@ -121,14 +123,24 @@ WITH r AS (
         AND NOT EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue)  -- docs/queues.md
         AND (scheduled_for IS NULL OR scheduled_for <= now())  -- never early (docs/flow-control.md)
         AND (expires_at IS NULL OR started_at IS NOT NULL OR expires_at > now())  -- nor expired
-    RETURNING {repo.TASK_COLUMNS}
+        AND {limit}
+    RETURNING {columns}
 ), lease_event AS (
     INSERT INTO task_events (task_id, seq, kind, data)
-    SELECT r.id, r.last_seq, 'status', {_STATUS_DATA_SQL} FROM r
+    SELECT r.id, r.last_seq, 'status', {status_data} FROM r
 ), dispatch_done AS (
     DELETE FROM task_outbox WHERE task_id = :task_id AND EXISTS (SELECT FROM r)
 )
-SELECT {repo.TASK_COLUMNS} FROM r"""
+SELECT {columns} FROM r"""
+_UNLIMITED = "(concurrency_limit IS NULL OR concurrency_key IS NULL)"
+#: Fewer than the limit of the task's (type, key) RUNNING (ix_tasks_concurrency_running); only sound
+#: under the key's advisory lock, taken by an earlier statement of the same transaction.
+_UNDER_LIMIT = """(SELECT count(*) FROM tasks AS b WHERE b.status = 'RUNNING'
+            AND b.task_type = tasks.task_type AND b.concurrency_key = tasks.concurrency_key) < concurrency_limit"""
+TAKE_LEASE_SQL = _TAKE_LEASE_TEMPLATE.format(limit=_UNLIMITED, columns=repo.TASK_COLUMNS, status_data=_STATUS_DATA_SQL)
+TAKE_KEYED_LEASE_SQL = _TAKE_LEASE_TEMPLATE.format(
+    limit=_UNDER_LIMIT, columns=repo.TASK_COLUMNS, status_data=_STATUS_DATA_SQL
+)
 _TAKE_LEASE = Statement(TAKE_LEASE_SQL)
 
 

@@ -92,6 +92,9 @@ TASK_COLUMN_NAMES = (
     "priority",
     "scheduled_for",
     "expires_at",
+    "concurrency_key",
+    "concurrency_limit",
+    "fairness_key",
 )
 TASK_COLUMNS = ", ".join(TASK_COLUMN_NAMES)
 
@@ -112,7 +115,8 @@ WITH given AS (
     SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS t(
         id uuid, owner text, task_type text, queue text, input jsonb, metadata jsonb, max_retries integer,
         trace_id text, traceparent text, priority smallint, run_at timestamptz, delay double precision,
-        expires_at timestamptz, ttl double precision, inline boolean, callback_url text, callback_events jsonb
+        expires_at timestamptz, ttl double precision, inline boolean, callback_url text, callback_events jsonb,
+        concurrency_key text, concurrency_limit integer, fairness_key text
     )
 ), new AS (
     SELECT given.*,
@@ -134,17 +138,21 @@ WITH given AS (
     FROM new
 )
 INSERT INTO tasks (id, owner, task_type, queue, status, input, metadata, max_retries, trace_id, traceparent, last_seq,
-    priority, scheduled_for, expires_at)
+    priority, scheduled_for, expires_at, concurrency_key, concurrency_limit, fairness_key)
 SELECT id, owner, task_type, queue, 'PENDING', input, metadata, max_retries, trace_id, traceparent, 1,
-    coalesce(priority, 0), scheduled_for, deadline FROM new
+    coalesce(priority, 0), scheduled_for, deadline, concurrency_key, concurrency_limit, fairness_key FROM new
 RETURNING {TASK_COLUMNS}
 """
 #: One task by id (:data:`GET_OWNED_TASK_SQL`: and owner).
 GET_TASK_SQL = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = :id"
 GET_OWNED_TASK_SQL = f"{GET_TASK_SQL} AND owner = :owner"
-#: Many tasks by id (the API's gathered reads, :mod:`tasklift.store.aio`).
+#: Many tasks by id (the API's gathered reads, :mod:`tasklift.store.aio`), with whether the queue is
+#: paused and whether a PENDING task's concurrency key is at its limit (ix_tasks_concurrency_running).
 GET_TASKS_SQL = (
-    f"SELECT {TASK_COLUMNS}, EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue) AS paused"
+    f"SELECT {TASK_COLUMNS}, EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue) AS paused,"
+    " (status = 'PENDING' AND concurrency_limit IS NOT NULL AND concurrency_key IS NOT NULL AND"
+    " (SELECT count(*) FROM tasks AS b WHERE b.status = 'RUNNING' AND b.concurrency_key = tasks.concurrency_key"
+    " AND b.task_type = tasks.task_type) >= concurrency_limit) AS concurrency_limited"
     " FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))"
 )
 
@@ -177,6 +185,9 @@ class NewTask:
     inline: bool = True  #: published at submit; False: the dispatcher admits it (delayed, or a window)
     callback_url: str | None = None  #: where its webhooks go (docs/webhooks.md)
     callback_events: tuple[str, ...] = ()
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None  #: the type's, when the task has a key (docs/flow-control.md)
+    fairness_key: str | None = None  #: its turn under a window is this key's (None: the owner's)
 
     @staticmethod
     def many_params(tasks: Sequence[NewTask]) -> dict[str, Any]:
@@ -201,6 +212,9 @@ class NewTask:
                     "inline": t.inline,
                     "callback_url": t.callback_url,
                     "callback_events": list(t.callback_events) if t.callback_url else None,
+                    "concurrency_key": t.concurrency_key,
+                    "concurrency_limit": t.concurrency_limit,
+                    "fairness_key": t.fairness_key,
                 }
                 for t in tasks
             ],

@@ -82,9 +82,29 @@ class Task(Base):
     scheduled_for: Mapped[datetime | None]
     #: A task not started by this time ends EXPIRED (``expires_at`` / ``ttl_seconds``).
     expires_at: Mapped[datetime | None]
+    #: Concurrency keys (docs/flow-control.md): at most ``concurrency_limit`` RUNNING per (type, key);
+    #: the limit is the type's, copied at submit (NULL: no limit).
+    concurrency_key: Mapped[str | None] = mapped_column(Text)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    #: Fair shares (docs/flow-control.md): under a window, turns are taken per this key (NULL: the owner).
+    fairness_key: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
+        CheckConstraint("concurrency_limit IS NULL OR concurrency_limit > 0", name="concurrency_limit_positive"),
+        # A key's RUNNING tasks (the lease's count) and PENDING ones (admitted-unclaimed), migration 0013_fair.
+        Index(
+            "ix_tasks_concurrency_running",
+            "task_type",
+            "concurrency_key",
+            postgresql_where=text("status = 'RUNNING' AND concurrency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_tasks_concurrency_pending",
+            "task_type",
+            "concurrency_key",
+            postgresql_where=text("status = 'PENDING' AND concurrency_key IS NOT NULL"),
+        ),
         Index("ix_tasks_owner_created", "owner", text("created_at DESC"), text("id DESC")),
         # The reaper scans running tasks by lease; a partial index keeps that scan tiny.
         Index("ix_tasks_running_lease", "lease_expires_at", postgresql_where=text("status = 'RUNNING'")),

@@ -6,6 +6,10 @@ A POST /tasks body (and a batch item's ``task``) may carry, beside the task type
   past ``run_at`` runs now. The task is PENDING with ``scheduled_for``.
 - ``expires_at`` (RFC 3339) or ``ttl_seconds``: a task not started by then ends EXPIRED.
 - ``priority``: 0 (the default) to 9; within a queue the dispatcher admits higher first.
+- ``concurrency_key``: a printable string of 1 to 128 characters; a task type declared with
+  ``concurrency_limit=N`` runs at most N of its tasks with the same key at once.
+- ``fairness_key``: the same form; under an admission window a queue's waiting tasks are admitted
+  round-robin across fairness keys (the submitting principal's name when none is given).
 
 :func:`split_flow` takes these fields out of the body before the input is validated, or raises
 :class:`~tasklift.tasks.service.InvalidInput`-shaped errors (:class:`FlowError`) for values that
@@ -22,8 +26,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 #: The fields a submit body may carry for flow control (never passed to the task's input).
-FLOW_FIELDS = ("run_at", "delay_seconds", "expires_at", "ttl_seconds", "priority")
+FLOW_FIELDS = ("run_at", "delay_seconds", "expires_at", "ttl_seconds", "priority", "concurrency_key", "fairness_key")
 MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 9, 0
+MAX_KEY_LENGTH = 128  #: of a ``concurrency_key`` or ``fairness_key``
 
 
 class FlowError(ValueError):
@@ -44,6 +49,8 @@ class Flow:
     delay: float | None = None  #: seconds after the database's now()
     expires_at: datetime | None = None  #: absolute deadline (UTC)
     ttl: float | None = None  #: seconds after the database's now()
+    concurrency_key: str | None = None  #: limited per (type, key) when the type has a concurrency_limit
+    fairness_key: str | None = None  #: whose turn it is under a window (None: the owner's)
 
     def delayed(self, now: datetime | None = None) -> bool:
         """True when the task must wait (by this machine's clock): it is not published at submit,
@@ -88,6 +95,15 @@ def _priority(body: dict[str, Any]) -> int:
     return value
 
 
+def _key(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_KEY_LENGTH or not value.isprintable():
+        raise FlowError(name, f"must be a string of 1 to {MAX_KEY_LENGTH} printable characters")
+    return value
+
+
 def split_flow(
     body: dict[str, Any], horizon: float, parse: Callable[[str], datetime], now: datetime | None = None
 ) -> tuple[dict[str, Any], Flow]:
@@ -100,6 +116,7 @@ def split_flow(
     now = now or datetime.now(UTC)
     latest = now + timedelta(seconds=horizon)
     priority = _priority(body)
+    concurrency_key, fairness_key = _key(body, "concurrency_key"), _key(body, "fairness_key")
     run_at, delay = _instant(body, "run_at", parse), _number(body, "delay_seconds", 0, horizon, strict_low=False)
     expires_at, ttl = _instant(body, "expires_at", parse), _number(body, "ttl_seconds", 0, horizon, strict_low=True)
     if run_at is not None and delay is not None:
@@ -115,14 +132,24 @@ def split_flow(
     if deadline is not None and deadline <= start:
         field = "expires_at" if expires_at is not None else "ttl_seconds"
         raise FlowError(field, "the task would expire before it may start")
-    return rest, Flow(priority=priority, run_at=run_at, delay=delay, expires_at=expires_at, ttl=ttl)
+    return rest, Flow(
+        priority=priority,
+        run_at=run_at,
+        delay=delay,
+        expires_at=expires_at,
+        ttl=ttl,
+        concurrency_key=concurrency_key,
+        fairness_key=fairness_key,
+    )
 
 
 def waiting_reason(row: Any, now: datetime | None = None) -> str | None:
     """Why a PENDING task is not running yet, as the task resource's ``waiting_reason``.
 
-    ``paused`` (its queue is paused), ``scheduled`` (its ``scheduled_for`` is ahead), ``queued``
-    (due: admitted or about to be; a worker will take it), or None for a task that is not PENDING.
+    ``paused`` (its queue is paused), ``scheduled`` (its ``scheduled_for`` is ahead),
+    ``concurrency_limited`` (its type's limit of RUNNING tasks with its ``concurrency_key`` is
+    reached; :data:`tasklift.store.repository.GET_TASKS_SQL` counts them), ``queued`` (due:
+    admitted or about to be; a worker will take it), or None for a task that is not PENDING.
     """
     if row["status"] != "PENDING":
         return None
@@ -131,6 +158,8 @@ def waiting_reason(row: Any, now: datetime | None = None) -> str | None:
     scheduled = row.get("scheduled_for")
     if scheduled is not None and scheduled > (now or datetime.now(UTC)):
         return "scheduled"
+    if row.get("concurrency_limited"):
+        return "concurrency_limited"
     return "queued"
 
 
@@ -164,5 +193,17 @@ FLOW_SCHEMA: dict[str, Any] = {
         "minimum": MIN_PRIORITY,
         "maximum": MAX_PRIORITY,
         "description": "0 (default) to 9: within a queue, higher is admitted first",
+    },
+    "concurrency_key": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "description": "At most the task type's concurrency_limit tasks with this key run at once",
+    },
+    "fairness_key": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "description": "Under an admission window, tasks are admitted round-robin across these (default: the owner)",
     },
 }

@@ -43,6 +43,8 @@ class TaskType:
     #: the webhook of its tasks when a submit names none (docs/webhooks.md), and its events
     callback_url: str | None = None
     callback_events: tuple[str, ...] = ("terminal",)
+    #: at most this many RUNNING at once per ``concurrency_key`` (docs/flow-control.md); None: no limit
+    concurrency_limit: int | None = None
 
     @property
     def queue(self) -> str:
@@ -72,6 +74,7 @@ def task(
     version: str = "1",
     callback_url: str | None = None,
     callback_events: tuple[str, ...] = ("terminal",),
+    concurrency_limit: int | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a function as a task type.
 
@@ -90,7 +93,12 @@ def task(
         callback_url: The webhook its tasks call when a submit names no ``callback_url``
             (docs/webhooks.md); vetted at each submit like a submitted one.
         callback_events: The events of that default: ``"terminal"`` and/or ``"progress"``.
+        concurrency_limit: At most this many tasks of this type RUNNING at once per
+            ``concurrency_key`` of the submit, across all workers (docs/flow-control.md); tasks
+            submitted without a key are not limited. None: no limit.
     """
+    if concurrency_limit is not None and (isinstance(concurrency_limit, bool) or concurrency_limit < 1):
+        raise ValueError(f"task type {name!r}: concurrency_limit must be a positive integer")
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY and _REGISTRY[name].func is not func:
@@ -108,6 +116,7 @@ def task(
             version=str(version),
             callback_url=callback_url,
             callback_events=tuple(callback_events),
+            concurrency_limit=concurrency_limit,
             description=(func.__doc__ or "").strip().split("\n")[0],
         )
         return func

@@ -36,6 +36,8 @@ def task_resource(row: Mapping[str, Any]) -> dict[str, Any]:
         "priority": row["priority"],
         "scheduled_for": rfc3339(row["scheduled_for"]),
         "expires_at": rfc3339(row["expires_at"]),
+        "concurrency_key": row["concurrency_key"],
+        "fairness_key": row["fairness_key"],
         "waiting_reason": waiting_reason(row),
         "links": {
             "self": base,

@@ -289,10 +289,11 @@ def new_task(
 ) -> repo.NewTask:
     """The row a submit inserts, in the current trace (the dispatcher and the worker continue it).
 
-    It is published at submit (``inline``) unless it is delayed or the admission window is on: then
-    the dispatcher admits it (docs/flow-control.md)."""
+    It is published at submit (``inline``) unless it is delayed, the admission window is on or it
+    is limited by a concurrency key: then the dispatcher admits it (docs/flow-control.md)."""
     flow = flow or Flow()
     settings = get_settings()
+    limit = ttype.concurrency_limit if flow.concurrency_key is not None else None
     trace_id, traceparent = telemetry.trace_ids()
     return repo.NewTask(
         task_id=task_id,
@@ -310,9 +311,12 @@ def new_task(
         delay=flow.delay,
         expires_at=flow.expires_at,
         ttl=flow.ttl,
-        inline=not flow.delayed() and settings.admission_window == 0,
+        inline=not flow.delayed() and settings.admission_window == 0 and limit is None,
         callback_url=callback.url if callback else None,
         callback_events=callback.events if callback else (),
+        concurrency_key=flow.concurrency_key,
+        concurrency_limit=limit,
+        fairness_key=flow.fairness_key,
     )
 
 
