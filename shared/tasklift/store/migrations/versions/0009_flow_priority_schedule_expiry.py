@@ -40,7 +40,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_task_outbox_queue_sent", table_name="task_outbox")
     op.drop_index("ix_tasks_pending_expiry", table_name="tasks")
-    op.drop_constraint("ck_tasks_priority_range", "tasks", type_="check")
+    op.drop_constraint(op.f("ck_tasks_priority_range"), "tasks", type_="check")  # op.f: the final name
     op.drop_column("tasks", "expires_at")
     op.drop_column("tasks", "scheduled_for")
     op.drop_column("tasks", "priority")
