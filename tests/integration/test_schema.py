@@ -33,3 +33,17 @@ def test_listing_and_retention_indexes_exist(db: sa.Engine) -> None:
                  "ix_tasks_owner_status_created"):  # fmt: skip
         assert name in rows
     assert "WHERE (completed_at IS NOT NULL)" in rows["ix_tasks_completed"]
+
+
+def test_every_migration_goes_down_to_the_base_and_up_again(db: sa.Engine) -> None:
+    """Each migration's downgrade undoes its upgrade: the whole chain down to nothing, then up to the
+    models' schema again (a downgrade that names an object wrongly fails here, not in an outage)."""
+    from alembic import command
+
+    from tasklift.store.migrate import alembic_config, upgrade
+
+    command.downgrade(alembic_config(), "base")
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT to_regclass('tasks')")).scalar() is None
+    upgrade()
+    test_migrations_build_the_models_schema(db)

@@ -48,7 +48,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_tasks_concurrency_pending", table_name="tasks")
     op.drop_index("ix_tasks_concurrency_running", table_name="tasks")
-    op.drop_constraint("ck_tasks_concurrency_limit_positive", "tasks", type_="check")
+    op.drop_constraint(op.f("ck_tasks_concurrency_limit_positive"), "tasks", type_="check")  # op.f: the final name
     op.drop_column("tasks", "fairness_key")
     op.drop_column("tasks", "concurrency_limit")
     op.drop_column("tasks", "concurrency_key")
