@@ -60,6 +60,11 @@ param streamSigningKey string
 @secure()
 param streamSigningPreviousKeys string = ''
 
+@description('TASKLIFT_WEBHOOK_SECRETS: signing secrets of completion webhooks, sent by the reaper alone: whsec_<base64>, comma-separated (rotation: the new one first, then the old one until receivers switch). Comes from the environment (main.bicepparam); stored in Key Vault.')
+@secure()
+@minLength(38)
+param webhookSecrets string
+
 // --- tasklift settings (env TASKLIFT_*) --------------------------------------------------------
 
 @description('TASKLIFT_LOG_LEVEL.')
@@ -308,6 +313,7 @@ module data 'modules/data.bicep' = {
     postgresAdminPassword: postgresAdminPassword
     streamSigningKey: streamSigningKey
     streamSigningPreviousKeys: streamSigningPreviousKeys
+    webhookSecrets: webhookSecrets
     postgresSku: postgresSku
     postgresStorageGB: postgresStorageGB
     postgresBackupRetentionDays: postgresBackupRetentionDays

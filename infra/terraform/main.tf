@@ -140,6 +140,8 @@ module "data" {
 
   # Kept in Key Vault next to the generated signing key (rotation: docs/deploy.md).
   stream_signing_previous_keys = var.stream_signing_previous_keys
+  # Same for the reaper's webhook secrets (rotation: docs/webhooks.md).
+  webhook_previous_secrets = var.webhook_previous_secrets
 }
 
 module "functions" {

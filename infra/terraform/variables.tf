@@ -174,6 +174,13 @@ variable "stream_signing_previous_keys" {
   sensitive   = true
 }
 
+variable "webhook_previous_secrets" {
+  description = "TASKLIFT_WEBHOOK_SECRETS: webhook secrets (whsec_...) the reaper still signs with, after the generated one kept in Key Vault, while receivers switch to it. Pass it as TF_VAR_webhook_previous_secrets, never in a file; back to [] once receivers use the new one."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+}
+
 variable "public_url" {
   description = "TASKLIFT_PUBLIC_URL: base URL clients use (custom domain, Front Door, APIM). null = https://<function app>.azurewebsites.net."
   type        = string

@@ -10,6 +10,7 @@ then, once they are healthy, migrate, then api/worker/reaper once it exited 0.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -55,6 +56,7 @@ class Stack:
             "REDIS_PASSWORD": secrets.token_hex(16),
             "FLOWER_PASSWORD": secrets.token_hex(16),
             "TASKLIFT_STREAM_SIGNING_KEY": secrets.token_urlsafe(48),
+            "TASKLIFT_WEBHOOK_SECRETS": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
             "API_PUBLISH": f"127.0.0.1:{api_port}",
             "PUBLIC_URL": self.api_url,
             "TASKLIFT_WORKER_CONCURRENCY": "2",

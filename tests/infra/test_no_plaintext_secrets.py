@@ -30,11 +30,19 @@ NOT_A_SECRET = re.compile(
 #: Values that are switches, not credentials.
 SWITCHES = {"Enabled", "Disabled", "true", "false"}
 #: Compose variables that must be supplied, never defaulted.
-COMPOSE_SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_PASSWORD", "TASKLIFT_STREAM_SIGNING_KEY")
+COMPOSE_SECRETS = (
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "FLOWER_PASSWORD",
+    "TASKLIFT_STREAM_SIGNING_KEY",
+    "TASKLIFT_WEBHOOK_SECRETS",
+)
 #: Compose variables that hold secrets only sometimes: optional, and their default is no secret.
 COMPOSE_OPTIONAL_SECRETS = {"TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS": "[]"}
 #: The API's stream-link keys: only the API (function app) gets them, always from a secret store.
 STREAM_KEYS = ("TASKLIFT_STREAM_SIGNING_KEY", "TASKLIFT_STREAM_SIGNING_PREVIOUS_KEYS")
+#: The signing secrets of completion webhooks: only the reaper (which sends them) gets them.
+WEBHOOK_SECRETS = "TASKLIFT_WEBHOOK_SECRETS"
 #: A URL with a password part: scheme://user:password@host
 URL_CREDENTIALS = re.compile(r"://[^:/@\s]*:([^@\s]+)@")
 
@@ -88,6 +96,21 @@ def test_compose_gives_only_the_api_the_stream_signing_keys() -> None:
 def test_env_example_explains_how_to_generate_the_stream_signing_key() -> None:
     text = (tools.REPO / ".env.example").read_text()
     assert 'python -c "import secrets; print(secrets.token_urlsafe(48))"' in text
+
+
+def test_compose_gives_only_the_reaper_the_webhook_secrets() -> None:
+    """The reaper's webhook secrets are a required ${VAR:?} interpolation; no other service gets them."""
+    services = tools.load_compose()["services"]
+    reaper = services["reaper"]["environment"]
+    assert re.fullmatch(r"\$\{TASKLIFT_WEBHOOK_SECRETS:\?[^}]+\}", reaper[WEBHOOK_SECRETS])
+    assert [name for name, service in services.items() if WEBHOOK_SECRETS in (service.get("environment") or {})] == [
+        "reaper"
+    ]
+
+
+def test_env_example_explains_how_to_generate_a_webhook_secret() -> None:
+    text = (tools.REPO / ".env.example").read_text()
+    assert """python -c "import base64,os;print('whsec_'+base64.b64encode(os.urandom(32)).decode())\"""" in text
 
 
 def test_env_example_leaves_every_secret_blank() -> None:
@@ -165,6 +188,38 @@ def test_terraform_container_apps_use_key_vault_secrets_and_secret_refs() -> Non
                     assert "secret_name" in env and "value" not in env
 
 
+def test_terraform_webhook_secrets_are_generated_kept_in_key_vault_and_given_to_the_reaper_alone() -> None:
+    """whsec_ + base64 of random_bytes (then the sensitive previous ones), a Key Vault secret, and a
+    secret reference of the reaper's container app only."""
+    data = tools.TERRAFORM / "modules" / "data" / "main.tf"
+    secrets = tools.terraform_locals(data)["secrets"]
+    assert (
+        tools.unwrap(secrets["webhook-secrets"])
+        == 'join(",", concat(["whsec_${random_bytes.webhook_secret.base64}"], var.webhook_previous_secrets))'
+    )
+    webhook_secret = tools.terraform_blocks("resource", data)["random_bytes"]["webhook_secret"]
+    assert 24 <= webhook_secret["length"] <= 64
+    for variables in (tools.TERRAFORM / "variables.tf", tools.TERRAFORM / "modules" / "data" / "variables.tf"):
+        variable = tools.terraform_blocks("variable", variables)["webhook_previous_secrets"]
+        assert variable["sensitive"] is True and variable["default"] == []
+    assert "webhook_previous_secrets" not in tools.terraform_tfvars(tools.TERRAFORM / "terraform.tfvars.example")
+
+    workers = tools.TERRAFORM / "modules" / "workers" / "main.tf"
+    names = tools.terraform_locals(workers)
+    assert "webhook-secrets" not in names["secret_names"]
+    assert tools.unwrap(names["reaper_secret_names"]) == 'concat(local.secret_names, ["webhook-secrets"])'
+    apps = tools.terraform_blocks("resource", workers)["azurerm_container_app"]
+    for name, app in apps.items():
+        secret_sets = [d["secret"]["for_each"] for d in app.get("dynamic", []) if "secret" in d]
+        envs = {e["name"]: e for c in app["template"][0]["container"] for e in c.get("env", [])}
+        if name == "reaper":
+            assert secret_sets == ["${toset(local.reaper_secret_names)}"]
+            assert envs[WEBHOOK_SECRETS] == {"name": WEBHOOK_SECRETS, "secret_name": "webhook-secrets"}
+        else:
+            assert secret_sets == ["${toset(local.secret_names)}"], name
+            assert WEBHOOK_SECRETS not in envs, name
+
+
 def test_terraform_key_vault_is_rbac_only_purge_protected_and_default_deny() -> None:
     """The vault uses Azure RBAC, purge protection, and a default-deny network ACL."""
     vault = tools.terraform_blocks("resource", tools.TERRAFORM / "modules" / "keyvault" / "main.tf")[
@@ -209,6 +264,29 @@ def test_bicep_stream_signing_keys_are_secure_parameters_from_the_environment() 
     data = tools.bicep_source(tools.BICEP / "modules" / "data.bicep")
     assert "value: streamSigningKey\n" in data
     assert "value: empty(streamSigningPreviousKeys) ? '[]' : streamSigningPreviousKeys\n" in data
+
+
+def test_bicep_webhook_secrets_are_a_secure_parameter_kept_in_key_vault_and_given_to_the_reaper_alone() -> None:
+    """webhookSecrets is @secure() without default, from the deployer's environment, written to Key
+    Vault; only the reaper's container app references it."""
+    main = tools.bicep_source(tools.BICEP / "main.bicep")
+    assert re.search(r"@secure\(\)\s*\n(?:@\w+\([^)]*\)\s*\n)*param webhookSecrets string\s*$", main, re.M)
+    assert "    webhookSecrets: webhookSecrets\n" in main
+    params = tools.strip_bicep_comments((tools.BICEP / "main.bicepparam").read_text())
+    assert re.search(r"^param webhookSecrets = readEnvironmentVariable\('[A-Z_]+'\)\s*$", params, re.M)
+    data = tools.bicep_source(tools.BICEP / "modules" / "data.bicep")
+    assert "name: 'tasklift-webhook-secrets'\n" in data and "value: webhookSecrets\n" in data
+    assert "webhookSecrets: webhookSecretsSecret.properties.secretUri\n" in data
+    workers = tools.bicep_source(tools.BICEP / "modules" / "workers.bicep")
+    assert workers.count("keyVaultUrl: secretUris.webhookSecrets") == 1
+    reaper = workers[workers.index("resource reaper ") :]
+    reaper = reaper[: reaper.index("\n}\n")]
+    assert "secrets: reaperSecrets\n" in reaper and "reaperSecretEnv" in reaper
+    assert workers.count("reaperSecrets") == 2 and workers.count("reaperSecretEnv") == 2  # defined, used once
+    refs = [(n, kind) for n, kind, _ in tools.bicep_env_entries(tools.BICEP / "modules" / "workers.bicep")]
+    assert (WEBHOOK_SECRETS, "secretRef") in refs
+    functions = {n for n, _, _ in tools.bicep_env_entries(tools.BICEP / "modules" / "functions.bicep")}
+    assert WEBHOOK_SECRETS not in functions
 
 
 def test_bicep_function_app_reads_secrets_as_key_vault_references() -> None:
@@ -258,6 +336,22 @@ def test_k8s_runs_no_api_so_sets_no_stream_signing_key() -> None:
                 assert not set(STREAM_KEYS) & {e["name"] for e in container.get("env", [])}
 
 
+def test_k8s_gives_only_the_reaper_the_webhook_secrets_from_the_key_vault_mirror() -> None:
+    """The reaper alone takes TASKLIFT_WEBHOOK_SECRETS, from the Secret key the CSI class mirrors."""
+    takers = {}
+    for doc in tools.load_k8s_documents():
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                for env in container.get("env", []):
+                    if env["name"] == WEBHOOK_SECRETS:
+                        takers[doc["metadata"]["name"]] = env["valueFrom"]["secretKeyRef"]
+    assert takers == {"tasklift-reaper": {"name": "tasklift-secrets", "key": "webhook-secrets"}}
+    (spc,) = [d for d in tools.load_k8s_documents() if d["kind"] == "SecretProviderClass"]
+    assert "objectName: tasklift-webhook-secrets" in spc["spec"]["parameters"]["objects"]
+    (mirror,) = spc["spec"]["secretObjects"]
+    assert {"objectName": "tasklift-webhook-secrets", "key": "webhook-secrets"} in mirror["data"]
+
+
 def test_k8s_secret_env_vars_come_from_secret_key_refs() -> None:
     """Every secret-named env var in a pod is a secretKeyRef, never a literal value."""
     seen = 0
@@ -269,4 +363,4 @@ def test_k8s_secret_env_vars_come_from_secret_key_refs() -> None:
                 if SECRET_NAME.search(env["name"]):
                     assert "value" not in env and env["valueFrom"]["secretKeyRef"]["name"] == "tasklift-secrets"
                     seen += 1
-    assert seen >= 7  # two URLs in each worker pool and the reaper, the database URL in the job
+    assert seen >= 8  # two URLs in each worker pool and the reaper, its webhook secrets, the job's database URL

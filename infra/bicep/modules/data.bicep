@@ -22,6 +22,10 @@ param streamSigningKey string
 @secure()
 param streamSigningPreviousKeys string
 
+@description('TASKLIFT_WEBHOOK_SECRETS of the reaper: whsec_<base64>, comma-separated.')
+@secure()
+param webhookSecrets string
+
 param postgresSku object
 param postgresStorageGB int
 param postgresBackupRetentionDays int
@@ -382,6 +386,17 @@ resource streamSigningPreviousKeysSecret 'Microsoft.KeyVault/vaults/secrets@2023
   }
 }
 
+// The reaper's completion-webhook signing secrets (comma-separated; rotation: docs/webhooks.md).
+resource webhookSecretsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'tasklift-webhook-secrets'
+  tags: tags
+  properties: {
+    contentType: 'text/plain'
+    value: webhookSecrets
+  }
+}
+
 output redisHostName string = redis.properties.hostName
 output redisSslPort int = redis.properties.sslPort
 output postgresFqdn string = postgres.properties.fullyQualifiedDomainName
@@ -395,4 +410,5 @@ output secretUris object = {
   redisPassword: redisPassword.properties.secretUri
   streamSigningKey: streamSigningKeySecret.properties.secretUri
   streamSigningPreviousKeys: streamSigningPreviousKeysSecret.properties.secretUri
+  webhookSecrets: webhookSecretsSecret.properties.secretUri
 }

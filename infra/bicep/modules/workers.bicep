@@ -14,7 +14,7 @@ param storageAccountName string
 param image string
 param containerRegistryServer string
 
-@description('Versionless Key Vault secret URIs: databaseUrl, redisUrl (redisPassword is not used here).')
+@description('Versionless Key Vault secret URIs: databaseUrl, redisUrl, webhookSecrets (the reaper\'s; redisPassword is not used here).')
 param secretUris object
 
 @description('Non-secret TASKLIFT_* settings as [{name, value}].')
@@ -135,6 +135,22 @@ var secretEnv = [
     secretRef: 'redis-url'
   }
 ]
+
+// The reaper alone sends completion webhooks, so it alone gets their signing secrets.
+var reaperSecrets = concat(secrets, [
+  {
+    name: 'webhook-secrets'
+    keyVaultUrl: secretUris.webhookSecrets
+    identity: identity.id
+  }
+])
+
+var reaperSecretEnv = concat(secretEnv, [
+  {
+    name: 'TASKLIFT_WEBHOOK_SECRETS'
+    secretRef: 'webhook-secrets'
+  }
+])
 
 var privateRegistry = [
   {
@@ -257,7 +273,7 @@ resource reaper 'Microsoft.App/containerApps@2025-01-01' = {
     workloadProfileName: 'Consumption'
     configuration: {
       activeRevisionsMode: 'Single'
-      secrets: secrets
+      secrets: reaperSecrets
       registries: registries
     }
     template: {
@@ -270,7 +286,7 @@ resource reaper 'Microsoft.App/containerApps@2025-01-01' = {
             'tasklift'
             'reaper'
           ]
-          env: concat(taskliftEnv, secretEnv, telemetryEnv, [
+          env: concat(taskliftEnv, reaperSecretEnv, telemetryEnv, [
             {
               name: 'OTEL_SERVICE_NAME'
               value: 'tasklift-reaper'

@@ -253,6 +253,9 @@ locals {
     # Stream links: the signing key, and the keys still accepted while rotating (a JSON list).
     stream-signing-key           = random_password.stream_signing_key.result
     stream-signing-previous-keys = jsonencode(var.stream_signing_previous_keys)
+    # Completion webhooks (the reaper's TASKLIFT_WEBHOOK_SECRETS): the generated secret first, then
+    # the ones still signed with while receivers switch (rotation: docs/webhooks.md).
+    webhook-secrets = join(",", concat(["whsec_${random_bytes.webhook_secret.base64}"], var.webhook_previous_secrets))
   }
 }
 
@@ -261,6 +264,11 @@ locals {
 resource "random_password" "stream_signing_key" {
   length  = 64
   special = false
+}
+
+# Standard Webhooks signing key: whsec_ + base64 of 32 random bytes. Rotate with -replace.
+resource "random_bytes" "webhook_secret" {
+  length = 32
 }
 
 resource "azurerm_key_vault_secret" "this" {

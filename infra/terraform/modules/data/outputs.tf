@@ -28,6 +28,6 @@ output "payloads_container_id" {
 }
 
 output "secret_ids" {
-  description = "Versionless Key Vault secret IDs: database-url, redis-url, redis-password, stream-signing-key, stream-signing-previous-keys. Versionless so a rotated secret is picked up without a redeploy."
+  description = "Versionless Key Vault secret IDs: database-url, redis-url, redis-password, stream-signing-key, stream-signing-previous-keys, webhook-secrets. Versionless so a rotated secret is picked up without a redeploy."
   value       = { for k, s in azurerm_key_vault_secret.this : k => s.versionless_id }
 }

@@ -90,3 +90,10 @@ variable "stream_signing_previous_keys" {
   default     = []
   sensitive   = true
 }
+
+variable "webhook_previous_secrets" {
+  description = "Webhook secrets (whsec_...) still signed with, after the generated one, while receivers switch; stored comma-joined in Key Vault."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+}

@@ -64,6 +64,8 @@ resource "azurerm_container_app_environment" "this" {
 locals {
   # Secrets are Key Vault references resolved by the platform with the user-assigned identity.
   secret_names = ["database-url", "redis-url"]
+  # The reaper alone sends webhooks, so it alone gets their signing secrets.
+  reaper_secret_names = concat(local.secret_names, ["webhook-secrets"])
 
   # tasklift.store.scaling.POOL_LOAD_QUERY, byte for byte (tests/infra/test_queues.py): the pool's
   # RUNNING tasks + its PENDING tasks that are due. {queue} is replaced by the pool's queue.
@@ -207,7 +209,7 @@ resource "azurerm_container_app" "reaper" {
   }
 
   dynamic "secret" {
-    for_each = toset(local.secret_names)
+    for_each = toset(local.reaper_secret_names)
     content {
       name                = secret.value
       key_vault_secret_id = var.secret_ids[secret.value]
@@ -244,6 +246,11 @@ resource "azurerm_container_app" "reaper" {
         name        = "TASKLIFT_REDIS_URL"
         secret_name = "redis-url"
       }
+
+      env {
+        name        = "TASKLIFT_WEBHOOK_SECRETS"
+        secret_name = "webhook-secrets"
+      }
     }
   }
 
@@ -252,6 +259,8 @@ resource "azurerm_container_app" "reaper" {
   depends_on = [time_sleep.rbac_propagation]
 
   lifecycle {
+    # As the workers'. A reaper created before webhook-secrets existed: -replace it once
+    # (docs/webhooks.md, "Deploying").
     ignore_changes = [secret]
   }
 }

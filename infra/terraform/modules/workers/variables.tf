@@ -52,7 +52,7 @@ variable "container_registry_server" {
 }
 
 variable "secret_ids" {
-  description = "Versionless Key Vault secret IDs: database-url, redis-url."
+  description = "Versionless Key Vault secret IDs: database-url, redis-url, webhook-secrets (the reaper's)."
   type        = map(string)
 }
 
