@@ -322,6 +322,16 @@ CANCEL_SQL = _CANCEL_TEMPLATE.format(target=_OWNED)
 BULK_IDS = "id = ANY(CAST(:ids AS uuid[]))"
 BULK_CANCEL_SQL = _CANCEL_TEMPLATE.format(target=BULK_IDS)
 
+#: A new dispatch intent of the updated row ``r``, due now, replacing any earlier one (a manual
+#: retry, a resumed wait, a woken sleep: every transition back to PENDING that is due at once).
+REARM_INTENT_CTE = """dispatch_intent AS (
+    INSERT INTO task_outbox (task_id, queue, available_at, intent_seq)
+    SELECT r.id, r.queue, now(), r.last_seq FROM r
+    ON CONFLICT (task_id) DO UPDATE
+    SET available_at = EXCLUDED.available_at, published_at = NULL, broker_epoch = NULL,
+        intent_seq = EXCLUDED.intent_seq
+)"""
+
 #: Manual retry: FAILED | CANCELLED → PENDING, same id, a fresh retry budget (automatic retries
 #: count failures, see :func:`tasklift.store.leases.failures`), events go on; a new dispatch intent
 #: for this transition, due at once. Returns the reopened rows, or none. ``{source}`` /
@@ -337,13 +347,7 @@ WITH r AS (
     RETURNING {", ".join(f"tasks.{name}" for name in TASK_COLUMN_NAMES)}
 ), reopen_event AS (
     {_STATUS_EVENT.format(data=STATUS_DATA_SQL)}
-), dispatch_intent AS (
-    INSERT INTO task_outbox (task_id, queue, available_at, intent_seq)
-    SELECT r.id, r.queue, now(), r.last_seq FROM r
-    ON CONFLICT (task_id) DO UPDATE
-    SET available_at = EXCLUDED.available_at, published_at = NULL, broker_epoch = NULL,
-        intent_seq = EXCLUDED.intent_seq
-)
+), {REARM_INTENT_CTE}
 SELECT {TASK_COLUMNS} FROM r"""
 REOPEN_SQL = _REOPEN_TEMPLATE.format(source="", target=_OWNED, retries=":retries")
 BULK_REOPEN_SQL = _REOPEN_TEMPLATE.format(

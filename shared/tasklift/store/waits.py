@@ -158,13 +158,7 @@ WITH w AS (
     ON CONFLICT (task_id, name) DO NOTHING
 ), wake_event AS (
     INSERT INTO task_events (task_id, seq, kind, data) SELECT r.id, r.last_seq, 'status', {repo.STATUS_DATA_SQL} FROM r
-), dispatch_intent AS (
-    INSERT INTO task_outbox (task_id, queue, available_at, intent_seq)
-    SELECT r.id, r.queue, now(), r.last_seq FROM r
-    ON CONFLICT (task_id) DO UPDATE
-    SET available_at = EXCLUDED.available_at, published_at = NULL, broker_epoch = NULL,
-        intent_seq = EXCLUDED.intent_seq
-)
+), {repo.REARM_INTENT_CTE}
 SELECT {repo.TASK_COLUMNS} FROM r"""
 _WAKE = text(WAKE_SQL)
 
