@@ -23,7 +23,9 @@ def test_a_concurrency_key_leaves_the_input_and_is_kept_as_given() -> None:
     assert rest == {"task_type": "t", "seconds": 1}
     assert flow.concurrency_key == "customer-42"
     assert split({"concurrency_key": "k" * MAX_KEY_LENGTH})[1].concurrency_key == "k" * MAX_KEY_LENGTH
-    assert split({"concurrency_key": "Zürich / 東京"})[1].concurrency_key == "Zürich / 東京"
+    assert split({"concurrency_key": "Zurich / tenant 7"})[1].concurrency_key == "Zurich / tenant 7"
+    with pytest.raises(FlowError):  # printable ASCII only, as the OpenAPI pattern says
+        split({"concurrency_key": "Zürich / 東京"})
     assert split({"concurrency_key": None})[1].concurrency_key is None
 
 

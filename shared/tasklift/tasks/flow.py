@@ -6,7 +6,7 @@ A POST /tasks body (and a batch item's ``task``) may carry, beside the task type
   past ``run_at`` runs now. The task is PENDING with ``scheduled_for``.
 - ``expires_at`` (RFC 3339) or ``ttl_seconds``: a task not started by then ends EXPIRED.
 - ``priority``: 0 (the default) to 9; within a queue the dispatcher admits higher first.
-- ``concurrency_key``: a printable string of 1 to 128 characters; a task type declared with
+- ``concurrency_key``: a string of 1 to 128 printable ASCII characters; a task type declared with
   ``concurrency_limit=N`` runs at most N of its tasks with the same key at once.
 - ``fairness_key``: the same form; under an admission window a queue's waiting tasks are admitted
   round-robin across fairness keys (the submitting principal's name when none is given).
@@ -20,6 +20,7 @@ deadline not after the start.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,9 @@ from typing import Any
 FLOW_FIELDS = ("run_at", "delay_seconds", "expires_at", "ttl_seconds", "priority", "concurrency_key", "fairness_key")
 MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 9, 0
 MAX_KEY_LENGTH = 128  #: of a ``concurrency_key`` or ``fairness_key``
+#: A key's characters: printable ASCII (space to ``~``), the same rule in the OpenAPI schema's pattern.
+KEY_CHARS = "^[ -~]+$"
+KEY_PATTERN = re.compile("[ -~]+")
 
 
 class FlowError(ValueError):
@@ -99,8 +103,8 @@ def _key(body: dict[str, Any], name: str) -> str | None:
     value = body.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_KEY_LENGTH or not value.isprintable():
-        raise FlowError(name, f"must be a string of 1 to {MAX_KEY_LENGTH} printable characters")
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_KEY_LENGTH or not KEY_PATTERN.fullmatch(value):
+        raise FlowError(name, f"must be a string of 1 to {MAX_KEY_LENGTH} printable ASCII characters")
     return value
 
 
@@ -198,12 +202,14 @@ FLOW_SCHEMA: dict[str, Any] = {
         "type": ["string", "null"],
         "minLength": 1,
         "maxLength": MAX_KEY_LENGTH,
+        "pattern": KEY_CHARS,
         "description": "At most the task type's concurrency_limit tasks with this key run at once",
     },
     "fairness_key": {
         "type": ["string", "null"],
         "minLength": 1,
         "maxLength": MAX_KEY_LENGTH,
+        "pattern": KEY_CHARS,
         "description": "Under an admission window, tasks are admitted round-robin across these (default: the owner)",
     },
 }
