@@ -187,13 +187,20 @@ def _run(api: str, principals: list[dict[str, str]], scenarios: int) -> set[tupl
 
 #: Answers only a followed link can give: a random task id is 404 (and an unknown one has no logs).
 REACHED_THROUGH_LINKS = {("GET /tasks/{task_id}", 200), ("GET /tasks/{task_id}/logs", 200)}
+#: The task's sub-resources its document links name (openapi.TASK_LINKS); ten short scenarios follow
+#: some of them, not each one (which link a step follows is hypothesis' draw: CI once reached output
+#: and stream but not logs), so the default run asks for one; the slow run's 100 ask for more.
+LINKED_SUB_RESOURCES = {
+    (f"GET /tasks/{{task_id}}/{name}", 200) for name in ("logs", "output", "stream", "result")
+}
 
 
 def test_scenarios_following_the_documents_links_answer_as_documented(
     stateful_api: str, make_key: Callable[..., str]
 ) -> None:
     answered = _run(stateful_api, [{"Authorization": f"Bearer {make_key('alice')}"}], SCENARIOS)
-    assert answered >= REACHED_THROUGH_LINKS, sorted(answered)
+    assert ("GET /tasks/{task_id}", 200) in answered, sorted(answered)
+    assert answered & LINKED_SUB_RESOURCES, sorted(answered)
 
 
 @pytest.mark.slow
