@@ -23,7 +23,7 @@ OLD, RECENT, EVENTS = 20_000, 500, 6
 LOAD = """
 INSERT INTO tasks (id, owner, task_type, queue, status, input, attempts, last_seq,
                    created_at, started_at, updated_at, completed_at)
-SELECT md5(:tag || i)::uuid, 'key:old', 'test_noop', 'tasklift.cpu', 'SUCCESS', '{}'::jsonb, 1, :events,
+SELECT md5(:tag || i)::uuid, 'key:' || :tag, 'test_noop', 'tasklift.cpu', 'SUCCESS', '{}'::jsonb, 1, :events,
        now() - make_interval(days => :ago), now() - make_interval(days => :ago),
        now() - make_interval(days => :ago), now() - make_interval(days => :ago)
 FROM generate_series(1, :n) AS i;
