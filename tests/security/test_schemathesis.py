@@ -42,6 +42,7 @@ OPERATIONS = [(r.method, r.template) for r in ROUTES]
 FLOW_TIMES = {("body", "run_at"), ("body", "delay_seconds"), ("body", "expires_at"), ("body", "ttl_seconds")}
 STATEFUL = {
     ("GET", "/tasks"): {("query", "cursor")},
+    ("GET", "/bulk"): {("query", "cursor")},
     ("POST", "/tasks"): {("header", "Idempotency-Key"), ("body", "callback_url"), *FLOW_TIMES},
 }
 #: Operations with something to violate: a request body, or query / header parameters with a type,
