@@ -13,6 +13,9 @@
   marked CANCELLED and its process terminated through Celery's revoke.
 - **Expiry** (every ``dispatch_interval_seconds``, before the dispatch): PENDING tasks not started
   by their ``expires_at`` end EXPIRED (docs/flow-control.md).
+- **Schedules** (every ``dispatch_interval_seconds``, and woken at the next fire time; before the
+  dispatch, which publishes what they fired in the same sweep): due cron/interval schedules submit
+  their tasks (``tasklift.tasks.schedule_firer``).
 - **Cleanup**: expired Idempotency-Key records are deleted hourly.
 - **Bulk operations** (every ``dispatch_interval_seconds``, up to 2 s a round): cancel, retry or
   purge the tasks of ``POST /bulk`` operations, 500 per transaction (``tasklift.tasks.bulk_worker``).
@@ -41,7 +44,7 @@ from tasklift.queue.runtime import WorkerRuntime
 from tasklift.queue.webhooks import Deliverer
 from tasklift.settings import get_settings
 from tasklift.store import flow, leases, waits
-from tasklift.tasks import bulk_worker, retention
+from tasklift.tasks import bulk_worker, retention, schedule_firer
 from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,7 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
         ("leases", settings.reaper_interval_seconds, lambda: reap_expired_leases(rt)),
         ("expiry", settings.dispatch_interval_seconds, lambda: expire_due(rt)),  # before: never sent expired
         ("waits", settings.dispatch_interval_seconds, lambda: wake_waits(rt)),
+        ("schedules", settings.dispatch_interval_seconds, lambda: schedule_firer.fire_due(rt.engine)),
         ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
         ("cancels", settings.reaper_interval_seconds, lambda: enforce_cancels(rt)),
         (
@@ -144,11 +148,14 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
 
 
 def _next_wait(dispatcher: Dispatcher, longest: float) -> float:
-    """Sleep until the next intent comes due (a delayed task's start), at most ``longest``."""
+    """Sleep until the next intent comes due (a delayed task's start) or the next schedule fires, at
+    most ``longest``."""
     try:
-        return dispatcher.next_wait(longest)
+        wait = dispatcher.next_wait(longest)
+        fire_in = schedule_firer.seconds_to_next(dispatcher.engine)
     except DBAPIError:
         return longest
+    return wait if fire_in is None else max(0.01, min(wait, fire_in))
 
 
 def run_forever(stop: threading.Event | None = None) -> None:
@@ -173,6 +180,7 @@ def run_forever(stop: threading.Event | None = None) -> None:
             stop.wait(wait)
             if wait < longest:  # woken for an intent coming due (a delayed task's start): dispatch it now
                 due.pop("dispatch", None)
+                due.pop("schedules", None)  # or for a schedule's fire time
         delivering.join(rt.settings.webhook_timeout_seconds * 5 + 5)
         deliverer.close()
         log.info("reaper stopped")
