@@ -9,6 +9,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -45,7 +46,7 @@ def test_crud_pagination_and_conflict(client: httpx.Client, db: sa.Engine) -> No
     assert made["paused"] is False and made["timezone"] == "Europe/Berlin" and made["priority"] == 4
     assert made["ttl_seconds"] == 60 and made["catchup"] == "latest" and made["last_task_id"] is None
     nxt = datetime.fromisoformat(made["next_fire_at"])
-    assert nxt > datetime.now(UTC) and nxt.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin")).hour in (2, 3)
+    assert nxt > datetime.now(UTC) and nxt.astimezone(ZoneInfo("Europe/Berlin")).hour in (2, 3)
     sid = made["schedule_id"]
     assert client.get(f"/schedules/{sid}").json() == made
 
@@ -67,7 +68,11 @@ def test_crud_pagination_and_conflict(client: httpx.Client, db: sa.Engine) -> No
     assert resumed["paused"] is False and datetime.fromisoformat(resumed["next_fire_at"]) > datetime.now(UTC)
 
     assert client.delete(f"/schedules/{sid}").status_code == 204
-    for resp in (client.get(f"/schedules/{sid}"), client.delete(f"/schedules/{sid}"), client.post(f"/schedules/{sid}:pause")):
+    for resp in (
+        client.get(f"/schedules/{sid}"),
+        client.delete(f"/schedules/{sid}"),
+        client.post(f"/schedules/{sid}:pause"),
+    ):
         assert resp.status_code == 404, resp.text
     assert client.get("/schedules/not-a-uuid").status_code == 404
     assert count(db, "SELECT count(*) FROM schedules") == 3
@@ -129,7 +134,10 @@ def test_bad_bodies_are_422_and_store_nothing(
 
 def test_not_json_and_not_an_object(client: httpx.Client) -> None:
     assert client.post("/schedules", content=b"[1]", headers={"content-type": "application/json"}).status_code == 422
-    assert client.post("/schedules", content=b"{", headers={"content-type": "application/json"}).status_code in (400, 422)
+    assert client.post("/schedules", content=b"{", headers={"content-type": "application/json"}).status_code in (
+        400,
+        422,
+    )
     assert client.post("/schedules", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
 
 
@@ -172,14 +180,17 @@ def _insert_due(db: sa.Engine, n: int, *, seconds_ago: float, interval: float, c
             sa.text(
                 "INSERT INTO schedules (id, owner, name, task_type, payload, flow, interval_seconds, catchup,"
                 " next_fire_at) SELECT CAST(i AS uuid), 'dev', 'due-' || i, 'test_noop', '{}', '{}', :interval,"
-                " :catchup, date_trunc('second', now()) - make_interval(secs => :ago) FROM unnest(CAST(:ids AS text[])) AS i"
+                " :catchup, date_trunc('second', now()) - make_interval(secs => :ago)"
+                " FROM unnest(CAST(:ids AS text[])) AS i"
             ),
             {"ids": ids, "interval": interval, "catchup": catchup, "ago": seconds_ago},
         )
     return ids
 
 
-def test_two_firers_racing_over_n_due_schedules_submit_exactly_n_tasks(tasklift_env: dict[str, str], db: sa.Engine) -> None:
+def test_two_firers_racing_over_n_due_schedules_submit_exactly_n_tasks(
+    tasklift_env: dict[str, str], db: sa.Engine
+) -> None:
     n = 120
     _insert_due(db, n, seconds_ago=1, interval=3600)
     engines = [make_engine(tasklift_env["TASKLIFT_DATABASE_URL"], 2) for _ in range(2)]
@@ -228,7 +239,9 @@ def test_missed_firings_latest_fires_once_and_all_catches_up_each(engine: sa.Eng
     now = datetime.now(UTC)
     assert now - timedelta(seconds=60) < when <= now  # the latest missed time
     caught = [t for t, _ in runs(db, every)]
-    assert len(caught) == 6 and [(b - a).total_seconds() for a, b in zip(caught, caught[1:], strict=False)] == [60.0] * 5
+    assert (
+        len(caught) == 6 and [(b - a).total_seconds() for a, b in zip(caught, caught[1:], strict=False)] == [60.0] * 5
+    )
     assert schedule_firer.fire_due(engine) == 0  # nothing more until the next time
 
 

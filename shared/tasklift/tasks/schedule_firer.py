@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, RowMapping
 
 from tasklift.settings import get_settings
 from tasklift.store import schedules as store
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 ROUND_LIMIT = 200
 
 
-def timing_of(row: Mapping[str, Any]) -> schedules.Timing:
+def timing_of(row: Mapping[str, Any] | RowMapping) -> schedules.Timing:
     """The :class:`~tasklift.tasks.schedules.Timing` of a stored schedule."""
     return schedules.Timing(
         cron=row["cron"], timezone=row["timezone"], interval=row["interval_seconds"], catchup=row["catchup"]
