@@ -13,7 +13,7 @@
   marked CANCELLED and its process terminated through Celery's revoke.
 - **Expiry** (every ``dispatch_interval_seconds``, before the dispatch): PENDING tasks not started
   by their ``expires_at`` end EXPIRED (docs/flow-control.md).
-- **Schedules** (every ``dispatch_interval_seconds``, and woken at the next fire time; before the
+- **Schedules** (at every wake-up of the loop, which wakes at the next fire time too; before the
   dispatch, which publishes what they fired in the same sweep): due cron/interval schedules submit
   their tasks (``tasklift.tasks.schedule_firer``).
 - **Cleanup**: expired Idempotency-Key records are deleted hourly.
@@ -121,7 +121,8 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
         ("leases", settings.reaper_interval_seconds, lambda: reap_expired_leases(rt)),
         ("expiry", settings.dispatch_interval_seconds, lambda: expire_due(rt)),  # before: never sent expired
         ("waits", settings.dispatch_interval_seconds, lambda: wake_waits(rt)),
-        ("schedules", settings.dispatch_interval_seconds, lambda: schedule_firer.fire_due(rt.engine)),
+        # Every wake-up (one probe of ix_schedules_due): the loop wakes at the next fire time.
+        ("schedules", 0.0, lambda: schedule_firer.fire_due(rt.engine)),
         ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
         ("cancels", settings.reaper_interval_seconds, lambda: enforce_cancels(rt)),
         (
@@ -138,6 +139,8 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
         due[name] = now + interval
         try:
             count = job()
+            if name == "schedules" and count:  # what it fired is published by this sweep's dispatch
+                due.pop("dispatch", None)
             telemetry.reaper_acted(name, count)
             if count:
                 log.info("reaper %s: %d", name, count)
@@ -180,7 +183,6 @@ def run_forever(stop: threading.Event | None = None) -> None:
             stop.wait(wait)
             if wait < longest:  # woken for an intent coming due (a delayed task's start): dispatch it now
                 due.pop("dispatch", None)
-                due.pop("schedules", None)  # or for a schedule's fire time
         delivering.join(rt.settings.webhook_timeout_seconds * 5 + 5)
         deliverer.close()
         log.info("reaper stopped")
