@@ -21,9 +21,9 @@ export class SchedulesPanel {
 
   async refresh() {
     try {
-      const page = await request("/schedules?limit=50");
-      this.render(page.items);
-      setText(this.state, page.items.length ? "" : "No schedules yet: POST /schedules or `tasklift schedules create`.");
+      const { data } = await request("/schedules?limit=50");
+      this.render(data.items);
+      setText(this.state, data.items.length ? "" : "No schedules yet: POST /schedules or `tasklift schedules create`.");
     } catch (err) {
       setText(this.state, `Could not load the schedules: ${describeError(err)}`);
     }
