@@ -320,6 +320,11 @@ class TaskliftClient:
         """GET /bulk/{id}: the operation's status, counts and progress."""
         return dict(self._check(self._http.get(f"/bulk/{bulk_id}")).json())
 
+    def list_bulk(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """GET /bulk: a page of the caller's operations, newest first: ``{"items", "next_cursor"}``."""
+        params = {k: v for k, v in {"status": status, "limit": limit, "cursor": cursor}.items() if v is not None}
+        return dict(self._check(self._http.get("/bulk", params=params)).json())
+
     def cancel_bulk(self, bulk_id: str) -> dict[str, Any]:
         """DELETE /bulk/{id}: stop an open operation (what it changed stays changed)."""
         return dict(self._check(self._http.delete(f"/bulk/{bulk_id}")).json())

@@ -73,6 +73,31 @@ def test_the_cli_bulk_cancels_by_status_and_type_printing_progress(
     assert bad.returncode == 2 and "422" in bad.stdout + bad.stderr and "Traceback" not in bad.stdout + bad.stderr
 
 
+def test_the_client_and_the_cli_list_operations_newest_first_a_page_at_a_time(
+    api: str, tasklift_env, start_reaper
+) -> None:
+    with TaskliftClient(api) as tl:
+        tl.submit("test_noop")
+        made = [tl.bulk("cancel", status="PENDING", task_type="test_noop")["bulk_id"] for _ in range(3)]
+        first = tl.list_bulk(limit=2)
+        assert [op["bulk_id"] for op in first["items"]] == made[:0:-1] and first["next_cursor"]
+        second = tl.list_bulk(limit=2, cursor=first["next_cursor"])
+        assert [op["bulk_id"] for op in second["items"]] == made[:1] and second["next_cursor"] is None
+        assert tl.list_bulk(status="SUCCESS")["items"] == []
+        start_reaper()
+        for bulk_id in made:
+            tl.wait_bulk(bulk_id, timeout=30)
+        assert [op["bulk_id"] for op in tl.list_bulk(status="SUCCESS")["items"]] == made[::-1]
+        for params, loc in (({"status": "DONE"}, "status"), ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor")):
+            with pytest.raises(TaskliftError) as caught:
+                tl.list_bulk(**params)
+            assert caught.value.status == 422 and caught.value.problem["errors"][0]["loc"] == ["query", loc]
+    listed = _cli("bulk", "list", "--limit", "2", "--url", api, env=tasklift_env)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    lines = [json.loads(line) for line in listed.stdout.strip().splitlines()]
+    assert [line["bulk_id"] for line in lines] == made[:0:-1] and {line["status"] for line in lines} == {"SUCCESS"}
+
+
 def test_the_cli_pauses_and_resumes_a_queue(api: str, tasklift_env) -> None:
     # Anonymous callers are not admins: the CLI shows the 403 problem in one line.
     refused = _cli("queues", "pause", "cpu", "--url", api, env=tasklift_env)

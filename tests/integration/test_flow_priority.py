@@ -96,6 +96,24 @@ class TestUnderAnAdmissionWindow:
         assert order.index(urgent) <= 2 and order.index(urgent) < order.index(backlog[3])
         assert [t for t in order if t != urgent] == backlog  # equal priorities keep their submit order
 
+    def test_a_manual_retry_waits_for_the_dispatcher_like_a_submit(
+        self, client: httpx.Client, tasklift_env: dict[str, str], start_reaper
+    ) -> None:
+        task_id = submit(client, 0)  # no dispatcher yet: it waits in PostgreSQL
+        assert client.delete(f"/tasks/{task_id}").status_code in (202, 204)
+        wait_for_status(client, task_id, "CANCELLED")
+        resp = client.post(f"/tasks/{task_id}/retry")
+        assert resp.status_code == 202, resp.text
+        time.sleep(0.5)  # a publish at retry would be in Redis by now
+        assert queued_ids(tasklift_env) == []  # the window is the dispatcher's to fill, retries included
+        assert client.get(f"/tasks/{task_id}").json()["status"] == "PENDING"
+        start_reaper()
+        deadline = time.monotonic() + 10
+        while not queued_ids(tasklift_env):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert queued_ids(tasklift_env) == [task_id]
+
     def test_two_dispatchers_never_overfill_the_window(
         self, client: httpx.Client, tasklift_env: dict[str, str], start_reaper, db: sa.Engine
     ) -> None:

@@ -268,3 +268,25 @@ def test_a_reaper_stopped_for_several_periods_fires_once_for_the_latest_missed_t
     assert after[0][0] > stopped_at + timedelta(seconds=2), "an early missed time was fired, not the latest"
     times = [t for t, _ in before + after]
     assert times == sorted(set(times))  # never twice
+
+
+def test_a_firing_whose_task_no_longer_validates_records_why_and_keeps_its_times(
+    engine: sa.Engine, db: sa.Engine, client: httpx.Client
+) -> None:
+    [gone] = _insert_due(db, 1, seconds_ago=0, interval=3600)
+    [changed] = _insert_due(db, 1, seconds_ago=0, interval=3600)
+    with db.begin() as conn:  # the type was removed; the other's input model now refuses its payload
+        conn.execute(sa.text("UPDATE schedules SET task_type = 'retired_type' WHERE id = :s"), {"s": gone})
+        conn.execute(
+            sa.text("UPDATE schedules SET task_type = 'test_sleep', payload = '{\"seconds\": -5}' WHERE id = :s"),
+            {"s": changed},
+        )
+    assert schedule_firer.fire_due(engine) == 0
+    assert count(db, "SELECT count(*) FROM tasks") == 0
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT last_error, next_fire_at > now() FROM schedules WHERE id IN (:a, :b) ORDER BY id = :a"),
+            {"a": gone, "b": changed},
+        ).all()
+    assert "test_sleep" in rows[0][0] and "retired_type" in rows[1][0]
+    assert all(ahead for _, ahead in rows)  # moved on to their next time: no retry loop

@@ -1,5 +1,5 @@
 """Bulk operations and tenants: a caller's bulk cancel touches only its own tasks, naming another
-owner is 403, another caller's operation is 404; an admin targets one owner or every owner.
+owner is 403, another caller's operation is 404 (and not in its GET /bulk); an admin targets one owner or every owner.
 Real API with authentication on, PostgreSQL, Redis and the reaper."""
 
 from __future__ import annotations
@@ -72,6 +72,11 @@ def test_a_tenant_cancels_only_its_own_tasks_and_cannot_name_or_see_another(
     every = admin.post("/bulk", json={"action": "retry", "filter": {"status": "CANCELLED"}}).json()
     assert every["total"] == 8 and wait_for_bulk(admin, every["bulk_id"])["done"] == 8
     assert owners_by_status(db) == {("key:alice", "PENDING"): 4, ("key:bob", "PENDING"): 4, ("key:carol", "PENDING"): 2}
+    # GET /bulk lists one's own operations; an admin's lists everyone's, newest first.
+    assert [item["bulk_id"] for item in alice.get("/bulk").json()["items"]] == [op["bulk_id"]]
+    assert bob.get("/bulk").json() == {"items": [], "next_cursor": None}
+    listed = [item["bulk_id"] for item in admin.get("/bulk").json()["items"]]
+    assert listed == [every["bulk_id"], one["bulk_id"], op["bulk_id"]]
 
 
 def test_a_bulk_operation_needs_credentials(secure_api: str) -> None:

@@ -42,6 +42,7 @@ OPERATIONS = [(r.method, r.template) for r in ROUTES]
 FLOW_TIMES = {("body", "run_at"), ("body", "delay_seconds"), ("body", "expires_at"), ("body", "ttl_seconds")}
 STATEFUL = {
     ("GET", "/tasks"): {("query", "cursor")},
+    ("GET", "/bulk"): {("query", "cursor")},
     ("GET", "/schedules"): {("query", "cursor")},
     # A schedule's cron expression and time zone are checked by cronsim and the tz database, its
     # payload by its task type's input model (anything under payload), its type by the registry.

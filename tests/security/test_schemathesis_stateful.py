@@ -190,9 +190,7 @@ REACHED_THROUGH_LINKS = {("GET /tasks/{task_id}", 200), ("GET /tasks/{task_id}/l
 #: The task's sub-resources its document links name (openapi.TASK_LINKS); ten short scenarios follow
 #: some of them, not each one (which link a step follows is hypothesis' draw: CI once reached output
 #: and stream but not logs), so the default run asks for one; the slow run's 100 ask for more.
-LINKED_SUB_RESOURCES = {
-    (f"GET /tasks/{{task_id}}/{name}", 200) for name in ("logs", "output", "stream", "result")
-}
+LINKED_SUB_RESOURCES = {(f"GET /tasks/{{task_id}}/{name}", 200) for name in ("logs", "output", "stream", "result")}
 
 
 def test_scenarios_following_the_documents_links_answer_as_documented(

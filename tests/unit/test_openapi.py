@@ -39,6 +39,7 @@ STATUSES = {
     "pause_queue": {200, 403, 404},
     "resume_queue": {200, 403, 404},
     "create_bulk": {200, 202, 403, 413, 415, 422},
+    "list_bulk": {200, 422},
     "get_bulk": {200, 404},
     "cancel_bulk": {200, 404, 409},
     "create_schedule": {201, 409, 413, 415, 422},

@@ -1,5 +1,5 @@
 """Operator commands over HTTP: ``tasklift bulk cancel|retry|purge`` by filter (printing the
-operation's progress until it ends) and ``tasklift queues pause|resume <queue>`` (admin)."""
+operation's progress until it ends), ``tasklift bulk list`` and ``tasklift queues pause|resume <queue>`` (admin)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,24 @@ def _command(action: str, summary: str) -> None:
 _command("cancel", "Cancel the PENDING and RUNNING tasks the filter selects (RUNNING ones stop at their next check).")
 _command("retry", "Queue the FAILED and CANCELLED tasks the filter selects again (same ids).")
 _command("purge", "Delete the finished tasks the filter selects, with their events, logs and blobs.")
+
+
+@bulk.command("list")
+def list_(
+    status: str = typer.Option(None, "--status", help="Only operations in this status"),
+    limit: int = typer.Option(20, "--limit", min=1, max=100, help="At most this many"),
+    url: str = URL,
+) -> None:
+    """The bulk operations you made (an admin: everyone's), newest first, one JSON line each."""
+    with _client(url) as client:
+        try:
+            page = client.list_bulk(status=status, limit=limit)
+        except TaskliftError as exc:
+            _fail(exc)
+            return
+    for op in page["items"]:
+        fields = ("bulk_id", "action", "status", "total", "processed", "created_at")
+        typer.echo(json.dumps({name: op[name] for name in fields}))
 
 
 @queues.command("pause")

@@ -7,6 +7,8 @@
 - ``GET /bulk/{bulk_id}``: the operation: ``status`` (PENDING, RUNNING, SUCCESS, CANCELLED,
   FAILED), ``total`` (matched when it was made), ``done``, ``skipped``, ``failed``, ``processed``,
   ``progress.percent``, its times; ``Retry-After`` while it is open.
+- ``GET /bulk``: the caller's operations (an admin's: everyone's), newest first, ``?status=``,
+  ``?limit=`` (1-100, 20) and ``?cursor=`` (the page before's ``next_cursor``).
 - ``DELETE /bulk/{bulk_id}``: stop it (200; the batch being worked on still commits); 409 once it
   finished by itself.
 
@@ -22,14 +24,14 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from tasklift.http.handlers import _json_body, request_runtime
+from tasklift.http.handlers import _json_body, int_query, request_runtime
 from tasklift.http.problems import Problem
 from tasklift.http.types import HttpRequest, HttpResponse, json_response, rfc3339
 from tasklift.security.identity import current_identity
 from tasklift.settings import get_settings
 from tasklift.store import bulk as store
 from tasklift.tasks.bulk import parse_request
-from tasklift.tasks.service import NotFound
+from tasklift.tasks.service import InvalidInput, NotFound, decode_cursor, encode_cursor
 
 
 def _admin() -> bool:
@@ -109,6 +111,22 @@ async def get_bulk(req: HttpRequest) -> HttpResponse:
     if row is None:
         raise NotFound(f"bulk operation {op_id} does not exist")
     return _answer(200, row)
+
+
+async def list_bulk(req: HttpRequest) -> HttpResponse:
+    """GET /bulk: the caller's operations, newest first, keyset-paged."""
+    limit = int_query(req, "limit", 20, 1, 100)
+    status = req.query.get("status") or None
+    if status is not None and status not in store.STATUSES:
+        msg = f"one of {', '.join(store.STATUSES)}"
+        raise InvalidInput(f"status must be {msg}", [{"loc": ["query", "status"], "msg": msg}])
+    cursor = req.query.get("cursor") or None
+    before = decode_cursor(cursor) if cursor else None
+    rows = await store.list_(request_runtime(req).store, _viewer(req), status, before, limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+    body = {"items": [bulk_resource(row) for row in page], "next_cursor": next_cursor}
+    return json_response(200, body, {"Cache-Control": "no-store"})
 
 
 async def cancel_bulk(req: HttpRequest) -> HttpResponse:

@@ -19,6 +19,7 @@ from tasklift.http.guard import PUBLIC_ROUTES
 from tasklift.http.schemas import (
     BatchResult,
     BulkCount,
+    BulkList,
     BulkOperation,
     DeliveryList,
     GoogleOperation,
@@ -36,6 +37,7 @@ from tasklift.http.schemas import (
 )
 from tasklift.settings import get_settings
 from tasklift.store.bulk import ACTION_STATUSES
+from tasklift.store.bulk import STATUSES as BULK_STATUSES
 from tasklift.tasks.bulk import MAX_IDS, MAX_VALUES
 from tasklift.tasks.flow import flow_schema
 from tasklift.tasks.registry import all_task_types
@@ -164,6 +166,7 @@ _DOCS: dict[str, dict[str, Any]] = {
             **dict.fromkeys((413, 415, 422), PROBLEM),
         },
     },
+    "list_bulk": {"response_model": BulkList, "responses": {422: PROBLEM}},
     "get_bulk": {"response_model": BulkOperation, "responses": {404: PROBLEM}},
     "cancel_bulk": {"response_model": BulkOperation, "responses": {404: PROBLEM, 409: PROBLEM}},
     "task_types": {"response_model": list[TaskTypeInfo]},
@@ -222,6 +225,11 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
         "get_operation_status": [_TASK_ID],
         "get_google_operation": [_TASK_ID],
         "cancel_google_operation": [_TASK_ID],
+        "list_bulk": [
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "Page size"),
+            _param("status", "query", {"type": "string", "enum": list(BULK_STATUSES)}, "Only this status"),
+            _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page (opaque; 422 if forged)"),
+        ],
         "get_bulk": [_BULK_ID],
         "cancel_bulk": [_BULK_ID],
         "pause_queue": [_QUEUE],

@@ -61,6 +61,7 @@ ROUTES: list[Route] = [
     Route("POST", "/queues/{queue}:resume", queues.resume_queue, "resume_queue"),
     # Bulk cancel / retry / purge by filter, an operation of its own (http/bulk.py, docs/bulk.md).
     Route("POST", "/bulk", bulk.create_bulk, "create_bulk"),
+    Route("GET", "/bulk", bulk.list_bulk, "list_bulk"),
     Route("GET", "/bulk/{bulk_id}", bulk.get_bulk, "get_bulk"),
     Route("DELETE", "/bulk/{bulk_id}", bulk.cancel_bulk, "cancel_bulk"),
     # Cron / interval schedules (http/schedules.py, docs/flow-control.md "Schedules").

@@ -238,6 +238,13 @@ class BulkOperation(BaseModel):
     links: BulkLinks
 
 
+class BulkList(BaseModel):
+    """GET /bulk: a page of the caller's bulk operations, newest first."""
+
+    items: list[BulkOperation]
+    next_cursor: str | None
+
+
 class BulkCount(BaseModel):
     """A dry run of POST /bulk: how many tasks it would change now."""
 

@@ -34,6 +34,7 @@ ACTION_STATUSES: dict[str, tuple[str, ...]] = {
 }
 #: Statuses of an operation (the task vocabulary: it is one too).
 OPEN = ("PENDING", "RUNNING")
+STATUSES = (*OPEN, "SUCCESS", "CANCELLED", "FAILED")
 OP_COLUMNS = (
     "id, owner, scope_owner, action, filter, status, total, done, skipped, failed, cursor, error,"
     " created_at, started_at, updated_at, finished_at"
@@ -104,6 +105,14 @@ RETURNING {OP_COLUMNS}"""
 _OWNED_OP = "id = :id AND (CAST(:owner AS text) IS NULL OR owner = :owner)"
 #: One operation, for whoever made it (``:owner`` NULL: an admin, any).
 GET_SQL = f"SELECT {OP_COLUMNS} FROM bulk_operations WHERE {_OWNED_OP}"
+#: The caller's operations (``:owner`` NULL: an admin, every one's), newest first, keyset-paged by
+#: ``(created_at, id)`` below the cursor's; ix_bulk_operations_owner_created serves a caller's.
+LIST_SQL = f"""
+SELECT {OP_COLUMNS} FROM bulk_operations
+WHERE (CAST(:owner AS text) IS NULL OR owner = :owner)
+  AND (CAST(:status AS text) IS NULL OR status = :status)
+  AND (CAST(:before_at AS timestamptz) IS NULL OR (created_at, id) < (:before_at, CAST(:before_id AS uuid)))
+ORDER BY created_at DESC, id DESC LIMIT :limit"""
 #: Stop an open operation: the batch being worked on commits, no other starts.
 CANCEL_SQL = f"""
 UPDATE bulk_operations SET status = 'CANCELLED', finished_at = now(), updated_at = now()
@@ -179,6 +188,24 @@ async def create(
 async def get(store: aio.AsyncStore, op_id: uuid.UUID, owner: str | None) -> asyncpg.Record | None:
     """The operation, if ``owner`` made it (None: any)."""
     return await store.fetchrow(GET_SQL, {"id": op_id, "owner": owner})
+
+
+async def list_(
+    store: aio.AsyncStore,
+    owner: str | None,
+    status: str | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` operations of ``owner`` (None: any) below the ``before`` keyset position."""
+    params = {
+        "owner": owner,
+        "status": status,
+        "before_at": before[0] if before else None,
+        "before_id": before[1] if before else None,
+        "limit": limit,
+    }
+    return await store.fetch(LIST_SQL, params)
 
 
 async def cancel(store: aio.AsyncStore, op_id: uuid.UUID, owner: str | None) -> asyncpg.Record | None:

@@ -105,7 +105,10 @@ def parse_filter(action: str, raw: Any) -> dict[str, Any]:
         raise _invalid(["filter"], "filter must be an object", "an object of filter fields")
     if unknown := sorted(set(raw) - set(FILTER_FIELDS)):
         raise _invalid(["filter", unknown[0]], f"unknown filter field {unknown[0]!r}", f"one of {FILTER_FIELDS}")
-    given = {name: value for name, value in raw.items() if value is not None}
+    if nulls := sorted(name for name, value in raw.items() if value is None):
+        # As the schema says: a field is given with a value, or left out (a null would be read as absent).
+        raise _invalid(["filter", nulls[0]], f"{nulls[0]} must not be null", "a value, or leave the field out")
+    given = dict(raw)
     if not set(given) - {"owner"}:
         raise _invalid(["filter"], "a bulk operation needs a filter", "give status, task_type, a time range or key")
     filt: dict[str, Any] = {}

@@ -269,8 +269,11 @@ class TaskService:
             else:
                 raise Conflict(f"only FAILED or CANCELLED tasks can be retried; this one is {current['status']}")
         reopened, event = done
-        # Its outbox intent is committed with it: the publish is the enqueuer's, as a submit's.
-        await self.enqueuer.enqueue([Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"], event.seq)])
+        # Its outbox intent is committed with it, due now: published here as a submit's would be, or
+        # left to the dispatcher under the same rules as a submit (new_task's ``inline``): an
+        # admission window, or a concurrency limit of its key.
+        if get_settings().admission_window == 0 and reopened.get("concurrency_limit") is None:
+            await self.enqueuer.enqueue([Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"], event.seq)])
         await self._announce([event])
         return reopened
 
