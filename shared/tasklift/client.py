@@ -351,3 +351,38 @@ class TaskliftClient:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"bulk operation {bulk_id} did not finish within {timeout} s")
             time.sleep(min(float(resp.headers.get("Retry-After", "1") or 1), 1.0))
+
+    # --- schedules (docs/flow-control.md, "Schedules") ---------------------------------------------
+
+    def create_schedule(
+        self, name: str, task_type: str, payload: dict[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """POST /schedules: ``cron=`` (and ``timezone=``) or ``interval_seconds=``; optionally
+        ``catchup=``, ``paused=``, ``priority=``, ``ttl_seconds=``, ``concurrency_key=``, ``fairness_key=``."""
+        body = {"name": name, "task_type": task_type, "payload": payload or {}, **fields}
+        return dict(self._check(self._http.post("/schedules", json=body)).json())
+
+    def list_schedules(self, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """GET /schedules: one page (``items``, ``next_cursor``), newest first."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return dict(self._check(self._http.get("/schedules", params=params)).json())
+
+    def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """GET /schedules/{id}."""
+        return dict(self._check(self._http.get(f"/schedules/{schedule_id}")).json())
+
+    def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """POST /schedules/{id}:pause."""
+        return dict(self._check(self._http.post(f"/schedules/{schedule_id}:pause")).json())
+
+    def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """POST /schedules/{id}:resume (its next time counts from now)."""
+        return dict(self._check(self._http.post(f"/schedules/{schedule_id}:resume")).json())
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """DELETE /schedules/{id} (the tasks it fired stay)."""
+        self._check(self._http.delete(f"/schedules/{schedule_id}"))
+
+    def schedule_runs(self, schedule_id: str, limit: int = 20) -> dict[str, Any]:
+        """GET /schedules/{id}/runs: its firings (``items``), latest first."""
+        return dict(self._check(self._http.get(f"/schedules/{schedule_id}/runs", params={"limit": limit})).json())

@@ -1,7 +1,7 @@
 """The ``tasklift`` command. Each module registers its commands on :data:`tasklift.cli.base.app`:
 ``server`` (dev, api, worker, reaper, migrate), ``client`` (submit, status, cancel, logs),
-``bulk`` (bulk cancel / retry / purge, queues pause / resume), ``emulate`` (the local function-host
-emulators) and ``keys`` (API keys)."""
+``bulk`` (bulk cancel / retry / purge, queues pause / resume), ``schedules`` (cron schedules),
+``emulate`` (the local function-host emulators) and ``keys`` (API keys)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "tasklift.cli.server",
     "tasklift.cli.client",
     "tasklift.cli.bulk",
+    "tasklift.cli.schedules",
     "tasklift.cli.emulate",
     "tasklift.cli.data",
     "tasklift.cli.keys",

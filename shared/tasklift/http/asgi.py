@@ -154,7 +154,7 @@ def body_limit(route_name: str) -> int | None:
         return settings.batch_max_bytes
     if route_name == "send_signal":  # the payload: http/signals.py holds it to the inline size
         return settings.submit_body_limit
-    if route_name == "create_bulk":  # http/bulk.py: a small JSON body
+    if route_name in ("create_bulk", "create_schedule"):  # http/bulk.py, http/schedules.py: a small JSON body
         return settings.max_body_bytes
     return None
 

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Response, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
+from tasklift.http import schedule_docs
 from tasklift.http.guard import PUBLIC_ROUTES
 from tasklift.http.schemas import (
     BatchResult,
@@ -171,6 +172,7 @@ _DOCS: dict[str, dict[str, Any]] = {
     "task_types": {"response_model": list[TaskTypeInfo]},
     "healthz": {"response_model": Health},
     "readyz": {"response_model": Health, "responses": {503: {"model": Health}}},
+    **schedule_docs.docs(PROBLEM),  # /schedules (http/schedules.py)
 }
 
 
@@ -267,6 +269,7 @@ def _parameters(route_name: str) -> list[dict[str, Any]]:
             _param("Last-Event-ID", "header", _EVENT_ID, "Resume after this event id (EventSource sends it)"),
             _param("last_event_id", "query", _EVENT_ID, "The same as Last-Event-ID, for clients that cannot send it"),
         ],
+        **schedule_docs.parameters(),
     }
     return table.get(route_name, [])
 
@@ -468,6 +471,8 @@ def route_options(name: str) -> dict[str, Any]:
         }
     if name == "create_bulk":
         openapi_extra["requestBody"] = _bulk_body_schema()
+    if name == "create_schedule":
+        openapi_extra["requestBody"] = schedule_docs.body_schema()
     if parameters := _parameters(name):
         openapi_extra["parameters"] = parameters
     if openapi_extra:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tasklift import telemetry
-from tasklift.http import batch, bulk, deliveries, handlers, operations, output, queues, signals
+from tasklift.http import batch, bulk, deliveries, handlers, operations, output, queues, schedules, signals
 from tasklift.http.guard import guard
 from tasklift.http.problems import Problem, problem_response
 from tasklift.http.types import HttpRequest, HttpResponse
@@ -64,6 +64,14 @@ ROUTES: list[Route] = [
     Route("GET", "/bulk", bulk.list_bulk, "list_bulk"),
     Route("GET", "/bulk/{bulk_id}", bulk.get_bulk, "get_bulk"),
     Route("DELETE", "/bulk/{bulk_id}", bulk.cancel_bulk, "cancel_bulk"),
+    # Cron / interval schedules (http/schedules.py, docs/flow-control.md "Schedules").
+    Route("POST", "/schedules", schedules.create_schedule, "create_schedule"),
+    Route("GET", "/schedules", schedules.list_schedules, "list_schedules"),
+    Route("GET", "/schedules/{schedule_id}", schedules.get_schedule, "get_schedule"),
+    Route("DELETE", "/schedules/{schedule_id}", schedules.delete_schedule, "delete_schedule"),
+    Route("POST", "/schedules/{schedule_id}:pause", schedules.pause_schedule, "pause_schedule"),
+    Route("POST", "/schedules/{schedule_id}:resume", schedules.resume_schedule, "resume_schedule"),
+    Route("GET", "/schedules/{schedule_id}/runs", schedules.schedule_runs, "schedule_runs"),
     Route("GET", "/task-types", handlers.task_types, "task_types"),
     Route("GET", "/healthz", handlers.healthz, "healthz"),
     Route("GET", "/readyz", handlers.readyz, "readyz"),

@@ -13,6 +13,9 @@
   marked CANCELLED and its process terminated through Celery's revoke.
 - **Expiry** (every ``dispatch_interval_seconds``, before the dispatch): PENDING tasks not started
   by their ``expires_at`` end EXPIRED (docs/flow-control.md).
+- **Schedules** (at every wake-up of the loop, which wakes at the next fire time too; before the
+  dispatch, which publishes what they fired in the same sweep): due cron/interval schedules submit
+  their tasks (``tasklift.tasks.schedule_firer``).
 - **Cleanup**: expired Idempotency-Key records are deleted hourly.
 - **Bulk operations** (every ``dispatch_interval_seconds``, up to 2 s a round): cancel, retry or
   purge the tasks of ``POST /bulk`` operations, 500 per transaction (``tasklift.tasks.bulk_worker``).
@@ -41,7 +44,7 @@ from tasklift.queue.runtime import WorkerRuntime
 from tasklift.queue.webhooks import Deliverer
 from tasklift.settings import get_settings
 from tasklift.store import flow, leases, waits
-from tasklift.tasks import bulk_worker, retention
+from tasklift.tasks import bulk_worker, retention, schedule_firer
 from tasklift.tasks.states import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,8 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
         ("leases", settings.reaper_interval_seconds, lambda: reap_expired_leases(rt)),
         ("expiry", settings.dispatch_interval_seconds, lambda: expire_due(rt)),  # before: never sent expired
         ("waits", settings.dispatch_interval_seconds, lambda: wake_waits(rt)),
+        # Every wake-up (one probe of ix_schedules_due): the loop wakes at the next fire time.
+        ("schedules", 0.0, lambda: schedule_firer.fire_due(rt.engine)),
         ("dispatch", settings.dispatch_interval_seconds, dispatcher.round),
         ("cancels", settings.reaper_interval_seconds, lambda: enforce_cancels(rt)),
         (
@@ -134,6 +139,8 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
         due[name] = now + interval
         try:
             count = job()
+            if name == "schedules" and count:  # what it fired is published by this sweep's dispatch
+                due.pop("dispatch", None)
             telemetry.reaper_acted(name, count)
             if count:
                 log.info("reaper %s: %d", name, count)
@@ -144,11 +151,14 @@ def sweep(rt: WorkerRuntime, now: float, due: dict[str, float], dispatcher: Disp
 
 
 def _next_wait(dispatcher: Dispatcher, longest: float) -> float:
-    """Sleep until the next intent comes due (a delayed task's start), at most ``longest``."""
+    """Sleep until the next intent comes due (a delayed task's start) or the next schedule fires, at
+    most ``longest``."""
     try:
-        return dispatcher.next_wait(longest)
+        wait = dispatcher.next_wait(longest)
+        fire_in = schedule_firer.seconds_to_next(dispatcher.engine)
     except DBAPIError:
         return longest
+    return wait if fire_in is None else max(0.01, min(wait, fire_in))
 
 
 def run_forever(stop: threading.Event | None = None) -> None:

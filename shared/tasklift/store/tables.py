@@ -22,8 +22,10 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -298,6 +300,52 @@ class BulkOperation(Base):
         Index("ix_bulk_operations_open", "created_at", postgresql_where=text("status IN ('PENDING', 'RUNNING')")),
         Index("ix_bulk_operations_owner_created", "owner", "created_at"),
     )
+
+
+class Schedule(Base):
+    """A cron or interval schedule (POST /schedules): each firing is a normal task (docs/flow-control.md)."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    owner: Mapped[str] = mapped_column(Text)  #: the principal its tasks are submitted as
+    name: Mapped[str] = mapped_column(Text)  #: unique per owner
+    task_type: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    flow: Mapped[dict[str, Any]] = mapped_column(JSONB)  #: priority, ttl_seconds, concurrency_key, fairness_key
+    cron: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    interval_seconds: Mapped[float | None] = mapped_column(Float)
+    catchup: Mapped[str] = mapped_column(Text, server_default="latest")
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    next_fire_at: Mapped[datetime]
+    last_fired_at: Mapped[datetime | None]
+    last_task_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    fired: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("(cron IS NULL) <> (interval_seconds IS NULL)", name="one_timing"),
+        CheckConstraint("catchup IN ('latest', 'all')", name="catchup_policy"),
+        UniqueConstraint("owner", "name", name="uq_schedules_owner_name"),
+        Index("ix_schedules_due", "next_fire_at", postgresql_where=text("NOT paused")),
+        Index("ix_schedules_owner_created", "owner", "created_at", "id"),
+    )
+
+
+class ScheduleRun(Base):
+    """One firing of a schedule: its nominal time and the task it submitted (one per time, by the key)."""
+
+    __tablename__ = "schedule_runs"
+
+    schedule_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("schedules.id", ondelete="CASCADE"))
+    fire_at: Mapped[datetime]
+    task_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (PrimaryKeyConstraint("schedule_id", "fire_at"), Index("ix_schedule_runs_task", "task_id"))
 
 
 class TaskCallback(Base):

@@ -4,6 +4,7 @@
 
 import { apiHealth, hasCredential, onAuthRequired, onHealth, request, serverNow, setCredential } from "./api.js";
 import { BulkActions } from "./bulk-actions.js";
+import { SchedulesPanel } from "./schedules.js";
 import { TaskForm } from "./task-form.js";
 import { TaskList } from "./task-list.js";
 import { TaskView } from "./task-view.js";
@@ -17,6 +18,7 @@ const view = new TaskView(document.querySelector("#detail"), {
   onTask: (task) => list.upsert(task, { live: true }),
   onOpen: (id) => open(id, { focus: true }),
 });
+new SchedulesPanel(document.querySelector(".schedules"), { onOpenTask: (id) => open(id, { focus: true }) });
 const form = new TaskForm(document.querySelector("#submit-form"), {
   onTypes: (types) => list.setTypes(types),
   onSubmitted: (task) => {
