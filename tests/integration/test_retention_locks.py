@@ -62,6 +62,7 @@ def test_purge_under_api_traffic_waits_on_no_lock_and_removes_only_old_tasks(
     _load(db, "old", OLD, 40)
     _load(db, "recent", RECENT, 1)
     waits: list[tuple[Any, ...]] = []
+    samples: list[int] = []
     purged: list[int] = []
     done = threading.Event()
 
@@ -76,13 +77,15 @@ def test_purge_under_api_traffic_waits_on_no_lock_and_removes_only_old_tasks(
         with db.connect() as conn:
             while not done.is_set():
                 waits.extend(tuple(row) for row in conn.execute(sa.text(WAITING)))
+                samples.append(1)
                 time.sleep(0.005)
 
     threads = [threading.Thread(target=purge), threading.Thread(target=sample)]
     for thread in threads:
         thread.start()
-    submitted, statuses = [], []
+    submitted, statuses, during = [], [], 0
     while not done.is_set() or len(submitted) < 20:
+        during += not done.is_set()
         resp = client.post("/tasks", json={"task_type": "test_noop"})
         statuses.append(resp.status_code)
         if resp.status_code == 202:
@@ -93,6 +96,7 @@ def test_purge_under_api_traffic_waits_on_no_lock_and_removes_only_old_tasks(
         thread.join(60)
 
     assert sum(purged) == OLD
+    assert during > 0 and len(samples) > 0, (during, len(samples))  # the requests and the sampler overlapped the purge
     assert waits == [], f"backends waited on a lock during the purge: {waits[:5]}"
     assert set(statuses) <= {200, 202}, statuses
     assert _count(db, "SELECT count(*) FROM tasks WHERE owner = 'key:old'") == 0
