@@ -48,6 +48,17 @@ FALLBACK_ONLY = {
     # redelivery's {delivery_id}:redeliver is a complex segment as above.
     ("GET", "/tasks/{task_id}/deliveries"),
     ("POST", "/tasks/{task_id}/deliveries/{delivery_id}:redeliver"),
+    # The list of bulk operations and the schedules (docs/flow-control.md, Schedules): management
+    # calls, never a hot path (a schedule fires in the reaper, not through a function); :pause and
+    # :resume are complex segments as above.
+    ("GET", "/bulk"),
+    ("POST", "/schedules"),
+    ("GET", "/schedules"),
+    ("GET", "/schedules/{schedule_id}"),
+    ("DELETE", "/schedules/{schedule_id}"),
+    ("POST", "/schedules/{schedule_id}:pause"),
+    ("POST", "/schedules/{schedule_id}:resume"),
+    ("GET", "/schedules/{schedule_id}/runs"),
 }
 
 
@@ -303,7 +314,7 @@ def test_the_azure_app_has_one_function_per_core_route_plus_a_catch_all(
     assert azure_functions["not_found"].route == "{*path}"
 
 
-def test_the_lambda_fallback_serves_a_tasks_delivery_log_and_its_redelivery(lambda_handler: Any) -> None:
+def test_the_lambda_fallback_serves_a_tasks_delivery_log_its_redelivery_schedules_and_bulk(lambda_handler: Any) -> None:
     task_id = json.loads(lambda_handler(load_event("apigw_v1_rest.json"))["body"])["task_id"]
     for method, path, status in (
         ("GET", f"/tasks/{task_id}/deliveries", 200),
@@ -319,6 +330,18 @@ def test_the_lambda_fallback_serves_a_tasks_delivery_log_and_its_redelivery(lamb
             assert json.loads(raw) == {"items": []}
         else:  # the core route's own answer, not "no endpoint"
             assert json.loads(raw)["detail"] == f"task {task_id} has no delivery msg_none"
+
+    # The schedules and the bulk list come through the same fallback, into their core routes.
+    for path, expected in (
+        ("/schedules", {"items": [], "next_cursor": None}),
+        ("/bulk", {"items": [], "next_cursor": None}),
+    ):
+        event = load_event("function_url.json")
+        event.update(rawPath=path)
+        event["requestContext"]["http"].update(path=path, method="GET")
+        resp = lambda_handler(event)
+        raw = base64.b64decode(resp["body"]) if resp["isBase64Encoded"] else resp["body"]
+        assert resp["statusCode"] == 200 and json.loads(raw) == expected, resp
 
 
 async def test_the_azure_catch_all_serves_a_tasks_delivery_log(
