@@ -1,7 +1,7 @@
 """The schedule firer: the reaper's job that turns due schedules into tasks (docs/flow-control.md).
 
 Each round is ONE transaction: the due schedules, locked with SKIP LOCKED
-(:data:`tasklift.store.schedules.DUE_SQL`, on ``ix_schedules_due``); for each, the fire times its
+(:data:`tasklift.store.schedule_firing.DUE_SQL`, on ``ix_schedules_due``); for each, the fire times its
 ``catchup`` policy says are due at the database's ``now()`` (:func:`tasklift.tasks.schedules.due_times`);
 for each time a task built by the submit path (:func:`tasklift.tasks.service.parse_submission`,
 :func:`~tasklift.tasks.service.parse_flow`, :func:`~tasklift.tasks.service.new_task`: the same
@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, RowMapping
 
 from tasklift.settings import get_settings
-from tasklift.store import schedules as store
+from tasklift.store import schedule_firing as store
 from tasklift.tasks import schedules
 from tasklift.tasks.service import ServiceError, new_task, parse_flow, parse_submission, request_fingerprint
 
