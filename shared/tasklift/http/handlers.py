@@ -13,6 +13,7 @@ import math
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -170,6 +171,20 @@ def _unstorable_text(loc: list[Any]) -> InvalidInput:
     )
 
 
+def time_query(req: HttpRequest, name: str) -> datetime | None:
+    """An RFC 3339 query parameter as a UTC time (absent or empty: None), or 422 naming it."""
+    raw = req.query.get(name)
+    if not raw:
+        return None
+    try:
+        return utc_instant(raw)
+    except ValueError:
+        raise InvalidInput(
+            f"{name} must be an RFC 3339 time",
+            [{"loc": ["query", name], "msg": "an RFC 3339 time (years 1 to 9999 in UTC)"}],
+        ) from None
+
+
 def int_query(req: HttpRequest, name: str, default: int, low: int, high: int) -> int:
     raw = req.query.get(name)
     if raw is None or raw == "":
@@ -304,16 +319,7 @@ async def stream_task(req: HttpRequest) -> HttpResponse:
 async def list_tasks(req: HttpRequest) -> HttpResponse:
     """GET /tasks: the caller's tasks, newest first, keyset-paged."""
     limit = int_query(req, "limit", 20, 1, 100)
-    created_after = None
-    if raw := req.query.get("created_after"):
-        try:
-            created_after = utc_instant(raw)
-        except ValueError:
-            raise InvalidInput(
-                "created_after must be an RFC 3339 time",
-                [{"loc": ["query", "created_after"], "msg": "an RFC 3339 time (years 1 to 9999 in UTC)"}],
-            ) from None
-
+    created_after = time_query(req, "created_after")
     listing = await _service(req).list_tasks(
         owner_scope(req),
         status=req.query.get("status") or None,

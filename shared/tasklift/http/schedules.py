@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasklift.http.guard import owner_scope
-from tasklift.http.handlers import _json_body, int_query, request_runtime
+from tasklift.http.handlers import _json_body, int_query, request_runtime, time_query
 from tasklift.http.problems import Problem
 from tasklift.http.types import HttpRequest, HttpResponse, json_response, rfc3339
 from tasklift.settings import get_settings
@@ -36,7 +36,6 @@ from tasklift.tasks.service import (
     encode_cursor,
     parse_flow,
     parse_submission,
-    utc_instant,
 )
 
 
@@ -198,14 +197,7 @@ async def schedule_runs(req: HttpRequest) -> HttpResponse:
     runtime = request_runtime(req)
     _found(await store.get(runtime.store, sid, owner_scope(req)), sid)
     limit = int_query(req, "limit", 20, 1, 100)
-    before = None
-    if raw := req.query.get("before"):
-        try:
-            before = utc_instant(raw)
-        except ValueError:
-            raise InvalidInput(
-                "before must be an RFC 3339 time", [{"loc": ["query", "before"], "msg": "an RFC 3339 time"}]
-            ) from None
+    before = time_query(req, "before")
     rows = await store.runs(runtime.store, sid, limit, before)
     items = [
         {
