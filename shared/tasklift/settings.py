@@ -9,12 +9,21 @@ names; ``tests/infra`` proves they do not drift. Unset ``database_url`` / ``redi
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_KEY_LENGTH = 128  #: of a ``concurrency_key`` or ``fairness_key`` (tasks/flow.py)
+#: A key's characters: printable ASCII (space to ``~``), the same rule in the OpenAPI schema's pattern.
+KEY_CHARS = "^[ -~]+$"
+KEY_PATTERN = re.compile("[ -~]+")
+MAX_FAIRNESS_WEIGHT = 100  #: of a principal's share under an admission window (fairness_weights)
+#: A fair-share weight: a JSON integer 1..MAX_FAIRNESS_WEIGHT (not "3", 2.5 or true).
+FairnessWeight = Annotated[int, Field(strict=True, ge=1, le=MAX_FAIRNESS_WEIGHT)]
 
 
 class Settings(BaseSettings):
@@ -85,6 +94,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Flow control (docs/flow-control.md): at most this many messages per queue wait in Redis, the"
         " rest in PostgreSQL, admitted by priority then submit time; 0 = no window (submits publish at once)",
+    )
+    fairness_weights: dict[str, FairnessWeight] = Field(
+        default_factory=dict,
+        description="Weighted fair shares under an admission window (docs/flow-control.md): a JSON object of"
+        ' fairness keys (or principals) and integer weights 1-100, e.g. {"alice": 3}; a weight-w key gets w'
+        " turns per round; unlisted keys weigh 1",
     )
     max_schedule_seconds: float = Field(
         366 * 86400, gt=0, description="Furthest a submit may put run_at / delay_seconds or expires_at / ttl_seconds"
@@ -196,6 +211,17 @@ class Settings(BaseSettings):
         default_factory=list, description="Keys still accepted (not used to sign) while rotating (JSON list)"
     )
     stream_token_ttl_seconds: int = Field(600, ge=1, le=86400, description="Lifetime of a stream link's token")
+
+    @field_validator("fairness_weights")
+    @classmethod
+    def _weights_name_fairness_keys(cls, value: dict[str, int]) -> dict[str, int]:
+        """A weight's key must be something a submit could carry as its fairness key, or an owner."""
+        for key in value:
+            if not 1 <= len(key) <= MAX_KEY_LENGTH or not KEY_PATTERN.fullmatch(key):
+                raise ValueError(
+                    f"the key {key!r} is not a fairness key (1 to {MAX_KEY_LENGTH} printable ASCII characters)"
+                )
+        return value
 
     @field_validator("stream_signing_key", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 
 import redis
 from sqlalchemy import Engine
@@ -60,12 +61,14 @@ class Broker:
             log.debug("could not read the broker epoch: %s", exc)
             return None
 
-    def dispatch_due(self, engine: Engine, limit: int = 500, window: int = 0) -> int:
-        """Publish the outbox rows admitted now (due and allowed, by priority: docs/flow-control.md),
-        in that order. Returns how many were published."""
+    def dispatch_due(
+        self, engine: Engine, limit: int = 500, window: int = 0, weights: Mapping[str, int] | None = None
+    ) -> int:
+        """Publish the outbox rows admitted now (due and allowed, by priority, under a window by
+        weighted fair share: docs/flow-control.md), in that order. Returns how many were published."""
         epoch = self.epoch()
         with engine.begin() as conn:
-            rows = outbox.take_due_outbox(conn, limit, window)
+            rows = outbox.take_due_outbox(conn, limit, window, weights)
             sent: list[tuple[uuid.UUID, int]] = []
             for row in rows:
                 item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
@@ -100,7 +103,10 @@ class Dispatcher:
             every = get_settings().outbox_verify_seconds
             reconcile(self.engine, self.broker.client, epoch, older_than=every)
             self._epoch, self._next_look = epoch, now + every
-        return self.broker.dispatch_due(self.engine, window=get_settings().admission_window)
+        settings = get_settings()
+        return self.broker.dispatch_due(
+            self.engine, window=settings.admission_window, weights=settings.fairness_weights
+        )
 
     def next_wait(self, longest: float) -> float:
         """Seconds the reaper may sleep before the next round: until the next intent comes due, at

@@ -18,6 +18,9 @@ partitions of the ranking: see docs/flow-control.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import Connection, RowMapping, text
 
 from tasklift.store import repository as repo
@@ -69,28 +72,40 @@ FOR UPDATE OF o SKIP LOCKED"""
 #: A window of ``:window`` messages per queue: a queue's first ``:window`` minus its sent-unclaimed
 #: intents by priority, then fair share, then submit time. Fair share (issue 21 part 2): each
 #: principal's (``coalesce(fairness_key, owner)``) waiting intents of a queue and priority are
-#: numbered in their own order (``turn``), and at equal priority turn 1 of every principal comes
-#: before any turn 2:
-#: round-robin, so 10,000 waiting tasks of one tenant put one task ahead of another tenant's first.
+#: numbered in their own order (``nth``), and at equal priority turn 1 of every principal comes
+#: before any turn 2: round-robin, so 10,000 waiting tasks of one tenant put one task ahead of
+#: another tenant's first. A principal of weight w (``:w_keys`` / ``:w_values``, the setting
+#: ``fairness_weights``; unlisted: 1) takes w places per turn: ``turn = ceil(nth / w)``.
+#: Only each principal's first ``:window`` intents are ranked (``nth <= :window``): a principal's
+#: intent ranks behind all of its own earlier ones (same priority: a turn no lower, then the submit
+#: time), so its (window + 1)-th can never be among the queue's first ``:window`` places; the cut
+#: drops the backlog's tail before the second sort and ranking.
 #: (Ranked first, then locked: FOR UPDATE cannot stand beside a window function; the lock re-checks
 #: each row, so a rank another dispatcher took is skipped.) The rows come in ``place`` order.
 ADMIT_WINDOW_SQL = f"""
 WITH {_KEYED}, sent AS (
     SELECT queue, count(*) AS n FROM task_outbox WHERE published_at IS NOT NULL GROUP BY queue
+), weights AS (
+    SELECT key, weight FROM unnest(CAST(:w_keys AS text[]), CAST(:w_values AS int[])) AS w (key, weight)
 ), turns AS (
-    SELECT o.task_id, o.queue, t.priority, t.created_at,
+    SELECT o.task_id, o.queue, t.priority, t.created_at, coalesce(w.weight, 1) AS weight,
         row_number() OVER (
             PARTITION BY o.queue, t.priority, coalesce(t.fairness_key, t.owner) ORDER BY {_ORDER}
-        ) AS turn
+        ) AS nth
     FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
+        LEFT JOIN weights AS w ON w.key = coalesce(t.fairness_key, t.owner)
     WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT}
 ), ranked AS (
-    SELECT task_id, queue,
-        row_number() OVER (PARTITION BY queue ORDER BY priority DESC, turn, created_at, task_id) AS place
-    FROM turns
+    SELECT task_id, queue, priority, created_at,
+        row_number() OVER (
+            PARTITION BY queue ORDER BY priority DESC, (nth + weight - 1) / weight, created_at, task_id
+        ) AS place
+    FROM turns WHERE nth <= :window
 ), chosen AS (
     SELECT ranked.task_id, ranked.place FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
     WHERE ranked.place <= :window - coalesce(sent.n, 0)
+    ORDER BY ranked.place, ranked.priority DESC, ranked.created_at, ranked.task_id
+    LIMIT :limit
 )
 SELECT {_COLUMNS}
 FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id JOIN chosen AS c ON c.task_id = o.task_id
@@ -102,11 +117,21 @@ FOR UPDATE OF o SKIP LOCKED"""
 _ADMIT, _ADMIT_WINDOW = text(ADMIT_SQL), text(ADMIT_WINDOW_SQL)
 
 
-def admit(conn: Connection, limit: int = 500, window: int = 0) -> list[RowMapping]:
-    """Lock the intents the dispatcher may publish now, in the order to publish them (``window`` 0: none)."""
+def admit(
+    conn: Connection, limit: int = 500, window: int = 0, *, weights: Mapping[str, int] | None = None
+) -> list[RowMapping]:
+    """Lock the intents the dispatcher may publish now, in the order to publish them (``window`` 0: none;
+    ``weights``: the fair-share weight of a fairness key or principal under a window, 1 when unlisted)."""
     if window > 0:
-        return list(conn.execute(_ADMIT_WINDOW, {"limit": limit, "window": window}).mappings())
+        params = {"limit": limit, "window": window, **weight_params(weights)}
+        return list(conn.execute(_ADMIT_WINDOW, params).mappings())
     return list(conn.execute(_ADMIT, {"limit": limit}).mappings())
+
+
+def weight_params(weights: Mapping[str, int] | None) -> dict[str, list[Any]]:
+    """:data:`ADMIT_WINDOW_SQL`'s two weight arrays (empty: every principal weighs 1; the same statement)."""
+    pairs = sorted((weights or {}).items())
+    return {"w_keys": [key for key, _ in pairs], "w_values": [int(weight) for _, weight in pairs]}
 
 
 #: Seconds until the next unpublished intent comes due (None: none is ahead), for the dispatcher's

@@ -11,7 +11,7 @@ reconciler read, mark and re-arm intents here (the API's enqueuer marks through 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, exists, func, or_, select, text
@@ -39,10 +39,12 @@ def _not_paused() -> Any:
     return ~exists().where(paused_queues.c.queue == outbox.c.queue)
 
 
-def take_due_outbox(conn: Connection, limit: int = 500, window: int = 0) -> list[RowMapping]:
+def take_due_outbox(
+    conn: Connection, limit: int = 500, window: int = 0, weights: Mapping[str, int] | None = None
+) -> list[RowMapping]:
     """Lock unpublished outbox rows the dispatcher may send now, in the order to send them: the
     admission of :func:`tasklift.store.flow.admit` (due, allowed, by priority; SKIP LOCKED)."""
-    return flow.admit(conn, limit, window)
+    return flow.admit(conn, limit, window, weights=weights)
 
 
 def sent_unclaimed(conn: Connection, epoch: str, older_than: float, limit: int = 10_000) -> list[RowMapping]:

@@ -20,19 +20,18 @@ deadline not after the start.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+# A key's length and characters (``concurrency_key``, ``fairness_key``) live beside the settings,
+# which check ``fairness_weights``' keys by the same rule.
+from tasklift.settings import KEY_CHARS, KEY_PATTERN, MAX_KEY_LENGTH
+
 #: The fields a submit body may carry for flow control (never passed to the task's input).
 FLOW_FIELDS = ("run_at", "delay_seconds", "expires_at", "ttl_seconds", "priority", "concurrency_key", "fairness_key")
 MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 9, 0
-MAX_KEY_LENGTH = 128  #: of a ``concurrency_key`` or ``fairness_key``
-#: A key's characters: printable ASCII (space to ``~``), the same rule in the OpenAPI schema's pattern.
-KEY_CHARS = "^[ -~]+$"
-KEY_PATTERN = re.compile("[ -~]+")
 
 
 class FlowError(ValueError):

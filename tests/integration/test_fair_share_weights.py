@@ -1,0 +1,102 @@
+"""Weighted fair shares (issue 21 part 2, docs/flow-control.md): under an admission window a principal
+(fairness key) of weight w takes w places per turn (``TASKLIFT_FAIRNESS_WEIGHTS``); and the window's
+statement ranks only each principal's first ``window`` intents, without changing what it admits.
+Real API, PostgreSQL, Redis, Celery worker and reaper."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tasklift.settings import get_settings
+from tasklift.store import flow
+from tests.support.store import insert_tasks, new_task
+
+pytestmark = pytest.mark.timeout(240)
+
+WEIGHTS = {"tenant-a": 3, "tenant-c": 2}
+
+
+@pytest.fixture
+def tasklift_env(tasklift_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    settings = {"TASKLIFT_ADMISSION_WINDOW": "8", "TASKLIFT_FAIRNESS_WEIGHTS": json.dumps(WEIGHTS)}
+    tasklift_env.update(settings)  # the child processes' env
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield tasklift_env
+    get_settings.cache_clear()
+
+
+def test_a_weight_3_tenant_gets_three_turns_to_a_weight_1_tenants_one(
+    client: httpx.Client, db: sa.Engine, start_reaper, start_worker
+) -> None:
+    def submit(key: str) -> str:  # one by one: each its own submit time
+        resp = client.post("/tasks", json={"task_type": "test_noop", "fairness_key": key})
+        assert resp.status_code == 202, resp.text
+        return str(resp.json()["task_id"])
+
+    # Both backlogs wait in PostgreSQL before any dispatcher round (a window: nothing published at submit).
+    a = [submit("tenant-a") for _ in range(12)]
+    b = [submit("tenant-b") for _ in range(12)]
+    start_worker(concurrency=1)
+    start_reaper()
+    deadline = time.monotonic() + 120
+    with db.connect() as conn:
+        while conn.execute(sa.text("SELECT count(*) FROM tasks WHERE status = 'SUCCESS'")).scalar() < 24:
+            assert time.monotonic() < deadline, "the backlogs did not drain"
+            conn.rollback()
+            time.sleep(0.2)
+        started = conn.execute(sa.text("SELECT id::text FROM tasks ORDER BY started_at")).scalars().all()
+    # The first round admits the window's 8 in rank order (priority, turn = ceil(nth / weight), submit
+    # time): turn 1 is A's first three then B's first, turn 2 A's next three then B's second. One
+    # worker of concurrency 1 starts them in that order.
+    assert started[:8] == [a[0], a[1], a[2], b[0], a[3], a[4], a[5], b[1]]
+    assert sorted(started) == sorted(a + b)
+
+
+def test_the_window_statement_gives_each_weight_its_places_per_turn(db: sa.Engine) -> None:
+    queue = get_settings().cpu_queue
+
+    def one(owner: str, **fields: object) -> str:  # its own statement: its own submit time
+        return str(insert_tasks(new_task("test_noop", queue, owner=owner, inline=False, **fields))[0])
+
+    a = [one("alice", fairness_key="tenant-a") for _ in range(7)]  # weight 3
+    b = [one("bob") for _ in range(3)]  # unlisted: weight 1
+    c = [one("carol", fairness_key="tenant-c") for _ in range(4)]  # weight 2
+    urgent = one("bob", priority=5)  # priority still comes first, whatever the weights
+    with db.begin() as conn:
+        order = [str(r["task_id"]) for r in flow.admit(conn, window=100, weights=WEIGHTS)]
+    turn1 = [a[0], a[1], a[2], b[0], c[0], c[1]]
+    turn2 = [a[3], a[4], a[5], b[1], c[2], c[3]]
+    turn3 = [a[6], b[2]]
+    assert order == [urgent, *turn1, *turn2, *turn3]
+    with db.begin() as conn:  # without weights: plain round-robin, the same statement
+        plain = [str(r["task_id"]) for r in flow.admit(conn, window=100)]
+    assert plain == [urgent, a[0], b[0], c[0], a[1], b[1], c[1], a[2], b[2], c[2], a[3], c[3], a[4], a[5], a[6]]
+    for window in (1, 3, 5, 8):  # a smaller window: the first places of the same order (the cut)
+        with db.begin() as conn:
+            assert [str(r["task_id"]) for r in flow.admit(conn, window=window, weights=WEIGHTS)] == order[:window]
+
+
+def test_only_each_principals_first_window_intents_are_ranked_yet_none_is_skipped(db: sa.Engine) -> None:
+    # A tenant with far more waiting than the window, of two priorities: its high-priority intents come
+    # after 30 low ones in submit order but still rank first; the cut keeps them (its own order is
+    # priority first).
+    queue = get_settings().cpu_queue
+    low = [str(i) for i in insert_tasks(*(new_task("test_noop", queue, owner="big", inline=False) for _ in range(30)))]
+    high = [str(insert_tasks(new_task("test_noop", queue, owner="big", inline=False, priority=3))[0]) for _ in range(2)]
+    small = str(insert_tasks(new_task("test_noop", queue, owner="small", inline=False))[0])
+    with db.begin() as conn:
+        order = [str(r["task_id"]) for r in flow.admit(conn, window=4, weights={"big": 2})]
+    assert order[:2] == high
+    assert order[2] in low and order[3] in low and small not in order[:2]
+    # big weighs 2: turn 1 at priority 0 is two of big's (submitted first), then small's.
+    with db.begin() as conn:
+        five = [str(r["task_id"]) for r in flow.admit(conn, window=5, weights={"big": 2})]
+    assert five[:4] == order and five[4] == small
