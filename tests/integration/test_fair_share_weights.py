@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -14,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from tasklift.settings import get_settings
-from tasklift.store import flow
+from tasklift.store import flow, leases
+from tasklift.tasks.states import TaskStatus
 from tests.support.store import insert_tasks, new_task
 
 pytestmark = pytest.mark.timeout(240)
@@ -100,3 +102,48 @@ def test_only_each_principals_first_window_intents_are_ranked_yet_none_is_skippe
     with db.begin() as conn:
         five = [str(r["task_id"]) for r in flow.admit(conn, window=5, weights={"big": 2})]
     assert five[:4] == order and five[4] == small
+
+
+def _one(owner: str, **fields: object) -> str:  # its own statement: its own submit time
+    return str(insert_tasks(new_task("test_noop", get_settings().cpu_queue, owner=owner, inline=False, **fields))[0])
+
+
+def _mark_sent(conn: sa.Connection, ids: list[str]) -> None:
+    conn.execute(
+        sa.text("UPDATE task_outbox SET published_at = now() WHERE task_id = ANY(CAST(:i AS uuid[]))"), {"i": ids}
+    )
+
+
+def test_the_places_a_principal_holds_count_as_its_turns(db: sa.Engine) -> None:
+    # A fills the window (4 sent, unclaimed): B's three then rank before A's fifth, as if A had had its turns.
+    a = [_one("alice") for _ in range(10)]
+    with db.begin() as conn:
+        first = [str(r["task_id"]) for r in flow.admit(conn, window=4)]
+        assert first == a[:4]
+        _mark_sent(conn, first)
+    b = [_one("bob") for _ in range(3)]
+    with db.begin() as conn:
+        assert [str(r["task_id"]) for r in flow.admit(conn, window=8)] == [*b, a[4]]
+
+
+def test_one_place_at_a_time_still_alternates_between_principals(db: sa.Engine) -> None:
+    # A window of 1 and one worker of concurrency 1: each round has room for one. The principal whose task
+    # is running holds a place, so the other's turn comes next (without counting held places, A's older
+    # backlog would win every round).
+    a = [_one("alice") for _ in range(4)]
+    b = [_one("bob") for _ in range(3)]
+    got: list[str] = []
+    running: uuid.UUID | None = None
+    for _ in range(7):
+        with db.begin() as conn:
+            (row,) = flow.admit(conn, window=1, weights={})
+            _mark_sent(conn, [str(row["task_id"])])
+            assert flow.admit(conn, window=1) == []  # the window is full
+        with db.begin() as conn:  # the worker finishes the task it ran and claims the one just sent
+            if running is not None:
+                attempt = leases.get_task(conn, running)["attempts"]  # type: ignore[index]
+                assert leases.finish(conn, running, attempt, TaskStatus.SUCCESS) is not None
+            assert leases.take_lease(conn, row["task_id"], "test:1", 30) is not None
+        running = row["task_id"]
+        got.append(str(running))
+    assert got == [a[0], b[0], a[1], b[1], a[2], b[2], a[3]]

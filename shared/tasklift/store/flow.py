@@ -72,14 +72,16 @@ FOR UPDATE OF o SKIP LOCKED"""
 #: A window of ``:window`` messages per queue: a queue's first ``:window`` minus its sent-unclaimed
 #: intents by priority, then fair share, then submit time. Fair share (issue 21 part 2): each
 #: principal's (``coalesce(fairness_key, owner)``) waiting intents of a queue and priority are
-#: numbered in their own order (``nth``), and at equal priority turn 1 of every principal comes
-#: before any turn 2: round-robin, so 10,000 waiting tasks of one tenant put one task ahead of
-#: another tenant's first. A principal of weight w (``:w_keys`` / ``:w_values``, the setting
-#: ``fairness_weights``; unlisted: 1) takes w places per turn: ``turn = ceil(nth / w)``.
-#: Only each principal's first ``:window`` intents are ranked (``nth <= :window``): a principal's
-#: intent ranks behind all of its own earlier ones (same priority: a turn no lower, then the submit
-#: time), so its (window + 1)-th can never be among the queue's first ``:window`` places; the cut
-#: drops the backlog's tail before the second sort and ranking.
+#: numbered in their own order (``nth``) after the places it already holds in the queue (``held``:
+#: its messages sent and unclaimed, its tasks running), and at equal priority turn 1 of every
+#: principal comes before any turn 2: round-robin over the queue's places, so 10,000 waiting tasks
+#: of one tenant, and the window it already fills, put no task ahead of another tenant's first. A
+#: principal of weight w (``:w_keys`` / ``:w_values``, the setting ``fairness_weights``; unlisted: 1)
+#: takes w places per turn: ``turn = ceil((held + nth) / w)``.
+#: Only each principal's first ``:window`` waiting intents are ranked (``nth <= :window``): an intent
+#: ranks behind all of its principal's earlier ones (higher priority first; at its priority a turn no
+#: lower, then the submit time), so a principal's (window + 1)-th can never be among the queue's first
+#: ``:window`` places; the cut drops the backlog's tail before the second sort and ranking.
 #: (Ranked first, then locked: FOR UPDATE cannot stand beside a window function; the lock re-checks
 #: each row, so a rank another dispatcher took is skipped.) The rows come in ``place`` order.
 ADMIT_WINDOW_SQL = f"""
@@ -87,18 +89,27 @@ WITH {_KEYED}, sent AS (
     SELECT queue, count(*) AS n FROM task_outbox WHERE published_at IS NOT NULL GROUP BY queue
 ), weights AS (
     SELECT key, weight FROM unnest(CAST(:w_keys AS text[]), CAST(:w_values AS int[])) AS w (key, weight)
+), held AS (
+    SELECT queue, principal, count(*) AS n FROM (
+        SELECT b.queue, coalesce(b.fairness_key, b.owner) AS principal FROM tasks AS b WHERE b.status = 'RUNNING'
+        UNION ALL
+        SELECT s.queue, coalesce(b.fairness_key, b.owner) FROM task_outbox AS s JOIN tasks AS b ON b.id = s.task_id
+        WHERE s.published_at IS NOT NULL
+    ) AS h GROUP BY queue, principal
 ), turns AS (
     SELECT o.task_id, o.queue, t.priority, t.created_at, coalesce(w.weight, 1) AS weight,
+        coalesce(h.n, 0) AS held,
         row_number() OVER (
             PARTITION BY o.queue, t.priority, coalesce(t.fairness_key, t.owner) ORDER BY {_ORDER}
         ) AS nth
     FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
         LEFT JOIN weights AS w ON w.key = coalesce(t.fairness_key, t.owner)
+        LEFT JOIN held AS h ON h.queue = o.queue AND h.principal = coalesce(t.fairness_key, t.owner)
     WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT}
 ), ranked AS (
     SELECT task_id, queue, priority, created_at,
         row_number() OVER (
-            PARTITION BY queue ORDER BY priority DESC, (nth + weight - 1) / weight, created_at, task_id
+            PARTITION BY queue ORDER BY priority DESC, (held + nth + weight - 1) / weight, created_at, task_id
         ) AS place
     FROM turns WHERE nth <= :window
 ), chosen AS (
