@@ -118,7 +118,8 @@ def main() -> None:
         def statement(sql: str, window: int = 0):  # type: ignore[no-untyped-def]
             def run() -> None:
                 with engine.connect() as conn:  # rolled back: the same rows every time
-                    rows = conn.execute(text(sql), {"limit": args.due, "window": window}).all()
+                    params = {"limit": args.due, "window": window, "w_keys": [], "w_values": []}  # no weights
+                    rows = conn.execute(text(sql), params).all()
                     assert len(rows) == args.due, len(rows)
                     conn.rollback()
 

@@ -81,7 +81,8 @@ FOR UPDATE OF o SKIP LOCKED"""
 #: Only each principal's first ``:window`` waiting intents are ranked (``nth <= :window``): an intent
 #: ranks behind all of its principal's earlier ones (higher priority first; at its priority a turn no
 #: lower, then the submit time), so a principal's (window + 1)-th can never be among the queue's first
-#: ``:window`` places; the cut drops the backlog's tail before the second sort and ranking.
+#: ``:window`` places; the cut drops the backlog's tail before the second sort and ranking, and
+#: ``chosen`` keeps its first ``:limit`` (the statement's own limit), so only those are joined back.
 #: (Ranked first, then locked: FOR UPDATE cannot stand beside a window function; the lock re-checks
 #: each row, so a rank another dispatcher took is skipped.) The rows come in ``place`` order.
 ADMIT_WINDOW_SQL = f"""
