@@ -3,6 +3,11 @@ integer weights 1-100; anything else stops the process at start with a message n
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -47,3 +52,13 @@ def test_a_bad_weight_stops_the_settings_with_a_message_naming_it(
 def test_the_statement_gets_two_parallel_arrays_and_empty_ones_without_weights() -> None:
     assert weight_params({"bob": 2, "alice": 3}) == {"w_keys": ["alice", "bob"], "w_values": [3, 2]}
     assert weight_params({}) == weight_params(None) == {"w_keys": [], "w_values": []}
+
+
+@pytest.mark.parametrize("raw", ['{"alice": 0}', "alice=3"])
+def test_a_process_with_a_bad_weight_stops_at_start_with_one_message(raw: str, tmp_path: Path) -> None:
+    env = {**os.environ, "TASKLIFT_FAIRNESS_WEIGHTS": raw, "TASKLIFT_DATABASE_URL": "postgresql://nowhere.invalid/x"}
+    tasklift = Path(sys.executable).parent / "tasklift"
+    done = subprocess.run([str(tasklift), "reaper"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("tasklift: invalid settings") and "fairness_weights" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

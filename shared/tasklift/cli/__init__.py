@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from tasklift.cli.base import app
 from tasklift.extras import MissingExtra
 
@@ -31,3 +34,8 @@ def main() -> None:
     except MissingExtra as exc:  # an optional dependency the command needs: one line, no traceback
         print(f"tasklift: {exc}", file=sys.stderr)
         sys.exit(1)
+    except (ValidationError, SettingsError) as exc:  # a bad TASKLIFT_* value: say which, no traceback
+        if isinstance(exc, ValidationError) and exc.title != "Settings":
+            raise
+        print(f"tasklift: invalid settings (TASKLIFT_* environment or .env): {exc}", file=sys.stderr)
+        sys.exit(2)
