@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 
 import redis
 from sqlalchemy import Engine
@@ -22,6 +23,7 @@ from tasklift.queue.reconcile import reconcile
 from tasklift.settings import get_settings
 from tasklift.store import flow, outbox
 from tasklift.store.repository import Dispatch
+from tasklift.tasks.registry import all_task_types
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,16 @@ class Broker:
             log.debug("could not read the broker epoch: %s", exc)
             return None
 
-    def dispatch_due(self, engine: Engine, limit: int = 500, window: int = 0) -> int:
+    def dispatch_due(
+        self, engine: Engine, limit: int = 500, window: int = 0, rates: Sequence[flow.RateRule] = ()
+    ) -> int:
         """Publish the outbox rows admitted now (due and allowed, by priority: docs/flow-control.md),
-        in that order. Returns how many were published."""
+        in that order, and spend the rate-limit tokens of those published (``rates``: the limits in
+        force). Returns how many were published."""
         epoch = self.epoch()
         with engine.begin() as conn:
-            rows = outbox.take_due_outbox(conn, limit, window)
+            spend = bool(rates) and flow.lock_rate_buckets(conn)
+            rows = outbox.take_due_outbox(conn, limit, window, rates, spend)
             sent: list[tuple[uuid.UUID, int]] = []
             for row in rows:
                 item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
@@ -76,9 +82,20 @@ class Broker:
                     break
                 sent.append(item.intent)
             if sent:
-                # Marked in the same transaction that locked the rows: a crash before commit re-sends.
+                # Marked in the same transaction that locked the rows: a crash before commit re-sends
+                # (and spends no token: the debit commits with the marks).
                 outbox.mark_published(conn, sent, epoch)
+                if spend:
+                    flow.take_tokens(conn, rates, rows[: len(sent)])
         return len(sent)
+
+
+def rate_rules() -> list[flow.RateRule]:
+    """The rate limits in force: every registered type's (``@task(rate_limit=)`` or the
+    ``task_rate_limits`` setting's)."""
+    return [
+        flow.RateRule(t.name, *t.rate, per_key=t.rate_limit_per_key) for t in all_task_types() if t.rate is not None
+    ]
 
 
 class Dispatcher:
@@ -100,7 +117,7 @@ class Dispatcher:
             every = get_settings().outbox_verify_seconds
             reconcile(self.engine, self.broker.client, epoch, older_than=every)
             self._epoch, self._next_look = epoch, now + every
-        return self.broker.dispatch_due(self.engine, window=get_settings().admission_window)
+        return self.broker.dispatch_due(self.engine, window=get_settings().admission_window, rates=rate_rules())
 
     def next_wait(self, longest: float) -> float:
         """Seconds the reaper may sleep before the next round: until the next intent comes due, at

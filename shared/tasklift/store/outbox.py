@@ -39,10 +39,12 @@ def _not_paused() -> Any:
     return ~exists().where(paused_queues.c.queue == outbox.c.queue)
 
 
-def take_due_outbox(conn: Connection, limit: int = 500, window: int = 0) -> list[RowMapping]:
+def take_due_outbox(
+    conn: Connection, limit: int = 500, window: int = 0, rates: Sequence[flow.RateRule] = (), spend: bool = True
+) -> list[RowMapping]:
     """Lock unpublished outbox rows the dispatcher may send now, in the order to send them: the
     admission of :func:`tasklift.store.flow.admit` (due, allowed, by priority; SKIP LOCKED)."""
-    return flow.admit(conn, limit, window)
+    return flow.admit(conn, limit, window, rates, spend)
 
 
 def sent_unclaimed(conn: Connection, epoch: str, older_than: float, limit: int = 10_000) -> list[RowMapping]:
