@@ -66,3 +66,10 @@ def peer_work(ctx: TaskContext, inp: PeerWork) -> dict[str, bool]:
     if inp.kind == "sleep":
         time.sleep(0.1)
     return {"ok": True}
+
+
+@task("bench_ruled", input=Noop, queue="cpu", concurrency_limit=1000, rate_limit="100000/s")
+def bench_ruled(ctx: TaskContext, inp: Noop) -> dict[str, bool]:
+    """Zero work under every flow rule (local/bench/flow_drain.py): a concurrency limit per key and
+    a rate limit, both too wide to bind, so what is measured is what the rules cost."""
+    return {"ok": True}

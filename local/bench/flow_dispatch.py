@@ -115,19 +115,26 @@ def main() -> None:
         with engine.begin() as conn:
             conn.execute(text(MAKE_DUE), {"n": args.due})
 
-        def statement(sql: str, window: int = 0):  # type: ignore[no-untyped-def]
+        def statement(sql: str, window: int = 0, rates: tuple[flow.RateRule, ...] = ()):  # type: ignore[no-untyped-def]
             def run() -> None:
                 with engine.connect() as conn:  # rolled back: the same rows every time
-                    params = {"limit": args.due, "window": window, "w_keys": [], "w_values": []}  # no weights
+                    params = {**flow.admit_params(args.due, window, rates), **flow.weight_params(None)}  # no weights
                     rows = conn.execute(text(sql), params).all()
                     assert len(rows) == args.due, len(rows)
                     conn.rollback()
 
             return run
 
+        # Rate limits in force: one on another type (nothing of it waits), one on these tasks that
+        # every one of them fits in (the bucket's ranking and tokens are paid for all 500).
+        other = (flow.RateRule("report", 10, 1.0),)
+        mine = (flow.RateRule("bench_noop", 1_000_000, 1.0),)
         print(f"the statement alone, {args.due} due among them:")
         show("admission (priority order)", timed(statement(flow.ADMIT_SQL), args.rounds))
+        show("  with a rate limit on another type", timed(statement(flow.ADMIT_SQL, 0, other), args.rounds))
+        show("  with a rate limit on these tasks", timed(statement(flow.ADMIT_SQL, 0, mine), args.rounds))
         show(f"admission, window {args.due}", timed(statement(flow.ADMIT_WINDOW_SQL, args.due), args.rounds))
+        show("  with a rate limit on these tasks", timed(statement(flow.ADMIT_WINDOW_SQL, args.due, mine), args.rounds))
         show("before issue 21 (available_at order)", timed(statement(BEFORE_SQL), args.rounds))
         sent = broker.dispatch_due(engine, limit=args.due)
         assert sent == args.due
@@ -144,7 +151,7 @@ def main() -> None:
         print(f"  per task published: {bk.median(busy) / args.due * 1000:.1f} µs (median round / {args.due})")
         print(f"  messages in Redis: {client.llen(queue)}")
         with engine.connect() as conn:
-            plan = conn.execute(text("EXPLAIN " + flow.ADMIT_SQL), {"limit": 500}).scalars()
+            plan = conn.execute(text("EXPLAIN " + flow.ADMIT_SQL), flow.admit_params(500)).scalars()
             print("admission plan:\n    " + "\n    ".join(plan))
         engine.dispose()
 

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         ' fairness keys (or principals) and integer weights 1-100, e.g. {"alice": 3}; a weight-w key gets w'
         " turns per round; unlisted keys weigh 1",
     )
+    task_rate_limits: dict[str, str] = Field(
+        default_factory=dict,
+        description='Rate limits of task types (docs/flow-control.md) as a JSON object, e.g. {"report": "100/m"}:'
+        " N per period (s, m, h, d, or a number of them: 5/10s); overrides or adds to @task(rate_limit=)",
+    )
     max_schedule_seconds: float = Field(
         366 * 86400, gt=0, description="Furthest a submit may put run_at / delay_seconds or expires_at / ttl_seconds"
     )
@@ -223,6 +228,17 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("task_rate_limits")
+    @classmethod
+    def _rates_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        """Each rate reads as N per period (:func:`parse_rate`), or the process does not start."""
+        for name, rate in value.items():
+            try:
+                parse_rate(rate)
+            except ValueError as exc:
+                raise ValueError(f"task_rate_limits[{name!r}]: {exc}") from None
+        return value
+
     @field_validator("stream_signing_key", mode="before")
     @classmethod
     def _blank_key_is_unset(cls, value: object) -> object:
@@ -309,3 +325,20 @@ def database_url(settings: Settings | None = None) -> str:
         if url.startswith(bare):
             return "postgresql+psycopg://" + url[len(bare) :]
     return url
+
+
+#: A rate: a count per period, the period an optional number of seconds, minutes, hours or days.
+RATE_PATTERN = re.compile(r"([1-9][0-9]{0,8})/([1-9][0-9]{0,5})?(s|m|h|d)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@lru_cache(maxsize=256)
+def parse_rate(rate: str) -> tuple[int, float]:
+    """``"10/s"``, ``"100/m"``, ``"5/10s"`` … as (count, period in seconds); ValueError otherwise.
+
+    The task rate limits' one parser (``@task(rate_limit=)`` and :attr:`Settings.task_rate_limits`)."""
+    match = RATE_PATTERN.fullmatch(rate) if isinstance(rate, str) else None
+    if match is None:
+        raise ValueError(f"{rate!r} is not a rate: write N per period, e.g. 10/s, 100/m, 1000/h, 5/10s")
+    count, times, unit = match.groups()
+    return int(count), float(int(times or 1) * _UNIT_SECONDS[unit])

@@ -32,3 +32,16 @@ def test_a_scheduled_task_says_when_and_an_expired_one_says_expired(
     page.get_by_label("Status", exact=True).select_option("EXPIRED")
     expect(page.locator(".badge.status-EXPIRED").first).to_be_visible()
     board.assert_clean()
+
+
+def test_a_rate_limited_task_says_so(
+    api: str, start_reaper: Callable[..., Any], open_dashboard: Callable[..., Dashboard]
+) -> None:
+    """``test_rated`` admits 5 a second (a bucket of 5): with the reaper running and no worker, the
+    last of 60 waits about 11 s for its token, and its page says why."""
+    start_reaper()
+    ids = [submit_task(api, {"task_type": "test_rated", "label": "browser"}) for _ in range(60)]
+    board = open_dashboard(api, fragment=f"#task={ids[-1]}")
+    expect(board.page.locator("#detail .detail-head .badge")).to_have_text("Pending")
+    expect(board.page.locator("#detail [data-slot=waiting]")).to_have_text("Rate limited", timeout=8_000)
+    board.assert_clean()

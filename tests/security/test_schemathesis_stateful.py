@@ -196,7 +196,14 @@ LINKED_SUB_RESOURCES = {(f"GET /tasks/{{task_id}}/{name}", 200) for name in ("lo
 def test_scenarios_following_the_documents_links_answer_as_documented(
     stateful_api: str, make_key: Callable[..., str]
 ) -> None:
-    answered = _run(stateful_api, [{"Authorization": f"Bearer {make_key('alice')}"}], SCENARIOS)
+    principals = [{"Authorization": f"Bearer {make_key('alice')}"}]
+    answered = _run(stateful_api, principals, SCENARIOS)
+    # Which links ten scenarios follow is hypothesis' draw (CI once reached none of the task's): a
+    # draw that reached neither runs ten more, at most twice; every response of every run is checked.
+    for _ in range(2):
+        if ("GET /tasks/{task_id}", 200) in answered and answered & LINKED_SUB_RESOURCES:
+            break
+        answered |= _run(stateful_api, principals, SCENARIOS)
     assert ("GET /tasks/{task_id}", 200) in answered, sorted(answered)
     assert answered & LINKED_SUB_RESOURCES, sorted(answered)
 

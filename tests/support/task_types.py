@@ -128,3 +128,28 @@ def test_keyed(ctx: TaskContext, inp: Keyed) -> dict[str, int]:
     with ctx.transaction() as conn:
         conn.execute(record, {"t": str(ctx.task_id), "k": f"end:{inp.label}", "a": ctx.attempt})
     return {"attempt": ctx.attempt}
+
+
+class Rated(TaskInput):
+    label: str = "r"  #: recorded with its start (the test's name for its run)
+
+
+def _record_start(ctx: TaskContext, label: str) -> None:
+    record = text("INSERT INTO test_effects (task_id, key, attempt, created_at) VALUES (:t, :k, :a, clock_timestamp())")
+    with ctx.transaction() as conn:
+        conn.execute(record, {"t": str(ctx.task_id), "k": f"start:{label}", "a": ctx.attempt})
+
+
+@task("test_rated", input=Rated, queue="cpu", rate_limit="5/s")
+def test_rated(ctx: TaskContext, inp: Rated) -> dict[str, int]:
+    """Records its start (clock time) and returns: at most 5 admitted per second, across all
+    dispatchers (docs/flow-control.md, "Rate limits")."""
+    _record_start(ctx, inp.label)
+    return {"attempt": ctx.attempt}
+
+
+@task("test_rated_keyed", input=Rated, queue="cpu", rate_limit="2/s", rate_limit_per_key=True)
+def test_rated_keyed(ctx: TaskContext, inp: Rated) -> dict[str, int]:
+    """As test_rated, 2 per second per concurrency_key (tasks without a key are not limited)."""
+    _record_start(ctx, inp.label)
+    return {"attempt": ctx.attempt}

@@ -410,7 +410,7 @@ async def retry_task(req: HttpRequest) -> HttpResponse:
 
 
 async def task_types(req: HttpRequest) -> HttpResponse:
-    """GET /task-types: every registered type with its input JSON Schema."""
+    """GET /task-types: every registered type with its input JSON Schema and flow limits."""
     types = [
         {
             "name": t.name,
@@ -418,6 +418,9 @@ async def task_types(req: HttpRequest) -> HttpResponse:
             "queue": t.queue,
             "timeout": t.timeout,
             "retries": t.retries,
+            "concurrency_limit": t.concurrency_limit,
+            "rate_limit": t.rate_in_force,
+            "rate_limit_per_key": t.rate_limit_per_key,
             "input_schema": t.input_schema(),
         }
         for t in all_task_types()

@@ -57,7 +57,8 @@ class TaskResource(BaseModel):
     fairness_key: str | None = Field(None, description="Whose turn it takes under an admission window (null: owner)")
     waiting_reason: str | None = Field(
         None,
-        description="While PENDING: scheduled | paused | concurrency_limited | queued (due; admitted or about to be);"
+        description="While PENDING: scheduled | paused | concurrency_limited | rate_limited | queued (due; admitted"
+        " or about to be);"
         " else null",
     )
     links: TaskLinks
@@ -126,6 +127,9 @@ class TaskTypeInfo(BaseModel):
     queue: str
     timeout: float
     retries: int
+    concurrency_limit: int | None = Field(None, description="At most this many RUNNING per concurrency_key")
+    rate_limit: str | None = Field(None, description="At most N admitted per period (e.g. 10/s), in force")
+    rate_limit_per_key: bool = Field(False, description="The rate limit holds per concurrency_key")
     input_schema: dict[str, Any]
 
 

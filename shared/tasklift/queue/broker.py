@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import redis
 from sqlalchemy import Engine
@@ -23,6 +23,7 @@ from tasklift.queue.reconcile import reconcile
 from tasklift.settings import get_settings
 from tasklift.store import flow, outbox
 from tasklift.store.repository import Dispatch
+from tasklift.tasks.registry import all_task_types
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,20 @@ class Broker:
             return None
 
     def dispatch_due(
-        self, engine: Engine, limit: int = 500, window: int = 0, weights: Mapping[str, int] | None = None
+        self,
+        engine: Engine,
+        limit: int = 500,
+        window: int = 0,
+        rates: Sequence[flow.RateRule] = (),
+        weights: Mapping[str, int] | None = None,
     ) -> int:
-        """Publish the outbox rows admitted now (due and allowed, by priority, under a window by
-        weighted fair share: docs/flow-control.md), in that order. Returns how many were published."""
+        """Publish the outbox rows admitted now (due and allowed, by priority, under a window by weighted
+        fair share: docs/flow-control.md), in that order, and spend the rate-limit tokens of those
+        published (``rates``: the limits in force). Returns how many were published."""
         epoch = self.epoch()
         with engine.begin() as conn:
-            rows = outbox.take_due_outbox(conn, limit, window, weights)
+            spend = bool(rates) and flow.lock_rate_buckets(conn)
+            rows = outbox.take_due_outbox(conn, limit, window, rates, spend, weights)
             sent: list[tuple[uuid.UUID, int]] = []
             for row in rows:
                 item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
@@ -79,9 +87,20 @@ class Broker:
                     break
                 sent.append(item.intent)
             if sent:
-                # Marked in the same transaction that locked the rows: a crash before commit re-sends.
+                # Marked in the same transaction that locked the rows: a crash before commit re-sends
+                # (and spends no token: the debit commits with the marks).
                 outbox.mark_published(conn, sent, epoch)
+                if spend:
+                    flow.take_tokens(conn, rates, rows[: len(sent)])
         return len(sent)
+
+
+def rate_rules() -> list[flow.RateRule]:
+    """The rate limits in force: every registered type's (``@task(rate_limit=)`` or the
+    ``task_rate_limits`` setting's)."""
+    return [
+        flow.RateRule(t.name, *t.rate, per_key=t.rate_limit_per_key) for t in all_task_types() if t.rate is not None
+    ]
 
 
 class Dispatcher:
@@ -105,7 +124,7 @@ class Dispatcher:
             self._epoch, self._next_look = epoch, now + every
         settings = get_settings()
         return self.broker.dispatch_due(
-            self.engine, window=settings.admission_window, weights=settings.fairness_weights
+            self.engine, window=settings.admission_window, rates=rate_rules(), weights=settings.fairness_weights
         )
 
     def next_wait(self, longest: float) -> float:

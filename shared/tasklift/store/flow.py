@@ -12,13 +12,17 @@ several dispatchers never take the same row, and a row another dispatcher publis
 re-checked (``published_at IS NULL``) and skipped. A concurrency key's limit is a further
 condition (:data:`_KEYED`): an intent of a limited (type, key) is admitted only within the key's
 free slots, its limit minus its RUNNING tasks and its intents sent and not yet claimed, ranked by
-priority then submit time. Further rules (a rate limit's tokens) would be further conditions and
-partitions of the ranking: see docs/flow-control.md.
+priority then submit time. A rate limit is another (:data:`_RATED`): an intent of a rate-limited
+type (and key) is admitted only within its bucket's tokens, ranked the same way; the dispatcher
+debits the tokens of what it published in the same transaction (:func:`take_tokens`), holding the
+rate buckets' advisory lock (:func:`lock_rate_buckets`) so two dispatchers never spend one token twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, text
@@ -57,14 +61,42 @@ keyed AS (
 _WITHIN_LIMIT = (
     "(t.concurrency_limit IS NULL OR t.concurrency_key IS NULL OR o.task_id IN (SELECT task_id FROM keyed_free))"
 )
-_COLUMNS = "o.task_id, o.intent_seq, o.queue, t.task_type, t.traceparent, t.priority"
+#: Rate limits (issue 21 part 4): the rules in force come as parallel arrays (``:rate_types``,
+#: ``:rate_counts``, ``:rate_periods``, ``:rate_per_key``; empty when no type has one). A bucket is a
+#: type's (``bucket_key`` '') or, per key, a type and key's; its tokens are what ``rate_buckets``
+#: holds plus the refill since (``count`` per ``period``, at most ``count``; a bucket never used is
+#: full). The admissible intents of a limited bucket are ranked within it, and those that fit in its
+#: whole tokens are free. A bucket's row is written by :data:`TAKE_TOKENS_SQL` when it is spent.
+_RATED = f"""
+limits AS (
+    SELECT * FROM unnest(CAST(:rate_types AS text[]), CAST(:rate_counts AS float8[]),
+        CAST(:rate_periods AS float8[]), CAST(:rate_per_key AS boolean[])) AS l(task_type, capacity, period, per_key)
+), rated AS (
+    SELECT o.task_id, t.task_type, l.capacity, l.period,
+        CASE WHEN l.per_key THEN t.concurrency_key ELSE '' END AS bucket_key,
+        row_number() OVER (
+            PARTITION BY t.task_type, CASE WHEN l.per_key THEN t.concurrency_key ELSE '' END ORDER BY {_ORDER}
+        ) AS place
+    FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id JOIN limits AS l ON l.task_type = t.task_type
+    WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT} AND (NOT l.per_key OR t.concurrency_key IS NOT NULL)
+), tokens AS (
+    SELECT r.task_type, r.bucket_key, least(r.capacity, coalesce(
+        b.tokens + r.capacity * greatest(0, extract(epoch FROM now() - b.refilled_at)) / r.period, r.capacity)) AS n
+    FROM (SELECT DISTINCT task_type, bucket_key, capacity, period FROM rated) AS r
+    LEFT JOIN rate_buckets AS b ON b.task_type = r.task_type AND b.bucket_key = r.bucket_key
+), rated_free AS (
+    SELECT rated.task_id FROM rated JOIN tokens USING (task_type, bucket_key) WHERE rated.place <= floor(tokens.n)
+)"""
+#: An admissible intent ``o`` within its bucket's tokens (if its type has a rate limit).
+_WITHIN_RATE = "(o.task_id NOT IN (SELECT task_id FROM rated) OR o.task_id IN (SELECT task_id FROM rated_free))"
+_COLUMNS = "o.task_id, o.intent_seq, o.queue, t.task_type, t.traceparent, t.priority, t.concurrency_key"
 
 #: No window: every admissible intent, by priority then submit time, ``:limit`` per batch.
 ADMIT_SQL = f"""
-WITH {_KEYED}
+WITH {_KEYED}, {_RATED}
 SELECT {_COLUMNS}
 FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
-WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT}
+WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT} AND {_WITHIN_RATE}
 ORDER BY {_ORDER}
 LIMIT :limit
 FOR UPDATE OF o SKIP LOCKED"""
@@ -86,7 +118,7 @@ FOR UPDATE OF o SKIP LOCKED"""
 #: (Ranked first, then locked: FOR UPDATE cannot stand beside a window function; the lock re-checks
 #: each row, so a rank another dispatcher took is skipped.) The rows come in ``place`` order.
 ADMIT_WINDOW_SQL = f"""
-WITH {_KEYED}, sent AS (
+WITH {_KEYED}, {_RATED}, sent AS (
     SELECT queue, count(*) AS n FROM task_outbox WHERE published_at IS NOT NULL GROUP BY queue
 ), weights AS (
     SELECT key, weight FROM unnest(CAST(:w_keys AS text[]), CAST(:w_values AS int[])) AS w (key, weight)
@@ -106,7 +138,7 @@ WITH {_KEYED}, sent AS (
     FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
         LEFT JOIN weights AS w ON w.key = coalesce(t.fairness_key, t.owner)
         LEFT JOIN held AS h ON h.queue = o.queue AND h.principal = coalesce(t.fairness_key, t.owner)
-    WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT}
+    WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT} AND {_WITHIN_RATE}
 ), ranked AS (
     SELECT task_id, queue, priority, created_at,
         row_number() OVER (
@@ -129,21 +161,102 @@ FOR UPDATE OF o SKIP LOCKED"""
 _ADMIT, _ADMIT_WINDOW = text(ADMIT_SQL), text(ADMIT_WINDOW_SQL)
 
 
+@dataclass(frozen=True)
+class RateRule:
+    """A task type's rate limit in force: ``count`` per ``period`` seconds, per type or per key."""
+
+    task_type: str
+    count: int
+    period: float
+    per_key: bool = False
+
+    def bucket(self, concurrency_key: str | None) -> str | None:
+        """The bucket an intent with ``concurrency_key`` spends from (None: it is not limited)."""
+        return concurrency_key if self.per_key else ""
+
+
 def admit(
-    conn: Connection, limit: int = 500, window: int = 0, *, weights: Mapping[str, int] | None = None
+    conn: Connection,
+    limit: int = 500,
+    window: int = 0,
+    rates: Sequence[RateRule] = (),
+    spend: bool = True,
+    *,
+    weights: Mapping[str, int] | None = None,
 ) -> list[RowMapping]:
-    """Lock the intents the dispatcher may publish now, in the order to publish them (``window`` 0: none;
-    ``weights``: the fair-share weight of a fairness key or principal under a window, 1 when unlisted)."""
-    if window > 0:
-        params = {"limit": limit, "window": window, **weight_params(weights)}
-        return list(conn.execute(_ADMIT_WINDOW, params).mappings())
-    return list(conn.execute(_ADMIT, {"limit": limit}).mappings())
+    """Lock the intents the dispatcher may publish now, in the order to publish them (``window`` 0: none).
+
+    ``rates``: the rate limits in force; with ``spend`` False (another dispatcher holds the buckets'
+    lock: :func:`lock_rate_buckets`) no intent of a rate-limited type is admitted this round.
+    ``weights``: the fair-share weight of a fairness key or principal under a window (unlisted: 1)."""
+    params = {**admit_params(limit, window, rates, spend), **weight_params(weights)}
+    return list(conn.execute(_ADMIT_WINDOW if window > 0 else _ADMIT, params).mappings())
 
 
 def weight_params(weights: Mapping[str, int] | None) -> dict[str, list[Any]]:
     """:data:`ADMIT_WINDOW_SQL`'s two weight arrays (empty: every principal weighs 1; the same statement)."""
     pairs = sorted((weights or {}).items())
     return {"w_keys": [key for key, _ in pairs], "w_values": [int(weight) for _, weight in pairs]}
+
+
+def admit_params(limit: int, window: int = 0, rates: Sequence[RateRule] = (), spend: bool = True) -> dict[str, object]:
+    """The parameters of :data:`ADMIT_SQL` / :data:`ADMIT_WINDOW_SQL`."""
+    return {
+        "limit": limit,
+        "window": window,
+        "rate_types": [r.task_type for r in rates],
+        "rate_counts": [float(r.count) if spend else 0.0 for r in rates],
+        "rate_periods": [r.period for r in rates],
+        "rate_per_key": [r.per_key for r in rates],
+    }
+
+
+#: The rate buckets' lock (a transaction-level advisory lock): one dispatcher at a time reads and
+#: spends tokens; a dispatcher that does not get it admits no rate-limited intent that round.
+LOCK_RATE_BUCKETS_SQL = "SELECT pg_try_advisory_xact_lock(hashtext('tasklift.rate_buckets'))"
+_LOCK_RATE_BUCKETS = text(LOCK_RATE_BUCKETS_SQL)
+
+
+def lock_rate_buckets(conn: Connection) -> bool:
+    """Take the rate buckets' lock until the transaction ends; False if another dispatcher has it."""
+    return bool(conn.execute(_LOCK_RATE_BUCKETS).scalar_one())
+
+
+#: Spend tokens: each bucket's (``:types``, ``:keys``) refilled to now (at most its ``:counts``, as in
+#: :data:`_RATED`) less what was published from it (``:taken``); a bucket's first spending creates it.
+TAKE_TOKENS_SQL = """
+INSERT INTO rate_buckets AS b (task_type, bucket_key, capacity, period_seconds, tokens, refilled_at)
+SELECT d.task_type, d.bucket_key, d.capacity, d.period, d.capacity - d.taken, now()
+FROM unnest(CAST(:types AS text[]), CAST(:keys AS text[]), CAST(:counts AS float8[]), CAST(:periods AS float8[]),
+    CAST(:taken AS float8[])) AS d(task_type, bucket_key, capacity, period, taken)
+ON CONFLICT (task_type, bucket_key) DO UPDATE SET
+    tokens = least(excluded.capacity, b.tokens + excluded.capacity
+        * greatest(0, extract(epoch FROM now() - b.refilled_at)) / excluded.period_seconds)
+        - (excluded.capacity - excluded.tokens),
+    capacity = excluded.capacity, period_seconds = excluded.period_seconds, refilled_at = now()"""
+_TAKE_TOKENS = text(TAKE_TOKENS_SQL)
+
+
+def take_tokens(conn: Connection, rates: Sequence[RateRule], published: Iterable[RowMapping]) -> None:
+    """Debit the buckets of the admitted intents that were ``published`` (rows of :func:`admit`)."""
+    by_type = {r.task_type: r for r in rates}
+    taken: Counter[tuple[RateRule, str]] = Counter()
+    for row in published:
+        rule = by_type.get(row["task_type"])
+        if rule is not None and (bucket := rule.bucket(row["concurrency_key"])) is not None:
+            taken[rule, bucket] += 1
+    if taken:
+        spent = list(taken.items())
+        conn.execute(
+            _TAKE_TOKENS,
+            {
+                "types": [rule.task_type for (rule, _), _ in spent],
+                "keys": [bucket for (_, bucket), _ in spent],
+                "counts": [float(rule.count) for (rule, _), _ in spent],
+                "periods": [rule.period for (rule, _), _ in spent],
+                "taken": [float(n) for _, n in spent],
+            },
+        )
 
 
 #: Seconds until the next unpublished intent comes due (None: none is ahead), for the dispatcher's

@@ -40,11 +40,16 @@ def _not_paused() -> Any:
 
 
 def take_due_outbox(
-    conn: Connection, limit: int = 500, window: int = 0, weights: Mapping[str, int] | None = None
+    conn: Connection,
+    limit: int = 500,
+    window: int = 0,
+    rates: Sequence[flow.RateRule] = (),
+    spend: bool = True,
+    weights: Mapping[str, int] | None = None,
 ) -> list[RowMapping]:
     """Lock unpublished outbox rows the dispatcher may send now, in the order to send them: the
     admission of :func:`tasklift.store.flow.admit` (due, allowed, by priority; SKIP LOCKED)."""
-    return flow.admit(conn, limit, window, weights=weights)
+    return flow.admit(conn, limit, window, rates, spend, weights=weights)
 
 
 def sent_unclaimed(conn: Connection, epoch: str, older_than: float, limit: int = 10_000) -> list[RowMapping]:

@@ -147,12 +147,17 @@ RETURNING {TASK_COLUMNS}
 GET_TASK_SQL = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = :id"
 GET_OWNED_TASK_SQL = f"{GET_TASK_SQL} AND owner = :owner"
 #: Many tasks by id (the API's gathered reads, :mod:`tasklift.store.aio`), with whether the queue is
-#: paused and whether a PENDING task's concurrency key is at its limit (ix_tasks_concurrency_running).
+#: paused, whether a PENDING task's concurrency key is at its limit (ix_tasks_concurrency_running), and
+#: whether its rate limit's bucket is empty while its intent waits (docs/flow-control.md).
 GET_TASKS_SQL = (
     f"SELECT {TASK_COLUMNS}, EXISTS (SELECT FROM paused_queues AS p WHERE p.queue = tasks.queue) AS paused,"
     " (status = 'PENDING' AND concurrency_limit IS NOT NULL AND concurrency_key IS NOT NULL AND"
     " (SELECT count(*) FROM tasks AS b WHERE b.status = 'RUNNING' AND b.concurrency_key = tasks.concurrency_key"
-    " AND b.task_type = tasks.task_type) >= concurrency_limit) AS concurrency_limited"
+    " AND b.task_type = tasks.task_type) >= concurrency_limit) AS concurrency_limited,"
+    " (status = 'PENDING' AND EXISTS (SELECT FROM rate_buckets AS r WHERE r.task_type = tasks.task_type"
+    " AND r.bucket_key IN ('', coalesce(tasks.concurrency_key, '')) AND r.tokens + r.capacity"
+    " * greatest(0, extract(epoch FROM now() - r.refilled_at)) / r.period_seconds < 1)"
+    " AND EXISTS (SELECT FROM task_outbox AS o WHERE o.task_id = tasks.id AND o.published_at IS NULL)) AS rate_limited"
     " FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))"
 )
 

@@ -273,6 +273,20 @@ class PausedQueue(Base):
     paused_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class RateBucket(Base):
+    """A rate limit's token bucket (docs/flow-control.md): a task type's ('' key) or a type and key's,
+    its tokens at ``refilled_at``; written by the dispatcher when it spends (store/flow.py)."""
+
+    __tablename__ = "rate_buckets"
+
+    task_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    bucket_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    capacity: Mapped[float] = mapped_column(Float)
+    period_seconds: Mapped[float] = mapped_column(Float)
+    tokens: Mapped[float] = mapped_column(Float)
+    refilled_at: Mapped[datetime]
+
+
 class BulkOperation(Base):
     """A bulk cancel, retry or purge by filter (POST /bulk): its filter, progress and cursor."""
 

@@ -151,7 +151,8 @@ def waiting_reason(row: Any, now: datetime | None = None) -> str | None:
 
     ``paused`` (its queue is paused), ``scheduled`` (its ``scheduled_for`` is ahead),
     ``concurrency_limited`` (its type's limit of RUNNING tasks with its ``concurrency_key`` is
-    reached; :data:`tasklift.store.repository.GET_TASKS_SQL` counts them), ``queued`` (due:
+    reached; :data:`tasklift.store.repository.GET_TASKS_SQL` counts them), ``rate_limited`` (its
+    type's rate limit has no token left in its bucket and it is not admitted yet), ``queued`` (due:
     admitted or about to be; a worker will take it), or None for a task that is not PENDING.
     """
     if row["status"] != "PENDING":
@@ -163,6 +164,8 @@ def waiting_reason(row: Any, now: datetime | None = None) -> str | None:
         return "scheduled"
     if row.get("concurrency_limited"):
         return "concurrency_limited"
+    if row.get("rate_limited"):
+        return "rate_limited"
     return "queued"
 
 

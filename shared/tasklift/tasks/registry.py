@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from tasklift.settings import get_settings
+from tasklift.settings import get_settings, parse_rate
 
 QueueKind = Literal["cpu", "io"]
 
@@ -45,6 +45,26 @@ class TaskType:
     callback_events: tuple[str, ...] = ("terminal",)
     #: at most this many RUNNING at once per ``concurrency_key`` (docs/flow-control.md); None: no limit
     concurrency_limit: int | None = None
+    #: at most N admitted per period (``"10/s"``: docs/flow-control.md), per type or per key; None: none
+    rate_limit: str | None = None
+    rate_limit_per_key: bool = False
+
+    @property
+    def rate_in_force(self) -> str | None:
+        """The rate limit in force: the ``task_rate_limits`` setting's for this type, else the
+        declared ``rate_limit``, else None."""
+        return get_settings().task_rate_limits.get(self.name, self.rate_limit)
+
+    @property
+    def rate(self) -> tuple[int, float] | None:
+        """:attr:`rate_in_force` as (count, period seconds)."""
+        rate = self.rate_in_force
+        return None if rate is None else parse_rate(rate)
+
+    def rate_limited(self, concurrency_key: str | None) -> bool:
+        """Whether a task of this type with ``concurrency_key`` is held to a rate limit (a per-key
+        limit holds only the tasks that have a key, as a concurrency limit does)."""
+        return self.rate is not None and (concurrency_key is not None or not self.rate_limit_per_key)
 
     @property
     def queue(self) -> str:
@@ -75,6 +95,8 @@ def task(
     callback_url: str | None = None,
     callback_events: tuple[str, ...] = ("terminal",),
     concurrency_limit: int | None = None,
+    rate_limit: str | None = None,
+    rate_limit_per_key: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a function as a task type.
 
@@ -96,7 +118,18 @@ def task(
         concurrency_limit: At most this many tasks of this type RUNNING at once per
             ``concurrency_key`` of the submit, across all workers (docs/flow-control.md); tasks
             submitted without a key are not limited. None: no limit.
+        rate_limit: At most N of its tasks admitted to the queue per period, across all workers and
+            dispatchers: ``"10/s"``, ``"100/m"``, ``"1000/h"``, ``"5/10s"`` (a token bucket of N:
+            a burst of N, then N per period; docs/flow-control.md). The ``task_rate_limits``
+            setting overrides it without a deploy. None: no limit.
+        rate_limit_per_key: One bucket per ``concurrency_key`` instead of one for the type
+            (tasks submitted without a key are then not limited).
     """
+    if rate_limit is not None:
+        try:
+            parse_rate(rate_limit)
+        except ValueError as exc:
+            raise ValueError(f"task type {name!r}: rate_limit {exc}") from None
     if concurrency_limit is not None and (isinstance(concurrency_limit, bool) or concurrency_limit < 1):
         raise ValueError(f"task type {name!r}: concurrency_limit must be a positive integer")
 
@@ -117,6 +150,8 @@ def task(
             callback_url=callback_url,
             callback_events=tuple(callback_events),
             concurrency_limit=concurrency_limit,
+            rate_limit=rate_limit,
+            rate_limit_per_key=rate_limit_per_key,
             description=(func.__doc__ or "").strip().split("\n")[0],
         )
         return func

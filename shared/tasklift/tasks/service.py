@@ -271,8 +271,9 @@ class TaskService:
         reopened, event = done
         # Its outbox intent is committed with it, due now: published here as a submit's would be, or
         # left to the dispatcher under the same rules as a submit (new_task's ``inline``): an
-        # admission window, or a concurrency limit of its key.
-        if get_settings().admission_window == 0 and reopened.get("concurrency_limit") is None:
+        # admission window, a concurrency limit of its key or a rate limit.
+        held = reopened.get("concurrency_limit") is not None or ttype.rate_limited(reopened.get("concurrency_key"))
+        if get_settings().admission_window == 0 and not held:
             await self.enqueuer.enqueue([Dispatch(row["id"], ttype.queue, ttype.name, row["traceparent"], event.seq)])
         await self._announce([event])
         return reopened
@@ -293,7 +294,7 @@ def new_task(
     """The row a submit inserts, in the current trace (the dispatcher and the worker continue it).
 
     It is published at submit (``inline``) unless it is delayed, the admission window is on or it
-    is limited by a concurrency key: then the dispatcher admits it (docs/flow-control.md)."""
+    is limited by a concurrency key or a rate limit: then the dispatcher admits it (docs/flow-control.md)."""
     flow = flow or Flow()
     settings = get_settings()
     limit = ttype.concurrency_limit if flow.concurrency_key is not None else None
@@ -314,7 +315,10 @@ def new_task(
         delay=flow.delay,
         expires_at=flow.expires_at,
         ttl=flow.ttl,
-        inline=not flow.delayed() and settings.admission_window == 0 and limit is None,
+        inline=not flow.delayed()
+        and settings.admission_window == 0
+        and limit is None
+        and not ttype.rate_limited(flow.concurrency_key),
         callback_url=callback.url if callback else None,
         callback_events=callback.events if callback else (),
         concurrency_key=flow.concurrency_key,

@@ -23,6 +23,9 @@ function waitingText(t) {
   if (t.status !== "PENDING") return "–";
   if (t.waiting_reason === "paused" || t.paused) return "Queue paused";
   if (t.scheduled_for && Date.parse(t.scheduled_for) > serverNow()) return `Scheduled for ${localTime(t.scheduled_for, true)}`;
+  const key = t.concurrency_key ? ` (key ${t.concurrency_key})` : "";
+  if (t.waiting_reason === "concurrency_limited") return `Concurrency limit reached${key}`;
+  if (t.waiting_reason === "rate_limited") return `Rate limited${key}`;
   return t.expires_at ? `Queued · expires ${localTime(t.expires_at, true)}` : "Queued";
 }
 
