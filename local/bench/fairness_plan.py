@@ -63,7 +63,7 @@ def main() -> None:
                     conn.execute(text(SEED), {"n": n, "owner": owner, "queue": queue, "ahead": ahead})
             conn.execute(text("ANALYZE"))
         sql = text(flow.ADMIT_WINDOW_SQL)
-        params = {"limit": 500, "window": args.window, "w_keys": [], "w_values": []}
+        params = {**flow.admit_params(500, args.window), **flow.weight_params(None)}  # no rate rules, no weights
         times = []
         with engine.connect() as conn:
             for i in range(args.rounds + 3):
