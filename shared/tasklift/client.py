@@ -15,6 +15,7 @@ Every error answer (problem+json) raises :class:`TaskliftError` carrying the pro
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -279,7 +280,7 @@ class TaskliftClient:
         clean = {k: v for k, v in params.items() if v is not None}
         return dict(self._check(self._http.get("/tasks", params=clean)).json())
 
-    def task_types(self) -> list[dict[str, Any]]:
+    def task_types(self) -> builtins.list[dict[str, Any]]:  # `list` here: the method above
         """GET /task-types."""
         return list(self._check(self._http.get("/task-types")).json())
 

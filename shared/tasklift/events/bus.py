@@ -63,7 +63,7 @@ class EventAnnouncer:
             try:
                 conn.send_packed_command(conn.pack_commands(commands))  # type: ignore[no-untyped-call]
                 for _ in commands:
-                    conn.read_response()
+                    conn.read_response()  # type: ignore[no-untyped-call]  # redis-py: no type hints
                 return
             except (redis.ConnectionError, redis.TimeoutError):
                 conn.disconnect()  # type: ignore[no-untyped-call]

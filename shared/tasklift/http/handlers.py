@@ -12,9 +12,9 @@ import logging
 import math
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import redis
@@ -442,7 +442,7 @@ async def _check_dependencies(runtime: ApiRuntime) -> dict[str, str]:
         checks["database"] = "unavailable"
     try:
         async with asyncio.timeout(2):
-            await runtime.enqueuer.client.ping()
+            await cast(Awaitable[bool], runtime.enqueuer.client.ping())  # async client: awaitable
         checks["broker"] = "ok"
     except (redis.RedisError, TimeoutError):
         checks["broker"] = "unavailable"

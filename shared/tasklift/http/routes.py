@@ -136,11 +136,11 @@ async def handle(route: Route, req: HttpRequest) -> HttpResponse:
     except aio.DatabaseError as exc:
         if repo.refused_value(exc):  # a value PostgreSQL cannot take: the request's fault, not an outage
             log.warning("the store refused a value of %s %s: %s", req.method, req.path, exc)
-            problem = Problem(400, "the task store refused a value of this request", slug="invalid-value")
-            return problem_response(problem, req.path)
+            refused = Problem(400, "the task store refused a value of this request", slug="invalid-value")
+            return problem_response(refused, req.path)
         log.exception("database unavailable while serving %s %s", req.method, req.path)
-        problem = Problem(503, "the task store is unavailable; try again", headers={"Retry-After": "5"})
-        return problem_response(problem, req.path)
+        outage = Problem(503, "the task store is unavailable; try again", headers={"Retry-After": "5"})
+        return problem_response(outage, req.path)
     except Exception:
         log.exception("unhandled error while serving %s %s", req.method, req.path)
         return problem_response(Problem(500, "an internal error occurred; it has been logged"), req.path)

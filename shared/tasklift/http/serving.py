@@ -73,7 +73,7 @@ class _Deadlines:
         self.transport.close()
 
 
-class BoundedHttpToolsProtocol(_Deadlines, HttpToolsProtocol):  # type: ignore[misc]
+class BoundedHttpToolsProtocol(_Deadlines, HttpToolsProtocol):
     """uvicorn's httptools protocol with a head size limit and the head / body deadlines."""
 
     tasklift_head_bytes = 0  #: of the current head, as the parser reports it

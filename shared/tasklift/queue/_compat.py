@@ -48,7 +48,7 @@ def _reply_to(pid: int) -> str:
     return str(uuid.uuid4())  # results are ignored; Celery puts its app's oid here
 
 
-def time_limits(task_type: str) -> tuple[int | None, int | None]:
+def time_limits(task_type: str) -> tuple[float | None, float | None]:
     """(hard, soft) seconds for ``task_type``: soft = its timeout, hard 30 s later (None = none)."""
     ttype = get_task_type(task_type)
     soft = ttype.timeout if ttype else None

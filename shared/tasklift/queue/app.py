@@ -83,7 +83,7 @@ celery_app = create_celery_app()
 PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
 
-@signals.worker_init.connect
+@signals.worker_init.connect  # type: ignore[untyped-decorator]  # Celery has no type hints
 def _quiet_per_task_lines(**_: object) -> None:
     """Keep Celery's per-task lines for TASKLIFT_LOG_LEVEL=DEBUG (set before the pool forks)."""
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -91,7 +91,7 @@ def _quiet_per_task_lines(**_: object) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-@signals.worker_process_init.connect
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]  # Celery has no type hints
 def _open_runtime(**_: object) -> None:
     """Each pool process builds its own worker runtime (engines, Redis clients, threads; a forked
     child must not reuse its parent's sockets): queue/runtime.py."""
@@ -101,7 +101,7 @@ def _open_runtime(**_: object) -> None:
     runtime.install(runtime.WorkerRuntime.open(get_settings()))
 
 
-@signals.worker_process_init.connect
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]  # Celery has no type hints
 def _hand_back_on_cold_shutdown(**_: object) -> None:
     """A pool process hands its running task back when the soft shutdown ends (queue/runner.py)."""
     from tasklift.queue.runner import shutdown_cancel
@@ -109,7 +109,7 @@ def _hand_back_on_cold_shutdown(**_: object) -> None:
     shutdown_cancel.pool_process = True
 
 
-@signals.worker_process_init.connect
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]  # Celery has no type hints
 def _child_telemetry(**_: object) -> None:
     """Each prefork child gets its own tracer/meter providers (export threads do not survive fork)."""
     from tasklift import telemetry
@@ -117,7 +117,7 @@ def _child_telemetry(**_: object) -> None:
     telemetry.configure("worker")
 
 
-@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
+@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]  # Celery has no type hints
 def _close_inline_runtime(**_: object) -> None:
     """The solo and threads pools ran tasks in this process: close its runtime, sending the task
     events still queued (a prefork parent has none)."""
@@ -126,7 +126,7 @@ def _close_inline_runtime(**_: object) -> None:
     runtime.close(timeout=2.0)
 
 
-@signals.worker_process_shutdown.connect
+@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]  # Celery has no type hints
 def _flush_child_telemetry(**_: object) -> None:
     """A child exits with os._exit (no atexit): close its runtime (sending the task events its
     publish thread still holds), and flush its spans and metrics."""
@@ -137,7 +137,7 @@ def _flush_child_telemetry(**_: object) -> None:
     telemetry.shutdown()
 
 
-@signals.worker_init.connect
+@signals.worker_init.connect  # type: ignore[untyped-decorator]  # Celery has no type hints
 def _inline_pool_runtime(sender: object = None, **_: object) -> None:
     """The solo and threads pools run tasks in this process, which then needs the providers and
     its worker runtime."""

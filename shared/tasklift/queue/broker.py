@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import redis
 from sqlalchemy import Engine
@@ -57,7 +58,8 @@ class Broker:
         if (cached := self.epochs.cached(now, max_age)) is not None:
             return cached
         try:
-            return self.epochs.remember(now, self.client.info("server"))
+            info = cast(dict[str, object], self.client.info("server"))  # sync client: a dict
+            return self.epochs.remember(now, info)
         except redis.RedisError as exc:
             log.debug("could not read the broker epoch: %s", exc)
             return None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -60,7 +60,7 @@ def _queued(broker: redis.Redis, queue: str) -> Iterator[bytes]:
     # LPUSH adds at the head and workers pop the tail: reading from the head in chunks may read an
     # entry twice while pushes shift the list, and never skips one that is still there.
     start = 0
-    while chunk := broker.lrange(queue, start, start + CHUNK - 1):
+    while chunk := cast(list[bytes], broker.lrange(queue, start, start + CHUNK - 1)):  # sync client: a list
         yield from chunk
         start += CHUNK
 

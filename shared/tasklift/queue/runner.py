@@ -49,6 +49,10 @@ class ShutdownCancel:
     """This process's handling of the cancel signal (one per prefork pool process)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """The state of a new process (also a forked child's: os.register_at_fork)."""
         self.pool_process = False  #: set in a prefork pool process (worker_process_init)
         self.installed = False
         self.previous: Any = None  #: billiard's handler, installed after worker_process_init
@@ -88,7 +92,7 @@ class ShutdownCancel:
 
 
 shutdown_cancel = ShutdownCancel()
-os.register_at_fork(after_in_child=shutdown_cancel.__init__)
+os.register_at_fork(after_in_child=shutdown_cancel.reset)
 
 
 class LeaseNotRecorded(Exception):  # noqa: N818
@@ -102,7 +106,7 @@ def error_of(exc: BaseException) -> dict[str, Any]:
 
 def retry_delay(ttype: TaskType, failures: int) -> float:
     """Exponential back-off with 'equal jitter': half fixed, half random (AWS architecture blog)."""
-    cap = min(ttype.backoff_max, ttype.backoff_base * 2 ** max(0, failures - 1))
+    cap: float = min(ttype.backoff_max, ttype.backoff_base * 2 ** max(0, failures - 1))
     return cap / 2 + random.uniform(0, cap / 2)
 
 

@@ -12,7 +12,8 @@ from tasklift.queue.app import celery_app
 log = logging.getLogger(__name__)
 
 
-@celery_app.task(name="tasklift.run", bind=True, ignore_result=True)
+# Celery has no type hints: its task decorator is untyped.
+@celery_app.task(name="tasklift.run", bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
 def run(self: Any, task_id: str) -> None:
     """Claim the task ``task_id`` and run it (a duplicate delivery is dropped at the claim)."""
     # Imported here: runner imports the app module, which imports this one to register the task.

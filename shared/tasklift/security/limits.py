@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pybreaker
 import redis
@@ -114,11 +114,11 @@ class LimitStore:
     def open_streams(self, principal: str) -> int:
         """How many streams ``principal`` holds now (for tests and diagnostics)."""
         key = f"{KEY_PREFIX}streams:{principal}"
-        return int(self.redis.zcount(key, f"({_redis_now(self.redis)}", "+inf"))
+        return cast(int, self.redis.zcount(key, f"({_redis_now(self.redis)}", "+inf"))  # sync client: an int
 
 
 def _redis_now(client: redis.Redis) -> float:
-    seconds, micros = client.time()
+    seconds, micros = cast(tuple[int, int], client.time())  # sync client: (seconds, microseconds)
     return float(seconds) + micros / 1e6
 
 

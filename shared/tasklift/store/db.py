@@ -46,7 +46,7 @@ def make_engine(url: str, pool_size: int = 10, *, pooled: bool = True, autocommi
     engine = create_engine(
         url,
         connect_args=connect_args,
-        **options,  # type: ignore[arg-type]
+        **options,
     )
     if pooled:
         _ping_when_idle(engine, IDLE_PING_SECONDS)

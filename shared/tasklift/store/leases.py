@@ -68,7 +68,7 @@ def transition(
     )
     if row is None:
         return None
-    return row, _append(conn, task_id, row["last_seq"], "status", repo.status_data(row))
+    return row, _append(conn, task_id, row["last_seq"], "status", repo.status_data(dict(row)))
 
 
 _ID = bindparam("id", type_=UUID(as_uuid=True))
@@ -400,7 +400,7 @@ def expired_leases(conn: Connection, limit: int = 200) -> list[RowMapping]:
 
 def recover_expired(
     conn: Connection, task_id: uuid.UUID, attempt: int, *, max_redispatches: int
-) -> tuple[RowMapping, Event] | None:
+) -> tuple[RowMapping | dict[str, Any], Event] | None:
     """Hand an expired task back to the queue, or fail it once its re-dispatch budget is spent."""
     row = get_task(conn, task_id)
     if row is None or row["status"] != TaskStatus.RUNNING or row["attempts"] != attempt:

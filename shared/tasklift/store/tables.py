@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -418,18 +419,18 @@ class WebhookDelivery(Base):
     )
 
 
-tasks = Task.__table__
-task_events = TaskEvent.__table__
-task_steps = TaskStep.__table__
-task_waits = TaskWait.__table__
-task_signals = TaskSignal.__table__
-outbox = Outbox.__table__
-idempotency_keys = IdempotencyKey.__table__
-paused_queues = PausedQueue.__table__
-bulk_operations = BulkOperation.__table__
-task_callbacks = TaskCallback.__table__
-principal_callbacks = PrincipalCallback.__table__
-webhook_deliveries = WebhookDelivery.__table__
+tasks = cast(Table, Task.__table__)
+task_events = cast(Table, TaskEvent.__table__)
+task_steps = cast(Table, TaskStep.__table__)
+task_waits = cast(Table, TaskWait.__table__)
+task_signals = cast(Table, TaskSignal.__table__)
+outbox = cast(Table, Outbox.__table__)
+idempotency_keys = cast(Table, IdempotencyKey.__table__)
+paused_queues = cast(Table, PausedQueue.__table__)
+bulk_operations = cast(Table, BulkOperation.__table__)
+task_callbacks = cast(Table, TaskCallback.__table__)
+principal_callbacks = cast(Table, PrincipalCallback.__table__)
+webhook_deliveries = cast(Table, WebhookDelivery.__table__)
 
 
 class ApiKey(Base):
@@ -449,4 +450,4 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None]
 
 
-api_keys = ApiKey.__table__
+api_keys = cast(Table, ApiKey.__table__)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, delete, func, select, tuple_
+from sqlalchemy import Connection, Engine, RowMapping, delete, func, literal, select, tuple_
 
 from tasklift.blobs import BlobStore, claims
 from tasklift.settings import get_settings
@@ -103,7 +103,7 @@ def export_finished(
         with engine.connect() as conn:
             query = select(tasks).where(tasks.c.status.in_(_FINISHED), tasks.c.completed_at < before)
             if after is not None:
-                query = query.where(tuple_(tasks.c.completed_at, tasks.c.id) > tuple_(*after))
+                query = query.where(tuple_(tasks.c.completed_at, tasks.c.id) > tuple_(*map(literal, after)))
             rows = list(conn.execute(query.order_by(tasks.c.completed_at, tasks.c.id).limit(BATCH)).mappings())
             for row in rows:
                 record = {key: _jsonable(value) for key, value in row.items()}

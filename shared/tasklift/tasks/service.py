@@ -175,7 +175,7 @@ class TaskService:
 
     async def get(self, owner: str | None, task_id: str) -> Mapping[str, Any]:
         """The task, or :class:`NotFound` (also for another owner's task)."""
-        row = await self.store.get_task(parse_task_id(task_id), owner)
+        row: Mapping[str, Any] | None = await self.store.get_task(parse_task_id(task_id), owner)
         if row is None:
             raise NotFound(f"task {task_id} does not exist")
         return row

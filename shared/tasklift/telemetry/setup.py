@@ -154,7 +154,8 @@ def _trace_clients(state: _State) -> None:
         _trace_databases(state.tracer_provider, state.meter_provider)
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor  # the API's hot path (store/aio.py)
 
-    AsyncPGInstrumentor().instrument(tracer_provider=state.tracer_provider)
+    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]  # its __init__ has no type hints
+    instrumentor.instrument(tracer_provider=state.tracer_provider)
     if state.role == "worker":
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
