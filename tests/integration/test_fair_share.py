@@ -72,3 +72,35 @@ def test_the_window_admits_round_robin_across_principals_at_equal_priority(db: s
     assert order == [urgent, alice[0], bob[0], alice[1], bob[1], alice[2], carol, alice[3]]
     with db.begin() as conn:  # a window of 3: its first three places
         assert [str(r["task_id"]) for r in flow.admit(conn, window=3)] == order[:3]
+
+
+def test_a_newcomer_is_sent_ahead_of_the_messages_other_principals_hold(db: sa.Engine) -> None:
+    """A principal holding no place, in a queue that holds other principals' messages from earlier
+    rounds, is admitted ``ahead`` (the dispatcher RPUSHes it: taken next) — at their priority or
+    above, and only its first; a principal that holds places, or a first round, is sent behind."""
+    queue = get_settings().cpu_queue
+
+    def one(owner: str, **fields: object) -> str:
+        return str(insert_tasks(new_task("test_noop", queue, owner=owner, inline=False, **fields))[0])
+
+    first_round = [one("alice") for _ in range(4)]
+    with db.begin() as conn:  # nothing sent yet: in place order, nobody ahead
+        rows = flow.admit(conn, window=2)
+        assert [str(r["task_id"]) for r in rows] == first_round[:2] and not any(r["ahead"] for r in rows)
+        conn.execute(
+            sa.text("UPDATE task_outbox SET published_at = now() WHERE task_id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": first_round[:2]},
+        )
+    bob = [one("bob"), one("bob")]
+    with db.begin() as conn:  # alice holds 2 of a window of 4: bob's turns 1 and 2 fill the room, his first ahead
+        ahead = {str(r["task_id"]): r["ahead"] for r in flow.admit(conn, window=4)}
+    assert ahead == {bob[0]: True, bob[1]: False}, ahead
+    low = one("carol")
+    with db.begin() as conn:  # alice's messages already sent become priority 3
+        conn.execute(
+            sa.text("UPDATE tasks SET priority = 3 WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": first_round[:2]}
+        )
+    with db.begin() as conn:  # no priority-0 newcomer goes ahead of priority-3 messages already sent
+        rows = flow.admit(conn, window=8)
+        assert {str(r["task_id"]) for r in rows} >= {bob[0], low}
+        assert not any(r["ahead"] for r in rows), [(str(r["task_id"]), r["ahead"]) for r in rows]

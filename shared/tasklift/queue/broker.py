@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import cast
 
@@ -41,16 +40,21 @@ class Broker:
     def close(self) -> None:
         self.client.close()
 
-    def enqueue(self, item: Dispatch) -> None:
+    def enqueue(self, item: Dispatch, ahead: bool = False) -> None:
         """Send ``tasklift.run(task_id)`` with Celery's task id equal to ours. Raises on broker errors.
 
         One LPUSH of the message Celery would send (:mod:`tasklift.queue._compat`); no retry here:
-        the outbox retries, and a blocking retry would stall the HTTP response.
+        the outbox retries, and a blocking retry would stall the HTTP response. ``ahead``: RPUSH
+        instead, to the end workers take from (BRPOP), so it is the next message taken (a fair
+        share's newcomer: docs/flow-control.md).
         """
         with telemetry.publishing(item.task_id, item.queue, item.traceparent) as trace_headers:
             # trace_headers: the W3C traceparent; the worker's span continues the task's trace.
             message = _compat.task_message(item.task_id, item.queue, item.task_type, trace_headers)
-            self.client.lpush(item.queue, message)
+            if ahead:
+                self.client.rpush(item.queue, message)
+            else:
+                self.client.lpush(item.queue, message)
 
     def epoch(self, max_age: float = 2.0) -> str | None:
         """The Redis server's ``run_id`` (:class:`BrokerEpoch`); None if Redis does not answer."""
@@ -79,22 +83,25 @@ class Broker:
         with engine.begin() as conn:
             spend = bool(rates) and flow.lock_rate_buckets(conn)
             rows = outbox.take_due_outbox(conn, limit, window, rates, spend, weights)
-            sent: list[tuple[uuid.UUID, int]] = []
-            for row in rows:
+            # The rows come in place order. Those sent ahead (RPUSH: taken next) go last first, so
+            # they are taken in place order too; the others are LPUSHed in place order behind them.
+            ahead = [row for row in rows if row["ahead"]]
+            published = []
+            for row in [*reversed(ahead), *(row for row in rows if not row["ahead"])]:
                 item = Dispatch(row["task_id"], row["queue"], row["task_type"], row["traceparent"], row["intent_seq"])
                 try:
-                    self.enqueue(item)
+                    self.enqueue(item, ahead=row["ahead"])
                 except Exception as exc:  # noqa: BLE001
                     log.warning("dispatcher: broker unavailable, will retry: %s", exc)
                     break
-                sent.append(item.intent)
-            if sent:
+                published.append(row)
+            if published:
                 # Marked in the same transaction that locked the rows: a crash before commit re-sends
                 # (and spends no token: the debit commits with the marks).
-                outbox.mark_published(conn, sent, epoch)
+                outbox.mark_published(conn, [(row["task_id"], row["intent_seq"]) for row in published], epoch)
                 if spend:
-                    flow.take_tokens(conn, rates, rows[: len(sent)])
-        return len(sent)
+                    flow.take_tokens(conn, rates, published)
+        return len(published)
 
 
 def rate_rules() -> list[flow.RateRule]:

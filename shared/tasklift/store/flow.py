@@ -94,7 +94,7 @@ _COLUMNS = "o.task_id, o.intent_seq, o.queue, t.task_type, t.traceparent, t.prio
 #: No window: every admissible intent, by priority then submit time, ``:limit`` per batch.
 ADMIT_SQL = f"""
 WITH {_KEYED}, {_RATED}
-SELECT {_COLUMNS}
+SELECT {_COLUMNS}, false AS ahead
 FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id
 WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT} AND {_WITHIN_RATE}
 ORDER BY {_ORDER}
@@ -117,9 +117,14 @@ FOR UPDATE OF o SKIP LOCKED"""
 #: ``chosen`` keeps its first ``:limit`` (the statement's own limit), so only those are joined back.
 #: (Ranked first, then locked: FOR UPDATE cannot stand beside a window function; the lock re-checks
 #: each row, so a rank another dispatcher took is skipped.) The rows come in ``place`` order.
+#: ``ahead``: a principal's first intent while it holds no place in a queue that already holds
+#: messages sent in earlier rounds (of other principals), at the batch's and those messages' highest
+#: priority: its turn comes before theirs, so the dispatcher puts it at the end workers take from
+#: (RPUSH) instead of behind them (:meth:`tasklift.queue.broker.Broker.dispatch_due`).
 ADMIT_WINDOW_SQL = f"""
 WITH {_KEYED}, {_RATED}, sent AS (
-    SELECT queue, count(*) AS n FROM task_outbox WHERE published_at IS NOT NULL GROUP BY queue
+    SELECT s.queue, count(*) AS n, max(b.priority) AS top
+    FROM task_outbox AS s JOIN tasks AS b ON b.id = s.task_id WHERE s.published_at IS NOT NULL GROUP BY s.queue
 ), weights AS (
     SELECT key, weight FROM unnest(CAST(:w_keys AS text[]), CAST(:w_values AS int[])) AS w (key, weight)
 ), held AS (
@@ -140,18 +145,21 @@ WITH {_KEYED}, {_RATED}, sent AS (
         LEFT JOIN held AS h ON h.queue = o.queue AND h.principal = coalesce(t.fairness_key, t.owner)
     WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT} AND {_WITHIN_RATE}
 ), ranked AS (
-    SELECT task_id, queue, priority, created_at,
+    SELECT task_id, queue, priority, created_at, held, nth,
         row_number() OVER (
             PARTITION BY queue ORDER BY priority DESC, (held + nth + weight - 1) / weight, created_at, task_id
         ) AS place
     FROM turns WHERE nth <= :window
 ), chosen AS (
-    SELECT ranked.task_id, ranked.place FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
+    SELECT ranked.task_id, ranked.place,
+        ranked.held = 0 AND ranked.nth = 1 AND coalesce(sent.n, 0) > 0 AND ranked.priority >= sent.top
+            AND ranked.priority = max(ranked.priority) OVER (PARTITION BY ranked.queue) AS ahead
+    FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
     WHERE ranked.place <= :window - coalesce(sent.n, 0)
     ORDER BY ranked.place, ranked.priority DESC, ranked.created_at, ranked.task_id
     LIMIT :limit
 )
-SELECT {_COLUMNS}
+SELECT {_COLUMNS}, c.ahead
 FROM task_outbox AS o JOIN tasks AS t ON t.id = o.task_id JOIN chosen AS c ON c.task_id = o.task_id
 WHERE o.published_at IS NULL
 ORDER BY c.place, {_ORDER}
