@@ -10,8 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tasklift.settings import KEY_CHARS, MAX_KEY_LENGTH
 from tasklift.tasks import schedules
-from tasklift.tasks.flow import KEY_CHARS, MAX_KEY_LENGTH, MAX_PRIORITY, MIN_PRIORITY
+from tasklift.tasks.flow import MAX_PRIORITY, MIN_PRIORITY
 
 
 class ScheduleLinks(BaseModel):

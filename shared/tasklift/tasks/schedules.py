@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from tasklift.tasks.flow import KEY_PATTERN, MAX_KEY_LENGTH
+from tasklift.settings import KEY_PATTERN, MAX_KEY_LENGTH
 
 #: Missed firings a schedule with ``catchup: "all"`` makes up at most (the latest ones).
 MAX_CATCHUP = 100
