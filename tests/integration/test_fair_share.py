@@ -75,9 +75,9 @@ def test_the_window_admits_round_robin_across_principals_at_equal_priority(db: s
 
 
 def test_a_newcomer_is_sent_ahead_of_the_messages_other_principals_hold(db: sa.Engine) -> None:
-    """A principal holding no place, in a queue that holds other principals' messages from earlier
-    rounds, is admitted ``ahead`` (the dispatcher RPUSHes it: taken next) — at their priority or
-    above, and only its first; a principal that holds places, or a first round, is sent behind."""
+    """An intent whose turn comes before the most-served principal's latest, in a queue that holds
+    messages from earlier rounds, is admitted ``ahead`` (the dispatcher RPUSHes it: taken next) — at
+    their priority or above; a later turn, or a first round, is sent behind."""
     queue = get_settings().cpu_queue
 
     def one(owner: str, **fields: object) -> str:
@@ -92,7 +92,7 @@ def test_a_newcomer_is_sent_ahead_of_the_messages_other_principals_hold(db: sa.E
             {"ids": first_round[:2]},
         )
     bob = [one("bob"), one("bob")]
-    with db.begin() as conn:  # alice holds 2 of a window of 4: bob's turns 1 and 2 fill the room, his first ahead
+    with db.begin() as conn:  # alice holds 2 of a window of 4: bob's turns 1 and 2 fill the room; turn 1 < 2 ahead
         ahead = {str(r["task_id"]): r["ahead"] for r in flow.admit(conn, window=4)}
     assert ahead == {bob[0]: True, bob[1]: False}, ahead
     low = one("carol")

@@ -117,10 +117,11 @@ FOR UPDATE OF o SKIP LOCKED"""
 #: ``chosen`` keeps its first ``:limit`` (the statement's own limit), so only those are joined back.
 #: (Ranked first, then locked: FOR UPDATE cannot stand beside a window function; the lock re-checks
 #: each row, so a rank another dispatcher took is skipped.) The rows come in ``place`` order.
-#: ``ahead``: a principal's first intent while it holds no place in a queue that already holds
-#: messages sent in earlier rounds (of other principals), at the batch's and those messages' highest
-#: priority: its turn comes before theirs, so the dispatcher puts it at the end workers take from
-#: (RPUSH) instead of behind them (:meth:`tasklift.queue.broker.Broker.dispatch_due`).
+#: ``ahead``: an intent whose turn comes before the latest turn the queue has handed out (``crowd``:
+#: the most places a principal holds, by weight) while the queue holds messages sent in earlier
+#: rounds, at the batch's and those messages' highest priority: a principal served less than another
+#: is not made to wait behind that one's messages, so the dispatcher puts it at the end workers take
+#: from (RPUSH) instead of behind them (:meth:`tasklift.queue.broker.Broker.dispatch_due`).
 ADMIT_WINDOW_SQL = f"""
 WITH {_KEYED}, {_RATED}, sent AS (
     SELECT s.queue, count(*) AS n, max(b.priority) AS top
@@ -134,6 +135,9 @@ WITH {_KEYED}, {_RATED}, sent AS (
         SELECT s.queue, coalesce(b.fairness_key, b.owner) FROM task_outbox AS s JOIN tasks AS b ON b.id = s.task_id
         WHERE s.published_at IS NOT NULL
     ) AS h GROUP BY queue, principal
+), crowd AS (
+    SELECT h.queue, max((h.n + coalesce(w.weight, 1) - 1) / coalesce(w.weight, 1)) AS turn
+    FROM held AS h LEFT JOIN weights AS w ON w.key = h.principal GROUP BY h.queue
 ), turns AS (
     SELECT o.task_id, o.queue, t.priority, t.created_at, coalesce(w.weight, 1) AS weight,
         coalesce(h.n, 0) AS held,
@@ -145,16 +149,16 @@ WITH {_KEYED}, {_RATED}, sent AS (
         LEFT JOIN held AS h ON h.queue = o.queue AND h.principal = coalesce(t.fairness_key, t.owner)
     WHERE {_ADMISSIBLE} AND {_WITHIN_LIMIT} AND {_WITHIN_RATE}
 ), ranked AS (
-    SELECT task_id, queue, priority, created_at, held, nth,
+    SELECT task_id, queue, priority, created_at, (held + nth + weight - 1) / weight AS turn,
         row_number() OVER (
             PARTITION BY queue ORDER BY priority DESC, (held + nth + weight - 1) / weight, created_at, task_id
         ) AS place
     FROM turns WHERE nth <= :window
 ), chosen AS (
     SELECT ranked.task_id, ranked.place,
-        ranked.held = 0 AND ranked.nth = 1 AND coalesce(sent.n, 0) > 0 AND ranked.priority >= sent.top
+        coalesce(sent.n, 0) > 0 AND ranked.turn < crowd.turn AND ranked.priority >= sent.top
             AND ranked.priority = max(ranked.priority) OVER (PARTITION BY ranked.queue) AS ahead
-    FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue
+    FROM ranked LEFT JOIN sent ON sent.queue = ranked.queue LEFT JOIN crowd ON crowd.queue = ranked.queue
     WHERE ranked.place <= :window - coalesce(sent.n, 0)
     ORDER BY ranked.place, ranked.priority DESC, ranked.created_at, ranked.task_id
     LIMIT :limit
