@@ -23,3 +23,10 @@ def test_chatty(ctx: TaskContext, inp: Chatty) -> dict[str, int]:
         ctx.log(f"line {n} of {inp.lines}")
         ctx.progress(current=n, total=inp.lines, message=f"line {n}")
     return {"lines": inp.lines}
+
+
+@task("test_rated_slowly", input=Chatty, queue="cpu", rate_limit="2/m")
+def test_rated_slowly(ctx: TaskContext, inp: Chatty) -> dict[str, int]:
+    """Admitted two a minute (docs/flow-control.md, "Rate limits"): after the first two, the bucket
+    holds under one token for 30 s, so a waiting task's page says why it waits."""
+    return {"lines": 0}

@@ -3,9 +3,11 @@ and an expired task's state, in a real browser on the real stack."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
@@ -37,11 +39,16 @@ def test_a_scheduled_task_says_when_and_an_expired_one_says_expired(
 def test_a_rate_limited_task_says_so(
     api: str, start_reaper: Callable[..., Any], open_dashboard: Callable[..., Dashboard]
 ) -> None:
-    """``test_rated`` admits 5 a second (a bucket of 5): with the reaper running and no worker, the
-    last of 60 waits about 11 s for its token, and its page says why."""
+    """``test_rated_slowly`` admits 2 a minute: with the reaper running and no worker, the first
+    round admits two of five, and the bucket then holds under one token for 30 s; the last task's
+    page says why it waits."""
     start_reaper()
-    ids = [submit_task(api, {"task_type": "test_rated", "label": "browser"}) for _ in range(60)]
+    ids = [submit_task(api, {"task_type": "test_rated_slowly"}) for _ in range(5)]
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{api}/tasks/{ids[-1]}").json()["waiting_reason"] != "rate_limited":  # the first round
+        assert time.monotonic() < deadline, "the dispatcher did not spend the bucket"
+        time.sleep(0.1)
     board = open_dashboard(api, fragment=f"#task={ids[-1]}")
     expect(board.page.locator("#detail .detail-head .badge")).to_have_text("Pending")
-    expect(board.page.locator("#detail [data-slot=waiting]")).to_have_text("Rate limited", timeout=8_000)
+    expect(board.page.locator("#detail [data-slot=waiting]")).to_have_text("Rate limited", timeout=15_000)
     board.assert_clean()
